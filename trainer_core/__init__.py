@@ -1,0 +1,41 @@
+"""pair-trainer's engine: the hook contract, plugin manager, manifest and single-pair pipeline.
+
+Plugins import what they need from here: ``from trainer_core import hookimpl, PairData, Balance``.
+"""
+
+__version__ = "0.1.0"
+
+from .artifacts import ArtifactWriter  # noqa: E402
+from .data import CLASS_NAMES, FEATURE_NAMES, NO_LABEL, PairData, file_sha256  # noqa: E402
+from .errors import (  # noqa: E402
+    ConfigError,
+    DataError,
+    PluginError,
+    StorageError,
+    TrainerError,
+    TrainingError,
+)
+from .hookspecs import hookimpl  # noqa: E402
+from .manifest import PairSpec  # noqa: E402
+from .pipeline import Balance, Evaluation, PairResult  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "hookimpl",
+    "ArtifactWriter",
+    "Balance",
+    "CLASS_NAMES",
+    "ConfigError",
+    "DataError",
+    "Evaluation",
+    "FEATURE_NAMES",
+    "NO_LABEL",
+    "PairData",
+    "PairResult",
+    "PairSpec",
+    "PluginError",
+    "StorageError",
+    "TrainerError",
+    "TrainingError",
+    "file_sha256",
+]

@@ -1,0 +1,189 @@
+"""A pair's artifacts: staged in a private folder, each file written then renamed, committed last.
+
+A pair's folder ``{output}/{PAIR}/`` only ever holds a complete run: the attempt is staged in
+``{output}/.trainer-staging/{PAIR}/`` and swapped into place after ``_SUCCESS.json`` is written.
+A killed or failed attempt leaves the previous artifacts untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import StorageError
+
+SUCCESS = "_SUCCESS.json"
+STAGING = ".trainer-staging"
+BACKUP = "backup"
+ATTEMPT = ".attempt.json"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def _json_default(value: Any):
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "items"):
+        return dict(value.items())
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=_json_default, allow_nan=False) + "\n"
+
+
+class ArtifactWriter:
+    """Where reporters write a pair's files: ``out.write_json(out.name("metadata", "json"), ...)``."""
+
+    def __init__(self, output_root: str | Path, pair: str, tag: str):
+        self.root = Path(output_root)
+        self.pair = pair
+        self.tag = tag
+        self.final_dir = self.root / pair
+        self.dir = self.root / STAGING / pair
+        self.written: list[str] = []
+
+    # -- naming ----------------------------------------------------------------------
+    def name(self, kind: str, ext: str) -> str:
+        """``name("model", "keras")`` -> ``model_{tag}.keras`` (the seed's file names)."""
+        return f"{kind}_{self.tag}.{ext}"
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def prepare(self, attempt: dict) -> bool:
+        """Create the staging folder; keep a resumable backup only from the same attempt.
+
+        Returns True when a backup of an interrupted identical attempt is kept (a resume).
+        """
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            resumable = False
+            marker = self.dir / ATTEMPT
+            if self.dir.exists():
+                try:
+                    previous = json.loads(marker.read_text())
+                except (OSError, ValueError):
+                    previous = None
+                resumable = previous == attempt and (self.dir / BACKUP).is_dir()
+                for child in self.dir.iterdir():
+                    if resumable and child.name in (BACKUP, ATTEMPT):
+                        continue
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._write_text_atomic(marker, dumps(attempt))
+        except OSError as exc:
+            raise StorageError(
+                f"Cannot write to the output folder {self.root}: {exc.strerror or exc}.",
+                "Check that the path exists or can be created and that you may write there.",
+            ) from exc
+        return resumable
+
+    @contextlib.contextmanager
+    def writing(self, name: str) -> Iterator[Path]:
+        """A temporary path for a file written by a library; renamed to ``name`` on success."""
+        final = self.dir / name
+        final.parent.mkdir(parents=True, exist_ok=True)
+        suffix = "".join(Path(name).suffixes[-1:])
+        tmp = final.with_name(f".{final.stem}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
+        try:
+            yield tmp
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        if name not in self.written:
+            self.written.append(name)
+
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        with self.writing(name) as tmp:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        return self.dir / name
+
+    def write_text(self, name: str, text: str) -> Path:
+        return self.write_bytes(name, text.encode("utf-8"))
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        return self.write_text(name, dumps(obj))
+
+    def _write_text_atomic(self, path: Path, text: str) -> None:
+        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+    def checksums(self) -> dict[str, dict]:
+        out = {}
+        for path in sorted(p for p in self.dir.rglob("*") if p.is_file()):
+            rel = path.relative_to(self.dir).as_posix()
+            if rel in (SUCCESS, ATTEMPT) or rel.startswith(BACKUP + "/"):
+                continue
+            out[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        return out
+
+    def commit(self, marker: dict) -> Path:
+        """Write ``_SUCCESS.json`` (with every artifact's checksum) last, then swap into place."""
+        backup = self.dir / BACKUP
+        if backup.exists():
+            shutil.rmtree(backup)
+        attempt = self.dir / ATTEMPT
+        if attempt.exists():
+            attempt.unlink()
+        marker = dict(marker, artifacts=self.checksums())
+        self._write_text_atomic(self.dir / SUCCESS, dumps(marker))
+        old = None
+        if self.final_dir.exists():
+            old = self.root / STAGING / f"{self.pair}.replaced-{uuid.uuid4().hex[:8]}"
+            os.replace(self.final_dir, old)
+        os.replace(self.dir, self.final_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        staging_root = self.root / STAGING
+        with contextlib.suppress(OSError):
+            staging_root.rmdir()  # only when empty
+        return self.final_dir
+
+    def discard_outputs(self) -> None:
+        """After a failure: drop what this attempt wrote, keep a resumable backup."""
+        if not self.dir.exists():
+            return
+        for child in self.dir.iterdir():
+            if child.name in (BACKUP, ATTEMPT):
+                continue
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        if not (self.dir / BACKUP).exists():
+            shutil.rmtree(self.dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (self.root / STAGING).rmdir()

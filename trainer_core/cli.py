@@ -1,0 +1,216 @@
+"""The `trainer` command line. The only module that knows Click."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import yaml
+
+from . import __version__
+from .errors import ConfigError, PluginError, TrainerError
+from .registry import KINDS
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class CommandError(click.ClickException):
+    """A `TrainerError` as Click shows it: what went wrong, then what to do."""
+
+    def __init__(self, error: TrainerError):
+        super().__init__(error.message)
+        self.exit_code = error.exit_code
+        self.hint = error.hint
+
+    def format_message(self) -> str:
+        return self.message + (f"\nHint: {self.hint}" if self.hint else "")
+
+
+class TrainerGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except TrainerError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise CommandError(exc) from exc
+        except KeyboardInterrupt:
+            click.echo("Interrupted: nothing of the interrupted pair was committed.", err=True)
+            ctx.exit(130)
+
+
+def _set_debug(ctx, param, value):
+    if value:
+        ctx.ensure_object(dict)["debug"] = True
+    return value
+
+
+debug_option = click.option(
+    "--debug", is_flag=True, expose_value=False, callback=_set_debug, is_eager=True,
+    help="Show the full traceback of an error.",
+)
+
+
+@click.group(cls=TrainerGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="trainer")
+@debug_option
+@click.pass_context
+def cli(ctx):
+    """Train one Keras LSTM per crypto pair: SHORT / HOLD / LONG from 1-minute features.
+
+    Example:
+
+        trainer run --pair ETHUSDT --data inputs/ --output artifacts/
+    """
+    ctx.ensure_object(dict)
+
+
+def _load_manifest(path):
+    from .manifest import default_manifest, load_manifest
+
+    return load_manifest(path) if path else default_manifest()
+
+
+def _plugins(extra=()):
+    from .plugins import Plugins
+
+    return Plugins.load(extra)
+
+
+def check_components(spec, plugins) -> None:
+    """Every component the spec names exists; builder parameters are checked when it can."""
+    registry = plugins.registry
+    registry.get("loader", spec.data.loader)
+    registry.get("balancer", spec.balance.method)
+    builder = registry.get("model", spec.model.builder)
+    for name in spec.reporters:
+        registry.get("reporter", name)
+    component = builder.factory()
+    if hasattr(component, "check"):
+        component.check(spec.model.params)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--pair", "pair", metavar="PAIR", help="The pair to train, e.g. ETHUSDT (ETH/USDT is accepted).")
+@click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="A YAML manifest; without it the built-in defaults (the seed's) are used.")
+@click.option("--index", type=int, metavar="I",
+              help="Train pair number I (from 0) of the manifest instead of naming it (Kubernetes Indexed Jobs).")
+@click.option("--data", "data_path", metavar="PATH", help="Training data: a file, or a folder holding {PAIR}_TF-... files.")
+@click.option("--output", "output", metavar="DIR", help="Output root; the pair's artifacts go to DIR/PAIR/.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs (train.epochs).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Batch size (train.batch_size).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any manifest setting, e.g. --set train.sequence_length=60 (repeatable).")
+@click.option("--config-test", is_flag=True, help="Print the resolved settings and exit without training.")
+@debug_option
+def run(pair, manifest_path, index, data_path, output, epochs, batch_size, sets, config_test):
+    """Train one pair end to end and write its artifacts.
+
+    Settings come from the built-in defaults, then the manifest's defaults, then the pair's own
+    entry, then --set, then the named options.
+
+    Example:
+
+        trainer run --pair ETHUSDT --data inputs/ --output artifacts/ --epochs 50
+    """
+    manifest = _load_manifest(manifest_path)
+    if index is not None:
+        if pair:
+            raise ConfigError("Give either --pair or --index, not both.", "--index picks a pair of the manifest.")
+        if not manifest_path:
+            raise ConfigError("--index needs --manifest.", "--index I trains pair I (from 0) of the manifest's pairs.")
+        if not 0 <= index < len(manifest.pairs):
+            raise ConfigError(
+                f"--index {index} is out of range: the manifest has {len(manifest.pairs)} pair(s) (0..{len(manifest.pairs) - 1}).",
+                "Set the Job's completions to the number of pairs (`trainer k8s render` counts them).",
+            )
+        pair = manifest.pairs[index].pair
+    if not pair:
+        raise click.UsageError("Missing option '--pair' (or --manifest with --index).")
+    flags = {"data.path": data_path, "output": output, "train.epochs": epochs, "train.batch_size": batch_size}
+    spec = manifest.resolve(pair, sets, flags)
+    plugins = _plugins(spec.plugins)
+    check_components(spec, plugins)
+    if config_test:
+        click.echo(f"# resolved settings for {spec.pair} (config hash {spec.config_hash})")
+        click.echo(yaml.safe_dump(spec.to_dict(), sort_keys=False, default_flow_style=None).rstrip())
+        click.echo(f"# artifacts: {spec.output.rstrip('/')}/{spec.pair}/ (tag {spec.tag})")
+        click.echo("Configuration OK.")
+        return
+    from .pipeline import run_pair
+
+    try:
+        result = run_pair(spec, plugins, echo=lambda m: click.echo(m))
+    except TrainerError:
+        raise
+    except Exception as exc:  # an unexpected failure still gets one line and exit 1
+        if click.get_current_context().obj.get("debug"):
+            raise
+        from .errors import TrainingError
+
+        raise TrainingError(
+            f"{spec.pair}: training failed: {type(exc).__name__}: {exc}", "Run again with --debug for the traceback."
+        ) from exc
+    click.echo(f"Done: {result.pair_dir}")
+
+
+@cli.command(name="plugins", context_settings=CONTEXT_SETTINGS)
+@click.option("--kind", type=click.Choice(list(KINDS)), help="Only this kind of component.")
+@click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also load the plugin modules this manifest names.")
+def plugins_command(kind, manifest_path):
+    """List every registered component with its kind and the plugin that registered it.
+
+    Example:
+
+        trainer plugins --kind model
+    """
+    extra = _load_manifest(manifest_path).plugins if manifest_path else ()
+    plugins = _plugins(extra)
+    rows = [(r.kind, r.name, r.plugin, r.description) for r in plugins.registry if kind in (None, r.kind)]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(("KIND", "NAME", "PLUGIN"))]
+    click.echo(f"{'KIND':<{widths[0]}}  {'NAME':<{widths[1]}}  {'PLUGIN':<{widths[2]}}  DESCRIPTION")
+    for row in rows:
+        click.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}")
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Apply overrides before checking.")
+def validate(manifest_path, sets):
+    """Check a manifest without training: syntax, settings, pair names and plugin names.
+
+    Example:
+
+        trainer validate manifests/demo.yaml
+    """
+    manifest = _load_manifest(manifest_path)
+    if not manifest.pairs:
+        raise ConfigError(f"{manifest_path}: the manifest lists no pairs.", "Add pairs under `pairs:`.")
+    plugins = _plugins(manifest.plugins)
+    specs = [manifest.resolve(entry.pair, sets) for entry in manifest.pairs]
+    for spec in specs:
+        check_components(spec, plugins)
+    click.echo(f"{manifest_path}: OK, {len(specs)} pair(s), output {manifest.output}")
+    for spec in specs:
+        click.echo(
+            f"  {spec.pair:<14} loader={spec.data.loader} model={spec.model.builder} "
+            f"balance={spec.balance.method} epochs={spec.train.epochs} tag={spec.tag}"
+        )
+
+
+def _register_plugin_commands() -> None:
+    try:
+        _plugins().register_commands(cli)
+    except PluginError as exc:  # a broken plugin must not take `trainer --help` down with it
+        click.echo(f"Warning: {exc.message}", err=True)
+
+
+def main(argv=None):
+    _register_plugin_commands()
+    return cli.main(args=argv, prog_name="trainer")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The project's exceptions: every expected failure is a `TrainerError` with a message and a hint."""
+
+from __future__ import annotations
+
+
+class TrainerError(Exception):
+    """An expected failure: the CLI prints the message and the hint, no traceback.
+
+    `exit_code` follows the CLI contract: 2 for usage, configuration and data-contract
+    errors (the user must change something), 1 for a training run that failed.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(TrainerError):
+    """A manifest, flag or `--set` value that is wrong."""
+
+    exit_code = 2
+
+
+class DataError(TrainerError):
+    """Input data that breaks the data contract (missing file, bad columns, NaN, order...)."""
+
+    exit_code = 2
+
+
+class PluginError(TrainerError):
+    """A plugin that cannot be loaded, a duplicate component name, or an unknown one."""
+
+    exit_code = 2
+
+
+class TrainingError(TrainerError):
+    """Training started but did not finish (out of memory, a model that cannot be built...)."""
+
+    exit_code = 1
+
+
+class StorageError(TrainerError):
+    """The output location cannot be written."""
+
+    exit_code = 1

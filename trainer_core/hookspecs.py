@@ -1,0 +1,206 @@
+"""The whole hook contract between the trainer and its plugins.
+
+Every hook is prefixed ``trainer_``. Plugins implement them with ``@trainer_core.hookimpl``.
+``docs/hooks.md`` documents each one with the exact signature below; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("trainer")
+hookimpl = pluggy.HookimplMarker("trainer")
+
+
+# ---------------------------------------------------------------------------
+# Registration: collecting hooks, called once per plugin manager, where it is built
+# (the CLI process, and each worker that trains pairs).
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def trainer_register_loaders(register):
+    """Register data loaders.
+
+    Args:
+        register: ``register(name, factory)``. ``factory()`` returns an object with
+            ``load(spec) -> PairData``; ``spec`` is the pair's frozen `PairSpec`.
+
+    Returns:
+        None. A name registered twice is an error naming both plugins.
+
+    Runs: wherever a plugin manager is built (CLI process and pair workers).
+    """
+
+
+@hookspec
+def trainer_register_balancers(register):
+    """Register class balancers.
+
+    Args:
+        register: ``register(name, factory)``. ``factory()`` returns an object with
+            ``balance(labels, target_idx, rng, params) -> Balance``: ``labels`` is the
+            int8 label array of every row, ``target_idx`` the int64 row indices of the
+            training targets, ``rng`` a seeded ``numpy.random.Generator`` and ``params``
+            the pair's ``balance`` settings. ``Balance(indices, class_weight)`` holds the
+            kept target rows (sorted) and an optional ``{class: weight}`` for the loss.
+
+    Returns:
+        None.
+
+    Runs: wherever a plugin manager is built.
+    """
+
+
+@hookspec
+def trainer_register_model_builders(register):
+    """Register model builders.
+
+    Args:
+        register: ``register(name, factory)``. ``factory()`` returns an object with
+            ``build(input_shape, n_classes, params) -> keras.Model`` (uncompiled or
+            compiled; the trainer compiles it). ``input_shape`` is
+            ``(sequence_length, n_features)``, ``params`` the pair's ``model.params``.
+
+    Returns:
+        None.
+
+    Runs: wherever a plugin manager is built.
+    """
+
+
+@hookspec
+def trainer_register_reporters(register):
+    """Register reporters.
+
+    Args:
+        register: ``register(name, factory)``. ``factory()`` returns an object with
+            ``report_pair(result, out) -> None``, called after a pair trained (``result``
+            is the `PairResult`, ``out`` the pair's `ArtifactWriter`), and optionally
+            ``report_batch(results, output) -> None``, called once after a batch.
+
+    Returns:
+        None.
+
+    Runs: wherever a plugin manager is built.
+    """
+
+
+@hookspec
+def trainer_register_commands(cli):
+    """Add Click commands to the ``trainer`` command group.
+
+    Args:
+        cli: the ``click.Group``; call ``cli.command()`` / ``cli.add_command()``.
+
+    Returns:
+        None.
+
+    Runs: in the CLI process, when the command line is parsed.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Batch lifecycle: notifications in the batch driver (the process that reads the manifest).
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def trainer_before_batch(manifest, specs):
+    """A batch is about to start.
+
+    Args:
+        manifest: the validated `Manifest`.
+        specs: the tuple of `PairSpec` that will be trained.
+
+    Returns:
+        None.
+
+    Runs: in the batch driver, once, before the first pair is submitted.
+    """
+
+
+@hookspec
+def trainer_after_batch(manifest, results):
+    """A batch has finished (also after failures and interruption).
+
+    Args:
+        manifest: the validated `Manifest`.
+        results: a list of per-pair outcome dicts (``pair``, ``status``, ``error``...).
+
+    Returns:
+        None.
+
+    Runs: in the batch driver, once, after the last pair finished.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Pair lifecycle: notifications where the pair trains (the CLI process for
+# ``trainer run``, the Ray task for ``trainer batch``).
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def trainer_before_pair(spec):
+    """A pair is about to be loaded and trained.
+
+    Args:
+        spec: the pair's frozen `PairSpec`.
+
+    Returns:
+        None. Raising a `TrainerError` stops the pair with that message.
+
+    Runs: in the pair worker, before the data are loaded.
+    """
+
+
+@hookspec
+def trainer_after_pair(spec, result):
+    """A pair trained and its artifacts are committed (``_SUCCESS.json`` written).
+
+    Args:
+        spec: the pair's frozen `PairSpec`.
+        result: the `PairResult` (metrics, timings, artifact folder).
+
+    Returns:
+        None.
+
+    Runs: in the pair worker, after the completion marker is written.
+    """
+
+
+@hookspec
+def trainer_on_pair_error(spec, error):
+    """A pair failed; nothing of this attempt was committed.
+
+    Args:
+        spec: the pair's frozen `PairSpec`.
+        error: the exception (a `TrainerError` for expected failures).
+
+    Returns:
+        None. The error is re-raised after every implementation ran.
+
+    Runs: in the pair worker, before the error propagates.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def trainer_keras_callbacks(spec, pair_dir):
+    """Add Keras callbacks to a pair's ``model.fit``.
+
+    Args:
+        spec: the pair's frozen `PairSpec`.
+        pair_dir: the local folder where this attempt's artifacts are staged.
+
+    Returns:
+        A list of ``keras.callbacks.Callback`` (or None); all lists are concatenated after
+        the built-in callbacks.
+
+    Runs: in the pair worker, just before ``fit``.
+    """

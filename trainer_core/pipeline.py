@@ -1,0 +1,451 @@
+"""One pair, end to end: load, validate, split, scale, balance, train, evaluate, report, commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .artifacts import ArtifactWriter
+from .data import CLASS_NAMES, N_CLASSES, PairData, validate_pair_data
+from .errors import ConfigError, DataError, PluginError, TrainerError, TrainingError
+from .manifest import PairSpec
+from .plugins import Plugins
+from .scaling import Scaler, fit_scaler
+from .split import Split, purged_split
+
+
+@dataclass
+class Balance:
+    """What a balancer returns: the kept training target rows, and optional loss weights."""
+
+    indices: np.ndarray
+    class_weight: dict[int, float] | None = None
+
+
+@dataclass
+class Evaluation:
+    """Predictions of the trained model on one slice (validation or test), in row order."""
+
+    name: str
+    rows: np.ndarray
+    y_true: np.ndarray
+    y_prob: np.ndarray
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.y_prob.argmax(axis=1).astype(np.int8)
+
+    def summary(self) -> dict:
+        n = int(len(self.y_true))
+        p = np.clip(self.y_prob[np.arange(n), self.y_true], 1e-7, 1.0)
+        return {
+            "samples": n,
+            "accuracy": float(np.mean(self.y_pred == self.y_true)) if n else None,
+            "loss": float(-np.mean(np.log(p))) if n else None,
+            "class_counts": {name: int(np.sum(self.y_true == i)) for i, name in enumerate(CLASS_NAMES)},
+        }
+
+
+@dataclass
+class PairResult:
+    """Everything known about a trained pair; reporters read it, metadata records it."""
+
+    spec: PairSpec
+    data: PairData
+    split: Split
+    scaler: Scaler
+    balance: Balance
+    model: Any
+    history: dict[str, list[float]]
+    epoch_seconds: list[float]
+    evaluations: dict[str, Evaluation]
+    timings: dict[str, float]
+    resumed: bool
+    gpu: dict[str, Any]
+    pair_dir: Path | None = None
+    started: str = ""
+    artifacts: list[str] = field(default_factory=list)
+
+    @property
+    def tag(self) -> str:
+        return self.spec.tag
+
+    @property
+    def validation(self) -> Evaluation:
+        return self.evaluations["validation"]
+
+    def best_epoch(self) -> int:
+        """1-based epoch chosen by the early-stopping monitor."""
+        monitor = self.spec.train.early_stopping_monitor
+        values = self.history.get(monitor) or []
+        if not values:
+            return len(self.history.get("loss", []))
+        pick = np.argmax if "acc" in monitor else np.argmin
+        return int(pick(values)) + 1
+
+    def metrics(self) -> dict:
+        h = self.history
+        final = {k: float(v[-1]) for k, v in h.items() if v}
+        best_epoch = self.best_epoch()
+        best = {k: float(v[best_epoch - 1]) for k, v in h.items() if len(v) >= best_epoch}
+        return {
+            "final_epoch": final,
+            "best_epoch": dict(best, epoch=best_epoch, monitor=self.spec.train.early_stopping_monitor),
+            **{name: ev.summary() for name, ev in self.evaluations.items()},
+        }
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _echo_default(message: str) -> None:
+    print(message, flush=True)
+
+
+def _check_balance(balance: Any, train_idx: np.ndarray, name: str) -> Balance:
+    if not isinstance(balance, Balance):
+        raise PluginError(f"Balancer {name!r} returned {type(balance).__name__}, not a Balance.")
+    indices = np.asarray(balance.indices, dtype=np.int64)
+    if indices.ndim != 1 or len(indices) == 0:
+        raise TrainingError(f"Balancer {name!r} kept no training targets.", "Check balance.min_per_class.")
+    if not np.isin(indices, train_idx).all():
+        raise PluginError(
+            f"Balancer {name!r} returned rows that are not training targets (that would leak validation data).",
+            "A balancer may only select from the target rows it is given.",
+        )
+    cw = balance.class_weight
+    if cw is not None:
+        cw = {int(k): float(v) for k, v in dict(cw).items()}
+    return Balance(np.sort(indices), cw)
+
+
+def _load(spec: PairSpec, plugins: Plugins) -> PairData:
+    loader = plugins.create("loader", spec.data.loader)
+    try:
+        data = loader.load(spec)
+    except TrainerError:
+        raise
+    except Exception as exc:
+        raise DataError(
+            f"{spec.pair}: loader {spec.data.loader!r} failed: {type(exc).__name__}: {exc}.",
+            "Check the data file; run with --debug for the traceback.",
+        ) from exc
+    if not isinstance(data, PairData):
+        raise PluginError(f"Loader {spec.data.loader!r} returned {type(data).__name__}, not PairData.")
+    data = validate_pair_data(data, f"{spec.pair} ({data.source})")
+    _check_label_params(spec, data)
+    return data
+
+
+def _check_label_params(spec: PairSpec, data: PairData) -> None:
+    params = data.label_params or {}
+    wanted = {
+        "future_window": spec.labels.future_window,
+        "stop_loss_pct": spec.labels.stop_loss_pct,
+        "take_profit_pct": spec.labels.take_profit_pct,
+    }
+    for key, value in wanted.items():
+        if key in params and params[key] is not None and abs(float(params[key]) - float(value)) > 1e-9:
+            raise DataError(
+                f"{spec.pair}: the data were labelled with {key}={params[key]:g} but the run uses "
+                f"labels.{key}={value:g} ({data.source}).",
+                f"Use data labelled with {key}={value:g}, or set labels.{key}={params[key]:g}.",
+            )
+
+
+def quiet_tensorflow() -> None:
+    """TensorFlow's C++ start-up chatter off unless the user asked for it (set before import)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def detect_gpus() -> list:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised in this process
+            pass
+    return gpus
+
+
+def _compile(model, spec: PairSpec):
+    import keras
+
+    t = spec.train
+    if t.loss == "focal":
+        alpha = list(t.focal_alpha) if t.focal_alpha is not None else 1.0
+        loss = keras.losses.CategoricalFocalCrossentropy(alpha=alpha, gamma=t.focal_gamma)
+    else:
+        loss = keras.losses.CategoricalCrossentropy()
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=t.learning_rate), loss=loss, metrics=["accuracy"])
+
+
+def _callbacks(spec: PairSpec, out: ArtifactWriter, checkpoint: Path, plugins: Plugins, epoch_times: list):
+    import keras
+
+    t = spec.train
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_times.append(time.perf_counter() - self._t0)
+
+    callbacks = [
+        keras.callbacks.BackupAndRestore(backup_dir=str(out.dir / "backup")),
+        EpochTimer(),
+        keras.callbacks.ModelCheckpoint(
+            str(checkpoint), monitor=t.early_stopping_monitor, save_best_only=True, save_weights_only=True
+        ),
+        keras.callbacks.EarlyStopping(
+            monitor=t.early_stopping_monitor, patience=t.early_stopping_patience, restore_best_weights=True
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=t.reduce_lr_factor, patience=t.reduce_lr_patience, min_lr=t.min_learning_rate
+        ),
+        keras.callbacks.TensorBoard(log_dir=str(out.dir / "logs"), write_graph=False),
+    ]
+    callbacks.extend(plugins.keras_callbacks(spec, out.dir))
+    return callbacks
+
+
+def _predict(model, feats, labs, rows: np.ndarray, spec: PairSpec, name: str, labels: np.ndarray) -> Evaluation:
+    from .windows import window_dataset
+
+    ds = window_dataset(
+        feats, labs, rows, spec.train.sequence_length, max(spec.train.batch_size, 1024), shuffle=False, with_labels=False
+    )
+    y_prob = model.predict(ds, verbose=0).astype(np.float32) if len(rows) else np.zeros((0, N_CLASSES), np.float32)
+    return Evaluation(name, rows, labels[rows].astype(np.int8), y_prob)
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"trainer": __version__, "python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("tensorflow", "keras", "numpy", "polars", "pyarrow", "scikit-learn", "pluggy"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def run_pair(spec: PairSpec, plugins: Plugins, echo: Callable[[str], None] = _echo_default) -> PairResult:
+    """Train one pair and commit its artifacts; raise a `TrainerError` on an expected failure."""
+    plugins.before_pair(spec)
+    out = None
+    try:
+        # resolve every component first so a misspelled name fails before any work
+        for kind, name in (("loader", spec.data.loader), ("balancer", spec.balance.method), ("model", spec.model.builder)):
+            plugins.registry.get(kind, name)
+        for name in spec.reporters:
+            plugins.registry.get("reporter", name)
+        result = _run(spec, plugins, echo)
+    except BaseException as exc:
+        plugins.on_pair_error(spec, exc)
+        raise
+    plugins.after_pair(spec, result)
+    return result
+
+
+def _run(spec: PairSpec, plugins: Plugins, echo) -> PairResult:
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    data = _load(spec, plugins)
+    timings["load_seconds"] = time.perf_counter() - t0
+    counts = data.class_counts()
+    unlabelled = int(np.sum(data.labels < 0))
+    echo(
+        f"Loaded {len(data):,} rows of {spec.pair} from {data.source} "
+        f"(SHORT {counts['SHORT']:,} / HOLD {counts['HOLD']:,} / LONG {counts['LONG']:,}"
+        + (f", {unlabelled:,} without label" if unlabelled else "")
+        + ")"
+    )
+
+    t = spec.train
+    split = purged_split(
+        data.labels, t.sequence_length, spec.labels.future_window, spec.embargo,
+        spec.split.validation, spec.split.test, where=spec.pair,
+    )
+    echo(
+        f"Split: {len(split.train_idx):,} training targets (rows {split.train_idx[0]}-{split.train_idx[-1]}), "
+        f"{split.embargo} purged rows, {len(split.val_idx):,} validation targets"
+        + (f", {len(split.test_idx):,} test targets" if len(split.test_idx) else "")
+    )
+
+    t0 = time.perf_counter()
+    scaler = fit_scaler(spec.scaling.scaler, data.features, split.train_end, data.feature_names)
+    scaled = scaler.transform(data.features)
+    timings["scale_seconds"] = time.perf_counter() - t0
+
+    rng = np.random.default_rng(t.seed)
+    balancer = plugins.create("balancer", spec.balance.method)
+    balance = _check_balance(
+        balancer.balance(data.labels, split.train_idx, rng, spec.balance), split.train_idx, spec.balance.method
+    )
+    kept = data.class_counts(balance.indices)
+    echo(
+        f"Balanced ({spec.balance.method}): {len(balance.indices):,} training targets "
+        f"(SHORT {kept['SHORT']:,} / HOLD {kept['HOLD']:,} / LONG {kept['LONG']:,})"
+        + (f", class weights {balance.class_weight}" if balance.class_weight else "")
+    )
+
+    out = ArtifactWriter(spec.output, spec.pair, spec.tag)
+    attempt = {"config_hash": spec.config_hash, "data_sha256": data.sha256}
+    resumed = out.prepare(attempt)
+    try:
+        result = _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, timings, resumed, echo)
+        result.started = started
+        marker = {
+            "pair": spec.pair,
+            "tag": spec.tag,
+            "config_hash": spec.config_hash,
+            "data_sha256": data.sha256,
+            "started": started,
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "trainer_version": __version__,
+        }
+        result.pair_dir = out.commit(marker)
+        result.artifacts = sorted(out.written)
+    except BaseException:
+        out.discard_outputs()
+        raise
+    echo(f"Saved {len(result.artifacts)} artifacts to {result.pair_dir}")
+    return result
+
+
+def _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, timings, resumed, echo) -> PairResult:
+    t_import = time.perf_counter()
+    quiet_tensorflow()
+    import keras
+    import tensorflow as tf
+
+    from .windows import steps, window_dataset
+
+    timings["import_seconds"] = time.perf_counter() - t_import
+    t = spec.train
+    gpus = detect_gpus()
+    keras.utils.set_random_seed(t.seed)
+
+    builder = plugins.create("model", spec.model.builder)
+    input_shape = (t.sequence_length, scaled.shape[1])
+    try:
+        model = builder.build(input_shape, N_CLASSES, spec.model.params)
+    except TrainerError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"{spec.pair}: model builder {spec.model.builder!r} failed with model.params "
+            f"{dict(spec.model.params)}: {type(exc).__name__}: {exc}.",
+            "Check model.params (docs/manifest.md lists the lstm builder's parameters).",
+        ) from exc
+    if tuple(model.output_shape[1:]) != (N_CLASSES,):
+        raise PluginError(
+            f"Model builder {spec.model.builder!r} returned a model with output shape {model.output_shape}; "
+            f"expected (None, {N_CLASSES})."
+        )
+    _compile(model, spec)
+    echo(f"Model {spec.model.builder!r}: {model.count_params():,} parameters, input {input_shape}")
+
+    weights_by_class = None
+    if balance.class_weight:
+        weights_by_class = np.array([balance.class_weight.get(i, 1.0) for i in range(N_CLASSES)], dtype=np.float32)
+
+    feats = tf.constant(scaled)
+    labs = tf.constant(np.where(data.labels < 0, 0, data.labels).astype(np.int32))
+    train_ds = window_dataset(
+        feats, labs, balance.indices, t.sequence_length, t.batch_size,
+        shuffle=True, seed=t.seed, sample_weight_by_class=weights_by_class,
+    )
+    val_ds = window_dataset(feats, labs, split.val_idx, t.sequence_length, t.batch_size, shuffle=False)
+
+    checkpoint = out.dir / "checkpoint.weights.h5"
+    epoch_times: list[float] = []
+    callbacks = _callbacks(spec, out, checkpoint, plugins, epoch_times)
+    verbose = t.verbose if t.verbose != "auto" else (1 if sys.stdout.isatty() else 2)
+    if resumed:
+        echo("Resuming an interrupted run from its last completed epoch")
+    t0 = time.perf_counter()
+    try:
+        history = model.fit(
+            train_ds,
+            epochs=t.epochs,
+            steps_per_epoch=steps(len(balance.indices), t.batch_size),
+            validation_data=val_ds,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the dataset draws its own permutation per epoch
+        )
+    except tf.errors.ResourceExhaustedError as exc:
+        raise TrainingError(
+            f"{spec.pair}: out of memory while training ({exc.message.splitlines()[0]}).",
+            "Lower train.batch_size or the model size, or give the pair more memory.",
+        ) from exc
+    timings["train_seconds"] = time.perf_counter() - t0
+    if checkpoint.exists():
+        model.load_weights(str(checkpoint))
+        checkpoint.unlink()
+    hist = {k: [float(x) for x in v] for k, v in history.history.items()}
+    if not hist.get("loss"):
+        raise TrainingError(f"{spec.pair}: training ran no epoch.")
+    if not np.isfinite(hist["loss"]).all():
+        raise TrainingError(
+            f"{spec.pair}: the training loss became NaN/Inf.", "Lower train.learning_rate or check the scaler."
+        )
+    timings["epoch_seconds"] = [float(x) for x in epoch_times]
+    samples = len(balance.indices)
+    timings["samples_per_second"] = (
+        float(samples * len(epoch_times) / sum(epoch_times)) if epoch_times and sum(epoch_times) > 0 else None
+    )
+
+    t0 = time.perf_counter()
+    evaluations = {"validation": _predict(model, feats, labs, split.val_idx, spec, "validation", data.labels)}
+    if len(split.test_idx):
+        evaluations["test"] = _predict(model, feats, labs, split.test_idx, spec, "test", data.labels)
+    timings["evaluate_seconds"] = time.perf_counter() - t0
+
+    model_name = out.name("model", "keras")
+    with out.writing(model_name) as tmp:
+        model.save(str(tmp))
+    out.write_json(out.name("scaler", "json"), scaler.to_json())
+
+    result = PairResult(
+        spec=spec, data=data, split=split, scaler=scaler, balance=balance, model=model, history=hist,
+        epoch_seconds=timings["epoch_seconds"], evaluations=evaluations, timings=timings, resumed=resumed,
+        gpu={"available": bool(gpus), "devices": [g.name for g in gpus], "used": bool(gpus)},
+    )
+    summary = result.validation.summary()
+    echo(
+        f"Validation on {summary['samples']:,} targets: accuracy {summary['accuracy']:.4f}, "
+        f"loss {summary['loss']:.4f} (best epoch {result.best_epoch()} of {len(hist['loss'])})"
+    )
+    t0 = time.perf_counter()
+    for name in spec.reporters:
+        reporter = plugins.create("reporter", name)
+        try:
+            reporter.report_pair(result, out)
+        except TrainerError:
+            raise
+        except Exception as exc:
+            raise TrainingError(f"{spec.pair}: reporter {name!r} failed: {type(exc).__name__}: {exc}.") from exc
+    timings["report_seconds"] = time.perf_counter() - t0
+    result.artifacts = sorted(out.written)
+    return result
+
+
+def versions() -> dict:
+    return _versions()

@@ -1,0 +1,148 @@
+"""The chronological split, purged so no training label's horizon reaches validation or test.
+
+Rows are split at ``s = floor(n * (1 - validation - test))`` (and ``floor(n * (1 - test))``):
+train targets ``W-1 <= t < s - E`` with ``E = max(future_window, embargo)``, then a gap of E rows,
+then validation targets, then (with ``split.test``) another gap and the test targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data import NO_LABEL, PairData, _iso
+from .errors import DataError
+
+
+@dataclass
+class Split:
+    n_rows: int
+    window: int
+    future_window: int
+    embargo: int
+    val_start: int
+    test_start: int | None
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    test_idx: np.ndarray
+
+    @property
+    def train_end(self) -> int:
+        """First row that is not a training row (the scaler is fitted on rows below it)."""
+        return self.val_start - self.embargo
+
+    def describe(self, data: PairData) -> dict:
+        ts = data.timestamps
+
+        def rng(idx):
+            if len(idx) == 0:
+                return None
+            first, last = int(idx[0]), int(idx[-1])
+            return {
+                "first_row": first,
+                "last_row": last,
+                "count": int(len(idx)),
+                "first_time": _iso(ts[first]),
+                "last_time": _iso(ts[last]),
+            }
+
+        train = rng(self.train_idx)
+        if train is not None:
+            horizon_end = int(self.train_idx[-1]) + self.future_window
+            train["last_label_horizon_row"] = horizon_end
+            train["last_label_horizon_time"] = _iso(ts[min(horizon_end, self.n_rows - 1)])
+        out = {
+            "rows": self.n_rows,
+            "sequence_length": self.window,
+            "future_window": self.future_window,
+            "embargo_rows": self.embargo,
+            "validation_start_row": self.val_start,
+            "train_targets": train,
+            "validation_targets": rng(self.val_idx),
+            "test_targets": rng(self.test_idx),
+            "scaler_fit_rows": {
+                "first_row": 0,
+                "last_row": self.train_end - 1,
+                "count": self.train_end,
+                "first_time": _iso(ts[0]),
+                "last_time": _iso(ts[self.train_end - 1]),
+            },
+        }
+        return out
+
+
+def _bounds(n: int, validation: float, test: float) -> tuple[int, int | None]:
+    val_start = int(np.floor(n * (1.0 - validation - test)))
+    test_start = int(np.floor(n * (1.0 - test))) if test > 0 else None
+    return val_start, test_start
+
+
+def minimum_rows(window: int, embargo: int, validation: float, test: float) -> int:
+    """The fewest rows that leave at least one target in every part of the split."""
+    n = window + embargo + 2
+    while True:
+        val_start, test_start = _bounds(n, validation, test)
+        ok = val_start - embargo > window - 1
+        if test_start is None:
+            ok = ok and n - val_start >= 1
+        else:
+            ok = ok and test_start - embargo > val_start and n - test_start >= 1
+        if ok:
+            return n
+        n += 1
+
+
+def purged_split(
+    labels: np.ndarray,
+    window: int,
+    future_window: int,
+    embargo: int,
+    validation: float,
+    test: float = 0.0,
+    where: str = "data",
+) -> Split:
+    n = int(labels.shape[0])
+    embargo = max(int(embargo), int(future_window))
+    if validation + test >= 1.0:
+        raise DataError(
+            f"{where}: split.validation + split.test = {validation + test:g} leaves no training rows.",
+            "Keep validation + test well below 1 (the defaults are 0.2 and 0).",
+        )
+    need = minimum_rows(window, embargo, validation, test)
+    if n < need:
+        raise DataError(
+            f"{where}: {n:,} rows are too few for sequence_length {window}, an embargo of {embargo} rows "
+            f"(future_window {future_window}) and validation {validation:g}"
+            + (f" / test {test:g}" if test else "")
+            + f": at least {need:,} rows are needed.",
+            "Use more data, or lower train.sequence_length, labels.future_window or split.validation.",
+        )
+    val_start, test_start = _bounds(n, validation, test)
+    labelled = labels != NO_LABEL
+    rows = np.arange(n, dtype=np.int64)
+    train_mask = (rows >= window - 1) & (rows < val_start - embargo) & labelled
+    if test_start is None:
+        val_mask = (rows >= val_start) & labelled
+        test_mask = np.zeros(n, dtype=bool)
+    else:
+        val_mask = (rows >= val_start) & (rows < test_start - embargo) & labelled
+        test_mask = (rows >= test_start) & labelled
+    split = Split(
+        n_rows=n,
+        window=window,
+        future_window=future_window,
+        embargo=embargo,
+        val_start=val_start,
+        test_start=test_start,
+        train_idx=rows[train_mask],
+        val_idx=rows[val_mask],
+        test_idx=rows[test_mask],
+    )
+    for part, idx in (("training", split.train_idx), ("validation", split.val_idx)):
+        if len(idx) == 0:
+            raise DataError(
+                f"{where}: no labelled {part} targets after the split ({n:,} rows, {int(labelled.sum()):,} labelled).",
+                "Use more labelled data, or change split.validation.",
+            )
+    return split

@@ -1,0 +1,103 @@
+"""Helpers for testing plugins (and the trainer itself): throwaway plugins, tiny seed-format data.
+
+    from trainer_core.testing import registered_plugin, write_training_ready
+
+    with registered_plugin(MyPlugin(), name="my-plugin") as plugins:
+        plugins.create("model", "my-model")
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .data import FEATURE_NAMES
+from .plugins import Plugins, get_plugin_manager
+
+#: settings for a model that trains in seconds on 2 cores
+TINY_SETTINGS = (
+    "train.sequence_length=8",
+    "train.batch_size=64",
+    "model.params.lstm_units=[4]",
+    "model.params.dense_units=[4]",
+    "balance.min_per_class=0",
+    "labels.future_window=5",
+    "train.verbose=0",
+)
+
+
+@contextlib.contextmanager
+def registered_plugin(plugin, name: str | None = None, plugins: Plugins | None = None) -> Iterator[Plugins]:
+    """Register ``plugin`` (a module or object with hookimpls) on a manager for one block.
+
+    Without ``plugins`` a fresh manager is built from the built-ins only (no entry points),
+    so tests do not depend on what else is installed. The plugin is unregistered afterwards.
+    """
+    if plugins is None:
+        plugins = Plugins(get_plugin_manager(load_entry_points=False))
+    plugins.pm.register(plugin, name=name)
+    plugins._registry = None  # rebuilt with the new plugin's components
+    try:
+        plugins.pm.check_pending()
+        yield plugins
+    finally:
+        plugins.pm.unregister(plugin)
+        plugins._registry = None
+
+
+def training_ready_name(pair: str, fw: int = 5, sl_pct: float = 0.5, tp_pct: float = 1.0, tf: str = "1m",
+                        ext: str = "feather") -> str:
+    """The seed's file name: ``ETHUSDT_TF-1m__FW-005__SL-050__TP-100__training_ready.feather``."""
+    return (
+        f"{pair}_TF-{tf}__FW-{fw:03d}__SL-{round(sl_pct * 100):03d}__TP-{round(tp_pct * 100):03d}"
+        f"__training_ready.{ext}"
+    )
+
+
+def training_ready_frame(rows: int = 600, seed: int = 0, start: str = "2024-01-01", with_timestamp: bool = True):
+    """A polars frame in the seed's training-ready layout, with labels the features partly predict."""
+    import polars as pl
+
+    rng = np.random.default_rng(seed)
+    drift = np.convolve(rng.normal(0, 1, rows + 20), np.ones(20) / 20, mode="valid")[:rows]
+    close_change = (0.05 * rng.normal(0, 1, rows) + 0.04 * drift).astype(np.float32)
+    cols = {
+        "high_change": np.abs(close_change) + 0.02 * np.abs(rng.normal(0, 1, rows)),
+        "low_change": -np.abs(close_change) - 0.02 * np.abs(rng.normal(0, 1, rows)),
+        "close_change": close_change,
+        "volume_change": rng.normal(0, 30, rows),
+        "price_to_ma1440": 1 + 0.01 * np.cumsum(close_change) / np.sqrt(np.arange(1, rows + 1)),
+        "price_to_ma43200": 1 + 0.02 * drift,
+        "volume_to_ma1440": np.exp(rng.normal(0, 0.3, rows)),
+        "volume_to_ma43200": np.exp(rng.normal(0, 0.4, rows)),
+    }
+    score = drift + 0.3 * rng.normal(0, 1, rows)
+    labels = np.where(score > 0.15, 2, np.where(score < -0.15, 0, 1))
+    data = {}
+    if with_timestamp:
+        data["timestamp"] = (np.datetime64(start, "ms") + np.arange(rows) * np.timedelta64(60_000, "ms"))
+    for name in FEATURE_NAMES:
+        data[name] = np.asarray(cols[name], dtype=np.float32)
+    for k in range(3):
+        data[f"label_{k}"] = (labels == k).astype(np.int8)
+    return pl.DataFrame(data)
+
+
+def write_training_ready(folder: str | Path, pair: str = "ETHUSDT", rows: int = 600, seed: int = 0,
+                         fw: int = 5, sl_pct: float = 0.5, tp_pct: float = 1.0, ext: str = "feather",
+                         frame=None) -> Path:
+    """Write a tiny seed-format file for ``pair`` into ``folder`` and return its path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = training_ready_frame(rows, seed) if frame is None else frame
+    path = folder / training_ready_name(pair, fw, sl_pct, tp_pct, ext=ext)
+    if ext == "feather":
+        frame.write_ipc(path)
+    elif ext == "parquet":
+        frame.write_parquet(path)
+    else:
+        frame.write_csv(path)
+    return path
