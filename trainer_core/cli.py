@@ -78,16 +78,9 @@ def _plugins(extra=()):
 
 
 def check_components(spec, plugins) -> None:
-    """Every component the spec names exists; builder parameters are checked when it can."""
-    registry = plugins.registry
-    registry.get("loader", spec.data.loader)
-    registry.get("balancer", spec.balance.method)
-    builder = registry.get("model", spec.model.builder)
-    for name in spec.reporters:
-        registry.get("reporter", name)
-    component = builder.factory()
-    if hasattr(component, "check"):
-        component.check(spec.model.params)
+    from .pipeline import check_components as check
+
+    check(spec, plugins)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

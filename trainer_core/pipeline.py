@@ -107,6 +107,19 @@ class PairResult:
 # --------------------------------------------------------------------------------------------
 
 
+def check_components(spec: PairSpec, plugins: Plugins) -> None:
+    """Every component the spec names is registered; a builder with ``check(params)`` checks them."""
+    registry = plugins.registry
+    registry.get("loader", spec.data.loader)
+    registry.get("balancer", spec.balance.method)
+    builder = registry.get("model", spec.model.builder)
+    for name in spec.reporters:
+        registry.get("reporter", name)
+    component = builder.factory()
+    if hasattr(component, "check"):
+        component.check(spec.model.params)
+
+
 def _echo_default(message: str) -> None:
     print(message, flush=True)
 
@@ -246,13 +259,8 @@ def _versions() -> dict:
 def run_pair(spec: PairSpec, plugins: Plugins, echo: Callable[[str], None] = _echo_default) -> PairResult:
     """Train one pair and commit its artifacts; raise a `TrainerError` on an expected failure."""
     plugins.before_pair(spec)
-    out = None
     try:
-        # resolve every component first so a misspelled name fails before any work
-        for kind, name in (("loader", spec.data.loader), ("balancer", spec.balance.method), ("model", spec.model.builder)):
-            plugins.registry.get(kind, name)
-        for name in spec.reporters:
-            plugins.registry.get("reporter", name)
+        check_components(spec, plugins)  # a misspelled name fails before any work
         result = _run(spec, plugins, echo)
     except BaseException as exc:
         plugins.on_pair_error(spec, exc)

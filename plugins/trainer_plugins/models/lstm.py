@@ -21,7 +21,7 @@ def _units(params, key, allow_empty) -> list[int]:
         raise ConfigError(
             f"model.params.{key}: expected a list of positive integers"
             + ("" if allow_empty else " (at least one)")
-            + f", got {value!r}.",
+            + f", got {list(value) if isinstance(value, tuple) else value!r}.",
             f"For example: model.params.{key}: {DEFAULT_PARAMS[key]}",
         )
     return list(value)
@@ -46,6 +46,10 @@ def check_params(params) -> dict:
 
 class LSTMBuilder:
     """Stacked LSTM -> Dense (relu) -> softmax, dropout after every layer (the seed's model)."""
+
+    def check(self, params) -> None:
+        """Validate ``model.params`` without building (used by --config-test and `trainer validate`)."""
+        check_params(params)
 
     def build(self, input_shape, n_classes, params):
         import keras
