@@ -291,6 +291,9 @@ def _check_sections(values: Any, where: str) -> dict:
 
 
 def _merge(base: dict, override: Mapping) -> dict:
+    """Deep merge; ``model.params`` belong to ``model.builder``, so a new builder starts from no params."""
+    if "builder" in override and "builder" in base and override["builder"] != base["builder"]:
+        base = dict(base, params={})
     merged = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), dict) and key != "class_weights":
@@ -519,8 +522,9 @@ def parse_set(text: str) -> tuple[str, Any, str]:
         raise ConfigError(f"{where}: expected dotted.key=value.", "For example: --set train.sequence_length=60")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: the value is not valid YAML ({exc.problem}).", "Quote strings if needed.")
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: the value is not valid YAML ({problem}).", "Quote strings if needed.")
     return key, value, where
 
 
@@ -585,6 +589,8 @@ def load_manifest(path: str | Path) -> Manifest:
         raise ConfigError(f"Cannot read manifest {path}: {exc}.", "Pass a UTF-8 YAML file.")
     try:
         raw = yaml.safe_load(text)
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date such as 2024-13-01
+        raise ConfigError(f"Manifest {path} is not valid YAML: {exc}.", "Fix the value (dates are YYYY-MM-DD).")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny seed-format data and an in-process `trainer` runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from trainer_core.testing import TINY_SETTINGS, write_training_ready
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "ohlcv"
+
+
+def tiny_args(epochs: int = 1) -> list[str]:
+    args = ["--epochs", str(epochs)]
+    for s in TINY_SETTINGS:
+        args += ["--set", s]
+    return args
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Path:
+    """A folder with one tiny ETHUSDT training-ready file (FW 5, SL 0.5 %, TP 1 %)."""
+    folder = tmp_path / "inputs"
+    write_training_ready(folder, "ETHUSDT", rows=600, seed=1)
+    return folder
+
+
+@pytest.fixture
+def trainer():
+    """Invoke the CLI in this process: ``trainer("run", "--pair", ...)`` -> click Result."""
+    from trainer_core.cli import cli
+
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+def success_markers(root: Path) -> list[Path]:
+    return sorted(Path(root).rglob("_SUCCESS.json")) if Path(root).exists() else []
