@@ -133,3 +133,14 @@ def test_class_weights_balanced_and_explicit():
     assert bal.class_weight == {0: 4.0, 1: 1.0, 2: 4.0}
     bal = NoBalancing().balance(labels, targets, None, {})
     assert np.array_equal(bal.indices, targets) and bal.class_weight is None
+
+
+def test_windows_never_cross_a_gap():
+    n, window = 400, 10
+    labels = np.ones(n, dtype=np.int8)
+    s = purged_split(labels, window, 5, 5, 0.25, breaks=np.array([100, 350]))
+    for t in np.concatenate([s.train_idx, s.val_idx]):
+        assert not (t - window + 1 < 100 <= t) and not (t - window + 1 < 350 <= t)
+    # the targets right after a gap wait for a full window: 100..108 are out, 109 is in
+    assert 108 not in s.train_idx and 109 in s.train_idx and 99 in s.train_idx
+    assert 359 in s.val_idx and 358 not in s.val_idx

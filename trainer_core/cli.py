@@ -148,6 +148,48 @@ def run(pair, manifest_path, index, data_path, output, epochs, batch_size, sets,
     click.echo(f"Done: {result.pair_dir}")
 
 
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--pair", "pair", required=True, metavar="PAIR", help="The pair, e.g. ETHUSDT (ETH/USDT is accepted).")
+@click.option("--data", "data_path", required=True, metavar="CANDLES",
+              help="A candle file (Binance CSV/zip, freqtrade Feather/JSON, Parquet/CSV) or a folder of the pair's files.")
+@click.option("--output", "output", default="inputs/", show_default=True, metavar="DIR",
+              help="Folder for the training-ready file.")
+@click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Take labels.*, features.* and data.* settings from this manifest.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting, e.g. --set labels.future_window=60 (repeatable).")
+@debug_option
+def prepare(pair, data_path, output, manifest_path, sets):
+    """Turn 1-minute candles into the seed's training-ready file: 8 features, labels, returns.
+
+    Writes {PAIR}_TF-{tf}__FW-{fw}__SL-{sl}__TP-{tp}__training_ready.feather into the output
+    folder, where `trainer run --data DIR` finds it.
+
+    Example:
+
+        trainer prepare --pair ETHUSDT --data downloads/ETHUSDT-1m-2024-01.zip --output inputs/
+    """
+    from .candles import read_candles
+    from .features import pair_data_from_candles
+    from .prepare import write_training_ready
+
+    manifest = _load_manifest(manifest_path)
+    spec = manifest.resolve(pair, sets, {"data.path": data_path})
+    candles = read_candles(spec.data_path, spec.pair)
+    data = pair_data_from_candles(candles, spec)
+    path = write_training_ready(data, spec, output)
+    counts = data.class_counts()
+    gaps = data.extra["gaps"]
+    click.echo(
+        f"{spec.pair}: {data.extra['candles']:,} candles -> {len(data):,} rows "
+        f"(SHORT {counts['SHORT']:,} / HOLD {counts['HOLD']:,} / LONG {counts['LONG']:,}, "
+        f"{int((data.labels < 0).sum()):,} without label); "
+        f"{gaps['gaps']:,} gap(s), {gaps['missing_candles']:,} missing candle(s)"
+        + (f", {data.extra['filled_candles']:,} filled" if data.extra["filled_candles"] else "")
+    )
+    click.echo(f"Wrote {path}")
+
+
 @cli.command(name="plugins", context_settings=CONTEXT_SETTINGS)
 @click.option("--kind", type=click.Choice(list(KINDS)), help="Only this kind of component.")
 @click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False), metavar="FILE",

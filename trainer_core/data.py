@@ -33,6 +33,8 @@ class PairData:
     ``timestamps`` datetime64[ms] strictly increasing; ``features`` float32 (n, F) C-contiguous;
     ``labels`` int8 (n,) in {0 SHORT, 1 HOLD, 2 LONG}, -1 for a row without a label (history
     only, never a target). ``long_return`` / ``short_return`` are optional per-row float arrays.
+    ``breaks``: rows that follow a gap in time; no window crosses one. None: derived from the
+    timestamps (a step longer than the timeframe is a gap).
     """
 
     timestamps: np.ndarray
@@ -44,6 +46,7 @@ class PairData:
     label_params: dict = field(default_factory=dict)
     long_return: np.ndarray | None = None
     short_return: np.ndarray | None = None
+    breaks: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:

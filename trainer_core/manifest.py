@@ -23,7 +23,15 @@ MANIFEST_HINT = "See docs/manifest.md for every setting, its type and its defaul
 
 #: the built-in defaults: the seed's configuration (config.py V3)
 DEFAULTS: dict[str, Any] = {
-    "data": {"loader": "training-ready", "path": "inputs/", "timeframe": "1m", "start": None, "end": None},
+    "data": {
+        "loader": "training-ready",
+        "path": "inputs/",
+        "timeframe": "1m",
+        "start": None,
+        "end": None,
+        "gaps": "error",
+        "params": {},
+    },
     "labels": {
         "future_window": 120,
         "take_profit_pct": 1.0,
@@ -31,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
         "short_take_profit_pct": None,
         "short_stop_loss_pct": None,
     },
+    "features": {"ma_short": 1440, "ma_long": 43200},
     "split": {"validation": 0.2, "test": 0.0, "embargo": "auto"},
     "scaling": {"scaler": "robust"},
     "balance": {"method": "undersample", "min_per_class": 50000, "class_weights": "balanced"},
@@ -199,7 +208,15 @@ def _verbose(v):
 
 
 SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
-    "data": {"loader": _string(), "path": _string(nullable=True), "timeframe": _timeframe, "start": _date, "end": _date},
+    "data": {
+        "loader": _string(),
+        "path": _string(nullable=True),
+        "timeframe": _timeframe,
+        "start": _date,
+        "end": _date,
+        "gaps": _choice("error", "fill", "split"),
+        "params": _mapping,
+    },
     "labels": {
         "future_window": _int(1),
         "take_profit_pct": _number(0, low_open=True),
@@ -207,6 +224,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "short_take_profit_pct": _number(0, low_open=True, nullable=True),
         "short_stop_loss_pct": _number(0, low_open=True, nullable=True),
     },
+    "features": {"ma_short": _int(1), "ma_long": _int(1)},
     "split": {"validation": _number(0, 1, True, True), "test": _number(0, 1, False, True), "embargo": _embargo},
     "scaling": {"scaler": _choice(*SCALERS)},
     "balance": {"method": _string(), "min_per_class": _int(0), "class_weights": _class_weights},
@@ -291,9 +309,11 @@ def _check_sections(values: Any, where: str) -> dict:
 
 
 def _merge(base: dict, override: Mapping) -> dict:
-    """Deep merge; ``model.params`` belong to ``model.builder``, so a new builder starts from no params."""
-    if "builder" in override and "builder" in base and override["builder"] != base["builder"]:
-        base = dict(base, params={})
+    """Deep merge. ``model.params`` belong to ``model.builder`` (``data.params`` to ``data.loader``),
+    so a new builder or loader starts from no params."""
+    for owner in ("builder", "loader"):
+        if owner in override and owner in base and override[owner] != base[owner]:
+            base = dict(base, params={})
     merged = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), dict) and key != "class_weights":
@@ -365,6 +385,7 @@ class PairSpec:
     plugins: tuple
     data: Frozen
     labels: Frozen
+    features: Frozen
     split: Frozen
     scaling: Frozen
     balance: Frozen
@@ -486,8 +507,8 @@ class Manifest:
                     "Use section.key, e.g. train.epochs=5 (sections: " + ", ".join(SECTIONS) + ", output).",
                 )
             key, _, sub = key.partition(".")
-            if sub and key == "params" and section == "model":
-                config["model"]["params"] = _merge(config["model"]["params"], _nest(sub, value))
+            if sub and key == "params" and section in ("model", "data"):
+                config[section]["params"] = _merge(config[section]["params"], _nest(sub, value))
                 continue
             checked = _check_section(section, {key: value}, f"{where}: {section}", partial=True)
             config[section] = _merge(config[section], checked)

@@ -108,16 +108,28 @@ class PairResult:
 
 
 def check_components(spec: PairSpec, plugins: Plugins) -> None:
-    """Every component the spec names is registered; a builder with ``check(params)`` checks them."""
+    """Every component the spec names is registered; a loader or builder with ``check(params)``
+    checks its ``data.params`` / ``model.params``."""
     registry = plugins.registry
-    registry.get("loader", spec.data.loader)
+    loader = registry.get("loader", spec.data.loader)
     registry.get("balancer", spec.balance.method)
     builder = registry.get("model", spec.model.builder)
     for name in spec.reporters:
         registry.get("reporter", name)
-    component = builder.factory()
-    if hasattr(component, "check"):
-        component.check(spec.model.params)
+    for registration, params in ((loader, spec.data.params), (builder, spec.model.params)):
+        component = registration.factory()
+        if hasattr(component, "check"):
+            component.check(params)
+
+
+def time_breaks(data: PairData, timeframe: str) -> np.ndarray | None:
+    """Rows that follow a step longer than the timeframe (a gap), when the data carry real times."""
+    from .candles import timeframe_ms
+
+    if not data.extra.get("timestamps_in_file", True) or len(data) < 2:
+        return None
+    steps = np.diff(data.timestamps.astype(np.int64))
+    return np.flatnonzero(steps > timeframe_ms(timeframe)) + 1
 
 
 def _echo_default(message: str) -> None:
@@ -285,9 +297,10 @@ def _run(spec: PairSpec, plugins: Plugins, echo) -> PairResult:
     )
 
     t = spec.train
+    breaks = data.breaks if data.breaks is not None else time_breaks(data, spec.data.timeframe)
     split = purged_split(
         data.labels, t.sequence_length, spec.labels.future_window, spec.embargo,
-        spec.split.validation, spec.split.test, where=spec.pair,
+        spec.split.validation, spec.split.test, where=spec.pair, breaks=breaks,
     )
     echo(
         f"Split: {len(split.train_idx):,} training targets (rows {split.train_idx[0]}-{split.train_idx[-1]}), "

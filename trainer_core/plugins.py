@@ -16,6 +16,8 @@ from .registry import KINDS, Registry
 #: the built-in plugins, registered on every manager like a third-party plugin would be
 DEFAULT_PLUGINS = (
     "trainer_plugins.loaders.training_ready",
+    "trainer_plugins.loaders.ohlcv",
+    "trainer_plugins.loaders.synthetic",
     "trainer_plugins.balancers.undersample",
     "trainer_plugins.balancers.class_weights",
     "trainer_plugins.balancers.none",

@@ -101,7 +101,9 @@ def purged_split(
     validation: float,
     test: float = 0.0,
     where: str = "data",
+    breaks: np.ndarray | None = None,
 ) -> Split:
+    """``breaks``: rows that follow a gap in time; a target whose window crosses one is dropped."""
     n = int(labels.shape[0])
     embargo = max(int(embargo), int(future_window))
     if validation + test >= 1.0:
@@ -121,6 +123,13 @@ def purged_split(
     val_start, test_start = _bounds(n, validation, test)
     labelled = labels != NO_LABEL
     rows = np.arange(n, dtype=np.int64)
+    if breaks is not None and len(breaks):
+        # windows t-W+1..t cross a gap when a break lies in (t-W+1, t]
+        marks = np.zeros(n, dtype=np.int64)
+        marks[np.asarray(breaks, dtype=np.int64)] = 1
+        crossed = np.cumsum(marks)
+        lo = np.clip(rows - window + 1, 0, None)
+        labelled = labelled & (crossed - crossed[lo] == 0)
     train_mask = (rows >= window - 1) & (rows < val_start - embargo) & labelled
     if test_start is None:
         val_mask = (rows >= val_start) & labelled

@@ -1,0 +1,35 @@
+"""Loader `ohlcv`: raw 1-minute candles turned into the seed's features and labels in memory.
+
+Reads what `trainer prepare` reads (Binance kline CSV or zip, freqtrade Feather/JSON, Parquet/CSV
+with timestamp, open, high, low, close, volume; a file or a folder of the pair's files) and
+applies the same feature and label code, so both paths train on identical data.
+"""
+
+from __future__ import annotations
+
+from trainer_core import ConfigError, hookimpl
+
+
+class OhlcvLoader:
+    """1-minute candles (Binance, freqtrade, Parquet/CSV) -> features and labels, in memory."""
+
+    def check(self, params) -> None:
+        if params:
+            raise ConfigError(
+                f"Unknown setting data.params.{next(iter(params))} for the ohlcv loader (it takes none).",
+                "Use data.path, data.timeframe, data.gaps, data.start and data.end.",
+            )
+
+    def load(self, spec):
+        from trainer_core.candles import read_candles
+        from trainer_core.features import pair_data_from_candles
+
+        if spec.data_path is None:
+            raise ConfigError(f"{spec.pair}: the ohlcv loader needs data.path (a candle file or folder).")
+        candles = read_candles(spec.data_path, spec.pair)
+        return pair_data_from_candles(candles, spec)
+
+
+@hookimpl
+def trainer_register_loaders(register):
+    register("ohlcv", OhlcvLoader)

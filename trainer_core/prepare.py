@@ -1,0 +1,56 @@
+"""`trainer prepare`: candles -> the seed's training-ready Feather file (plus realised returns)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from .data import FEATURE_NAMES, PairData
+from .errors import StorageError
+
+
+def training_ready_filename(spec) -> str:
+    lab = spec.labels
+    return (
+        f"{spec.pair}_TF-{spec.data.timeframe}__FW-{lab.future_window:03d}"
+        f"__SL-{round(lab.stop_loss_pct * 100):03d}__TP-{round(lab.take_profit_pct * 100):03d}"
+        f"__training_ready.feather"
+    )
+
+
+def training_ready_frame(data: PairData):
+    import polars as pl
+
+    labelled = data.labels >= 0
+    columns = {"timestamp": pl.Series("timestamp", data.timestamps.astype("datetime64[ms]"))}
+    for i, name in enumerate(FEATURE_NAMES):
+        columns[name] = pl.Series(name, data.features[:, i], dtype=pl.Float32)
+    for k in range(3):
+        values = (data.labels == k).astype(np.int8)
+        columns[f"label_{k}"] = pl.Series(f"label_{k}", values, dtype=pl.Int8).set(pl.Series(~labelled), None)
+    for name in ("long_return", "short_return"):
+        values = getattr(data, name)
+        if values is not None:
+            columns[name] = pl.Series(name, values, dtype=pl.Float64, nan_to_null=True)
+    return pl.DataFrame(columns)
+
+
+def write_training_ready(data: PairData, spec, folder: str | Path) -> Path:
+    """Write atomically (temporary name, then rename) and return the file's path."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / training_ready_filename(spec)
+        tmp = folder / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            training_ready_frame(data).write_ipc(tmp, compression="zstd")
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    except OSError as exc:
+        raise StorageError(f"Cannot write to {folder}: {exc.strerror or exc}.", "Check the --output folder.") from exc
+    return final
