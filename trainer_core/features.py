@@ -179,16 +179,17 @@ def pair_data_from_candles(candles, spec, source: str | None = None):
         candles = candles.take(keep)
     report = check_candles(candles, timeframe, where)
     policy = check_policy(spec.data.gaps)
-    filled = np.zeros(len(candles), dtype=bool)
-    segments = [(0, len(candles))]
+    bounds = [0, len(candles)]
     if report.gaps:
         if policy == "error":
             raise gap_error(report, where)
         if policy == "fill":
             candles, filled = fill_gaps(candles, timeframe)
+            bounds = [0, len(candles)]
         else:
             bounds = [0, *report.breaks.tolist(), len(candles)]
-            segments = list(zip(bounds[:-1], bounds[1:]))
+    filled = filled if report.gaps and policy == "fill" else np.zeros(len(candles), dtype=bool)
+    segments = list(zip(bounds[:-1], bounds[1:]))
     params = LabelParams.from_spec(spec)
     ma_short, ma_long = spec.features.ma_short, spec.features.ma_long
     parts = {"ts": [], "feat": [], "lab": [], "lr": [], "sr": []}
