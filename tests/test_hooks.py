@@ -154,6 +154,15 @@ def test_a_duplicate_name_is_rejected_naming_both_plugins():
     assert "'trainer_plugins.balancers.undersample'" in message and "'impostor'" in message
 
 
+def test_components_register_in_plugin_order():
+    plugin = registration_plugin("trainer_register_balancers", "undersample", FirstThird)
+    with registered_plugin(plugin, name="impostor") as plugins:
+        with pytest.raises(PluginError) as caught:
+            plugins.registry
+    # the built-in was registered first, so the newcomer is the duplicate
+    assert "by plugin 'trainer_plugins.balancers.undersample' and by plugin 'impostor'" in str(caught.value)
+
+
 def test_an_unknown_name_lists_the_known_ones():
     plugin = registration_plugin("trainer_register_model_builders", "checked", CheckedBuilder)
     with registered_plugin(plugin, name="throwaway-model") as plugins:

@@ -270,8 +270,8 @@ def _versions() -> dict:
 
 def run_pair(spec: PairSpec, plugins: Plugins, echo: Callable[[str], None] = _echo_default) -> PairResult:
     """Train one pair and commit its artifacts; raise a `TrainerError` on an expected failure."""
-    plugins.before_pair(spec)
     try:
+        plugins.before_pair(spec)
         check_components(spec, plugins)  # a misspelled name fails before any work
         result = _run(spec, plugins, echo)
     except BaseException as exc:

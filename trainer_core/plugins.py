@@ -59,7 +59,7 @@ def get_plugin_manager(
     """Build a plugin manager: built-ins, then entry points, then the manifest's modules.
 
     ``TRAINER_LOAD_PLUGINS`` (comma-separated names; empty = none) restricts the
-    third-party plugins loaded from entry points and the manifest; built-ins always load.
+    third-party plugins loaded from entry points; built-ins and the manifest's modules always load.
     ``TRAINER_TRACE_PLUGINS=1`` prints every hook call to stderr.
     """
     pm = pluggy.PluginManager("trainer")
@@ -85,9 +85,7 @@ def get_plugin_manager(
                 ) from exc
             pm.register(plugin, name=ep.name)
 
-    for module_name in extra_plugins:
-        if allowed is not None and module_name not in allowed:
-            continue
+    for module_name in extra_plugins:  # the manifest asks for these by name: the allow-list does not apply
         if pm.get_plugin(module_name) is not None:
             continue
         pm.register(_import_plugin(module_name, "named in the manifest"), name=module_name)
@@ -145,8 +143,8 @@ class Plugins:
         trace = os.environ.get(TRACE_PLUGINS_ENV, "") not in ("", "0")
         for kind, hook_name in KINDS.items():
             caller = getattr(self.pm.hook, hook_name)
-            # pluggy calls implementations last-registered first; register in plugin order
-            for impl in reversed(caller.get_hookimpls()):
+            # get_hookimpls() is in registration order (pluggy *calls* them last-registered first)
+            for impl in caller.get_hookimpls():
                 if trace:
                     print(f"[trainer trace] {hook_name}(register) -> [{impl.plugin_name}]", file=sys.stderr)
 
