@@ -383,7 +383,7 @@ def test_hook_call_order_over_one_tiny_pair(tmp_path):
 
     assert order == ["before_pair", "keras_callbacks", "epoch_end", "epoch_end", "report_pair", "after_pair"]
     assert plugin.committed_when_called, "trainer_after_pair ran before _SUCCESS.json was written"
-    assert plugin.result is result and result.pair_dir == out / "ETHUSDT"
+    assert plugin.result is result and result.pair_dir == str(out / "ETHUSDT")
     # a file a plugin's callback wrote into pair_dir is committed with the pair, checksum included
     assert (out / "ETHUSDT" / "epochs_seen.txt").read_text() == "2\n"
     assert "epochs_seen.txt" in json.loads(success.read_text())["artifacts"]

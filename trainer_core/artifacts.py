@@ -1,8 +1,11 @@
 """A pair's artifacts: staged in a private folder, each file written then renamed, committed last.
 
-A pair's folder ``{output}/{PAIR}/`` only ever holds a complete run: the attempt is staged in
-``{output}/.trainer-staging/{PAIR}/`` and swapped into place after ``_SUCCESS.json`` is written.
-A killed or failed attempt leaves the previous artifacts untouched.
+A pair's folder ``{output}/{PAIR}/`` only ever holds a complete run. On a local output the
+attempt is staged in ``{output}/.trainer-staging/{PAIR}/`` and swapped into place after
+``_SUCCESS.json`` is written, so a killed or failed attempt leaves the previous artifacts
+untouched. On an object store (fsspec URL) it is staged in a local temporary folder and
+uploaded file by file, ``_SUCCESS.json`` last. A lock file keeps two runs from staging the same
+pair into the same local output at once.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import StorageError
+from .storage import open_storage
 
 SUCCESS = "_SUCCESS.json"
 STAGING = ".trainer-staging"
@@ -58,16 +64,39 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2, default=_json_default, allow_nan=False) + "\n"
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class ArtifactWriter:
     """Where reporters write a pair's files: ``out.write_json(out.name("metadata", "json"), ...)``."""
 
     def __init__(self, output_root: str | Path, pair: str, tag: str):
-        self.root = Path(output_root)
+        self.storage = open_storage(output_root)
         self.pair = pair
         self.tag = tag
-        self.final_dir = self.root / pair
-        self.dir = self.root / STAGING / pair
+        if self.storage.is_local:
+            self.staging_root = self.storage.path / STAGING
+            self.final_dir: Path | None = self.storage.path / pair
+        else:
+            key = hashlib.sha256(self.storage.url().encode()).hexdigest()[:12]
+            self.staging_root = Path(tempfile.gettempdir()) / "trainer-staging" / key
+            self.final_dir = None
+        self.dir = self.staging_root / pair
+        self.lock_path = self.staging_root / f"{pair}.lock"
         self.written: list[str] = []
+        self._locked = False
+
+    @property
+    def location(self) -> str:
+        """Where the committed artifacts live (a local path or a URL)."""
+        return self.storage.url(self.pair)
 
     # -- naming ----------------------------------------------------------------------
     def name(self, kind: str, ext: str) -> str:
@@ -75,13 +104,45 @@ class ArtifactWriter:
         return f"{kind}_{self.tag}.{ext}"
 
     # -- lifecycle ---------------------------------------------------------------------
+    def _lock(self) -> None:
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    holder = json.loads(self.lock_path.read_text())
+                except (OSError, ValueError):
+                    holder = {}
+                stale = holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _pid_alive(holder["pid"])
+                if stale or not holder:
+                    self.lock_path.unlink(missing_ok=True)  # its process is gone (killed): take over
+                    continue
+                raise StorageError(
+                    f"{self.pair} is being trained into {self.storage.url()} by another run "
+                    f"(pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}).",
+                    f"Wait for it to finish, or delete {self.lock_path} if that run is gone.",
+                ) from None
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(me))
+            self._locked = True
+            return
+
+    def unlock(self) -> None:
+        if self._locked:
+            self.lock_path.unlink(missing_ok=True)
+            self._locked = False
+            with contextlib.suppress(OSError):
+                self.staging_root.rmdir()  # only when empty
+
     def prepare(self, attempt: dict) -> bool:
-        """Create the staging folder; keep a resumable backup only from the same attempt.
+        """Lock and create the staging folder; keep a resumable backup only from the same attempt.
 
         Returns True when a backup of an interrupted identical attempt is kept (a resume).
         """
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.staging_root.mkdir(parents=True, exist_ok=True)
+            self._lock()
             resumable = False
             marker = self.dir / ATTEMPT
             if self.dir.exists():
@@ -100,8 +161,9 @@ class ArtifactWriter:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._write_text_atomic(marker, dumps(attempt))
         except OSError as exc:
+            self.unlock()
             raise StorageError(
-                f"Cannot write to the output folder {self.root}: {exc.strerror or exc}.",
+                f"Cannot write to the output {self.storage.url()}: {exc.strerror or exc}.",
                 "Check that the path exists or can be created and that you may write there.",
             ) from exc
         return resumable
@@ -150,40 +212,47 @@ class ArtifactWriter:
             out[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         return out
 
-    def commit(self, marker: dict) -> Path:
-        """Write ``_SUCCESS.json`` (with every artifact's checksum) last, then swap into place."""
-        backup = self.dir / BACKUP
-        if backup.exists():
-            shutil.rmtree(backup)
-        attempt = self.dir / ATTEMPT
-        if attempt.exists():
-            attempt.unlink()
-        marker = dict(marker, artifacts=self.checksums())
-        self._write_text_atomic(self.dir / SUCCESS, dumps(marker))
-        old = None
-        if self.final_dir.exists():
-            old = self.root / STAGING / f"{self.pair}.replaced-{uuid.uuid4().hex[:8]}"
-            os.replace(self.final_dir, old)
-        os.replace(self.dir, self.final_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        staging_root = self.root / STAGING
-        with contextlib.suppress(OSError):
-            staging_root.rmdir()  # only when empty
-        return self.final_dir
+    def commit(self, marker: dict) -> str:
+        """Write ``_SUCCESS.json`` (with every artifact's checksum) last, then publish the folder."""
+        try:
+            backup = self.dir / BACKUP
+            if backup.exists():
+                shutil.rmtree(backup)
+            (self.dir / ATTEMPT).unlink(missing_ok=True)
+            marker = dict(marker, artifacts=self.checksums())
+            self._write_text_atomic(self.dir / SUCCESS, dumps(marker))
+            if self.final_dir is None:
+                self.storage.publish(self.dir, self.pair, SUCCESS)
+                shutil.rmtree(self.dir, ignore_errors=True)
+            else:
+                old = None
+                if self.final_dir.exists():
+                    old = self.staging_root / f"{self.pair}.replaced-{uuid.uuid4().hex[:8]}"
+                    os.replace(self.final_dir, old)
+                os.replace(self.dir, self.final_dir)
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+        except OSError as exc:
+            raise StorageError(
+                f"Cannot commit the artifacts of {self.pair} to {self.storage.url()}: {exc.strerror or exc}.",
+                "Check free space and permissions; the previous artifacts, if any, were kept.",
+            ) from exc
+        finally:
+            self.unlock()
+        return self.location
 
     def discard_outputs(self) -> None:
-        """After a failure: drop what this attempt wrote, keep a resumable backup."""
-        if not self.dir.exists():
-            return
-        for child in self.dir.iterdir():
-            if child.name in (BACKUP, ATTEMPT):
-                continue
-            if child.is_dir():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                child.unlink(missing_ok=True)
-        if not (self.dir / BACKUP).exists():
-            shutil.rmtree(self.dir, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                (self.root / STAGING).rmdir()
+        """After a failure: drop what this attempt wrote, keep a resumable backup, release the lock."""
+        try:
+            if self.dir.exists():
+                for child in self.dir.iterdir():
+                    if child.name in (BACKUP, ATTEMPT):
+                        continue
+                    if child.is_dir():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink(missing_ok=True)
+                if not (self.dir / BACKUP).exists():
+                    shutil.rmtree(self.dir, ignore_errors=True)
+        finally:
+            self.unlock()

@@ -65,7 +65,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 SECTIONS = tuple(DEFAULTS)
-TOP_LEVEL_KEYS = ("version", "output", "plugins", "defaults", "pairs")
+TOP_LEVEL_KEYS = ("version", "output", "plugins", "batch", "defaults", "pairs")
+#: batch-level settings (not per pair): how `trainer batch` runs the pairs
+BATCH_DEFAULTS = {"max_retries": 2}
 DEFAULT_OUTPUT = "artifacts/"
 PAIR_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 SCALERS = ("robust", "standard", "minmax", "none")
@@ -400,6 +402,24 @@ class PairSpec:
             out[section] = _thaw(getattr(self, section))
         return out
 
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "PairSpec":
+        """The inverse of `to_dict` (how a spec travels to a worker process)."""
+        return cls(
+            pair=d["pair"],
+            output=d["output"],
+            plugins=tuple(d["plugins"]),
+            reporters=tuple(d["reporters"]),
+            **{s: Frozen(d[s]) for s in SECTIONS if s != "reporters"},
+        )
+
+    def with_paths(self, output: str, data_path: str | None) -> "PairSpec":
+        """The same spec with other output / data locations (neither changes the config hash)."""
+        d = self.to_dict()
+        d["output"] = output
+        d["data"]["path"] = data_path
+        return PairSpec.from_dict(d)
+
     @property
     def config_hash(self) -> str:
         d = self.to_dict()
@@ -464,6 +484,7 @@ class Manifest:
     version: int = 1
     output: str = DEFAULT_OUTPUT
     plugins: tuple = ()
+    batch: dict = field(default_factory=lambda: dict(BATCH_DEFAULTS))
     defaults: dict = field(default_factory=lambda: copy.deepcopy(DEFAULTS))
     pairs: list[PairEntry] = field(default_factory=list)
 
@@ -570,6 +591,19 @@ def manifest_from_dict(raw: Any, path: str | None = None) -> Manifest:
         plugins = _str_list(plugins)
     except ValueError:
         raise ConfigError(f"{label}: plugins: expected a list of module names, got {plugins!r}.", MANIFEST_HINT)
+    batch = raw.get("batch") or {}
+    if not isinstance(batch, Mapping):
+        raise ConfigError(f"{label}: batch: expected a mapping, got {_type_name(batch)}.", MANIFEST_HINT)
+    for key, value in batch.items():
+        if key not in BATCH_DEFAULTS:
+            raise ConfigError(
+                f"{label}: unknown setting batch.{key}. Known: {', '.join(BATCH_DEFAULTS)}.", MANIFEST_HINT
+            )
+        try:
+            _int(0)(value)
+        except ValueError as exc:
+            raise ConfigError(f"batch.{key}: expected {exc}, got {value!r} ({_type_name(value)}).", MANIFEST_HINT)
+    batch = {**BATCH_DEFAULTS, **batch}
     defaults = _merge(DEFAULTS, _check_sections(raw.get("defaults"), "defaults"))
 
     pairs_raw = raw.get("pairs") or []
@@ -592,7 +626,7 @@ def manifest_from_dict(raw: Any, path: str | None = None) -> Manifest:
             raise ConfigError(f"{where}: pair {name} is listed twice (also pairs[{seen[name]}]).", MANIFEST_HINT)
         seen[name] = i
         pairs.append(PairEntry(name, overrides, i))
-    manifest = Manifest(path, 1, output, tuple(plugins), defaults, pairs)
+    manifest = Manifest(path, 1, output, tuple(plugins), batch, defaults, pairs)
     for entry in pairs:  # a per-pair override must give a valid spec too
         manifest.resolve(entry.pair)
     return manifest

@@ -71,7 +71,7 @@ class PairResult:
     timings: dict[str, float]
     resumed: bool
     gpu: dict[str, Any]
-    pair_dir: Path | None = None
+    pair_dir: str | None = None  # where the committed artifacts live (a path or a URL)
     started: str = ""
     artifacts: list[str] = field(default_factory=list)
 
