@@ -183,35 +183,46 @@ def pair_files(folder: Path, pair: str) -> list[Path]:
     return files
 
 
-def read_candles(path: str | Path, pair: str) -> Candles:
-    from .data import file_sha256
-
+def candle_files(path: str | Path, pair: str) -> list[Path]:
+    """The file itself, or the pair's files in a folder (a clear error when there are none)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{pair}: candle data not found: {path}.", "Pass --data with a candle file or a folder of them.")
-    if path.is_dir():
-        files = pair_files(path, pair)
-        if not files:
-            raise DataError(
-                f"{pair}: no candle file for {pair} in {path}.",
-                f"Name files after the pair, e.g. {pair}-1m.parquet or {pair}-1m-2024-01.zip.",
-            )
-    else:
-        files = [path]
+    if not path.is_dir():
+        return [path]
+    files = pair_files(path, pair)
+    if not files:
+        raise DataError(
+            f"{pair}: no candle file for {pair} in {path}.",
+            f"Name files after the pair, e.g. {pair}-1m.parquet or {pair}-1m-2024-01.zip.",
+        )
+    return files
+
+
+def candle_fingerprint(files: list[Path]) -> str:
+    """sha256 of the one file's bytes, or of the files' sha256s in name order."""
+    import hashlib
+
+    from .data import file_sha256
+
+    if len(files) == 1:
+        return file_sha256(files[0])
+    h = hashlib.sha256()
+    for f in files:
+        h.update(file_sha256(f).encode())
+    return "sha256:" + h.hexdigest()
+
+
+def read_candles(path: str | Path, pair: str) -> Candles:
+    files = candle_files(path, pair)
     parts = [read_candle_file(f) for f in files]
     keys = ("time_ms", *OHLCV)
     merged = Candles(*(np.concatenate([getattr(p, k) for p in parts]) for k in keys),
                      sources=[s for p in parts for s in p.sources])
-    import hashlib
-
-    h = hashlib.sha256()
-    for f in files:
-        h.update(file_sha256(f).encode())
-    merged.sha256 = file_sha256(files[0]) if len(files) == 1 else "sha256:" + h.hexdigest()
     if len(files) > 1:
         order = np.argsort(merged.time_ms, kind="stable")
-        merged = merged.take(order)  # monthly files in any order; duplicates are caught below
-        merged.sha256 = "sha256:" + h.hexdigest()
+        merged = merged.take(order)  # monthly files in any order; duplicates are caught by the checks
+    merged.sha256 = candle_fingerprint(files)
     return merged
 
 

@@ -116,7 +116,7 @@ def run(pair, manifest_path, index, data_path, output, epochs, batch_size, sets,
         if not 0 <= index < len(manifest.pairs):
             raise ConfigError(
                 f"--index {index} is out of range: the manifest has {len(manifest.pairs)} pair(s) (0..{len(manifest.pairs) - 1}).",
-                "Set the Job's completions to the number of pairs (`trainer k8s render` counts them).",
+                f"Use 0..{len(manifest.pairs) - 1}; a Kubernetes Indexed Job needs completions: {len(manifest.pairs)}.",
             )
         pair = manifest.pairs[index].pair
     if not pair:
@@ -188,6 +188,59 @@ def prepare(pair, data_path, output, manifest_path, sets):
         + (f", {data.extra['filled_candles']:,} filled" if data.extra["filled_candles"] else "")
     )
     click.echo(f"Wrote {path}")
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
+@click.option("--address", metavar="ADDR",
+              help="A Ray cluster to join (host:port or ray://host:10001); default: RAY_ADDRESS, else a local Ray.")
+@click.option("--only", metavar="P1,P2", help="Only these pairs of the manifest.")
+@click.option("--force", is_flag=True, help="Retrain pairs that already completed with the same settings and data.")
+@click.option("--dry-run", is_flag=True, help="Print what would run and why, then exit.")
+@click.option("--output", "output", metavar="DIR_OR_URL", help="Output root (overrides the manifest's output).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting for every pair (repeatable).")
+@debug_option
+def batch(manifest_path, address, only, force, dry_run, output, sets):
+    """Train every pair of a manifest as Ray tasks, resumable, with a summary.
+
+    Pairs whose _SUCCESS.json matches the settings, the data and every artifact's checksum are
+    skipped. Writes summary.json and summary.html to the output root. Exit code 0 when every
+    pair trained or was skipped, 1 when any failed, 130 when interrupted.
+
+    Example:
+
+        trainer batch manifests/demo.yaml
+
+        trainer batch manifests/all_pairs.yaml --address 10.0.0.5:6379 --only BTCUSDT,ETHUSDT
+    """
+    from .batch import BatchRun, select_pairs
+
+    manifest = _load_manifest(manifest_path)
+    if not manifest.pairs:
+        raise ConfigError(f"{manifest_path}: the manifest lists no pairs.", "Add pairs under `pairs:`.")
+    plugins = _plugins(manifest.plugins)
+    specs = [manifest.resolve(p, sets, {"output": output}) for p in select_pairs(manifest, only)]
+    run = BatchRun(manifest, specs, plugins, echo=lambda m: click.echo(m))
+    plans = run.plan(force)
+    if dry_run:
+        click.echo(f"{len(plans)} pair(s) in {manifest_path}, output {run.specs[0].output}:")
+        for p in plans:
+            click.echo(f"  {p.spec.pair:<14} {'would train' if p.action == 'train' else 'would skip'}: {p.reason}")
+        return
+    plugins.before_batch(manifest, run.specs)
+    try:
+        run.run(plans, address)
+    finally:
+        summary = run.write_summary(run.specs[0].output)
+        plugins.after_batch(manifest, summary["pairs"])
+        click.echo("")
+        click.echo(run.table())
+        root = run.specs[0].output.rstrip("/")
+        click.echo(f"\n{', '.join(f'{v} {k}' for k, v in summary['counts'].items())} in {summary['seconds']:.0f}s. "
+                   f"Summary: {root}/summary.json, {root}/summary.html")
+    code = run.exit_code()
+    if code:
+        raise SystemExit(code)
 
 
 @cli.command(name="plugins", context_settings=CONTEXT_SETTINGS)

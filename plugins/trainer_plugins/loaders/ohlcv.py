@@ -20,6 +20,12 @@ class OhlcvLoader:
                 "Use data.path, data.timeframe, data.gaps, data.start and data.end.",
             )
 
+    def fingerprint(self, spec) -> str:
+        """sha256 of the candle bytes, as `load` records it, without parsing them."""
+        from trainer_core.candles import candle_files, candle_fingerprint
+
+        return candle_fingerprint(candle_files(spec.data_path, spec.pair))
+
     def load(self, spec):
         from trainer_core.candles import read_candles
         from trainer_core.features import pair_data_from_candles

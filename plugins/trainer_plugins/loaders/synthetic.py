@@ -70,9 +70,11 @@ class SyntheticLoader:
     def check(self, params) -> None:
         check_params(params)
 
-    def load(self, spec):
+    def fingerprint(self, spec) -> str:
+        return self._candles(spec)[1].sha256
+
+    def _candles(self, spec):
         from trainer_core.candles import Candles, timeframe_ms
-        from trainer_core.features import pair_data_from_candles
 
         p = check_params(spec.data.params)
         arrays = simulate(spec.pair, p["rows"], p["seed"], p["start"], timeframe_ms(spec.data.timeframe))
@@ -80,7 +82,12 @@ class SyntheticLoader:
         for a in arrays:
             digest.update(np.ascontiguousarray(a).tobytes())
         source = f"synthetic:{spec.pair}?rows={p['rows']}&seed={p['seed']}&start={p['start']}"
-        candles = Candles(*arrays, sources=[source], sha256="sha256:" + digest.hexdigest())
+        return source, Candles(*arrays, sources=[source], sha256="sha256:" + digest.hexdigest())
+
+    def load(self, spec):
+        from trainer_core.features import pair_data_from_candles
+
+        source, candles = self._candles(spec)
         return pair_data_from_candles(candles, spec, source=source)
 
 

@@ -203,6 +203,10 @@ def _labels(frame, where: str) -> np.ndarray:
 class TrainingReadyLoader:
     """The seed's training-ready Feather files (and Parquet/CSV with the same columns)."""
 
+    def fingerprint(self, spec) -> str:
+        """sha256 of the file `load` would read, without parsing it."""
+        return file_sha256(find_file(spec))
+
     def load(self, spec) -> PairData:
         import polars as pl
 
