@@ -29,6 +29,9 @@ SUCCESS = "_SUCCESS.json"
 STAGING = ".trainer-staging"
 BACKUP = "backup"
 ATTEMPT = ".attempt.json"
+#: what an interrupted attempt keeps for its resume: Keras' backup, the best checkpoint so far,
+#: the per-epoch record and the TensorBoard logs
+RESUME_KEEP = (BACKUP, ATTEMPT, "checkpoint.weights.h5", "epochs.partial.json", "logs")
 
 
 def sha256_file(path: Path) -> str:
@@ -143,6 +146,7 @@ class ArtifactWriter:
         try:
             self.staging_root.mkdir(parents=True, exist_ok=True)
             self._lock()
+            self._finish_interrupted_commit()
             resumable = False
             marker = self.dir / ATTEMPT
             if self.dir.exists():
@@ -152,7 +156,7 @@ class ArtifactWriter:
                     previous = None
                 resumable = previous == attempt and (self.dir / BACKUP).is_dir()
                 for child in self.dir.iterdir():
-                    if resumable and child.name in (BACKUP, ATTEMPT):
+                    if resumable and child.name in RESUME_KEEP:
                         continue
                     if child.is_dir() and not child.is_symlink():
                         shutil.rmtree(child)
@@ -167,6 +171,16 @@ class ArtifactWriter:
                 "Check that the path exists or can be created and that you may write there.",
             ) from exc
         return resumable
+
+    def _finish_interrupted_commit(self) -> None:
+        """A commit stopped between its two renames left a complete run in staging: put it in place."""
+        if self.final_dir is None:
+            return
+        if (self.dir / SUCCESS).is_file() and not self.final_dir.exists():
+            os.replace(self.dir, self.final_dir)
+        for old in self.staging_root.glob(f"{self.pair}.replaced-*"):
+            if self.final_dir.exists():
+                shutil.rmtree(old, ignore_errors=True)
 
     @contextlib.contextmanager
     def writing(self, name: str) -> Iterator[Path]:
@@ -246,7 +260,7 @@ class ArtifactWriter:
         try:
             if self.dir.exists():
                 for child in self.dir.iterdir():
-                    if child.name in (BACKUP, ATTEMPT):
+                    if child.name in RESUME_KEEP:
                         continue
                     if child.is_dir():
                         shutil.rmtree(child, ignore_errors=True)

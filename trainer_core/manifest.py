@@ -101,6 +101,11 @@ def _number(low=None, high=None, low_open=False, high_open=False, nullable=False
     def check(v):
         if v is None and nullable:
             return None
+        if isinstance(v, str):  # YAML 1.1 reads 1e-7 (no dot) as a string
+            try:
+                v = float(v)
+            except ValueError:
+                raise ValueError(describe()) from None
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ValueError(describe())
         v = float(v)
@@ -424,6 +429,7 @@ class PairSpec:
     def config_hash(self) -> str:
         d = self.to_dict()
         d.pop("output")
+        d["split"]["embargo"] = self.embargo  # `auto` and its value purge the same rows
         for path in HASH_EXCLUDED:
             node = d
             for key in path[:-1]:

@@ -23,6 +23,11 @@ from .scaling import Scaler, fit_scaler
 from .split import Split, purged_split
 
 
+#: kept beside the Keras backup while a run is in progress (so a resume knows its past)
+CHECKPOINT_FILE = "checkpoint.weights.h5"
+EPOCHS_FILE = "epochs.partial.json"
+
+
 @dataclass
 class Balance:
     """What a balancer returns: the kept training target rows, and optional loss weights."""
@@ -216,33 +221,70 @@ def _compile(model, spec: PairSpec):
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=t.learning_rate), loss=loss, metrics=["accuracy"])
 
 
-def _callbacks(spec: PairSpec, out: ArtifactWriter, checkpoint: Path, plugins: Plugins, epoch_times: list):
+def read_epochs(path: Path) -> dict[int, dict]:
+    """The per-epoch record kept beside a run: {epoch: {metric: value, ..., "seconds": s}}."""
+    import json
+
+    try:
+        return {int(k): v for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _callbacks(spec: PairSpec, out: ArtifactWriter, checkpoint: Path, plugins: Plugins, record: dict):
+    import json
+
     import keras
 
     t = spec.train
+    monitor = t.early_stopping_monitor
+    record_path = out.dir / EPOCHS_FILE
 
-    class EpochTimer(keras.callbacks.Callback):
+    class EpochRecorder(keras.callbacks.Callback):
+        """Times every epoch and keeps its metrics beside the backup, so a resumed run reports the
+        whole history (Keras' backup keeps only the weights, optimizer and epoch number)."""
+
         def on_epoch_begin(self, epoch, logs=None):
             self._t0 = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            epoch_times.append(time.perf_counter() - self._t0)
+            entry = {k: float(v) for k, v in (logs or {}).items()}
+            entry["seconds"] = time.perf_counter() - self._t0
+            record[epoch] = entry
+            tmp = record_path.with_name(record_path.name + ".tmp")
+            tmp.write_text(json.dumps(record))
+            tmp.replace(record_path)
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        """Early stopping that remembers the best epoch and its patience across a resume."""
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            values = [(e, r[monitor]) for e, r in sorted(record.items()) if monitor in r]
+            if values:
+                pick = max if "acc" in monitor else min
+                best_epoch, best = pick(values, key=lambda x: x[1])
+                self.best, self.best_epoch = best, best_epoch
+                self.wait = values[-1][0] - best_epoch
+
+    best_checkpoint = keras.callbacks.ModelCheckpoint(
+        str(checkpoint), monitor=monitor, save_best_only=True, save_weights_only=True
+    )
+    seen = [r[monitor] for r in record.values() if monitor in r]
+    if seen and checkpoint.exists():
+        best_checkpoint.best = max(seen) if "acc" in monitor else min(seen)
 
     callbacks = [
         keras.callbacks.BackupAndRestore(backup_dir=str(out.dir / "backup")),
-        EpochTimer(),
-        keras.callbacks.ModelCheckpoint(
-            str(checkpoint), monitor=t.early_stopping_monitor, save_best_only=True, save_weights_only=True
-        ),
-        keras.callbacks.EarlyStopping(
-            monitor=t.early_stopping_monitor, patience=t.early_stopping_patience, restore_best_weights=True
-        ),
+        best_checkpoint,
+        ResumableEarlyStopping(monitor=monitor, patience=t.early_stopping_patience, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=t.reduce_lr_factor, patience=t.reduce_lr_patience, min_lr=t.min_learning_rate
         ),
         keras.callbacks.TensorBoard(log_dir=str(out.dir / "logs"), write_graph=False),
     ]
     callbacks.extend(plugins.keras_callbacks(spec, out.dir))
+    callbacks.append(EpochRecorder())  # last: it records what every other callback added to the logs
     return callbacks
 
 
@@ -329,8 +371,8 @@ def _run(spec: PairSpec, plugins: Plugins, echo) -> PairResult:
     attempt = {"config_hash": spec.config_hash, "data_sha256": data.sha256}
     resumed = out.prepare(attempt)
     try:
-        result = _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, timings, resumed, echo)
-        result.started = started
+        result = _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, timings, resumed, echo,
+                                   started)
         marker = {
             "pair": spec.pair,
             "tag": spec.tag,
@@ -349,7 +391,8 @@ def _run(spec: PairSpec, plugins: Plugins, echo) -> PairResult:
     return result
 
 
-def _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, timings, resumed, echo) -> PairResult:
+def _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, timings, resumed, echo,
+                      started: str) -> PairResult:
     t_import = time.perf_counter()
     quiet_tensorflow()
     import keras
@@ -394,12 +437,12 @@ def _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, 
     )
     val_ds = window_dataset(feats, labs, split.val_idx, t.sequence_length, t.batch_size, shuffle=False)
 
-    checkpoint = out.dir / "checkpoint.weights.h5"
-    epoch_times: list[float] = []
-    callbacks = _callbacks(spec, out, checkpoint, plugins, epoch_times)
+    checkpoint = out.dir / CHECKPOINT_FILE
+    record = read_epochs(out.dir / EPOCHS_FILE) if resumed else {}
+    callbacks = _callbacks(spec, out, checkpoint, plugins, record)
     verbose = t.verbose if t.verbose != "auto" else (1 if sys.stdout.isatty() else 2)
     if resumed:
-        echo("Resuming an interrupted run from its last completed epoch")
+        echo(f"Resuming an interrupted run after epoch {len(record)} (from its backup)")
     t0 = time.perf_counter()
     try:
         history = model.fit(
@@ -420,7 +463,11 @@ def _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, 
     if checkpoint.exists():
         model.load_weights(str(checkpoint))
         checkpoint.unlink()
-    hist = {k: [float(x) for x in v] for k, v in history.history.items()}
+    (out.dir / EPOCHS_FILE).unlink(missing_ok=True)
+    epochs = [record[e] for e in sorted(record)]
+    keys = [k for k in history.history] or [k for k in (epochs[0] if epochs else {}) if k != "seconds"]
+    hist = {k: [float(e[k]) for e in epochs if k in e] for k in keys}
+    epoch_times = [float(e["seconds"]) for e in epochs]
     if not hist.get("loss"):
         raise TrainingError(f"{spec.pair}: training ran no epoch.")
     if not np.isfinite(hist["loss"]).all():
@@ -448,6 +495,7 @@ def _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, 
         spec=spec, data=data, split=split, scaler=scaler, balance=balance, model=model, history=hist,
         epoch_seconds=timings["epoch_seconds"], evaluations=evaluations, timings=timings, resumed=resumed,
         gpu={"available": bool(gpus), "devices": [g.name for g in gpus], "used": bool(gpus)},
+        started=started,
     )
     summary = result.validation.summary()
     echo(

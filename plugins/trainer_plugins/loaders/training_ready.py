@@ -203,6 +203,13 @@ def _labels(frame, where: str) -> np.ndarray:
 class TrainingReadyLoader:
     """The seed's training-ready Feather files (and Parquet/CSV with the same columns)."""
 
+    def check(self, params) -> None:
+        if params:
+            raise DataError(
+                f"Unknown setting data.params.{next(iter(params))} for the training-ready loader (it takes none).",
+                "Remove data.params, or choose the loader that takes them (data.loader).",
+            )
+
     def fingerprint(self, spec) -> str:
         """sha256 of the file `load` would read, without parsing it."""
         return file_sha256(find_file(spec))

@@ -1,0 +1,80 @@
+"""A run killed in the middle of training resumes at the next epoch from its backup."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import success_markers
+from trainer_core.testing import write_training_ready
+
+EPOCHS = 5
+
+
+def _command(tmp_path):
+    return [
+        sys.executable, "-m", "trainer_core.cli", "run", "--manifest", str(tmp_path / "m.yaml"), "--pair", "ETHUSDT",
+        "--data", str(tmp_path / "inputs"), "--output", str(tmp_path / "out"), "--epochs", str(EPOCHS),
+        "--set", "train.verbose=2", "--set", "train.early_stopping_patience=50",
+    ]
+
+
+def test_killed_run_resumes_at_the_next_epoch(tmp_path):
+    write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=1500, seed=4)
+    (tmp_path / "slow_epochs.py").write_text(
+        "import time\nimport keras\nfrom trainer_core import hookimpl\n\n"
+        "class Slow(keras.callbacks.Callback):\n"
+        "    def on_epoch_end(self, epoch, logs=None):\n        time.sleep(1.0)\n\n"
+        "@hookimpl\ndef trainer_keras_callbacks(spec, pair_dir):\n    return [Slow()]\n"
+    )
+    (tmp_path / "m.yaml").write_text(
+        "version: 1\nplugins: [slow_epochs]\npairs: [ETHUSDT]\n"
+        "defaults:\n  labels: {future_window: 5}\n  balance: {min_per_class: 0}\n"
+        "  model: {params: {lstm_units: [4], dense_units: [4]}}\n  train: {sequence_length: 8, batch_size: 64}\n"
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(_command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    seen = []
+    deadline = time.time() + 120
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("Epoch 3/"):  # epochs 1 and 2 finished and were backed up
+                proc.send_signal(signal.SIGKILL)
+                break
+            assert time.time() < deadline, "".join(seen)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    out = tmp_path / "out"
+    assert success_markers(out) == [], "a killed run must not look complete"
+    assert not (out / "ETHUSDT").exists()
+
+    again = subprocess.run(_command(tmp_path), capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Resuming an interrupted run after epoch 2" in again.stdout
+    assert "Epoch 1/" not in again.stdout and "Epoch 3/5" in again.stdout  # it did not start over
+
+    pair = out / "ETHUSDT"
+    meta = json.loads(next(pair.glob("metadata_*.json")).read_text())
+    assert meta["training"]["resumed"] is True
+    assert meta["training"]["completed_epochs"] == EPOCHS
+    assert len(meta["timings"]["epoch_seconds"]) == EPOCHS
+    rows = list(csv.DictReader(next(pair.glob("history_*.csv")).open()))
+    assert [r["epoch"] for r in rows] == [str(i) for i in range(1, EPOCHS + 1)]
+    # the best epoch is chosen over the whole run, the epochs before the kill included
+    val = [float(r["val_accuracy"]) for r in rows]
+    assert meta["training"]["best_epoch"] == val.index(max(val)) + 1
+    # nothing temporary or from the backup is left anywhere
+    leftovers = [p for p in out.rglob("*") if ".tmp" in p.name or "backup" in p.parts or p.name.endswith(".partial.json")
+                 or p.name == ".trainer-staging" or p.name.endswith(".lock")]
+    assert leftovers == []
+    assert set(json.loads((pair / "_SUCCESS.json").read_text())["artifacts"]) >= {
+        p.name for p in pair.iterdir() if p.is_file() and p.name != "_SUCCESS.json"
+    }
