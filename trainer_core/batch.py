@@ -253,7 +253,7 @@ class BatchRun:
                             state, pair, _ = events.get_nowait()
                         except Empty:
                             break
-                        self._line(state, pair, "", total)
+                        self._line(state, pair, "started", total)
                     for ref in ready:
                         spec = pending.pop(ref)
                         self._collect(ray, ref, spec, total, retries)
