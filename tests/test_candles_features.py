@@ -3,7 +3,6 @@ the pinned rules, every candle format, and bad candles as a user meets them."""
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from trainer_core import Balance, ConfigError, DataError, PairData, PluginError, TrainerError, hookimpl
+from trainer_core import Balance, ConfigError, DataError, PairData, PluginError, hookimpl
 from trainer_core.manifest import default_manifest
 from trainer_core.pipeline import check_components, run_pair
 from trainer_core.testing import TINY_SETTINGS, registered_plugin, write_training_ready

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,6 +42,7 @@ def test_every_artifact_is_written(trained):
     assert names == sorted([
         "_SUCCESS.json", "logs", f"model_{TAG}.keras", f"scaler_{TAG}.json", f"metadata_{TAG}.json",
         f"history_{TAG}.csv", f"confusion_matrix_{TAG}.json", f"confusion_matrix_{TAG}.png",
+        f"trading_{TAG}.json", f"trading_{TAG}.png", f"trading_{TAG}.html",
     ])
     assert any((pair_dir / "logs").rglob("events.out.tfevents.*"))
     # nothing temporary is left behind, in the pair folder or the output root
@@ -82,7 +82,7 @@ def test_metadata_records_the_purged_split(trained):
 def test_metadata_contents(trained):
     root, pair_dir, _ = trained
     meta = json.loads((pair_dir / f"metadata_{TAG}.json").read_text())
-    data_file = root / "inputs" / f"ETHUSDT_TF-1m__FW-005__SL-050__TP-100__training_ready.feather"
+    data_file = root / "inputs" / "ETHUSDT_TF-1m__FW-005__SL-050__TP-100__training_ready.feather"
     assert meta["data"]["sha256"] == sha256_file(data_file)
     assert meta["data"]["rows"] == 700
     assert meta["data"]["time_range"] == ["2024-01-01T00:00:00Z", "2024-01-01T11:39:00Z"]

@@ -16,12 +16,15 @@ from .errors import (  # noqa: E402
     TrainingError,
 )
 from .hookspecs import hookimpl  # noqa: E402
+from .inference import PairModel, load_pair_model  # noqa: E402
 from .manifest import PairSpec  # noqa: E402
 from .pipeline import Balance, Evaluation, PairResult  # noqa: E402
 
 __all__ = [
     "__version__",
     "hookimpl",
+    "load_pair_model",
+    "PairModel",
     "ArtifactWriter",
     "Balance",
     "CLASS_NAMES",

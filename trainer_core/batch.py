@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from .artifacts import SUCCESS, dumps
 from .errors import ConfigError, TrainerError
@@ -49,6 +49,7 @@ class PairOutcome:
     metrics: dict = field(default_factory=dict)
     artifacts: str | None = None
     tag: str | None = None
+    trading: dict | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -60,6 +61,7 @@ class PairOutcome:
             "exit_code": self.exit_code,
             "seconds": None if self.seconds is None else round(self.seconds, 2),
             "metrics": self.metrics,
+            "trading": self.trading,
             "artifacts": self.artifacts,
             "confusion_matrix_png": f"{self.pair}/confusion_matrix_{self.tag}.png" if self.tag else None,
         }
@@ -186,6 +188,24 @@ def _metrics_from_artifacts(spec: PairSpec) -> dict:
         return {}
 
 
+def trading_summary(spec: PairSpec) -> dict | None:
+    """The headline trading figures of a finished pair, from its trading report (if it has one)."""
+    raw = open_storage(spec.output).read_bytes(f"{spec.pair}/trading_{spec.tag}.json")
+    if raw is None:
+        return None
+    try:
+        report = json.loads(raw)
+        out = {"mcc": report["model"]["mcc"], "macro_f1": report["model"]["macro_f1"],
+               "baseline_hold_macro_f1": report["baselines"]["always_hold"]["macro_f1"],
+               "report": f"{spec.pair}/trading_{spec.tag}.html"}
+        for side in ("LONG", "SHORT"):
+            be = report["break_even"][side]
+            out[side] = {"precision": be["precision"], "break_even": be["break_even_win_rate"], "edge": be["edge"]}
+        return out
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class BatchRun:
     """One `trainer batch`: plan, run on Ray, report, summarise."""
 
@@ -223,6 +243,7 @@ class BatchRun:
                 self.outcomes[p.spec.pair] = PairOutcome(
                     p.spec.pair, "skipped", p.reason, metrics=_metrics_from_artifacts(p.spec),
                     artifacts=open_storage(p.spec.output).url(p.spec.pair), tag=p.spec.tag,
+                    trading=trading_summary(p.spec),
                 )
                 self.echo(f"[{_clock(0)}] skipped   {p.spec.pair:<14} {p.reason}")
         todo = [p for p in plans if p.action == "train"]
@@ -307,6 +328,8 @@ class BatchRun:
                 seconds=out.get("seconds"), metrics=out.get("metrics", {}), artifacts=out.get("artifacts"),
                 tag=out.get("tag"),
             )
+        if outcome.status == "trained":
+            outcome.trading = trading_summary(spec)
         self.outcomes[spec.pair] = outcome
         if outcome.status == "trained":
             m = outcome.metrics
@@ -383,12 +406,23 @@ def render_html(summary: dict) -> str:
         if r.get("hint"):
             detail += f"<br><small>{esc(r['hint'])}</small>"
         folder = f'<a href="{esc(r["pair"])}/">{esc(r["pair"])}/</a>' if r["status"] in ("trained", "skipped") else ""
+        trading = r.get("trading") or {}
+        trade_cells = "<td></td><td></td><td></td>"
+        if trading:
+            def side(name):
+                t = trading[name]
+                if t["precision"] is None:
+                    return f"no {name} predictions (break-even {t['break_even']:.3f})"
+                mark = "&#10003;" if t["edge"] > 0 else "&#10007;"
+                return f"{t['precision']:.3f} vs {t['break_even']:.3f} {mark}"
+            trade_cells = (f"<td>{trading['mcc']:.3f}</td><td>{side('LONG')}</td><td>{side('SHORT')}"
+                           f'<br><small><a href="{esc(trading["report"])}">trading report</a></small></td>')
         seconds = "" if r.get("seconds") is None else f"{r['seconds']:.0f}s"
         rows.append(
             f"<tr><td><b>{esc(r['pair'])}</b></td>"
             f'<td style="color:{STATUS_COLOURS.get(r["status"], "#000")}"><b>{esc(r["status"])}</b></td>'
             f"<td>{m.get('epochs', '')}</td><td>{acc}</td><td>{loss}</td>"
-            f"<td>{seconds}</td>"
+            f"<td>{seconds}</td>{trade_cells}"
             f"<td>{folder}</td><td>{detail}</td><td>{cm}</td></tr>"
         )
     counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items())
@@ -404,7 +438,7 @@ th {{ background: #f6f8fa; }} small {{ color: #57606a; }}
 <p>Manifest <code>{esc(str(summary['manifest']))}</code>, output <code>{esc(str(summary['output']))}</code>.
 Started {esc(summary['started'])}, finished {esc(summary['finished'])} ({summary['seconds']:.0f} s): {esc(counts)}.{note}</p>
 <table><tr><th>Pair</th><th>Status</th><th>Epochs</th><th>Val. accuracy</th><th>Val. loss</th><th>Time</th>
-<th>Artifacts</th><th>Reason / error</th><th>Confusion matrix</th></tr>
+<th>MCC</th><th>LONG precision vs break-even</th><th>SHORT precision vs break-even</th><th>Artifacts</th><th>Reason / error</th><th>Confusion matrix</th></tr>
 {chr(10).join(rows)}
 </table></body></html>
 """

@@ -243,6 +243,55 @@ def batch(manifest_path, address, only, force, dry_run, output, sets):
         raise SystemExit(code)
 
 
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--model-dir", "model_dir", required=True, metavar="DIR_OR_URL",
+              help="A trained pair's folder (OUTPUT/PAIR, with _SUCCESS.json); an fsspec URL works too.")
+@click.option("--data", "data_path", required=True, metavar="FILE",
+              help="A training-ready file (the 8 feature columns) or raw candles of the pair.")
+@click.option("--output", "output", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Write the predictions here (.parquet, .csv or .feather); default: print a preview.")
+@debug_option
+def predict(model_dir, data_path, output):
+    """Apply a trained pair's model to new data: class probabilities per timestamp.
+
+    Uses the saved scaler, window length and feature list. Data made with other label or feature
+    parameters than the model's are refused. Raw candles are turned into features with the
+    model's own settings first.
+
+    Example:
+
+        trainer predict --model-dir artifacts/ETHUSDT --data inputs/new.feather --output predictions.parquet
+    """
+    from pathlib import Path
+
+    from .inference import load_pair_model, read_for_prediction
+
+    pm = load_pair_model(model_dir)
+    frame = read_for_prediction(pm, data_path)
+    predictions = pm.predict(frame, where=str(data_path))
+    if output:
+        import os
+        import uuid
+
+        path = Path(output)
+        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        suffix = path.suffix.lower()
+        writers = {".parquet": predictions.write_parquet, ".csv": predictions.write_csv,
+                   ".feather": predictions.write_ipc, ".arrow": predictions.write_ipc}
+        if suffix not in writers:
+            raise ConfigError(f"--output {output}: unknown file type {suffix or '(none)'}.", "Use .parquet, .csv or .feather.")
+        try:
+            writers[suffix](tmp)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        click.echo(f"{pm.pair}: {predictions.height:,} predictions ({pm.tag}) written to {path}")
+    else:
+        click.echo(f"{pm.pair}: {predictions.height:,} predictions ({pm.tag}); the last rows:")
+        click.echo(str(predictions.tail(10)))
+
+
 @cli.command(name="plugins", context_settings=CONTEXT_SETTINGS)
 @click.option("--kind", type=click.Choice(list(KINDS)), help="Only this kind of component.")
 @click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False), metavar="FILE",

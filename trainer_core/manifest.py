@@ -40,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
         "short_stop_loss_pct": None,
     },
     "features": {"ma_short": 1440, "ma_long": 43200},
-    "split": {"validation": 0.2, "test": 0.0, "embargo": "auto"},
+    "split": {"validation": 0.2, "test": 0.0, "embargo": "auto", "mode": "single", "folds": 3},
     "scaling": {"scaler": "robust"},
     "balance": {"method": "undersample", "min_per_class": 50000, "class_weights": "balanced"},
     "model": {"builder": "lstm", "params": {"lstm_units": [128, 64, 32], "dense_units": [32, 16], "dropout": 0.3}},
@@ -60,8 +60,9 @@ DEFAULTS: dict[str, Any] = {
         "seed": 42,
         "verbose": "auto",
     },
+    "evaluation": {"fee_pct": 0.1, "thresholds": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "calibration_bins": 10},
     "resources": {"cpus": 1, "gpus": 0},
-    "reporters": ["metadata", "history", "confusion-matrix"],
+    "reporters": ["metadata", "history", "confusion-matrix", "trading"],
 }
 
 SECTIONS = tuple(DEFAULTS)
@@ -202,6 +203,16 @@ def _alpha(v):
     raise ValueError("null or a list of 3 positive numbers (SHORT, HOLD, LONG)")
 
 
+def _thresholds(v):
+    if (
+        isinstance(v, list)
+        and v
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < 1 for x in v)
+    ):
+        return sorted(float(x) for x in v)
+    raise ValueError("a list of probabilities between 0 and 1")
+
+
 def _mapping(v):
     if isinstance(v, Mapping):
         return dict(v)
@@ -232,7 +243,13 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "short_stop_loss_pct": _number(0, low_open=True, nullable=True),
     },
     "features": {"ma_short": _int(1), "ma_long": _int(1)},
-    "split": {"validation": _number(0, 1, True, True), "test": _number(0, 1, False, True), "embargo": _embargo},
+    "split": {
+        "validation": _number(0, 1, True, True),
+        "test": _number(0, 1, False, True),
+        "embargo": _embargo,
+        "mode": _choice("single", "walk-forward"),
+        "folds": _int(2),
+    },
     "scaling": {"scaler": _choice(*SCALERS)},
     "balance": {"method": _string(), "min_per_class": _int(0), "class_weights": _class_weights},
     "model": {"builder": _string(), "params": _mapping},
@@ -252,6 +269,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "seed": _int(0),
         "verbose": _verbose,
     },
+    "evaluation": {"fee_pct": _number(0), "thresholds": _thresholds, "calibration_bins": _int(2)},
     "resources": {"cpus": _number(0, low_open=True), "gpus": _number(0)},
 }
 
@@ -398,6 +416,7 @@ class PairSpec:
     balance: Frozen
     model: Frozen
     train: Frozen
+    evaluation: Frozen
     resources: Frozen
     reporters: tuple
 

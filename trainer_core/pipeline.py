@@ -20,7 +20,7 @@ from .errors import ConfigError, DataError, PluginError, TrainerError, TrainingE
 from .manifest import PairSpec
 from .plugins import Plugins
 from .scaling import Scaler, fit_scaler
-from .split import Split, purged_split
+from .split import Split, purged_split, walk_forward_splits
 
 
 #: kept beside the Keras backup while a run is in progress (so a resume knows its past)
@@ -79,6 +79,7 @@ class PairResult:
     pair_dir: str | None = None  # where the committed artifacts live (a path or a URL)
     started: str = ""
     artifacts: list[str] = field(default_factory=list)
+    folds: dict | None = None  # walk-forward: per-fold metrics and their spread
 
     @property
     def tag(self) -> str:
@@ -340,10 +341,25 @@ def _run(spec: PairSpec, plugins: Plugins, echo) -> PairResult:
 
     t = spec.train
     breaks = data.breaks if data.breaks is not None else time_breaks(data, spec.data.timeframe)
-    split = purged_split(
-        data.labels, t.sequence_length, spec.labels.future_window, spec.embargo,
-        spec.split.validation, spec.split.test, where=spec.pair, breaks=breaks,
-    )
+    folds: list[Split] = []
+    if spec.split.mode == "walk-forward":
+        if spec.split.test > 0:
+            raise ConfigError(
+                f"{spec.pair}: split.test cannot be combined with split.mode walk-forward.",
+                "Set split.test to 0: the last fold's validation block is the final out-of-sample slice.",
+            )
+        folds = walk_forward_splits(
+            data.labels, t.sequence_length, spec.labels.future_window, spec.embargo,
+            spec.split.validation, spec.split.folds, where=spec.pair, breaks=breaks,
+        )
+        split = folds[-1]
+        echo(f"Walk-forward: {len(folds)} folds of {len(folds[-1].val_idx):,}-row validation blocks; "
+             f"the saved model is the last fold's")
+    else:
+        split = purged_split(
+            data.labels, t.sequence_length, spec.labels.future_window, spec.embargo,
+            spec.split.validation, spec.split.test, where=spec.pair, breaks=breaks,
+        )
     echo(
         f"Split: {len(split.train_idx):,} training targets (rows {split.train_idx[0]}-{split.train_idx[-1]}), "
         f"{split.embargo} purged rows, {len(split.val_idx):,} validation targets"
@@ -371,8 +387,9 @@ def _run(spec: PairSpec, plugins: Plugins, echo) -> PairResult:
     attempt = {"config_hash": spec.config_hash, "data_sha256": data.sha256}
     resumed = out.prepare(attempt)
     try:
+        probes = [_fit_probe(spec, plugins, data, fold, k + 1, len(folds), echo) for k, fold in enumerate(folds[:-1])]
         result = _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, timings, resumed, echo,
-                                   started)
+                                   started, probes if folds else None)
         marker = {
             "pair": spec.pair,
             "tag": spec.tag,
@@ -391,8 +408,79 @@ def _run(spec: PairSpec, plugins: Plugins, echo) -> PairResult:
     return result
 
 
+def _fold_summary(k: int, split: Split, data: PairData, y_true, y_prob, history: dict, best_epoch: int) -> dict:
+    from sklearn.metrics import f1_score
+
+    y_pred = y_prob.argmax(axis=1)
+    p = np.clip(y_prob[np.arange(len(y_true)), y_true], 1e-7, 1.0)
+    return {
+        "fold": k,
+        "split": split.describe(data),
+        "samples": int(len(y_true)),
+        "accuracy": float(np.mean(y_pred == y_true)),
+        "loss": float(-np.mean(np.log(p))),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=[0, 1, 2], average="macro", zero_division=0)),
+        "epochs": len(history.get("loss", [])),
+        "best_epoch": best_epoch,
+    }
+
+
+def _fit_probe(spec, plugins, data, split, k: int, total: int, echo) -> dict:
+    """Train and evaluate one earlier walk-forward fold; its model is not kept."""
+    quiet_tensorflow()
+    import keras
+
+    from .windows import steps, window_dataset
+
+    t = spec.train
+    keras.utils.set_random_seed(t.seed)
+    scaler = fit_scaler(spec.scaling.scaler, data.features, split.train_end, data.feature_names)
+    scaled = scaler.transform(data.features)
+    balancer = plugins.create("balancer", spec.balance.method)
+    balance = _check_balance(
+        balancer.balance(data.labels, split.train_idx, np.random.default_rng(t.seed), spec.balance),
+        split.train_idx, spec.balance.method,
+    )
+    model = plugins.create("model", spec.model.builder).build((t.sequence_length, scaled.shape[1]), N_CLASSES, spec.model.params)
+    _compile(model, spec)
+    weights = None
+    if balance.class_weight:
+        weights = np.array([balance.class_weight.get(i, 1.0) for i in range(N_CLASSES)], dtype=np.float32)
+    labs = np.where(data.labels < 0, 0, data.labels).astype(np.int32)
+    train_ds = window_dataset(scaled, labs, balance.indices, t.sequence_length, t.batch_size, shuffle=True,
+                              seed=t.seed, sample_weight_by_class=weights)
+    val_ds = window_dataset(scaled, labs, split.val_idx, t.sequence_length, t.batch_size, shuffle=False)
+    history = model.fit(
+        train_ds, epochs=t.epochs, steps_per_epoch=steps(len(balance.indices), t.batch_size), validation_data=val_ds,
+        verbose=0, shuffle=False,
+        callbacks=[
+            keras.callbacks.EarlyStopping(monitor=t.early_stopping_monitor, patience=t.early_stopping_patience,
+                                          restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=t.reduce_lr_factor,
+                                              patience=t.reduce_lr_patience, min_lr=t.min_learning_rate),
+        ],
+    )
+    hist = {k_: [float(x) for x in v] for k_, v in history.history.items()}
+    values = hist.get(t.early_stopping_monitor, [])
+    best = (int(np.argmax(values) if "acc" in t.early_stopping_monitor else np.argmin(values)) + 1) if values else 0
+    ev = _predict(model, scaled, labs, split.val_idx, spec, "validation", data.labels)
+    summary = _fold_summary(k, split, data, ev.y_true.astype(np.int64), ev.y_prob, hist, best)
+    echo(f"Fold {k}/{total}: {len(split.train_idx):,} training targets, validation accuracy {summary['accuracy']:.4f}, "
+         f"macro F1 {summary['macro_f1']:.4f}")
+    return summary
+
+
+def _spread(folds: list[dict]) -> dict:
+    out = {}
+    for key in ("accuracy", "loss", "macro_f1"):
+        values = np.array([f[key] for f in folds], dtype=np.float64)
+        out[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                    "min": float(values.min()), "max": float(values.max())}
+    return out
+
+
 def _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, timings, resumed, echo,
-                      started: str) -> PairResult:
+                      started: str, probes: list[dict] | None = None) -> PairResult:
     t_import = time.perf_counter()
     quiet_tensorflow()
     import keras
@@ -497,6 +585,14 @@ def _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, 
         gpu={"available": bool(gpus), "devices": [g.name for g in gpus], "used": bool(gpus)},
         started=started,
     )
+    if probes is not None:
+        ev = result.validation
+        last = _fold_summary(len(probes) + 1, split, data, ev.y_true.astype(np.int64), ev.y_prob, hist,
+                             result.best_epoch())
+        folds = [*probes, last]
+        result.folds = {"folds": folds, "spread": _spread(folds), "saved_model": "the last fold's"}
+        echo(f"Fold {len(folds)}/{len(folds)} (saved): validation accuracy {last['accuracy']:.4f}; across folds "
+             f"{result.folds['spread']['accuracy']['mean']:.4f} +/- {result.folds['spread']['accuracy']['std']:.4f}")
     summary = result.validation.summary()
     echo(
         f"Validation on {summary['samples']:,} targets: accuracy {summary['accuracy']:.4f}, "

@@ -25,6 +25,7 @@ DEFAULT_PLUGINS = (
     "trainer_plugins.reporters.metadata",
     "trainer_plugins.reporters.history",
     "trainer_plugins.reporters.confusion_matrix",
+    "trainer_plugins.reporters.trading",
 )
 
 ENTRY_POINT_GROUP = "trainer.plugins"

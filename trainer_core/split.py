@@ -121,16 +121,10 @@ def purged_split(
             "Use more data, or lower train.sequence_length, labels.future_window or split.validation.",
         )
     val_start, test_start = _bounds(n, validation, test)
-    labelled = labels != NO_LABEL
     rows = np.arange(n, dtype=np.int64)
-    if breaks is not None and len(breaks):
-        # windows t-W+1..t cross a gap when a break lies in (t-W+1, t]
-        marks = np.zeros(n, dtype=np.int64)
-        marks[np.asarray(breaks, dtype=np.int64)] = 1
-        crossed = np.cumsum(marks)
-        lo = np.clip(rows - window + 1, 0, None)
-        labelled = labelled & (crossed - crossed[lo] == 0)
-    train_mask = (rows >= window - 1) & (rows < val_start - embargo) & labelled
+    # windows t-W+1..t cross a gap when a break lies in (t-W+1, t]
+    labelled = _usable_targets(labels, window, breaks)
+    train_mask = (rows < val_start - embargo) & labelled
     if test_start is None:
         val_mask = (rows >= val_start) & labelled
         test_mask = np.zeros(n, dtype=bool)
@@ -155,3 +149,64 @@ def purged_split(
                 "Use more labelled data, or change split.validation.",
             )
     return split
+
+
+def walk_forward_splits(
+    labels: np.ndarray,
+    window: int,
+    future_window: int,
+    embargo: int,
+    validation: float,
+    folds: int,
+    where: str = "data",
+    breaks: np.ndarray | None = None,
+) -> list[Split]:
+    """K chronological folds, each purged like the single split.
+
+    The last ``folds`` blocks of ``floor(n * validation)`` rows are the validation blocks, oldest
+    first; fold k trains on the rows before its block (minus the embargo) and validates on its
+    block up to the embargo before the next block. The last fold is exactly the single split.
+    """
+    n = int(labels.shape[0])
+    embargo = max(int(embargo), int(future_window))
+    if validation * folds >= 1.0:
+        raise DataError(
+            f"{where}: split.folds {folds} x split.validation {validation:g} leaves no training rows.",
+            "Lower split.folds or split.validation (their product must stay well below 1).",
+        )
+    block = int(np.floor(n * validation))
+    starts = [n - (folds - k) * block for k in range(folds)]
+    need_first = window + embargo
+    if block < embargo + 2 or starts[0] - embargo <= window - 1:
+        raise DataError(
+            f"{where}: {n:,} rows are too few for {folds} walk-forward folds of {block:,} validation rows with "
+            f"sequence_length {window} and an embargo of {embargo} rows (the first fold needs at least "
+            f"{need_first:,} training rows before its block, each block more than {embargo + 1} rows).",
+            "Use more data, fewer split.folds, or a larger split.validation.",
+        )
+    usable = _usable_targets(labels, window, breaks)
+    rows = np.arange(n, dtype=np.int64)
+    out = []
+    for k, start in enumerate(starts):
+        end = starts[k + 1] - embargo if k + 1 < folds else n
+        train = rows[usable & (rows < start - embargo)]
+        val = rows[usable & (rows >= start) & (rows < end)]
+        if len(train) == 0 or len(val) == 0:
+            raise DataError(f"{where}: walk-forward fold {k + 1} has no labelled training or validation targets.",
+                            "Use more labelled data or fewer folds.")
+        out.append(Split(n, window, future_window, embargo, start, None, train, val, rows[:0]))
+    return out
+
+
+def _usable_targets(labels: np.ndarray, window: int, breaks: np.ndarray | None) -> np.ndarray:
+    """Labelled rows with a full window that crosses no gap."""
+    n = len(labels)
+    rows = np.arange(n, dtype=np.int64)
+    usable = (labels != NO_LABEL) & (rows >= window - 1)
+    if breaks is not None and len(breaks):
+        marks = np.zeros(n, dtype=np.int64)
+        marks[np.asarray(breaks, dtype=np.int64)] = 1
+        crossed = np.cumsum(marks)
+        lo = np.clip(rows - window + 1, 0, None)
+        usable &= crossed - crossed[lo] == 0
+    return usable

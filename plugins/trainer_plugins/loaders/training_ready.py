@@ -7,21 +7,17 @@ column and the realised ``long_return`` / ``short_return``.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
 from trainer_core import FEATURE_NAMES, NO_LABEL, DataError, PairData, file_sha256, hookimpl
+from trainer_core.formats import NAME_RE, pct_from_code as _pct, read_table as read_frame
 
 LABEL_COLUMNS = ("label_0", "label_1", "label_2")
 TIME_COLUMNS = ("timestamp", "date", "datetime", "time", "open_time", "index")
 RETURN_COLUMNS = ("long_return", "short_return")
 SUFFIXES = (".feather", ".parquet", ".csv")
-NAME_RE = re.compile(
-    r"^(?P<pair>[A-Z0-9]+)_TF-(?P<tf>[0-9]+[smhdw])__FW-(?P<fw>[0-9]+)__SL-(?P<sl>[0-9]+)__TP-(?P<tp>[0-9]+)"
-    r"__training_ready\.(?P<ext>feather|parquet|csv)$"
-)
 TIMEFRAME_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
@@ -32,10 +28,6 @@ def expected_filename(spec, ext: str = "feather") -> str:
         f"__SL-{round(lab.stop_loss_pct * 100):03d}__TP-{round(lab.take_profit_pct * 100):03d}"
         f"__training_ready.{ext}"
     )
-
-
-def _pct(code: str) -> float:
-    return int(code) / 100.0
 
 
 def find_file(spec) -> Path:
@@ -111,28 +103,6 @@ def check_name(spec, path: Path) -> dict:
 
 def _fmt(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def read_frame(path: Path):
-    import polars as pl
-
-    suffix = path.suffix.lower()
-    readers = {".feather": ("Feather (Arrow IPC)", pl.read_ipc), ".ipc": ("Feather (Arrow IPC)", pl.read_ipc),
-               ".arrow": ("Feather (Arrow IPC)", pl.read_ipc), ".parquet": ("Parquet", pl.read_parquet),
-               ".csv": ("CSV", pl.read_csv)}
-    if suffix not in readers:
-        raise DataError(
-            f"Cannot read {path.name}: unknown file type {suffix or '(none)'}.",
-            "Use a .feather, .parquet or .csv file with the training-ready columns.",
-        )
-    kind, reader = readers[suffix]
-    try:
-        return reader(path)
-    except Exception as exc:
-        raise DataError(
-            f"Cannot read {path} as {kind}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.",
-            f"Check that the file is a complete {kind} file with the training-ready columns.",
-        ) from None
 
 
 def _timestamps(frame, column: str | None, n: int, timeframe: str, where: str) -> np.ndarray:

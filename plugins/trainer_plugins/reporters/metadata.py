@@ -70,6 +70,7 @@ def build_metadata(result, out) -> dict:
             "scaler_type": spec.scaling.scaler,
         },
         "split": result.split.describe(data),
+        "walk_forward": result.folds,
         "balancing": {
             "method": spec.balance.method,
             "applied": spec.balance.method != "none",
