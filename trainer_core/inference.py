@@ -215,7 +215,9 @@ def read_for_prediction(pm: PairModel, path: str | Path):
             frame = read_frame(path)
         except DataError:
             frame = None
-        if frame is not None and all(c in frame.columns for c in pm.feature_names):
+        # a table with any feature column is training-ready data: a missing feature is then an error,
+        # not a reason to read the file as candles
+        if frame is not None and any(c in frame.columns for c in pm.feature_names):
             found = NAME_RE.match(path.name)
             if found:
                 pm.check_compatible({"future_window": int(found["fw"]), "stop_loss_pct": _pct(found["sl"]),
