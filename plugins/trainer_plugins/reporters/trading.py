@@ -215,6 +215,7 @@ def plot_trading(report: dict, title: str, path) -> None:
                    label=f"{side} break-even")
     ax.set_xlabel("confidence threshold")
     ax.set_ylabel("precision")
+    ax.set_xlim(min(thr) - 0.05, max(thr) + 0.05)
     ax.set_ylim(0, 1)
     ax.set_title("Precision of signals vs break-even")
     ax.legend(fontsize=8)
