@@ -99,12 +99,11 @@ def plan_pair(spec: PairSpec, plugins: Plugins, force: bool) -> Plan:
         return Plan(spec, "train", f"the data cannot be checked ({exc.message})")
     if fingerprint is not None and marker.get("data_sha256") != fingerprint:
         return Plan(spec, "train", "the data changed since the last run")
-    for name, info in (marker.get("artifacts") or {}).items():
-        actual = storage.sha256(f"{spec.pair}/{name}")
-        if actual is None:
-            return Plan(spec, "train", f"artifact {name} is missing")
-        if actual != info.get("sha256"):
-            return Plan(spec, "train", f"artifact {name} does not match its checksum")
+    from .verify import verify_pair
+
+    problems = verify_pair(storage, spec.pair)
+    if problems:
+        return Plan(spec, "train", f"artifact {problems[0]}")
     why = "completed with the same settings and data" if fingerprint else "completed with the same settings"
     return Plan(spec, "skip", why)
 

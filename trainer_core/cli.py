@@ -292,6 +292,37 @@ def predict(model_dir, data_path, output):
         click.echo(str(predictions.tail(10)))
 
 
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("output", metavar="OUTPUT")
+@debug_option
+def verify(output):
+    """Check every pair under an output root against the checksums in its _SUCCESS.json.
+
+    A pair folder without _SUCCESS.json is incomplete; an artifact that is missing, truncated or
+    altered fails the check. Exit code 0 when every pair is complete and intact, 1 otherwise;
+    `trainer batch` retrains the pairs that fail, saying why.
+
+    Example:
+
+        trainer verify artifacts/
+    """
+    from .verify import verify_output
+
+    results = verify_output(output)
+    if not results:
+        raise ConfigError(f"No pair folders under {output}.", "Pass the output root that holds the PAIR/ folders.")
+    bad = 0
+    for pair, problems in results:
+        if problems:
+            bad += 1
+            click.echo(f"FAILED  {pair}: " + "; ".join(problems))
+        else:
+            click.echo(f"ok      {pair}")
+    click.echo(f"{len(results) - bad} of {len(results)} pair(s) complete and intact.")
+    if bad:
+        raise SystemExit(1)
+
+
 @cli.command(name="plugins", context_settings=CONTEXT_SETTINGS)
 @click.option("--kind", type=click.Choice(list(KINDS)), help="Only this kind of component.")
 @click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False), metavar="FILE",

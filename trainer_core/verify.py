@@ -1,0 +1,47 @@
+"""`trainer verify`: every pair folder under an output root against its `_SUCCESS.json`."""
+
+from __future__ import annotations
+
+import json
+
+from .artifacts import STAGING, SUCCESS
+from .manifest import PAIR_RE
+from .storage import open_storage
+
+
+def verify_pair(storage, pair: str) -> list[str]:
+    """The problems of one pair folder (empty: complete and intact)."""
+    raw = storage.read_bytes(f"{pair}/{SUCCESS}")
+    if raw is None:
+        return [f"no {SUCCESS}: the run did not complete"]
+    try:
+        marker = json.loads(raw)
+        artifacts = marker["artifacts"]
+    except (ValueError, KeyError, TypeError):
+        return [f"{SUCCESS} is unreadable"]
+    problems = []
+    for name, info in sorted(artifacts.items()):
+        actual = storage.sha256(f"{pair}/{name}")
+        if actual is None:
+            problems.append(f"{name} is missing")
+        elif actual != info.get("sha256"):
+            problems.append(f"{name} does not match its checksum")
+    return problems
+
+
+def pair_folders(storage) -> list[str]:
+    if storage.is_local:
+        if not storage.path.is_dir():
+            return []
+        names = [p.name for p in storage.path.iterdir() if p.is_dir()]
+    else:
+        try:
+            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in storage.fs.ls(storage.base, detail=False)]
+        except FileNotFoundError:
+            return []
+    return sorted(n for n in names if n != STAGING and PAIR_RE.fullmatch(n))
+
+
+def verify_output(output: str) -> list[tuple[str, list[str]]]:
+    storage = open_storage(output)
+    return [(pair, verify_pair(storage, pair)) for pair in pair_folders(storage)]
