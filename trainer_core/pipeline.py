@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import sys
@@ -224,7 +225,6 @@ def _compile(model, spec: PairSpec):
 
 def read_epochs(path: Path) -> dict[int, dict]:
     """The per-epoch record kept beside a run: {epoch: {metric: value, ..., "seconds": s}}."""
-    import json
 
     try:
         return {int(k): v for k, v in json.loads(path.read_text()).items()}
@@ -233,7 +233,6 @@ def read_epochs(path: Path) -> dict[int, dict]:
 
 
 def _callbacks(spec: PairSpec, out: ArtifactWriter, checkpoint: Path, plugins: Plugins, record: dict):
-    import json
 
     import keras
 
@@ -517,11 +516,17 @@ def _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, 
     if balance.class_weight:
         weights_by_class = np.array([balance.class_weight.get(i, 1.0) for i in range(N_CLASSES)], dtype=np.float32)
 
+    first_epoch = 0
+    if resumed:  # Keras' backup knows the epoch it resumes at
+        try:
+            first_epoch = int(json.loads((out.dir / "backup" / "training_metadata.json").read_text())["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            first_epoch = 0
     feats = tf.constant(scaled)
     labs = tf.constant(np.where(data.labels < 0, 0, data.labels).astype(np.int32))
     train_ds = window_dataset(
         feats, labs, balance.indices, t.sequence_length, t.batch_size,
-        shuffle=True, seed=t.seed, sample_weight_by_class=weights_by_class,
+        shuffle=True, seed=t.seed, sample_weight_by_class=weights_by_class, first_epoch=first_epoch,
     )
     val_ds = window_dataset(feats, labs, split.val_idx, t.sequence_length, t.batch_size, shuffle=False)
 

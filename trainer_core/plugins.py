@@ -26,6 +26,7 @@ DEFAULT_PLUGINS = (
     "trainer_plugins.reporters.history",
     "trainer_plugins.reporters.confusion_matrix",
     "trainer_plugins.reporters.trading",
+    "trainer_plugins.commands.k8s",
 )
 
 ENTRY_POINT_GROUP = "trainer.plugins"

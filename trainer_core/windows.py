@@ -29,13 +29,15 @@ def window_dataset(
     seed: int = 0,
     sample_weight_by_class: np.ndarray | None = None,
     with_labels: bool = True,
+    first_epoch: int = 0,
 ):
     """A ``tf.data.Dataset`` of ``(windows, one_hot[, weights])`` batches.
 
     ``features`` / ``labels`` may be numpy arrays or tensors already on the device; pass the
     same tensors to every dataset of a run so the feature matrix is held once. With
     ``shuffle`` the dataset repeats forever, one permutation per epoch: use it with
-    ``steps_per_epoch = steps(len(targets), batch_size)``.
+    ``steps_per_epoch = steps(len(targets), batch_size)``. ``first_epoch``: where a resumed run
+    starts, so its epochs see the same orders as an uninterrupted run's.
     """
     import tensorflow as tf
 
@@ -54,7 +56,7 @@ def window_dataset(
             order = tf.random.experimental.stateless_shuffle(idx, seed=tf.stack([seed_t, epoch]))
             return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
-        ds = tf.data.Dataset.counter(dtype=tf.int64).flat_map(epoch_batches)
+        ds = tf.data.Dataset.counter(start=first_epoch, dtype=tf.int64).flat_map(epoch_batches)
     else:
         ds = tf.data.Dataset.from_tensor_slices(idx).batch(batch_size)
 
