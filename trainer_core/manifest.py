@@ -59,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
         "min_learning_rate": 1.0e-7,
         "seed": 42,
         "verbose": "auto",
+        "mixed_precision": False,
     },
     "evaluation": {"fee_pct": 0.1, "thresholds": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "calibration_bins": 10},
     "resources": {"cpus": 1, "gpus": 0},
@@ -213,6 +214,12 @@ def _thresholds(v):
     raise ValueError("a list of probabilities between 0 and 1")
 
 
+def _bool(v):
+    if isinstance(v, bool):
+        return v
+    raise ValueError("true or false")
+
+
 def _mapping(v):
     if isinstance(v, Mapping):
         return dict(v)
@@ -268,6 +275,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "min_learning_rate": _number(0),
         "seed": _int(0),
         "verbose": _verbose,
+        "mixed_precision": _bool,
     },
     "evaluation": {"fee_pct": _number(0), "thresholds": _thresholds, "calibration_bins": _int(2)},
     "resources": {"cpus": _number(0, low_open=True), "gpus": _number(0)},

@@ -199,6 +199,38 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def device_report(model, gpus: list, precision: str) -> dict:
+    """Where the model trains and, for every LSTM layer, whether Keras can use the cuDNN kernel.
+
+    Keras picks cuDNN on a GPU only with activation tanh, recurrent_activation sigmoid,
+    recurrent_dropout 0, unroll False and use_bias True (and no masking).
+    """
+    layers = []
+    for layer in model.layers:
+        if type(layer).__name__ != "LSTM":
+            continue
+        cell = getattr(layer, "cell", layer)
+        reasons = []
+        checks = (
+            (getattr(getattr(cell, "activation", None), "__name__", "tanh") == "tanh", "activation is not tanh"),
+            (getattr(getattr(cell, "recurrent_activation", None), "__name__", "sigmoid") == "sigmoid",
+             "recurrent_activation is not sigmoid"),
+            (getattr(cell, "recurrent_dropout", 0) == 0, "recurrent_dropout is not 0"),
+            (not getattr(layer, "unroll", False), "unroll is on"),
+            (getattr(cell, "use_bias", True), "use_bias is off"),
+        )
+        reasons = [why for ok, why in checks if not ok]
+        layers.append({"name": layer.name, "cudnn_eligible": not reasons, "reasons": reasons})
+    eligible = all(layer["cudnn_eligible"] for layer in layers)
+    return {
+        "device": gpus[0].name if gpus else "CPU",
+        "precision": precision,
+        "lstm_layers": layers,
+        "lstm_kernel": ("cuDNN" if eligible else "generic (some layers are not cuDNN-eligible)") if gpus
+        else "CPU (no GPU present)",
+    }
+
+
 def detect_gpus() -> list:
     import tensorflow as tf
 
@@ -492,6 +524,13 @@ def _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, 
     gpus = detect_gpus()
     keras.utils.set_random_seed(t.seed)
 
+    precision = "float32"
+    if t.mixed_precision:
+        if gpus:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+            precision = "mixed_float16"
+        else:
+            echo("train.mixed_precision is for GPUs; on this CPU the model trains in float32")
     builder = plugins.create("model", spec.model.builder)
     input_shape = (t.sequence_length, scaled.shape[1])
     try:
@@ -511,6 +550,11 @@ def _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, 
         )
     _compile(model, spec)
     echo(f"Model {spec.model.builder!r}: {model.count_params():,} parameters, input {input_shape}")
+    device = device_report(model, gpus, precision)
+    for layer in device["lstm_layers"]:
+        if not layer["cudnn_eligible"]:
+            echo(f"Warning: LSTM layer {layer['name']!r} cannot use the cuDNN kernel ({'; '.join(layer['reasons'])})"
+                 + ("; it runs on the much slower generic kernel." if gpus else "; this matters on a GPU."))
 
     weights_by_class = None
     if balance.class_weight:
@@ -587,7 +631,7 @@ def _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, 
     result = PairResult(
         spec=spec, data=data, split=split, scaler=scaler, balance=balance, model=model, history=hist,
         epoch_seconds=timings["epoch_seconds"], evaluations=evaluations, timings=timings, resumed=resumed,
-        gpu={"available": bool(gpus), "devices": [g.name for g in gpus], "used": bool(gpus)},
+        gpu={"available": bool(gpus), "devices": [g.name for g in gpus], "used": bool(gpus), **device},
         started=started,
     )
     if probes is not None:

@@ -65,7 +65,8 @@ class LSTMBuilder:
             layers.append(keras.layers.Dense(units, activation="relu", name=f"dense_{i + 1}"))
             if p["dropout"]:
                 layers.append(keras.layers.Dropout(p["dropout"], name=f"dense_{i + 1}_dropout"))
-        layers.append(keras.layers.Dense(n_classes, activation="softmax", name="classes"))
+        # float32 output even under mixed precision, so the softmax stays stable
+        layers.append(keras.layers.Dense(n_classes, activation="softmax", name="classes", dtype="float32"))
         return keras.Sequential(layers, name="lstm_classifier")
 
 

@@ -125,6 +125,10 @@ def build_metadata(result, out) -> dict:
             "gpu_available": result.gpu["available"],
             "gpu_used": result.gpu["used"],
             "gpu_devices": result.gpu["devices"],
+            "device": result.gpu.get("device"),
+            "precision": result.gpu.get("precision"),
+            "lstm_kernel": result.gpu.get("lstm_kernel"),
+            "lstm_layers": result.gpu.get("lstm_layers"),
         },
         "files": {
             "model_file": out.name("model", "keras"),
