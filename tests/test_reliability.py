@@ -264,3 +264,41 @@ def test_fuzz_loaders_with_wrong_files(tmp_path, data):
     except TrainerError as exc:
         assert exc.message
     assert time.monotonic() - start < 10
+
+
+def test_a_lock_left_by_a_dead_holder_is_taken_over(tmp_path):
+    import socket
+
+    from trainer_core import artifacts
+    from trainer_core.artifacts import ArtifactWriter
+    from trainer_core.errors import StorageError
+
+    def lock_with(holder: dict, age: float = 0.0) -> ArtifactWriter:
+        out = ArtifactWriter(tmp_path / "out", "ETHUSDT", "tag")
+        out.staging_root.mkdir(parents=True, exist_ok=True)
+        out.lock_path.write_text(json.dumps(holder))
+        if age:
+            t = time.time() - age
+            os.utime(out.lock_path, (t, t))
+        return out
+
+    here = socket.gethostname()
+    live_other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        out = lock_with({"host": here, "pid": live_other.pid, "since": "now"})
+        with pytest.raises(StorageError, match="is being trained into"):
+            out.prepare({"config_hash": "x"})
+        # the same process id on the same host: a restarted container whose trainer is pid 1 again
+        out = lock_with({"host": here, "pid": os.getpid(), "since": "earlier"})
+        out.prepare({"config_hash": "x"})
+        out.discard_outputs()
+        # another node stopped refreshing its lock
+        out = lock_with({"host": "node-7", "pid": 12345, "since": "long ago"}, age=artifacts.LOCK_STALE_SECONDS + 5)
+        out.prepare({"config_hash": "x"})
+        out.discard_outputs()
+        out = lock_with({"host": "node-7", "pid": 12345, "since": "a minute ago"}, age=60)
+        with pytest.raises(StorageError, match="pid 12345 on node-7"):
+            out.prepare({"config_hash": "x"})
+    finally:
+        live_other.kill()
+        live_other.wait()

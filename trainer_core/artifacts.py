@@ -67,6 +67,12 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2, default=_json_default, allow_nan=False) + "\n"
 
 
+#: a lock whose holder has not refreshed it for this long is taken over (the holder is gone, e.g.
+#: killed on another node); holders refresh it every LOCK_HEARTBEAT_SECONDS
+LOCK_STALE_SECONDS = 300
+LOCK_HEARTBEAT_SECONDS = 30
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -117,8 +123,7 @@ class ArtifactWriter:
                     holder = json.loads(self.lock_path.read_text())
                 except (OSError, ValueError):
                     holder = {}
-                stale = holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _pid_alive(holder["pid"])
-                if stale or not holder:
+                if not holder or self._lock_is_stale(holder, me):
                     self.lock_path.unlink(missing_ok=True)  # its process is gone (killed): take over
                     continue
                 raise StorageError(
@@ -129,9 +134,42 @@ class ArtifactWriter:
             with os.fdopen(fd, "w") as fh:
                 fh.write(json.dumps(me))
             self._locked = True
+            self._start_heartbeat()
             return
 
+    def _lock_is_stale(self, holder: dict, me: dict) -> bool:
+        """The holder is gone: its process died on this host, or it is this very process id on this
+        host (a restarted container where the trainer is pid 1 again), or it stopped refreshing."""
+        pid = holder.get("pid")
+        if holder.get("host") == me["host"] and isinstance(pid, int) and (pid == me["pid"] or not _pid_alive(pid)):
+            return True
+        try:
+            age = dt.datetime.now().timestamp() - self.lock_path.stat().st_mtime
+        except OSError:
+            return True
+        return age > LOCK_STALE_SECONDS
+
+    def _start_heartbeat(self) -> None:
+        import threading
+
+        stop = threading.Event()
+        path = self.lock_path
+
+        def beat():
+            while not stop.wait(LOCK_HEARTBEAT_SECONDS):
+                try:
+                    os.utime(path)
+                except OSError:
+                    return
+
+        thread = threading.Thread(target=beat, name=f"lock-heartbeat-{self.pair}", daemon=True)
+        thread.start()
+        self._heartbeat = stop
+
     def unlock(self) -> None:
+        heartbeat = getattr(self, "_heartbeat", None)
+        if heartbeat is not None:
+            heartbeat.set()
         if self._locked:
             self.lock_path.unlink(missing_ok=True)
             self._locked = False
