@@ -12,6 +12,7 @@ import datetime as dt
 import html
 import json
 import os
+import socket
 import sys
 import time
 import traceback
@@ -26,8 +27,11 @@ from .storage import is_url, open_storage
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_HTML = "summary.html"
-#: environment a worker needs to load the same plugins as the driver
-FORWARDED_ENV = (LOAD_PLUGINS_ENV, TRACE_PLUGINS_ENV, "PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL")
+#: environment a worker needs to load the same plugins and reach the same storage as the driver
+#: (object-store endpoints and regions; credentials are deliberately not forwarded)
+FORWARDED_ENV = (LOAD_PLUGINS_ENV, TRACE_PLUGINS_ENV, "PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL",
+                 "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")
+FORWARDED_PREFIXES = ("FSSPEC_",)
 
 
 @dataclass
@@ -292,7 +296,7 @@ class BatchRun:
         address = address or os.environ.get("RAY_ADDRESS") or None
         if ray.is_initialized():
             return False
-        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        env = {k: v for k, v in os.environ.items() if k in FORWARDED_ENV or k.startswith(FORWARDED_PREFIXES)}
         try:
             if address:
                 ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
@@ -303,7 +307,8 @@ class BatchRun:
             raise ConfigError(
                 f"Cannot connect to the Ray cluster at {address or 'a new local Ray'}: {exc}",
                 "Check --address / RAY_ADDRESS (e.g. 127.0.0.1:6379 or ray://host:10001), or leave it out "
-                "to start a local Ray.",
+                "to start a local Ray; a cluster with token authentication also needs RAY_AUTH_MODE=token "
+                "and its RAY_AUTH_TOKEN.",
             ) from exc
         return True
 
@@ -441,6 +446,22 @@ Started {esc(summary['started'])}, finished {esc(summary['finished'])} ({summary
 {chr(10).join(rows)}
 </table></body></html>
 """
+
+
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail at once when nothing listens at a host:port address (ray.init retries for minutes)."""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"Ray address {address!r} is not host:port.",
+                          "For example --address 10.0.0.5:6379 (the port of `ray start --head --port`).")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"Cannot reach the Ray cluster at {address}: {exc.strerror or exc}.",
+                          "Check --address / RAY_ADDRESS: the head's port (`ray start --head --port`, "
+                          "default 6379) must be reachable from here.") from None
 
 
 def select_pairs(manifest: Manifest, only: str | None) -> list[str]:

@@ -227,17 +227,21 @@ def batch(manifest_path, address, only, force, dry_run, output, sets):
         for p in plans:
             click.echo(f"  {p.spec.pair:<14} {'would train' if p.action == 'train' else 'would skip'}: {p.reason}")
         return
+    if any(p.action == "train" for p in plans):  # before any hook or summary: nothing has run yet
+        import os
+
+        from .batch import check_reachable
+
+        check_reachable(address or os.environ.get("RAY_ADDRESS"))
     plugins.before_batch(manifest, run.specs)
     try:
         run.run(plans, address)
-    finally:
-        summary = run.write_summary(run.specs[0].output)
-        plugins.after_batch(manifest, summary["pairs"])
-        click.echo("")
-        click.echo(run.table())
-        root = run.specs[0].output.rstrip("/")
-        click.echo(f"\n{', '.join(f'{v} {k}' for k, v in summary['counts'].items())} in {summary['seconds']:.0f}s. "
-                   f"Summary: {root}/summary.json, {root}/summary.html")
+    except ConfigError:
+        raise  # the cluster could not be joined: nothing ran, the last summary stays as it was
+    except BaseException:
+        _finish_batch(run, manifest, plugins)
+        raise
+    _finish_batch(run, manifest, plugins)
     code = run.exit_code()
     if code:
         raise SystemExit(code)
@@ -321,6 +325,16 @@ def verify(output):
     click.echo(f"{len(results) - bad} of {len(results)} pair(s) complete and intact.")
     if bad:
         raise SystemExit(1)
+
+
+def _finish_batch(run, manifest, plugins) -> None:
+    summary = run.write_summary(run.specs[0].output)
+    plugins.after_batch(manifest, summary["pairs"])
+    click.echo("")
+    click.echo(run.table())
+    root = run.specs[0].output.rstrip("/")
+    click.echo(f"\n{', '.join(f'{v} {k}' for k, v in summary['counts'].items())} in {summary['seconds']:.0f}s. "
+               f"Summary: {root}/summary.json, {root}/summary.html")
 
 
 @cli.command(name="plugins", context_settings=CONTEXT_SETTINGS)
