@@ -527,3 +527,33 @@ def test_batch_on_a_cluster_writes_to_the_drivers_s3_endpoint(tmp_path, ray_head
                       env={**ray_head.env, **s3.env})
     assert r.code == 0, r.both
     assert s3.fs.exists(f"{prefix}/BTCUSDT/_SUCCESS.json")
+
+
+def test_a_worker_killed_mid_training_is_retried_and_resumes(tmp_path):
+    """The worker process dies (SIGKILL) at the end of its second epoch: Ray retries the pair,
+    which resumes from its backup after epoch 1 and completes."""
+    (tmp_path / "killer_plugin.py").write_text(
+        "import os, signal\nfrom pathlib import Path\nimport keras\nfrom trainer_core import hookimpl\n\n"
+        f"FLAG = Path({str(tmp_path / 'killed-once')!r})\n\n"
+        "class KillOnce(keras.callbacks.Callback):\n"
+        "    def on_epoch_end(self, epoch, logs=None):\n"
+        "        if epoch == 1 and not FLAG.exists():\n"
+        "            FLAG.write_text('x')\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n\n"
+        "@hookimpl\ndef trainer_keras_callbacks(spec, pair_dir):\n    return [KillOnce()]\n"
+    )
+    manifest = write_manifest(tmp_path, pairs=["ETHUSDT"])
+    doc = yaml.safe_load(manifest.read_text())
+    doc["plugins"] = ["killer_plugin"]
+    doc["defaults"]["train"]["epochs"] = 3
+    doc["defaults"]["train"]["early_stopping_patience"] = 10
+    manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
+    env = {**base_env(), "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    r = trainer_batch(manifest, env=env)
+    assert (tmp_path / "killed-once").exists(), r.both  # the first attempt really died
+    assert r.code == 0, r.both
+    assert progress(r.out, "trained", "ETHUSDT"), r.both
+    meta = json.loads((tmp_path / "out" / "ETHUSDT" / f"metadata_{tag('ETHUSDT')}.json").read_text())
+    assert meta["training"]["resumed"] is True and meta["training"]["completed_epochs"] == 3
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [row["status"] for row in summary["pairs"]] == ["trained"]

@@ -272,12 +272,14 @@ def _callbacks(spec: PairSpec, out: ArtifactWriter, checkpoint: Path, plugins: P
     monitor = t.early_stopping_monitor
     record_path = out.dir / EPOCHS_FILE
 
-    class EpochRecorder(keras.callbacks.Callback):
-        """Times every epoch and keeps its metrics beside the backup, so a resumed run reports the
-        whole history (Keras' backup keeps only the weights, optimizer and epoch number)."""
+    class RecordingBackupAndRestore(keras.callbacks.BackupAndRestore):
+        """Keras' backup (weights, optimizer, epoch number) plus each epoch's metrics and seconds,
+        recorded just before the backup is saved, so a resumed run reports the whole history and
+        the record never lags the backup."""
 
         def on_epoch_begin(self, epoch, logs=None):
             self._t0 = time.perf_counter()
+            super().on_epoch_begin(epoch, logs)
 
         def on_epoch_end(self, epoch, logs=None):
             entry = {k: float(v) for k, v in (logs or {}).items()}
@@ -286,6 +288,7 @@ def _callbacks(spec: PairSpec, out: ArtifactWriter, checkpoint: Path, plugins: P
             tmp = record_path.with_name(record_path.name + ".tmp")
             tmp.write_text(json.dumps(record))
             tmp.replace(record_path)
+            super().on_epoch_end(epoch, logs)
 
     class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         """Early stopping that remembers the best epoch and its patience across a resume."""
@@ -307,7 +310,6 @@ def _callbacks(spec: PairSpec, out: ArtifactWriter, checkpoint: Path, plugins: P
         best_checkpoint.best = max(seen) if "acc" in monitor else min(seen)
 
     callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir=str(out.dir / "backup")),
         best_checkpoint,
         ResumableEarlyStopping(monitor=monitor, patience=t.early_stopping_patience, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(
@@ -316,7 +318,8 @@ def _callbacks(spec: PairSpec, out: ArtifactWriter, checkpoint: Path, plugins: P
         keras.callbacks.TensorBoard(log_dir=str(out.dir / "logs"), write_graph=False),
     ]
     callbacks.extend(plugins.keras_callbacks(spec, out.dir))
-    callbacks.append(EpochRecorder())  # last: it records what every other callback added to the logs
+    # last: it records what every other callback added to the logs, then saves the backup
+    callbacks.append(RecordingBackupAndRestore(backup_dir=str(out.dir / "backup")))
     return callbacks
 
 
