@@ -157,7 +157,7 @@ def test_set_values_are_yaml_and_checked():
 
 
 def test_defaults_table_matches_design_sections():
-    assert list(DEFAULTS) == ["data", "labels", "features", "split", "scaling", "balance", "model", "train", "resources", "reporters"]
+    assert list(DEFAULTS) == ["data", "labels", "features", "split", "scaling", "balance", "model", "train", "evaluation", "resources", "reporters"]
 
 
 def test_validate_command(tmp_path, trainer):
