@@ -1,12 +1,14 @@
 """Bench: a node's aggregate training throughput in `trainer batch` against cores x the one-thread rate.
 
-    python bench/batch_throughput.py [--rows 12000] [--steps 20]
+    python bench/batch_throughput.py [--rows 30000] [--epochs 2] [--steps 20]
 
 one-thread rate: the seed's model (LSTM 128-64-32, window 120, batch 256) trained on one in-memory
 batch in a process whose TensorFlow uses one thread (compute-bound, no input pipeline).
 batch: `trainer batch` with as many equal pairs as cores, resources.cpus 1 (one thread each, side
-by side); each pair's training loop rate is read from its metadata (timings.samples_per_second)
-and the rates are summed: they ran at the same time.
+by side); each pair's rate is its training targets over the training seconds of its last epoch (the first
+epoch overlaps the other pair's start-up: TensorFlow import, simulation, features; its training
+pass only, `timings.epoch_train_seconds`, without the validation pass), and the rates are summed:
+those epochs ran at the same time.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ defaults:
   data: {{loader: synthetic, params: {{rows: {rows}}}}}
   labels: {{future_window: 60, take_profit_pct: 0.5, stop_loss_pct: 0.5}}
   balance: {{min_per_class: 0}}
-  train: {{epochs: 1, verbose: 0}}
+  train: {{epochs: {epochs}, verbose: 0, early_stopping_patience: 50}}
   resources: {{cpus: 1, gpus: 0}}
   reporters: [metadata]
 pairs: [{pairs}]
@@ -53,7 +55,8 @@ pairs: [{pairs}]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=12000)
+    ap.add_argument("--rows", type=int, default=30000)
+    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--steps", type=int, default=20)
     args = ap.parse_args()
     cores = os.cpu_count() or 1
@@ -62,10 +65,13 @@ def main() -> None:
                                capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1])
     with tempfile.TemporaryDirectory() as tmp:
         pairs = ", ".join(f"P{i}USDT" for i in range(cores))
-        Path(tmp, "m.yaml").write_text(MANIFEST.format(output=f"{tmp}/out", rows=args.rows, pairs=pairs))
+        Path(tmp, "m.yaml").write_text(MANIFEST.format(output=f"{tmp}/out", rows=args.rows, pairs=pairs, epochs=args.epochs))
         subprocess.run([sys.executable, "-m", "trainer_core.cli", "batch", f"{tmp}/m.yaml"], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        rates = [json.loads(p.read_text())["timings"]["samples_per_second"] for p in Path(tmp, "out").glob("*/metadata_*.json")]
+        rates = []
+        for path in sorted(Path(tmp, "out").glob("*/metadata_*.json")):
+            meta = json.loads(path.read_text())
+            rates.append(meta["balancing"]["train_targets_after"] / meta["timings"]["epoch_train_seconds"][-1])
     total = sum(rates)
     print(f"machine: {platform.machine()}, {cores} cores; the seed's model, window 120, batch 256")
     print(f"one-thread compute-bound rate: {one:.0f} samples/s")

@@ -11,7 +11,6 @@ import polars as pl
 import pytest
 
 from conftest import tiny_args
-from trainer_core.data import FEATURE_NAMES
 from trainer_core.testing import training_ready_frame, write_training_ready
 
 TAG = "ETHUSDT_FW005_SL050_TP100"

@@ -45,7 +45,7 @@ def test_verify_finds_truncated_altered_and_half_written_pairs(trainer, inputs, 
     history = pair / f"history_{TAG}.csv"
     history.write_text(history.read_text().replace("1,", "9,", 1))  # altered
     (out / "BTCUSDT").mkdir()  # a half-written pair: no _SUCCESS.json
-    (out / "BTCUSDT" / f"model_BTCUSDT.keras").write_bytes(b"partial")
+    (out / "BTCUSDT" / "model_BTCUSDT.keras").write_bytes(b"partial")
     result = trainer("verify", out)
     assert result.exit_code == 1
     assert f"FAILED  ETHUSDT: history_{TAG}.csv does not match its checksum; model_{TAG}.keras does not match" in result.output

@@ -14,6 +14,7 @@ from .errors import (  # noqa: E402
     StorageError,
     TrainerError,
     TrainingError,
+    reject_unknown,
 )
 from .hookspecs import hookimpl  # noqa: E402
 from .inference import PairModel, load_pair_model  # noqa: E402
@@ -41,4 +42,5 @@ __all__ = [
     "TrainerError",
     "TrainingError",
     "file_sha256",
+    "reject_unknown",
 ]

@@ -121,7 +121,10 @@ def configure_tensorflow_threads(cpus: float) -> int:
     Ray's OMP_NUM_THREADS does not reach TensorFlow's own pools; without this, two pairs on two
     cores contend for every core and gain nothing over running one after the other.
     """
+    from .windows import THREADS_ENV
+
     threads = max(1, int(cpus))
+    os.environ[THREADS_ENV] = str(threads)
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -49,3 +49,17 @@ class StorageError(TrainerError):
     """The output location cannot be written."""
 
     exit_code = 1
+
+
+def reject_unknown(params, known, setting: str, owner: str) -> None:
+    """A component's params may hold only the keys it knows: name the first stranger and the known.
+
+    ``reject_unknown(params, ("units",), "model.params", "the tiny-gru builder")``
+    """
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        listing = f"Known: {', '.join(known)}." if known else "It takes none."
+        raise ConfigError(
+            f"Unknown setting {setting}.{unknown[0]} for {owner}. {listing}",
+            f"Remove it, or see docs/manifest.md for {setting}.",
+        )

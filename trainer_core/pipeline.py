@@ -279,11 +279,18 @@ def _callbacks(spec: PairSpec, out: ArtifactWriter, checkpoint: Path, plugins: P
 
         def on_epoch_begin(self, epoch, logs=None):
             self._t0 = time.perf_counter()
+            self._trained = None
             super().on_epoch_begin(epoch, logs)
 
+        def on_test_begin(self, logs=None):  # the epoch's validation pass starts: training is done
+            if getattr(self, "_trained", 0) is None:
+                self._trained = time.perf_counter()
+
         def on_epoch_end(self, epoch, logs=None):
+            now = time.perf_counter()
             entry = {k: float(v) for k, v in (logs or {}).items()}
-            entry["seconds"] = time.perf_counter() - self._t0
+            entry["seconds"] = now - self._t0
+            entry["train_seconds"] = (self._trained or now) - self._t0
             record[epoch] = entry
             tmp = record_path.with_name(record_path.name + ".tmp")
             tmp.write_text(json.dumps(record))
@@ -608,6 +615,7 @@ def _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, 
     keys = [k for k in history.history] or [k for k in (epochs[0] if epochs else {}) if k != "seconds"]
     hist = {k: [float(e[k]) for e in epochs if k in e] for k in keys}
     epoch_times = [float(e["seconds"]) for e in epochs]
+    train_times = [float(e.get("train_seconds", e["seconds"])) for e in epochs]
     if not hist.get("loss"):
         raise TrainingError(f"{spec.pair}: training ran no epoch.")
     if not np.isfinite(hist["loss"]).all():
@@ -615,9 +623,12 @@ def _train_and_report(spec, plugins, data, split, scaler, scaled, balance, out, 
             f"{spec.pair}: the training loss became NaN/Inf.", "Lower train.learning_rate or check the scaler."
         )
     timings["epoch_seconds"] = [float(x) for x in epoch_times]
+    timings["epoch_train_seconds"] = train_times
     samples = len(balance.indices)
+    # the training loop's rate: training targets per second of the epochs' training passes
+    # (each epoch's validation pass is in epoch_seconds, not here)
     timings["samples_per_second"] = (
-        float(samples * len(epoch_times) / sum(epoch_times)) if epoch_times and sum(epoch_times) > 0 else None
+        float(samples * len(train_times) / sum(train_times)) if train_times and sum(train_times) > 0 else None
     )
 
     t0 = time.perf_counter()

@@ -8,10 +8,14 @@ permutation of the target rows every epoch, drawn from the run's seed and the ep
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
 from .data import N_CLASSES
+
+#: set by `trainer batch` in each pair's worker: the CPUs the pair was given
+THREADS_ENV = "TRAINER_TF_THREADS"
 
 
 def steps(n_targets: int, batch_size: int) -> int:
@@ -70,7 +74,15 @@ def window_dataset(
             return x, y
         return x, y, tf.gather(weights, y_int)
 
-    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    threads = os.environ.get(THREADS_ENV)
+    if threads:
+        # a pair given N cores keeps its input pipeline on them too, not on tf.data's own pool
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = int(threads)
+        options.threading.max_intra_op_parallelism = 1
+        ds = ds.with_options(options)
+    return ds
 
 
 def windows_numpy(features: np.ndarray, targets: np.ndarray, sequence_length: int) -> np.ndarray:

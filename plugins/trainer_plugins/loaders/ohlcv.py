@@ -7,18 +7,14 @@ applies the same feature and label code, so both paths train on identical data.
 
 from __future__ import annotations
 
-from trainer_core import ConfigError, hookimpl
+from trainer_core import ConfigError, hookimpl, reject_unknown
 
 
 class OhlcvLoader:
     """1-minute candles (Binance, freqtrade, Parquet/CSV) -> features and labels, in memory."""
 
     def check(self, params) -> None:
-        if params:
-            raise ConfigError(
-                f"Unknown setting data.params.{next(iter(params))} for the ohlcv loader (it takes none).",
-                "Use data.path, data.timeframe, data.gaps, data.start and data.end.",
-            )
+        reject_unknown(params, (), "data.params", "the ohlcv loader")
 
     def fingerprint(self, spec) -> str:
         """sha256 of the candle bytes, as `load` records it, without parsing them."""

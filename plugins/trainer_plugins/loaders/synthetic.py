@@ -13,18 +13,13 @@ import zlib
 
 import numpy as np
 
-from trainer_core import ConfigError, hookimpl
+from trainer_core import ConfigError, hookimpl, reject_unknown
 
 DEFAULTS = {"rows": 20000, "seed": 0, "start": "2024-01-01"}
 
 
 def check_params(params) -> dict:
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(
-            f"Unknown setting data.params.{unknown[0]} for the synthetic loader. Known: {', '.join(DEFAULTS)}.",
-            "See docs/manifest.md, section data.",
-        )
+    reject_unknown(params, DEFAULTS, "data.params", "the synthetic loader")
     out = {**DEFAULTS, **dict(params)}
     if isinstance(out["rows"], bool) or not isinstance(out["rows"], int) or out["rows"] < 10:
         raise ConfigError(f"data.params.rows: expected an integer >= 10, got {out['rows']!r}.")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer_core import FEATURE_NAMES, NO_LABEL, DataError, PairData, file_sha256, hookimpl
+from trainer_core import FEATURE_NAMES, NO_LABEL, DataError, PairData, file_sha256, hookimpl, reject_unknown
 from trainer_core.formats import NAME_RE, pct_from_code as _pct, read_table as read_frame
 
 LABEL_COLUMNS = ("label_0", "label_1", "label_2")
@@ -174,11 +174,7 @@ class TrainingReadyLoader:
     """The seed's training-ready Feather files (and Parquet/CSV with the same columns)."""
 
     def check(self, params) -> None:
-        if params:
-            raise DataError(
-                f"Unknown setting data.params.{next(iter(params))} for the training-ready loader (it takes none).",
-                "Remove data.params, or choose the loader that takes them (data.loader).",
-            )
+        reject_unknown(params, (), "data.params", "the training-ready loader")
 
     def fingerprint(self, spec) -> str:
         """sha256 of the file `load` would read, without parsing it."""

@@ -7,7 +7,7 @@ no unroll), so on a GPU Keras runs them on the fast kernel.
 
 from __future__ import annotations
 
-from trainer_core import ConfigError, hookimpl
+from trainer_core import ConfigError, hookimpl, reject_unknown
 
 DEFAULT_PARAMS = {"lstm_units": [128, 64, 32], "dense_units": [32, 16], "dropout": 0.3}
 
@@ -28,12 +28,7 @@ def _units(params, key, allow_empty) -> list[int]:
 
 
 def check_params(params) -> dict:
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
-    if unknown:
-        raise ConfigError(
-            f"Unknown setting model.params.{unknown[0]} for the lstm builder. Known: {', '.join(DEFAULT_PARAMS)}.",
-            "See docs/manifest.md, section model.",
-        )
+    reject_unknown(params, DEFAULT_PARAMS, "model.params", "the lstm builder")
     dropout = params.get("dropout", DEFAULT_PARAMS["dropout"])
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ConfigError(f"model.params.dropout: expected a number in [0, 1), got {dropout!r}.")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer_core import Balance, ConfigError, hookimpl
+from trainer_core import Balance, ConfigError, hookimpl, reject_unknown
 
 #: model.params of tiny-gru, with their defaults
 PARAMS = {"units": 16, "dropout": 0.0}
@@ -15,12 +15,7 @@ PARAMS = {"units": 16, "dropout": 0.0}
 
 def check_params(params) -> dict:
     """``model.params`` checked and completed with the defaults; a wrong value is a `ConfigError`."""
-    unknown = sorted(set(params) - set(PARAMS))
-    if unknown:
-        raise ConfigError(
-            f"Unknown setting model.params.{unknown[0]} for the tiny-gru builder. Known: {', '.join(PARAMS)}.",
-            "See plugins/examples/trainer-example/README.md.",
-        )
+    reject_unknown(params, PARAMS, "model.params", "the tiny-gru builder")
     units = params.get("units", PARAMS["units"])
     if isinstance(units, bool) or not isinstance(units, int) or units < 1:
         raise ConfigError(f"model.params.units: expected an integer >= 1, got {units!r}.", "For example: units: 16")
