@@ -26,7 +26,7 @@ output: {output}
 defaults:
   data: {{loader: synthetic, params: {{rows: {rows}}}}}
   labels: {{future_window: 60, take_profit_pct: 0.5, stop_loss_pct: 0.5}}
-  balance: {{min_per_class: 0}}
+  balance: {{method: none}}           # equal pairs: the same number of training targets each
   model: {{params: {{lstm_units: [64, 32], dense_units: [16], dropout: 0.1}}}}
   train: {{epochs: {epochs}, batch_size: 256, sequence_length: 60, early_stopping_patience: 50, verbose: 0}}
   resources: {{cpus: 1, gpus: 0}}
