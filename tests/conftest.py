@@ -46,3 +46,15 @@ def trainer():
 
 def success_markers(root: Path) -> list[Path]:
     return sorted(Path(root).rglob("_SUCCESS.json")) if Path(root).exists() else []
+
+
+def write_slow_epochs_plugin(folder: Path, seconds: float, module: str = "slow_epochs") -> str:
+    """A plugin module in `folder` whose Keras callback sleeps after every epoch (time to act
+    on a run that is training); returns the module name for a manifest's `plugins:`."""
+    (folder / f"{module}.py").write_text(
+        "import time\nimport keras\nfrom trainer_core import hookimpl\n\n"
+        "class Slow(keras.callbacks.Callback):\n"
+        f"    def on_epoch_end(self, epoch, logs=None):\n        time.sleep({seconds})\n\n"
+        "@hookimpl\ndef trainer_keras_callbacks(spec, pair_dir):\n    return [Slow()]\n"
+    )
+    return module

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import success_markers, tiny_args
+from conftest import success_markers, tiny_args, write_slow_epochs_plugin
 from trainer_core.errors import TrainerError
 from trainer_core.manifest import default_manifest, load_manifest
 from trainer_core.testing import training_ready_frame, training_ready_name, write_training_ready
@@ -113,13 +113,8 @@ def test_output_that_is_a_file_fails_before_training(trainer, inputs, tmp_path):
 
 def test_two_runs_of_one_pair_never_mix(tmp_path):
     write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=800, seed=6)
-    (tmp_path / "slow_plugin.py").write_text(
-        "import time\nimport keras\nfrom trainer_core import hookimpl\n\n"
-        "class Slow(keras.callbacks.Callback):\n"
-        "    def on_epoch_end(self, epoch, logs=None):\n        time.sleep(2.0)\n\n"
-        "@hookimpl\ndef trainer_keras_callbacks(spec, pair_dir):\n    return [Slow()]\n"
-    )
-    (tmp_path / "m.yaml").write_text("version: 1\nplugins: [slow_plugin]\npairs: [ETHUSDT]\n")
+    module = write_slow_epochs_plugin(tmp_path, 2.0)
+    (tmp_path / "m.yaml").write_text(f"version: 1\nplugins: [{module}]\npairs: [ETHUSDT]\n")
     cmd = [sys.executable, "-m", "trainer_core.cli", "run", "--manifest", str(tmp_path / "m.yaml"), "--pair", "ETHUSDT",
            "--data", str(tmp_path / "inputs"), "--output", str(tmp_path / "out"), *tiny_args(epochs=2),
            "--set", "train.verbose=2"]

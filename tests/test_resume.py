@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from conftest import success_markers
+from conftest import success_markers, write_slow_epochs_plugin
 from trainer_core.testing import write_training_ready
 
 EPOCHS = 5
@@ -26,14 +26,9 @@ def _command(tmp_path):
 
 def test_killed_run_resumes_at_the_next_epoch(tmp_path):
     write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=1500, seed=4)
-    (tmp_path / "slow_epochs.py").write_text(
-        "import time\nimport keras\nfrom trainer_core import hookimpl\n\n"
-        "class Slow(keras.callbacks.Callback):\n"
-        "    def on_epoch_end(self, epoch, logs=None):\n        time.sleep(1.0)\n\n"
-        "@hookimpl\ndef trainer_keras_callbacks(spec, pair_dir):\n    return [Slow()]\n"
-    )
+    module = write_slow_epochs_plugin(tmp_path, 1.0)
     (tmp_path / "m.yaml").write_text(
-        "version: 1\nplugins: [slow_epochs]\npairs: [ETHUSDT]\n"
+        f"version: 1\nplugins: [{module}]\npairs: [ETHUSDT]\n"
         "defaults:\n  labels: {future_window: 5}\n  balance: {min_per_class: 0}\n"
         "  model: {params: {lstm_units: [4], dense_units: [4]}}\n  train: {sequence_length: 8, batch_size: 64}\n"
     )
