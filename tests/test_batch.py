@@ -557,3 +557,31 @@ def test_a_worker_killed_mid_training_is_retried_and_resumes(tmp_path):
     assert meta["training"]["resumed"] is True and meta["training"]["completed_epochs"] == 3
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [row["status"] for row in summary["pairs"]] == ["trained"]
+
+
+def test_ctrl_c_cancels_running_pairs_and_says_so(tmp_path):
+    manifest = write_manifest(tmp_path, pairs=["ETHUSDT", "BTCUSDT"])
+    doc = yaml.safe_load(manifest.read_text())
+    doc["defaults"]["train"]["epochs"] = 200  # long enough to be interrupted
+    doc["defaults"]["train"]["early_stopping_patience"] = 500
+    manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
+    proc = subprocess.Popen([sys.executable, "-m", "trainer_core.cli", "batch", str(manifest)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=base_env())
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(ANSI.sub("", line))
+            if re.match(r"\[\d\d:\d\d\] running ", seen[-1]):
+                time.sleep(2)
+                proc.send_signal(signal.SIGINT)
+                break
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    out = "".join(seen) + ANSI.sub("", rest)
+    assert proc.returncode == 130, out
+    assert "Interrupted: cancelling the running pairs" in out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["exit_code"] == 130
+    assert {row["status"] for row in summary["pairs"]} == {"cancelled"}
+    assert not list((tmp_path / "out").glob("*/_SUCCESS.json"))
