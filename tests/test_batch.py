@@ -115,9 +115,12 @@ def trainer_batch(*args, env: dict | None = None, timeout: int = 300) -> SimpleN
 
 
 def progress(out: str, state: str, pair: str) -> list[str]:
-    """The driver's progress lines `[mm:ss] STATE PAIR ...` (not the workers' own output)."""
-    pattern = re.compile(rf"^\[\d\d:\d\d(?::\d\d)?\] {state}\s+{pair}\b")
-    return [line for line in out.splitlines() if pattern.match(line)]
+    """The driver's progress lines `[mm:ss] STATE PAIR ...` (not the workers' own output).
+
+    Ray's log thread and the driver share stdout, so a worker's line sometimes lacks its newline
+    when a progress line follows it: the pattern is searched, not anchored at the line start."""
+    pattern = re.compile(rf"\[\d\d:\d\d(?::\d\d)?\] {state}\s+{pair}\b")
+    return [line[pattern.search(line).start():] for line in out.splitlines() if pattern.search(line)]
 
 
 def table(out: str) -> dict[str, list[str]]:
