@@ -3,7 +3,7 @@
 Plugins import what they need from here: ``from trainer_core import hookimpl, PairData, Balance``.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from .artifacts import ArtifactWriter  # noqa: E402
 from .data import CLASS_NAMES, FEATURE_NAMES, NO_LABEL, PairData, file_sha256  # noqa: E402

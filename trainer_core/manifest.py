@@ -40,7 +40,14 @@ DEFAULTS: dict[str, Any] = {
         "short_stop_loss_pct": None,
     },
     "features": {"ma_short": 1440, "ma_long": 43200},
-    "split": {"validation": 0.2, "test": 0.0, "embargo": "auto", "mode": "single", "folds": 3},
+    "split": {
+        "validation": 0.2,
+        "test": 0.0,
+        "embargo": "auto",
+        "mode": "single",
+        "folds": 3,
+        "min_validation_targets": 1000,
+    },
     "scaling": {"scaler": "robust"},
     "balance": {"method": "undersample", "min_per_class": 50000, "class_weights": "balanced"},
     "model": {"builder": "lstm", "params": {"lstm_units": [128, 64, 32], "dense_units": [32, 16], "dropout": 0.3}},
@@ -61,15 +68,21 @@ DEFAULTS: dict[str, Any] = {
         "verbose": "auto",
         "mixed_precision": False,
     },
-    "evaluation": {"fee_pct": 0.1, "thresholds": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "calibration_bins": 10},
-    "resources": {"cpus": 1, "gpus": 0},
+    "evaluation": {
+        "fee_pct": 0.1,
+        "thresholds": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+        "calibration_bins": 10,
+        "min_signals": 30,
+        "trade_threshold": None,
+    },
+    "resources": {"cpus": 1, "gpus": 0, "memory": None},
     "reporters": ["metadata", "history", "confusion-matrix", "trading"],
 }
 
 SECTIONS = tuple(DEFAULTS)
 TOP_LEVEL_KEYS = ("version", "output", "plugins", "batch", "defaults", "pairs")
 #: batch-level settings (not per pair): how `trainer batch` runs the pairs
-BATCH_DEFAULTS = {"max_retries": 2}
+BATCH_DEFAULTS: dict[str, Any] = {"max_retries": 2, "reporters": ["summary"], "schedule_timeout": 600}
 DEFAULT_OUTPUT = "artifacts/"
 PAIR_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 SCALERS = ("robust", "standard", "minmax", "none")
@@ -220,6 +233,20 @@ def _bool(v):
     raise ValueError("true or false")
 
 
+_QUANTITY_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+|[KMGTPE]i|[kMGTPE])?")
+
+
+def _memory(v):
+    """A Kubernetes quantity (``16Gi``, ``512Mi``, ``8G``, a byte count) or null; kept as a string."""
+    if v is None:
+        return None
+    if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+        return str(v)
+    if isinstance(v, str) and _QUANTITY_RE.fullmatch(v) and any(c in "123456789" for c in v.split("e")[0].split("E")[0]):
+        return v
+    raise ValueError("a memory quantity such as '16Gi' or '512Mi', or null")
+
+
 def _mapping(v):
     if isinstance(v, Mapping):
         return dict(v)
@@ -256,6 +283,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "embargo": _embargo,
         "mode": _choice("single", "walk-forward"),
         "folds": _int(2),
+        "min_validation_targets": _int(1),
     },
     "scaling": {"scaler": _choice(*SCALERS)},
     "balance": {"method": _string(), "min_per_class": _int(0), "class_weights": _class_weights},
@@ -277,8 +305,27 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "verbose": _verbose,
         "mixed_precision": _bool,
     },
-    "evaluation": {"fee_pct": _number(0), "thresholds": _thresholds, "calibration_bins": _int(2)},
-    "resources": {"cpus": _number(0, low_open=True), "gpus": _number(0)},
+    "evaluation": {
+        "fee_pct": _number(0),
+        "thresholds": _thresholds,
+        "calibration_bins": _int(2),
+        "min_signals": _int(1),
+        "trade_threshold": _number(0, 1, low_open=True, nullable=True),
+    },
+    "resources": {"cpus": _number(0, low_open=True), "gpus": _number(0), "memory": _memory},
+}
+
+
+def _seconds(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v == float("inf"):
+        raise ValueError("a number of seconds > 0")
+    return v
+
+
+BATCH_SCHEMA: dict[str, Callable[[Any], Any]] = {
+    "max_retries": _int(0),
+    "reporters": _str_list,
+    "schedule_timeout": _seconds,
 }
 
 
@@ -517,7 +564,7 @@ class Manifest:
     version: int = 1
     output: str = DEFAULT_OUTPUT
     plugins: tuple = ()
-    batch: dict = field(default_factory=lambda: dict(BATCH_DEFAULTS))
+    batch: dict = field(default_factory=lambda: copy.deepcopy(BATCH_DEFAULTS))
     defaults: dict = field(default_factory=lambda: copy.deepcopy(DEFAULTS))
     pairs: list[PairEntry] = field(default_factory=list)
 
@@ -627,16 +674,17 @@ def manifest_from_dict(raw: Any, path: str | None = None) -> Manifest:
     batch = raw.get("batch") or {}
     if not isinstance(batch, Mapping):
         raise ConfigError(f"{label}: batch: expected a mapping, got {_type_name(batch)}.", MANIFEST_HINT)
+    checked_batch = {}
     for key, value in batch.items():
         if key not in BATCH_DEFAULTS:
             raise ConfigError(
                 f"{label}: unknown setting batch.{key}. Known: {', '.join(BATCH_DEFAULTS)}.", MANIFEST_HINT
             )
         try:
-            _int(0)(value)
+            checked_batch[key] = BATCH_SCHEMA[key](value)
         except ValueError as exc:
             raise ConfigError(f"batch.{key}: expected {exc}, got {value!r} ({_type_name(value)}).", MANIFEST_HINT)
-    batch = {**BATCH_DEFAULTS, **batch}
+    batch = {**copy.deepcopy(BATCH_DEFAULTS), **checked_batch}
     defaults = _merge(DEFAULTS, _check_sections(raw.get("defaults"), "defaults"))
 
     pairs_raw = raw.get("pairs") or []
