@@ -40,7 +40,8 @@ def test_every_artifact_is_written(trained):
     _, pair_dir, output = trained
     names = sorted(p.name for p in pair_dir.iterdir())
     assert names == sorted([
-        "_SUCCESS.json", "logs", f"model_{TAG}.keras", f"scaler_{TAG}.json", f"metadata_{TAG}.json",
+        "_SUCCESS.json", "logs", f"model_{TAG}.keras", f"scaler_{TAG}.json", f"spec_{TAG}.json",
+            f"metadata_{TAG}.json",
         f"history_{TAG}.csv", f"confusion_matrix_{TAG}.json", f"confusion_matrix_{TAG}.png",
         f"trading_{TAG}.json", f"trading_{TAG}.png", f"trading_{TAG}.html",
     ])

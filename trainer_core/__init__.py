@@ -19,7 +19,7 @@ from .errors import (  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 from .inference import PairModel, load_pair_model  # noqa: E402
 from .manifest import PairSpec  # noqa: E402
-from .pipeline import Balance, Evaluation, PairResult  # noqa: E402
+from .pipeline import Balance, Evaluation, PairResult, versions  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -43,4 +43,5 @@ __all__ = [
     "TrainingError",
     "file_sha256",
     "reject_unknown",
+    "versions",
 ]

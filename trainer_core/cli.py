@@ -175,7 +175,7 @@ def prepare(pair, data_path, output, manifest_path, sets):
 
     manifest = _load_manifest(manifest_path)
     spec = manifest.resolve(pair, sets, {"data.path": data_path})
-    candles = read_candles(spec.data_path, spec.pair)
+    candles = read_candles(spec.data_path, spec.pair, spec.data.timeframe, spec.data.params.get("market"))
     data = pair_data_from_candles(candles, spec)
     path = write_training_ready(data, spec, output)
     counts = data.class_counts()
@@ -254,8 +254,11 @@ def batch(manifest_path, address, only, force, dry_run, output, sets):
               help="A training-ready file (the 8 feature columns) or raw candles of the pair.")
 @click.option("--output", "output", metavar="FILE", type=click.Path(dir_okay=False),
               help="Write the predictions here (.parquet, .csv or .feather); default: print a preview.")
+@click.option("--start", metavar="DATE", help="Only predictions from this UTC date/time on (the history before it still feeds the windows).")
+@click.option("--end", metavar="DATE", help="Only predictions up to this UTC date (the whole day) or date/time.")
+@click.option("--last", "last", type=click.IntRange(min=1), metavar="N", help="Only the last N predictions.")
 @debug_option
-def predict(model_dir, data_path, output):
+def predict(model_dir, data_path, output, start, end, last):
     """Apply a trained pair's model to new data: class probabilities per timestamp.
 
     Uses the saved scaler, window length and feature list. Data made with other label or feature
@@ -268,11 +271,13 @@ def predict(model_dir, data_path, output):
     """
     from pathlib import Path
 
-    from .inference import load_pair_model, read_for_prediction
+    from .inference import load_pair_model, read_for_prediction, select_time
 
-    pm = load_pair_model(model_dir)
-    frame = read_for_prediction(pm, data_path)
-    predictions = pm.predict(frame, where=str(data_path))
+    model = load_pair_model(model_dir)
+    frame = read_for_prediction(model, data_path)
+    predictions = select_time(model.predict(frame, where=str(data_path)), start, end)
+    if last:
+        predictions = predictions.tail(last)
     if output:
         import os
         import uuid
@@ -290,9 +295,9 @@ def predict(model_dir, data_path, output):
         finally:
             if tmp.exists():
                 tmp.unlink()
-        click.echo(f"{pm.pair}: {predictions.height:,} predictions ({pm.tag}) written to {path}")
+        click.echo(f"{model.pair}: {predictions.height:,} predictions ({model.tag}) written to {path}")
     else:
-        click.echo(f"{pm.pair}: {predictions.height:,} predictions ({pm.tag}); the last rows:")
+        click.echo(f"{model.pair}: {predictions.height:,} predictions ({model.tag}); the last rows:")
         click.echo(str(predictions.tail(10)))
 
 

@@ -9,6 +9,7 @@ Only artifacts with a `_SUCCESS.json` are loaded, and their checksums are verifi
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import tempfile
 from dataclasses import dataclass
@@ -33,19 +34,25 @@ class PairModel:
     scaler: Scaler
     sequence_length: int
     feature_names: tuple
-    metadata: dict
+    info: dict
     location: str
 
     @property
+    def spec(self) -> dict:
+        """The resolved settings the model was trained with (as recorded in ``spec_{tag}.json``)."""
+        return self.info["spec"]
+
+    @property
     def label_params(self) -> dict:
-        spec = self.metadata["spec"]
+        """The label and feature parameters the model's training data were made with."""
+        spec = self.spec
         return {**spec["labels"], **spec.get("features", {})}
 
     def check_compatible(self, label_params: dict | None, where: str) -> None:
         """Refuse data made with other label or feature parameters than the model's."""
         if not label_params:
             return
-        spec = self.metadata["spec"]
+        spec = self.spec
         expected = {
             "future_window": spec["labels"]["future_window"],
             "take_profit_pct": spec["labels"]["take_profit_pct"],
@@ -90,7 +97,7 @@ class PairModel:
             if name in frame.columns:
                 col = frame.get_column(name)
                 if isinstance(col.dtype, pl.Datetime) and getattr(col.dtype, "time_zone", None):
-                    col = col.dt.replace_time_zone(None)
+                    col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
                 try:
                     ts = col.cast(pl.Datetime("ms")).cast(pl.Int64).to_numpy().astype("datetime64[ms]")
                 except Exception:
@@ -110,7 +117,7 @@ class PairModel:
         if timestamps is not None and n > 1:
             from .candles import timeframe_ms
 
-            step = timeframe_ms(self.metadata["spec"]["data"]["timeframe"])
+            step = timeframe_ms(self.spec["data"]["timeframe"])
             breaks = np.flatnonzero(np.diff(timestamps.astype(np.int64)) != step) + 1
             if len(breaks):
                 marks = np.zeros(n, dtype=np.int64)
@@ -136,73 +143,124 @@ class PairModel:
     def predict(self, frame, where: str = "data"):
         """Per timestamp (each row with a full window): p_short, p_hold, p_long, predicted class."""
         features, ts = self.features_from(frame, where)
-        return self.predict_features(features, ts)
+        out = self.predict_features(features, ts)
+        zoned = [c for c in ("timestamp", "date", "datetime", "time", "open_time") if c in frame.columns]
+        if "timestamp" in out.columns and zoned and getattr(frame.schema[zoned[0]], "time_zone", None):
+            # times were compared in UTC; they go back out marked as UTC, as they came in zoned
+            out = out.with_columns(out.get_column("timestamp").dt.replace_time_zone("UTC"))
+        return out
 
 
-def _fetch(location: str) -> tuple[Path, tempfile.TemporaryDirectory | None]:
-    """A local folder holding the artifacts (downloaded first from a URL)."""
+def _marker(raw: bytes, where: str) -> dict:
+    """The completion marker, its schema checked (artifact names are plain file names)."""
+    from . import artifacts
+
+    reader = getattr(artifacts, "read_marker", None)
+    if reader is not None:
+        return reader(raw, where)
+    try:
+        marker = json.loads(raw)
+    except ValueError:
+        marker = None
+    if not isinstance(marker, dict) or not isinstance(marker.get("artifacts"), dict) or not isinstance(
+            marker.get("tag"), str):
+        raise StorageError(f"{where}/{SUCCESS} is not a valid completion marker.",
+                           "Retrain the pair (`trainer batch` or `trainer run`).")
+    return marker
+
+
+def _engine_names(tag: str) -> tuple[str, ...]:
+    return (f"model_{tag}.keras", f"scaler_{tag}.json", f"spec_{tag}.json")
+
+
+def _fetch(location: str) -> tuple[Path, dict, tempfile.TemporaryDirectory | None]:
+    """A local folder holding the engine's artifacts (downloaded first from a URL) and the marker."""
     if not is_url(location):
         path = Path(location).expanduser()
         if not path.is_dir():
             raise ConfigError(f"Model folder not found: {path}.", "Pass --model-dir OUTPUT/PAIR (the folder with _SUCCESS.json).")
-        return path, None
+        marker_path = path / SUCCESS
+        if not marker_path.is_file():
+            raise DataError(
+                f"{path} has no {SUCCESS}: the pair's training did not complete.",
+                "Retrain it; only completed pairs are loaded.",
+            )
+        return path, _marker(marker_path.read_bytes(), str(path)), None
     storage = open_storage(location)
     raw = storage.read_bytes(SUCCESS)
     if raw is None:
         raise StorageError(f"No {SUCCESS} at {location}: not a completed pair.", "Pass the pair's folder URL.")
+    marker = _marker(raw, location)
     tmp = tempfile.TemporaryDirectory(prefix="trainer-model-")
-    marker = json.loads(raw)
-    (Path(tmp.name) / SUCCESS).write_bytes(raw)
-    for name in marker.get("artifacts", {}):
-        if name.startswith("logs/"):
-            continue
+    for name in _engine_names(marker["tag"]):
+        if name not in marker["artifacts"]:
+            continue  # reported as missing below, with the checksums
         data = storage.read_bytes(name)
         if data is None:
             raise StorageError(f"{location}/{name} is missing.", "Retrain the pair (`trainer batch` resumes it).")
         (Path(tmp.name) / name).write_bytes(data)
-    return Path(tmp.name), tmp
+    return Path(tmp.name), marker, tmp
 
 
 def load_pair_model(path: str | Path) -> PairModel:
-    """Load a trained pair from its folder (``OUTPUT/PAIR``, local or an fsspec URL)."""
-    folder, tmp = _fetch(str(path))
+    """Load a trained pair from its folder (``OUTPUT/PAIR``, local or an fsspec URL).
+
+    Reads only the engine's files: ``_SUCCESS.json``, the model, the scaler and ``spec_{tag}.json``
+    (whichever reporters ran), each checked against its checksum first.
+    """
+    folder, marker, tmp = _fetch(str(path))
     try:
-        marker_path = folder / SUCCESS
-        if not marker_path.exists():
-            raise DataError(
-                f"{folder} has no {SUCCESS}: the pair's training did not complete.",
-                "Retrain it; only completed pairs are loaded.",
-            )
-        marker = json.loads(marker_path.read_text())
         tag = marker["tag"]
-        for name, info in marker.get("artifacts", {}).items():
-            if name.startswith("logs/") or not name.endswith((".keras", ".json")):
-                continue
+        for name in _engine_names(tag):
+            info = marker["artifacts"].get(name)
+            if info is None:
+                raise DataError(f"{path}: {SUCCESS} does not list {name}.",
+                                "The pair was trained by an older trainer or its marker was altered; retrain it.")
             actual = folder / name
-            if not actual.exists() or sha256_file(actual) != info["sha256"]:
-                raise DataError(f"{folder}/{name} does not match its checksum in {SUCCESS}.",
+            if not actual.exists() or sha256_file(actual) != info.get("sha256"):
+                raise DataError(f"{path}/{name} does not match its checksum in {SUCCESS}.",
                                 "The artifacts were altered or truncated; retrain the pair.")
-        metadata = json.loads((folder / f"metadata_{tag}.json").read_text())
-        scaler = Scaler.from_json(json.loads((folder / f"scaler_{tag}.json").read_text()))
+        try:
+            spec_file = json.loads((folder / f"spec_{tag}.json").read_text())
+            scaler = Scaler.from_json(json.loads((folder / f"scaler_{tag}.json").read_text()))
+            sequence_length = int(spec_file["sequence_length"])
+            feature_names = tuple(spec_file["feature_names"])
+            spec_file["spec"]["data"]["timeframe"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}: the model's spec or scaler file cannot be read ({type(exc).__name__}: {exc}).",
+                            "Retrain the pair.") from exc
         import os
 
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import keras
 
-        model = keras.models.load_model(folder / f"model_{tag}.keras")
+        try:
+            model = keras.models.load_model(folder / f"model_{tag}.keras", safe_mode=True)
+        except ValueError as exc:
+            if "lambda" in str(exc).lower() or "safe_mode" in str(exc):
+                raise DataError(
+                    f"{path}: the model holds a Lambda layer, which Keras' safe mode refuses to load "
+                    "(a Lambda layer can run any code).",
+                    "Train it with a builder that uses registered custom layers instead of Lambda.",
+                ) from exc
+            raise DataError(f"{path}: the model cannot be loaded: {exc}.", "Retrain the pair.") from exc
     finally:
         if tmp is not None:
             # keras has read the model into memory; the downloaded copies can go
             tmp.cleanup()
     return PairModel(
-        pair=marker["pair"], tag=tag, model=model, scaler=scaler,
-        sequence_length=int(metadata["spec"]["train"]["sequence_length"]),
-        feature_names=tuple(metadata["data"]["feature_columns"]), metadata=metadata, location=str(path),
+        pair=marker.get("pair", spec_file["pair"]), tag=tag, model=model, scaler=scaler,
+        sequence_length=sequence_length, feature_names=feature_names, info=spec_file, location=str(path),
     )
 
 
-def read_for_prediction(pm: PairModel, path: str | Path):
-    """Features from a training-ready file (its name's parameters checked) or from raw candles."""
+def read_for_prediction(model: PairModel, path: str | Path):
+    """Features from a training-ready file (its name's parameters checked) or from raw candles.
+
+    Raw candles are turned into features with the model's own feature and label settings over the
+    whole file, whatever date range the model was trained on: every row with enough history gets a
+    prediction (use `select_time` to keep a range).
+    """
     import polars as pl
 
     path = Path(path).expanduser()
@@ -217,13 +275,13 @@ def read_for_prediction(pm: PairModel, path: str | Path):
             frame = None
         # a table with any feature column is training-ready data: a missing feature is then an error,
         # not a reason to read the file as candles
-        if frame is not None and any(c in frame.columns for c in pm.feature_names):
+        if frame is not None and any(c in frame.columns for c in model.feature_names):
             found = NAME_RE.match(path.name)
             if found:
-                pm.check_compatible({"future_window": int(found["fw"]), "stop_loss_pct": _pct(found["sl"]),
-                                     "take_profit_pct": _pct(found["tp"])}, str(path))
-                if found["pair"] != pm.pair:
-                    raise DataError(f"{path.name} holds {found['pair']}, the model is for {pm.pair}.",
+                model.check_compatible({"future_window": int(found["fw"]), "stop_loss_pct": _pct(found["sl"]),
+                                        "take_profit_pct": _pct(found["tp"])}, str(path))
+                if found["pair"] != model.pair:
+                    raise DataError(f"{path.name} holds {found['pair']}, the model is for {model.pair}.",
                                     "Predict a pair with its own model.")
             return frame.drop([c for c in frame.columns if c.startswith("label_")])
     # raw candles: the model's own feature and label settings turn them into features
@@ -231,9 +289,46 @@ def read_for_prediction(pm: PairModel, path: str | Path):
     from .features import pair_data_from_candles
     from .manifest import PairSpec
 
-    spec = PairSpec.from_dict(pm.metadata["spec"])
-    data = pair_data_from_candles(read_candles(path, pm.pair), spec)
-    columns = {"timestamp": data.timestamps}
-    for i, name in enumerate(FEATURE_NAMES):
+    settings = json.loads(json.dumps(model.spec))
+    settings["data"]["start"] = settings["data"]["end"] = None  # the training range is not the data's
+    spec = PairSpec.from_dict(settings)
+    data = pair_data_from_candles(read_candles(path, model.pair), spec)
+    columns = {"timestamp": pl.Series(data.timestamps).dt.replace_time_zone("UTC")}
+    for i, name in enumerate(data.feature_names):
         columns[name] = data.features[:, i]
     return pl.DataFrame(columns)
+
+
+def select_time(predictions, start: str | None = None, end: str | None = None):
+    """Only the predictions from ``start`` (inclusive) to ``end`` (inclusive, a whole day for a
+    date); the window and the features still use the history before ``start``."""
+    import polars as pl
+
+    if not start and not end:
+        return predictions
+    if "timestamp" not in predictions.columns:
+        raise ConfigError("--start/--end need timestamps, and these data have none.",
+                          "Drop --start/--end, or pass data with a timestamp column.")
+    ts = predictions.get_column("timestamp")
+    zone = getattr(ts.dtype, "time_zone", None)
+    keep = pl.lit(True)
+    col = pl.col("timestamp")
+    if zone:
+        col = col.dt.replace_time_zone(None)
+    if start:
+        keep = keep & (col >= _bound(start, "--start"))
+    if end:
+        limit = _bound(end, "--end")
+        keep = keep & ((col < limit + dt.timedelta(days=1)) if len(end.strip()) == 10 else (col <= limit))
+    return predictions.filter(keep)
+
+
+def _bound(text: str, flag: str):
+    try:
+        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r} is not a date or time.",
+                          f"Use {flag} 2024-10-01 or {flag} 2024-10-01T12:00 (UTC).") from None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value

@@ -78,7 +78,8 @@ def plot_confusion(report: dict, title: str, path) -> None:
 class ConfusionMatrixReporter:
     """confusion_matrix_{tag}.json and .png on the whole validation set at its natural class mix."""
 
-    def report_pair(self, result, out) -> None:
+    def report_pair(self, result, out) -> dict:
+        """Write the matrix as JSON and PNG; return the PNG's name for the batch summary."""
         ev = result.validation
         report = {"pair": result.spec.pair, "split": "validation", **confusion_report(ev.y_true, ev.y_pred)}
         if "test" in result.evaluations:
@@ -87,6 +88,7 @@ class ConfusionMatrixReporter:
         out.write_json(out.name("confusion_matrix", "json"), report)
         with out.writing(out.name("confusion_matrix", "png")) as tmp:
             plot_confusion(report, f"{result.spec.pair} validation", tmp)
+        return {"png": out.name("confusion_matrix", "png"), "json": out.name("confusion_matrix", "json")}
 
 
 @hookimpl

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from trainer_core import hookimpl
+from trainer_core import hookimpl, versions
 
 
 def _param_counts(model) -> dict:
@@ -21,8 +21,6 @@ def _param_counts(model) -> dict:
 
 
 def build_metadata(result, out) -> dict:
-    from trainer_core.pipeline import versions
-
     spec = result.spec
     data = result.data
     hist = result.history

@@ -1,0 +1,307 @@
+"""One pair, end to end: load, validate, split, fit (walk-forward folds first), report, commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import json
+import platform
+import time
+from collections.abc import Mapping
+from typing import Callable
+
+import numpy as np
+
+from ..artifacts import ArtifactWriter, dumps
+from ..data import PairData, validate_pair_data
+from ..errors import ConfigError, DataError, PluginError, TrainerError, TrainingError
+from ..manifest import PairSpec
+from ..plugins import Plugins
+from ..split import Split, purged_split, walk_forward_splits
+from ..version import __version__
+from .fit import fit_fold, prepare_fold
+from .results import PairResult
+from .walk_forward import fit_earlier_fold, fold_summary, spread
+
+#: the engine's own file beside the model and scaler: everything prediction needs
+SPEC_KIND = "spec"
+SPEC_FORMAT = "pair-trainer model spec v1"
+
+
+def check_components(spec: PairSpec, plugins: Plugins) -> None:
+    """Every component the spec names is registered; a loader or builder with ``check(params)``
+    checks its ``data.params`` / ``model.params``."""
+    registry = plugins.registry
+    loader = registry.get("loader", spec.data.loader)
+    registry.get("balancer", spec.balance.method)
+    builder = registry.get("model", spec.model.builder)
+    for name in spec.reporters:
+        registry.get("reporter", name)
+    for registration, params in ((loader, spec.data.params), (builder, spec.model.params)):
+        component = registration.factory()
+        if hasattr(component, "check"):
+            component.check(params)
+
+
+def time_breaks(data: PairData, timeframe: str) -> np.ndarray | None:
+    """Rows that follow a step longer than the timeframe (a gap), when the data carry real times."""
+    from ..candles import timeframe_ms
+
+    if not data.extra.get("timestamps_in_file", True) or len(data) < 2:
+        return None
+    steps = np.diff(data.timestamps.astype(np.int64))
+    return np.flatnonzero(steps > timeframe_ms(timeframe)) + 1
+
+
+def versions() -> dict:
+    """The trainer's, Python's and the main libraries' versions (None where one is not installed)."""
+    import importlib.metadata as md
+
+    out = {"trainer": __version__, "python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("tensorflow", "keras", "numpy", "polars", "pyarrow", "scikit-learn", "pluggy"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _echo_default(message: str) -> None:
+    print(message, flush=True)
+
+
+def _load(spec: PairSpec, plugins: Plugins) -> PairData:
+    loader = plugins.create("loader", spec.data.loader)
+    try:
+        data = loader.load(spec)
+    except TrainerError:
+        raise
+    except Exception as exc:
+        raise DataError(
+            f"{spec.pair}: loader {spec.data.loader!r} failed: {type(exc).__name__}: {exc}.",
+            "Check the data file; run with --debug for the traceback.",
+        ) from exc
+    if not isinstance(data, PairData):
+        raise PluginError(f"Loader {spec.data.loader!r} returned {type(data).__name__}, not PairData.")
+    data = validate_pair_data(data, f"{spec.pair} ({data.source})")
+    _check_label_params(spec, data)
+    return data
+
+
+def _check_label_params(spec: PairSpec, data: PairData) -> None:
+    params = data.label_params or {}
+    wanted = {
+        "future_window": spec.labels.future_window,
+        "stop_loss_pct": spec.labels.stop_loss_pct,
+        "take_profit_pct": spec.labels.take_profit_pct,
+    }
+    for key, value in wanted.items():
+        if key in params and params[key] is not None and abs(float(params[key]) - float(value)) > 1e-9:
+            raise DataError(
+                f"{spec.pair}: the data were labelled with {key}={params[key]:g} but the run uses "
+                f"labels.{key}={value:g} ({data.source}).",
+                f"Use data labelled with {key}={value:g}, or set labels.{key}={params[key]:g}.",
+            )
+
+
+def _split(spec: PairSpec, data: PairData, echo) -> tuple[Split, list[Split]]:
+    t = spec.train
+    breaks = data.breaks if data.breaks is not None else time_breaks(data, spec.data.timeframe)
+    folds: list[Split] = []
+    if spec.split.mode == "walk-forward":
+        if spec.split.test > 0:
+            raise ConfigError(
+                f"{spec.pair}: split.test cannot be combined with split.mode walk-forward.",
+                "Set split.test to 0: the last fold's validation block is the final out-of-sample slice.",
+            )
+        folds = walk_forward_splits(
+            data.labels, t.sequence_length, spec.labels.future_window, spec.embargo,
+            spec.split.validation, spec.split.folds, where=spec.pair, breaks=breaks,
+        )
+        split = folds[-1]
+        echo(f"Walk-forward: {len(folds)} folds of {len(folds[-1].val_idx):,}-row validation blocks; "
+             f"the saved model is the last fold's")
+    else:
+        split = purged_split(
+            data.labels, t.sequence_length, spec.labels.future_window, spec.embargo,
+            spec.split.validation, spec.split.test, where=spec.pair, breaks=breaks,
+        )
+    _check_validation_size(spec, data, split)
+    echo(
+        f"Split: {len(split.train_idx):,} training targets (rows {split.train_idx[0]}-{split.train_idx[-1]}), "
+        f"{split.embargo} purged rows, {len(split.val_idx):,} validation targets"
+        + (f", {len(split.test_idx):,} test targets" if len(split.test_idx) else "")
+    )
+    return split, folds
+
+
+def required_validation_targets(spec: PairSpec, labelled_rows: int) -> int:
+    """The fewest validation targets a run accepts: ``split.min_validation_targets``, lowered to
+    5 % of the labelled rows for data too small to hold that many."""
+    wanted = int(getattr(spec.split, "min_validation_targets", None) or 1000)
+    return max(1, min(wanted, labelled_rows // 20))
+
+
+def _check_validation_size(spec: PairSpec, data: PairData, split: Split) -> None:
+    labelled = int(np.count_nonzero(data.labels >= 0))
+    need = required_validation_targets(spec, labelled)
+    got = len(split.val_idx)
+    if got < need:
+        raise ConfigError(
+            f"{spec.pair}: split.validation {spec.split.validation:g} leaves {got:,} validation target(s); "
+            f"at least {need:,} are needed for its metrics to mean anything.",
+            "Raise split.validation, or lower split.min_validation_targets.",
+        )
+
+
+def run_pair(spec: PairSpec, plugins: Plugins, echo: Callable[[str], None] = _echo_default,
+             force: bool = False) -> PairResult:
+    """Train one pair and commit its artifacts; raise a `TrainerError` on an expected failure.
+
+    ``force`` starts over even when a resumable backup of the same attempt exists.
+    """
+    try:
+        plugins.before_pair(spec)
+        check_components(spec, plugins)  # a misspelled name fails before any work
+        result = _run(spec, plugins, echo, force)
+    except BaseException as exc:
+        plugins.on_pair_error(spec, exc)
+        raise
+    plugins.after_pair(spec, result)
+    return result
+
+
+def _prepare_output(out: ArtifactWriter, attempt: dict, force: bool) -> bool:
+    if "force" in inspect.signature(out.prepare).parameters:
+        return out.prepare(attempt, force=force)
+    return out.prepare(attempt)
+
+
+def _run(spec: PairSpec, plugins: Plugins, echo, force: bool) -> PairResult:
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    timings: dict = {}
+    t0 = time.perf_counter()
+    data = _load(spec, plugins)
+    timings["load_seconds"] = time.perf_counter() - t0
+    counts = data.class_counts()
+    unlabelled = int(np.sum(data.labels < 0))
+    echo(
+        f"Loaded {len(data):,} rows of {spec.pair} from {data.source} "
+        f"(SHORT {counts['SHORT']:,} / HOLD {counts['HOLD']:,} / LONG {counts['LONG']:,}"
+        + (f", {unlabelled:,} without label" if unlabelled else "")
+        + ")"
+    )
+    split, folds = _split(spec, data, echo)
+
+    t0 = time.perf_counter()
+    fold = prepare_fold(spec, plugins, data, split)
+    timings["scale_seconds"] = time.perf_counter() - t0
+    kept = data.class_counts(fold.balance.indices)
+    echo(
+        f"Balanced ({spec.balance.method}): {len(fold.balance.indices):,} training targets "
+        f"(SHORT {kept['SHORT']:,} / HOLD {kept['HOLD']:,} / LONG {kept['LONG']:,})"
+        + (f", class weights {fold.balance.class_weight}" if fold.balance.class_weight else "")
+    )
+
+    out = ArtifactWriter(spec.output, spec.pair, spec.tag)
+    attempt = {"config_hash": spec.config_hash, "data_sha256": data.sha256}
+    resumed = _prepare_output(out, attempt, force)
+    try:
+        earlier = [fit_earlier_fold(spec, plugins, data, s, k + 1, len(folds), echo) for k, s in enumerate(folds[:-1])]
+        fit = fit_fold(spec, plugins, data, fold, workdir=out.dir, resumed=resumed, echo=echo)
+        timings.update(fit.timings)
+        result = PairResult(
+            spec=spec, data=data, split=split, scaler=fold.scaler, balance=fold.balance, model=fit.model,
+            history=fit.history, epoch_seconds=timings["epoch_seconds"], evaluations=fit.evaluations,
+            timings=timings, resumed=resumed,
+            gpu={"available": bool(fit.gpus), "devices": [g.name for g in fit.gpus], "used": bool(fit.gpus),
+                 **fit.device},
+            started=started,
+        )
+        if folds:
+            last = fold_summary(len(earlier) + 1, split, data, result.validation, result.history, result.best_epoch())
+            all_folds = [*earlier, last]
+            result.folds = {"folds": all_folds, "spread": spread(all_folds), "saved_model": "the last fold's"}
+            echo(f"Fold {len(all_folds)}/{len(all_folds)} (saved): validation accuracy {last['accuracy']:.4f}; "
+                 f"across folds {result.folds['spread']['accuracy']['mean']:.4f} "
+                 f"+/- {result.folds['spread']['accuracy']['std']:.4f}")
+        summary = result.validation.summary()
+        echo(
+            f"Validation on {summary['samples']:,} targets: accuracy {summary['accuracy']:.4f}, "
+            f"loss {summary['loss']:.4f} (best epoch {result.best_epoch()} of {len(result.history['loss'])})"
+        )
+        _save_engine_files(result, out)
+        _report(result, out, plugins)
+        result.pair_dir = out.commit(_marker(result, plugins, started))
+        result.artifacts = sorted(out.written)
+    except BaseException:
+        out.discard_outputs()
+        raise
+    echo(f"Saved {len(result.artifacts)} artifacts to {result.pair_dir}")
+    return result
+
+
+def model_spec(result: PairResult) -> dict:
+    """The engine's record of how to apply the model: written as ``spec_{tag}.json``."""
+    spec, data = result.spec, result.data
+    return {
+        "format": SPEC_FORMAT,
+        "pair": spec.pair,
+        "tag": spec.tag,
+        "trainer_version": __version__,
+        "config_hash": spec.config_hash,
+        "sequence_length": spec.train.sequence_length,
+        "timeframe": spec.data.timeframe,
+        "feature_names": list(data.feature_names),
+        "label_params": data.label_params,
+        "n_classes": 3,
+        "spec": spec.to_dict(),
+    }
+
+
+def _save_engine_files(result: PairResult, out: ArtifactWriter) -> None:
+    with out.writing(out.name("model", "keras")) as tmp:
+        result.model.save(str(tmp))
+    out.write_json(out.name("scaler", "json"), result.scaler.to_json())
+    out.write_json(out.name(SPEC_KIND, "json"), model_spec(result))
+
+
+def _report(result: PairResult, out: ArtifactWriter, plugins: Plugins) -> None:
+    spec = result.spec
+    t0 = time.perf_counter()
+    for name in spec.reporters:
+        reporter = plugins.create("reporter", name)
+        try:
+            figures = reporter.report_pair(result, out)
+        except TrainerError:
+            raise
+        except Exception as exc:
+            raise TrainingError(f"{spec.pair}: reporter {name!r} failed: {type(exc).__name__}: {exc}.") from exc
+        if figures is None:
+            continue
+        if not isinstance(figures, Mapping):
+            raise PluginError(f"Reporter {name!r} returned {type(figures).__name__}; report_pair returns a "
+                              "mapping of its headline figures or None.")
+        try:
+            result.figures[name] = json.loads(dumps(dict(figures)))
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"Reporter {name!r} returned figures that are not JSON: {exc}.") from exc
+    result.timings["report_seconds"] = time.perf_counter() - t0
+    result.artifacts = sorted(out.written)
+
+
+def _marker(result: PairResult, plugins: Plugins, started: str) -> dict:
+    spec = result.spec
+    fingerprint = getattr(plugins, "code_fingerprint", None)
+    return {
+        "pair": spec.pair,
+        "tag": spec.tag,
+        "config_hash": spec.config_hash,
+        "data_sha256": result.data.sha256,
+        "started": started,
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "trainer_version": __version__,
+        "code": fingerprint(spec) if fingerprint else {"trainer": __version__},
+        "metrics": result.summary_metrics(),
+        "figures": result.figures,
+    }
