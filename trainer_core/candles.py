@@ -1,19 +1,23 @@
 """Reading exchange candles (format detected from the content) and checking them.
 
 Formats: Binance kline CSV (12 columns, with or without a header, open time in ms or µs), the
-same inside a zip archive, freqtrade Feather and JSON files, and Parquet/CSV/Feather with
-``timestamp, open, high, low, close, volume``. A folder is read as one series from every file
-whose name starts with the pair.
+same inside a zip archive, freqtrade Feather, Parquet, JSON and gzipped JSON files, and
+Parquet/CSV/Feather with ``timestamp, open, high, low, close, volume``. A folder is read as one
+series from the files named after the pair and the timeframe, as `trainer download` and
+`freqtrade download-data` lay them out (see `candle_files`).
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
+import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -25,12 +29,19 @@ BINANCE_COLUMNS = (
     "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
 )
 TIME_NAMES = ("timestamp", "date", "datetime", "time", "open_time")
-CANDLE_SUFFIXES = (".csv", ".zip", ".parquet", ".feather", ".json", ".arrow", ".ipc")
+CANDLE_SUFFIXES = (".csv", ".zip", ".parquet", ".feather", ".json", ".gz", ".arrow", ".ipc")
 UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 EXPECTED = (
     "Binance kline CSV (12 columns, with or without header), a zip holding one such CSV, a freqtrade "
-    "Feather/JSON file, or Parquet/CSV/Feather with timestamp, open, high, low, close, volume"
+    "Feather/Parquet/JSON/JSON.gz file, or Parquet/CSV/Feather with timestamp, open, high, low, close, volume"
 )
+MARKETS = ("spot", "futures-um")
+#: freqtrade's files beside a futures pair's candles that hold other series (mark and index
+#: prices, funding rates) or trades, never the pair's candles
+NOT_CANDLES = frozenset({"mark", "index", "premiumindex", "funding_rate", "fundingrate", "trades"})
+QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "USD", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL", "JPY", "DAI")
+NAME_RE = re.compile(r"^(?P<symbol>[A-Za-z0-9_]+)(?:-(?P<tf>[0-9]+[smhdwM]))?(?:-(?P<rest>.+))?$")
+PERIOD_RE = re.compile(r"^\d{4}-\d{2}(?:-\d{2})?$")
 
 
 def timeframe_ms(timeframe: str) -> int:
@@ -124,9 +135,9 @@ def _read_csv_bytes(data: bytes, where: str) -> Candles:
     return _frame_to_candles(frame, where)
 
 
-def _read_json(path: Path, where: str) -> Candles:
+def _read_json(data: bytes, where: str) -> Candles:
     try:
-        rows = json.loads(path.read_text())
+        rows = json.loads(data)
         arr = np.asarray(rows, dtype=np.float64)
     except Exception:
         raise DataError(f"{where}: not a freqtrade JSON candle file.", f"Expected {EXPECTED}.") from None
@@ -157,6 +168,14 @@ def read_candle_file(path: Path) -> Candles:
                 return _read_csv_bytes(zf.read(names[0]), f"{where}:{names[0]}")
         except zipfile.BadZipFile:
             raise DataError(f"{where}: a damaged zip archive.", "Download it again.") from None
+    if head.startswith(b"\x1f\x8b"):  # freqtrade's jsongz format (or a gzipped CSV)
+        try:
+            data = gzip.decompress(path.read_bytes())
+        except (OSError, EOFError):
+            raise DataError(f"{where}: a damaged gzip file.", "Download it again.") from None
+        if data.lstrip()[:1] == b"[":
+            return _read_json(data, where)
+        return _read_csv_bytes(data, where)
     try:
         if head.startswith(b"PAR1"):
             return _frame_to_candles(pl.read_parquet(path), where)
@@ -167,36 +186,178 @@ def read_candle_file(path: Path) -> Candles:
     except Exception as exc:
         raise DataError(f"{where}: cannot read the file ({str(exc).splitlines()[0]}).", f"Expected {EXPECTED}.") from None
     if suffix == ".json" or head.lstrip()[:1] == b"[":
-        return _read_json(path, where)
+        return _read_json(path.read_bytes(), where)
     return _read_csv_bytes(path.read_bytes(), where)
 
 
-def pair_files(folder: Path, pair: str) -> list[Path]:
-    """Files named after the pair: ``ETHUSDT-1m.parquet``, ``ETHUSDT-1m-2024-01.zip``, ``ETH_USDT-1m.feather``."""
-    files = []
+# -- which files hold a pair's candles ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CandleName:
+    """What a candle file's name says: ``BTC_USDT_USDT-1m-futures.feather``, ``ETHUSDT-1m-2024-01.zip``."""
+
+    symbol: str  # as written, upper case: BTC_USDT_USDT, ETHUSDT
+    timeframe: str | None  # 1m, 5m, ... when the name has one
+    period: str | None  # 2024-01 (a monthly archive) or 2024-01-15 (a daily one)
+    kind: str | None  # futures, spot, mark, index, funding_rate, ... (freqtrade's candle type)
+
+
+def parse_candle_name(name: str) -> CandleName | None:
+    """The parts of a candle file name, or None for a name that is not one."""
+    if name.startswith("."):
+        return None
+    stem = name
+    for ext in (".json.gz", ".csv.gz", *CANDLE_SUFFIXES):
+        if stem.lower().endswith(ext):
+            stem = stem[: -len(ext)]
+            break
+    else:
+        return None
+    match = NAME_RE.match(stem)
+    if not match:
+        return None
+    rest = match["rest"]
+    period = rest if rest and PERIOD_RE.match(rest) else None
+    kind = None if period or not rest else rest.lower()
+    return CandleName(match["symbol"].upper(), match["tf"], period, kind)
+
+
+def symbol_market(symbol: str, pair: str) -> str | None:
+    """How a file's symbol names `pair`: "any" (BTCUSDT, BTC_USDT), "futures" (freqtrade's contract
+    BTC_USDT_USDT), or None when it names another pair."""
+    parts = symbol.upper().split("_")
+    if "".join(parts) == pair:
+        return "any"
+    if len(parts) == 3 and parts[1] == parts[2] and parts[0] + parts[1] == pair:
+        return "futures"
+    return None
+
+
+def _looks_like_pair(symbol: str) -> bool:
+    joined = symbol.replace("_", "")
+    return 4 <= len(joined) <= 24 and joined.isalnum() and any(joined.endswith(q) or f"_{q}" in symbol for q in QUOTES)
+
+
+@dataclass
+class _Found:
+    path: Path
+    name: CandleName
+    market: str  # spot, futures or any (the name and the folder do not say)
+
+
+def _scan(folder: Path, pair: str, in_futures: bool) -> list[_Found]:
+    found = []
     for p in sorted(folder.iterdir()):
-        if not p.is_file() or p.suffix.lower() not in CANDLE_SUFFIXES:
+        if not p.is_file():
             continue
-        name = p.name.upper().replace("_", "")
-        if name.startswith(pair) and not name[len(pair):len(pair) + 1].isalnum():
-            files.append(p)
-    return files
+        name = parse_candle_name(p.name)
+        if name is None or name.kind in NOT_CANDLES:
+            continue
+        how = symbol_market(name.symbol, pair)
+        if how is None:
+            continue
+        if how == "futures" or name.kind == "futures" or in_futures:
+            market = "futures"
+        elif name.kind == "spot":
+            market = "spot"
+        else:
+            market = "any"
+        found.append(_Found(p, name, market))
+    return found
 
 
-def candle_files(path: str | Path, pair: str) -> list[Path]:
-    """The file itself, or the pair's files in a folder (a clear error when there are none)."""
+def pair_files(folder: Path, pair: str, timeframe: str | None = None, market: str | None = None,
+               echo: Callable[[str], None] | None = None) -> list[Path]:
+    """The files of `folder` that hold `pair`'s candles at `timeframe` (any timeframe when None).
+
+    Looked for in `folder/PAIR/` (what `trainer download` writes), else in `folder` itself
+    (``ETHUSDT-1m.parquet``, ``ETHUSDT-1m-2024-01.zip``, freqtrade's ``ETH_USDT-1m.feather``), and
+    for futures in `folder/futures/PAIR/`, `folder/futures/` (freqtrade's
+    ``ETH_USDT_USDT-1m-futures.feather``) and the futures-named files of `folder`. `market`
+    ("spot" or "futures-um") picks one; None takes spot candles when there are any, else futures.
+    Files of other timeframes and freqtrade's mark, index and funding-rate files are left out.
+    """
+    found = _candidates(folder, pair)
+    spot = [f for f in found if f.market != "futures"]
+    futures = [f for f in found if f.market == "futures"] or [f for f in found if f.market == "any"]
+    if market == "spot":
+        chosen = spot
+    elif market in ("futures", "futures-um"):
+        chosen = futures
+    else:
+        chosen = spot or futures
+        if spot and any(f.market == "futures" for f in found) and echo:
+            echo(f"Note: {pair}: reading the spot candles in {folder}; futures candles are there too "
+                 "(set data.params.market: futures-um to read those).")
+    timeframes = sorted({f.name.timeframe for f in chosen if f.name.timeframe}, key=_tf_order)
+    if timeframe is not None:
+        picked = [f for f in chosen if f.name.timeframe in (None, timeframe)]
+        if chosen and not picked:
+            raise DataError(
+                f"{pair}: no {timeframe} candles for {pair} in {folder} (its files are {', '.join(timeframes)}).",
+                f"Set data.timeframe to one of {', '.join(timeframes)}, or add {timeframe} files.",
+            )
+        chosen = picked
+    elif len(timeframes) > 1 and "1m" in timeframes:  # the trainer's own timeframe, when nobody said
+        if echo:
+            echo(f"Note: {pair}: reading the 1m files of {folder} (it also holds {', '.join(t for t in timeframes if t != '1m')}).")
+        chosen = [f for f in chosen if f.name.timeframe in (None, "1m")]
+    elif len(timeframes) > 1:
+        raise DataError(
+            f"{pair}: {folder} holds {pair} candles of several timeframes ({', '.join(timeframes)}).",
+            "Say which one to read with data.timeframe (e.g. --set data.timeframe=1m).",
+        )
+    return [f.path for f in chosen]
+
+
+def _tf_order(tf: str) -> int:
+    try:
+        return timeframe_ms(tf)
+    except (KeyError, ValueError):
+        return 0
+
+
+def _candidates(folder: Path, pair: str) -> list[_Found]:
+    def sub(*names):
+        d = folder.joinpath(*names)
+        return d if d.is_dir() else None
+
+    own, fut, fut_own = sub(pair), sub("futures"), sub("futures", pair)
+    found = _scan(own, pair, False) if own else []
+    if not found:
+        found = _scan(folder, pair, False)
+    futures = _scan(fut_own, pair, True) if fut_own else []
+    if not futures and fut:
+        futures = _scan(fut, pair, True)
+    seen = {f.path for f in found}
+    return found + [f for f in futures if f.path not in seen]
+
+
+def candle_files(path: str | Path, pair: str, timeframe: str | None = None, market: str | None = None,
+                 echo: Callable[[str], None] | None = None) -> list[Path]:
+    """The file itself, or the pair's files in a folder (see `pair_files`; a clear error when there are none)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{pair}: candle data not found: {path}.", "Pass --data with a candle file or a folder of them.")
     if not path.is_dir():
         return [path]
-    files = pair_files(path, pair)
+    if market is not None and market not in (*MARKETS, "futures"):
+        raise ConfigError(f"data.params.market: expected one of {', '.join(MARKETS)}, got {market!r}.")
+    files = pair_files(path, pair, timeframe, market, echo)
     if not files:
+        where = f"{path}, {path / pair}" + (f" or {path / 'futures'}" if market != "spot" else "")
         raise DataError(
-            f"{pair}: no candle file for {pair} in {path}.",
-            f"Name files after the pair, e.g. {pair}-1m.parquet or {pair}-1m-2024-01.zip.",
+            f"{pair}: no {'futures ' if market and market != 'spot' else ''}candle file for {pair} in {where}.",
+            f"Name files after the pair and timeframe, e.g. {pair}-1m.parquet, {pair}-1m-2024-01.zip "
+            f"(trainer download) or freqtrade's {_freqtrade_name(pair)}-1m.feather.",
         )
     return files
+
+
+def _freqtrade_name(pair: str) -> str:
+    quote = next((q for q in QUOTES if pair.endswith(q) and len(pair) > len(q)), None)
+    return f"{pair[: -len(quote)]}_{quote}" if quote else pair
 
 
 def candle_fingerprint(files: list[Path]) -> str:
@@ -213,17 +374,70 @@ def candle_fingerprint(files: list[Path]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def read_candles(path: str | Path, pair: str) -> Candles:
-    files = candle_files(path, pair)
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _warn_other_symbol(path: Path, pair: str, inner: list[str], echo: Callable[[str], None]) -> None:
+    """A file named after another pair (``ETHUSDT-1m-2024-01.zip`` read as BTCUSDT) is most
+    likely the wrong file; its name is the only record of the symbol the candles belong to."""
+    for name in (path.name, *inner):
+        parsed = parse_candle_name(Path(name).name)
+        if parsed and (parsed.timeframe or parsed.period) and _looks_like_pair(parsed.symbol):
+            if symbol_market(parsed.symbol, pair) is None:
+                echo(f"Warning: {path.name} is named after {parsed.symbol}, not {pair}: "
+                     f"check that --pair and --data belong together.")
+            return
+
+
+def read_candles(path: str | Path, pair: str, timeframe: str | None = None, market: str | None = None,
+                 echo: Callable[[str], None] | None = None) -> Candles:
+    """One pair's candles from a file or a folder (see `candle_files`), sorted, each candle once.
+
+    The same candle in two files (a monthly archive beside the daily ones of its days,
+    overlapping exports) is read once when both copies agree, with a note through `echo`
+    (standard error by default); copies that disagree are an error naming both files.
+    """
+    echo = echo or _stderr
+    files = candle_files(path, pair, timeframe, market, echo)
     parts = [read_candle_file(f) for f in files]
+    if len(files) == 1 and Path(path).is_file():
+        prefix = f"{files[0]}:"
+        inner = [s[len(prefix):] for s in parts[0].sources if s.startswith(prefix)]  # the CSV inside a zip
+        _warn_other_symbol(files[0], pair, inner, echo)
     keys = ("time_ms", *OHLCV)
     merged = Candles(*(np.concatenate([getattr(p, k) for p in parts]) for k in keys),
                      sources=[s for p in parts for s in p.sources])
     if len(files) > 1:
+        origin = np.concatenate([np.full(len(p), i, dtype=np.int32) for i, p in enumerate(parts)])
         order = np.argsort(merged.time_ms, kind="stable")
-        merged = merged.take(order)  # monthly files in any order; duplicates are caught by the checks
+        merged, origin = merged.take(order), origin[order]  # monthly files in any order
+        merged = _drop_copies(merged, origin, files, pair, echo)
     merged.sha256 = candle_fingerprint(files)
     return merged
+
+
+def _drop_copies(c: Candles, origin: np.ndarray, files: list[Path], pair: str, echo) -> Candles:
+    dup = np.flatnonzero((np.diff(c.time_ms) == 0) & (origin[1:] != origin[:-1])) + 1
+    if not len(dup):
+        return c
+    same = np.ones(len(dup), dtype=bool)
+    for k in OHLCV:
+        values = getattr(c, k)
+        same &= values[dup] == values[dup - 1]
+    if not same.all():
+        i = int(dup[~same][0])
+        raise DataError(
+            f"{pair}: {int((~same).sum()):,} candle time(s) appear in two files with different values, first at "
+            f"{_iso(c.time_ms[i])} in {files[origin[i - 1]].name} and {files[origin[i]].name}.",
+            "The files overlap and disagree: keep one of them (download the period again if unsure).",
+        )
+    pairs = sorted({(files[origin[i - 1]].name, files[origin[i]].name) for i in dup})
+    shown = "; ".join(f"{a} and {b}" for a, b in pairs[:3]) + (f"; {len(pairs) - 3} more" if len(pairs) > 3 else "")
+    echo(f"Note: {pair}: {len(dup):,} candle(s) are in two files with the same values ({shown}); each is read once.")
+    keep = np.ones(len(c), dtype=bool)
+    keep[dup] = False
+    return c.take(keep)
 
 
 @dataclass
@@ -257,6 +471,13 @@ def check_candles(c: Candles, timeframe: str, where: str) -> GapReport:
 
     first(diffs < 0, "candles out of time order", "Sort the candles by open time.")
     first(diffs == 0, "duplicated candle times", "Remove the duplicates; each open time must appear once.")
+    for name in (*OHLCV,):
+        bad = ~np.isfinite(getattr(c, name))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            what = "volume" if name == "volume" else f"{name} price"
+            raise DataError(f"{where}: {int(bad.sum()):,} candle(s) with an infinite {what}, first at {_iso(c.time_ms[i])} (row {i}).",
+                            "Prices and volumes must be finite numbers: the file is damaged, download it again.")
     for name in ("open", "high", "low", "close"):
         bad = ~(getattr(c, name) > 0)
         if bad.any():

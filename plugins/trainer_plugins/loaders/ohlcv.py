@@ -1,26 +1,48 @@
 """Loader `ohlcv`: raw 1-minute candles turned into the seed's features and labels in memory.
 
-Reads what `trainer prepare` reads (Binance kline CSV or zip, freqtrade Feather/JSON, Parquet/CSV
-with timestamp, open, high, low, close, volume; a file or a folder of the pair's files) and
-applies the same feature and label code, so both paths train on identical data.
+Reads what `trainer prepare` reads (Binance kline CSV or zip, freqtrade Feather/Parquet/JSON,
+Parquet/CSV with timestamp, open, high, low, close, volume; a file, a folder of the pair's
+files, or a folder holding one folder per pair as `trainer download` writes it, or freqtrade's
+data folder) and applies the same feature and label code, so both paths train on identical data.
 """
 
 from __future__ import annotations
 
 from trainer_core import ConfigError, hookimpl, reject_unknown
 
+MARKETS = ("spot", "futures-um")
+
+
+def market_param(params) -> str | None:
+    """`data.params.market`: which candles of a folder holding both spot and futures (default: spot)."""
+    market = dict(params or {}).get("market")
+    if market is not None and market not in MARKETS:
+        raise ConfigError(f"data.params.market: expected one of {', '.join(MARKETS)} or null, got {market!r}.",
+                          "spot reads BTCUSDT / BTC_USDT files, futures-um freqtrade's BTC_USDT_USDT-…-futures files.")
+    return market
+
 
 class OhlcvLoader:
-    """1-minute candles (Binance, freqtrade, Parquet/CSV) -> features and labels, in memory."""
+    """1-minute candles (Binance, freqtrade, Parquet/CSV) -> features and labels, in memory.
+
+    ``data.params.market`` (``spot`` or ``futures-um``, default: spot when a folder holds both)
+    picks the candles of a folder holding both; ``data.timeframe`` picks the files of that
+    timeframe.
+    """
 
     def check(self, params) -> None:
-        reject_unknown(params, (), "data.params", "the ohlcv loader")
+        reject_unknown(params, ("market",), "data.params", "the ohlcv loader")
+        market_param(params)
 
     def fingerprint(self, spec) -> str:
         """sha256 of the candle bytes, as `load` records it, without parsing them."""
         from trainer_core.candles import candle_files, candle_fingerprint
 
-        return candle_fingerprint(candle_files(spec.data_path, spec.pair))
+        if spec.data_path is None:
+            raise ConfigError(f"{spec.pair}: the ohlcv loader needs data.path (a candle file or folder).")
+        files = candle_files(spec.data_path, spec.pair, spec.data.timeframe, market_param(spec.data.params),
+                             echo=lambda line: None)
+        return candle_fingerprint(files)
 
     def load(self, spec):
         from trainer_core.candles import read_candles
@@ -28,7 +50,7 @@ class OhlcvLoader:
 
         if spec.data_path is None:
             raise ConfigError(f"{spec.pair}: the ohlcv loader needs data.path (a candle file or folder).")
-        candles = read_candles(spec.data_path, spec.pair)
+        candles = read_candles(spec.data_path, spec.pair, spec.data.timeframe, market_param(spec.data.params))
         return pair_data_from_candles(candles, spec)
 
 
