@@ -6,7 +6,19 @@ Every hook is prefixed ``trainer_``. Plugins implement them with ``@trainer_core
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
 import pluggy
+
+if TYPE_CHECKING:  # annotations only
+    import click
+
+    from .manifest import Manifest, PairSpec
+    from .pipeline import PairResult
+
+#: ``register(name, factory)``: what every registration hook receives
+Register = Callable[[str, Callable[[], Any]], None]
 
 hookspec = pluggy.HookspecMarker("trainer")
 hookimpl = pluggy.HookimplMarker("trainer")
@@ -19,7 +31,7 @@ hookimpl = pluggy.HookimplMarker("trainer")
 
 
 @hookspec
-def trainer_register_loaders(register):
+def trainer_register_loaders(register: Register) -> None:
     """Register data loaders.
 
     Args:
@@ -34,7 +46,7 @@ def trainer_register_loaders(register):
 
 
 @hookspec
-def trainer_register_balancers(register):
+def trainer_register_balancers(register: Register) -> None:
     """Register class balancers.
 
     Args:
@@ -53,7 +65,7 @@ def trainer_register_balancers(register):
 
 
 @hookspec
-def trainer_register_model_builders(register):
+def trainer_register_model_builders(register: Register) -> None:
     """Register model builders.
 
     Args:
@@ -70,14 +82,17 @@ def trainer_register_model_builders(register):
 
 
 @hookspec
-def trainer_register_reporters(register):
+def trainer_register_reporters(register: Register) -> None:
     """Register reporters.
 
     Args:
         register: ``register(name, factory)``. ``factory()`` returns an object with
-            ``report_pair(result, out) -> None``, called after a pair trained (``result``
-            is the `PairResult`, ``out`` the pair's `ArtifactWriter`), and optionally
-            ``report_batch(results, output) -> None``, called once after a batch.
+            ``report_pair(result, out) -> Mapping | None``, called after a pair trained
+            (``result`` is the `PairResult`, ``out`` the pair's `ArtifactWriter`; the returned
+            JSON-able mapping is the reporter's headline figures, kept in ``result.figures``
+            and ``_SUCCESS.json``), and optionally ``report_batch(batch) -> None``, called
+            once after a batch in the batch driver with the `BatchReport`, on every reporter
+            named in the manifest's ``batch.reporters``.
 
     Returns:
         None.
@@ -87,7 +102,7 @@ def trainer_register_reporters(register):
 
 
 @hookspec
-def trainer_register_commands(cli):
+def trainer_register_commands(cli: click.Group) -> None:
     """Add Click commands to the ``trainer`` command group.
 
     Args:
@@ -106,7 +121,7 @@ def trainer_register_commands(cli):
 
 
 @hookspec
-def trainer_before_batch(manifest, specs):
+def trainer_before_batch(manifest: Manifest, specs: tuple[PairSpec, ...]) -> None:
     """A batch is about to start.
 
     Args:
@@ -121,17 +136,20 @@ def trainer_before_batch(manifest, specs):
 
 
 @hookspec
-def trainer_after_batch(manifest, results):
+def trainer_after_batch(manifest: Manifest, results: Sequence[Mapping[str, Any]]) -> None:
     """A batch has finished (also after failures and interruption).
 
     Args:
         manifest: the validated `Manifest`.
-        results: a list of per-pair outcome dicts (``pair``, ``status``, ``error``...).
+        results: a list of per-pair outcome dicts (``pair``, ``status``, ``reason``,
+            ``error``, ``metrics``, ``figures``...), one per selected pair.
 
     Returns:
         None.
 
-    Runs: in the batch driver, once, after the last pair finished.
+    Runs: in the batch driver, once, after the batch reporters, whatever happened after
+    ``trainer_before_batch``: also when the Ray cluster cannot be joined, when a pair fails
+    and after Ctrl-C.
     """
 
 
@@ -142,7 +160,7 @@ def trainer_after_batch(manifest, results):
 
 
 @hookspec
-def trainer_before_pair(spec):
+def trainer_before_pair(spec: PairSpec) -> None:
     """A pair is about to be loaded and trained.
 
     Args:
@@ -156,7 +174,7 @@ def trainer_before_pair(spec):
 
 
 @hookspec
-def trainer_after_pair(spec, result):
+def trainer_after_pair(spec: PairSpec, result: PairResult) -> None:
     """A pair trained and its artifacts are committed (``_SUCCESS.json`` written).
 
     Args:
@@ -171,7 +189,7 @@ def trainer_after_pair(spec, result):
 
 
 @hookspec
-def trainer_on_pair_error(spec, error):
+def trainer_on_pair_error(spec: PairSpec, error: BaseException) -> None:
     """A pair failed; nothing of this attempt was committed.
 
     Args:
@@ -191,7 +209,7 @@ def trainer_on_pair_error(spec, error):
 
 
 @hookspec
-def trainer_keras_callbacks(spec, pair_dir):
+def trainer_keras_callbacks(spec: PairSpec, pair_dir: Path) -> list | None:
     """Add Keras callbacks to a pair's ``model.fit``.
 
     Args:

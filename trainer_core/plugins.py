@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import inspect
 import os
 import sys
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError, TrainerError
 from .registry import KINDS, Registry
+
+if TYPE_CHECKING:  # annotations only: importing these here would load the manifest and Click
+    import click
+
+    from .manifest import Manifest, PairSpec
 
 #: the built-in plugins, registered on every manager like a third-party plugin would be
 DEFAULT_PLUGINS = (
@@ -26,12 +33,22 @@ DEFAULT_PLUGINS = (
     "trainer_plugins.reporters.history",
     "trainer_plugins.reporters.confusion_matrix",
     "trainer_plugins.reporters.trading",
+    "trainer_plugins.reporters.summary",
     "trainer_plugins.commands.k8s",
 )
 
 ENTRY_POINT_GROUP = "trainer.plugins"
 LOAD_PLUGINS_ENV = "TRAINER_LOAD_PLUGINS"
 TRACE_PLUGINS_ENV = "TRAINER_TRACE_PLUGINS"
+#: "0" refuses to import the modules a manifest names in `plugins:` (set by --no-manifest-plugins)
+MANIFEST_PLUGINS_ENV = "TRAINER_MANIFEST_PLUGINS"
+#: the distribution this package is installed as (the built-ins' origin in a code fingerprint)
+DISTRIBUTION = "pair-trainer"
+
+
+def manifest_plugins_allowed() -> bool:
+    """False when TRAINER_MANIFEST_PLUGINS=0 (or --no-manifest-plugins) refuses manifest-named modules."""
+    return os.environ.get(MANIFEST_PLUGINS_ENV, "").strip().lower() not in ("0", "false", "no", "off")
 
 
 def _allow_list() -> set[str] | None:
@@ -61,7 +78,8 @@ def get_plugin_manager(
     """Build a plugin manager: built-ins, then entry points, then the manifest's modules.
 
     ``TRAINER_LOAD_PLUGINS`` (comma-separated names; empty = none) restricts the
-    third-party plugins loaded from entry points; built-ins and the manifest's modules always load.
+    third-party plugins loaded from entry points; built-ins always load. The manifest's modules
+    load unless ``TRAINER_MANIFEST_PLUGINS=0``, which makes naming one an error.
     ``TRAINER_TRACE_PLUGINS=1`` prints every hook call to stderr.
     """
     pm = pluggy.PluginManager("trainer")
@@ -90,6 +108,13 @@ def get_plugin_manager(
     for module_name in extra_plugins:  # the manifest asks for these by name: the allow-list does not apply
         if pm.get_plugin(module_name) is not None:
             continue
+        if not manifest_plugins_allowed():
+            raise PluginError(
+                f"The manifest names plugin module {module_name!r}, and importing manifest plugins is "
+                f"turned off ({MANIFEST_PLUGINS_ENV}=0 or --no-manifest-plugins).",
+                "A manifest's `plugins:` runs that module's code: check it, then run without "
+                "--no-manifest-plugins, or remove it from the manifest's `plugins:`.",
+            )
         pm.register(_import_plugin(module_name, "named in the manifest"), name=module_name)
 
     try:
@@ -122,6 +147,30 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _source_digest(plugin: object) -> str:
+    """``module sha256:<hex>`` of the source file that defines ``plugin`` (a module or an object)."""
+    module = plugin if inspect.ismodule(plugin) else sys.modules.get(type(plugin).__module__)
+    name = getattr(module, "__name__", type(plugin).__name__)
+    try:
+        path = inspect.getsourcefile(module) if module is not None else None
+        data = open(path, "rb").read() if path else None
+    except (OSError, TypeError):
+        data = None
+    if data is None:  # no source to read (a builtin or an object made at run time): its name is all we have
+        return f"{name} (no source file)"
+    return f"{name} sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def _entry_point_distribution(plugin_name: str) -> str | None:
+    """``dist-name version`` of the distribution whose entry point registered ``plugin_name``."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == plugin_name and ep.dist is not None:
+            return f"{ep.dist.metadata['Name']} {ep.dist.version}"
+    return None
+
+
 class Plugins:
     """The one typed facade the engine uses to call hooks and look up components."""
 
@@ -130,12 +179,30 @@ class Plugins:
         self._registry: Registry | None = None
 
     @classmethod
-    def load(cls, extra_plugins: Iterable[str] = (), **kwargs) -> "Plugins":
+    def load(cls, extra_plugins: Iterable[str] = (), **kwargs: Any) -> "Plugins":
+        """A facade over :func:`get_plugin_manager` (built-ins, entry points, then ``extra_plugins``)."""
         return cls(get_plugin_manager(extra_plugins, **kwargs))
+
+    def register(self, plugin: object, name: str | None = None) -> None:
+        """Add a plugin (a module or an object with hookimpls); its components join the registry."""
+        self.pm.register(plugin, name=name)
+        self._registry = None
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self.pm.unregister(plugin)
+            raise PluginError(f"A plugin implements a hook that does not exist: {exc}.",
+                              "Check the hook name against docs/hooks.md.") from exc
+
+    def unregister(self, plugin: object) -> None:
+        """Remove a plugin added with :meth:`register`; its components leave the registry."""
+        self.pm.unregister(plugin)
+        self._registry = None
 
     # -- components ------------------------------------------------------
     @property
     def registry(self) -> Registry:
+        """Every registered component, collected from the registration hooks on first use."""
         if self._registry is None:
             self._registry = self._build_registry()
         return self._registry
@@ -164,33 +231,75 @@ class Plugins:
                     ) from exc
         return registry
 
-    def create(self, kind: str, name: str):
+    def create(self, kind: str, name: str) -> Any:
+        """A new instance of the ``kind`` component registered as ``name`` (a `PluginError` if none)."""
         return self.registry.create(kind, name)
 
-    def plugin_names(self) -> list[str]:
-        return [name for name, _ in self.pm.list_name_plugin()]
+    # -- what produced a run ----------------------------------------------
+    def code_fingerprint(self, spec: "PairSpec") -> dict[str, str]:
+        """What code a pair's run uses, for the resume check: a changed value means retrain.
+
+        ``{"trainer": version, "loader NAME": origin, "balancer NAME": ..., "model NAME": ...,
+        "reporter NAME": ... (each), "plugin MODULE": ... (each module the manifest names)}``.
+        The origin of a built-in is this distribution and its version; of a component from an
+        installed plugin, ``dist-name version`` of the distribution whose entry point registered
+        it; of a module named in the manifest (or registered at run time), ``module sha256:HEX``
+        of its source file. A name that is not registered is left out (the pre-flight reports it).
+        """
+        from .version import __version__
+
+        out = {"trainer": __version__}
+        used = [("loader", spec.data.loader), ("balancer", spec.balance.method), ("model", spec.model.builder)]
+        used += [("reporter", name) for name in spec.reporters]
+        for kind, name in used:
+            try:
+                registration = self.registry.get(kind, name)
+            except PluginError:
+                continue
+            out[f"{kind} {name}"] = self._origin(registration.plugin)
+        for module_name in spec.plugins:
+            out[f"plugin {module_name}"] = self._origin(module_name)
+        return out
+
+    def _origin(self, plugin_name: str) -> str:
+        from .version import __version__
+
+        if plugin_name in DEFAULT_PLUGINS:
+            return f"{DISTRIBUTION} {__version__}"
+        plugin = self.pm.get_plugin(plugin_name)
+        dist = _entry_point_distribution(plugin_name) if plugin is not None else None
+        if dist is not None:
+            return dist
+        return _source_digest(plugin) if plugin is not None else f"{plugin_name} (not loaded)"
 
     # -- CLI ---------------------------------------------------------------
-    def register_commands(self, cli) -> None:
+    def register_commands(self, cli: "click.Group") -> None:
+        """Let every plugin add its Click commands to the ``trainer`` group."""
         self.pm.hook.trainer_register_commands(cli=cli)
 
     # -- lifecycle ---------------------------------------------------------
-    def before_batch(self, manifest, specs) -> None:
+    def before_batch(self, manifest: "Manifest", specs: Iterable["PairSpec"]) -> None:
+        """Call ``trainer_before_batch`` (``specs`` always arrives as a tuple)."""
         self.pm.hook.trainer_before_batch(manifest=manifest, specs=tuple(specs))
 
-    def after_batch(self, manifest, results) -> None:
+    def after_batch(self, manifest: "Manifest", results: Sequence[Mapping[str, Any]]) -> None:
+        """Call ``trainer_after_batch`` with one outcome row per pair."""
         self.pm.hook.trainer_after_batch(manifest=manifest, results=results)
 
-    def before_pair(self, spec) -> None:
+    def before_pair(self, spec: "PairSpec") -> None:
+        """Call ``trainer_before_pair``; a `TrainerError` raised there stops the pair."""
         self.pm.hook.trainer_before_pair(spec=spec)
 
-    def after_pair(self, spec, result) -> None:
+    def after_pair(self, spec: "PairSpec", result: Any) -> None:
+        """Call ``trainer_after_pair`` with the committed pair's `PairResult`."""
         self.pm.hook.trainer_after_pair(spec=spec, result=result)
 
-    def on_pair_error(self, spec, error) -> None:
+    def on_pair_error(self, spec: "PairSpec", error: BaseException) -> None:
+        """Call ``trainer_on_pair_error`` before the error propagates."""
         self.pm.hook.trainer_on_pair_error(spec=spec, error=error)
 
-    def keras_callbacks(self, spec, pair_dir) -> list:
+    def keras_callbacks(self, spec: "PairSpec", pair_dir: Any) -> list:
+        """Every plugin's extra Keras callbacks for this pair, concatenated (None adds nothing)."""
         callbacks = []
         for extra in self.pm.hook.trainer_keras_callbacks(spec=spec, pair_dir=pair_dir):
             if extra:
