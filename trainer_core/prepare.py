@@ -10,15 +10,13 @@ import numpy as np
 
 from .data import FEATURE_NAMES, PairData
 from .errors import StorageError
+from .manifest import training_ready_name
 
 
 def training_ready_filename(spec) -> str:
+    """The seed's training-ready Feather file name for this spec's pair and label settings."""
     lab = spec.labels
-    return (
-        f"{spec.pair}_TF-{spec.data.timeframe}__FW-{lab.future_window:03d}"
-        f"__SL-{round(lab.stop_loss_pct * 100):03d}__TP-{round(lab.take_profit_pct * 100):03d}"
-        f"__training_ready.feather"
-    )
+    return training_ready_name(spec.pair, spec.data.timeframe, lab.future_window, lab.stop_loss_pct, lab.take_profit_pct)
 
 
 def training_ready_frame(data: PairData):

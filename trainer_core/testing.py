@@ -51,10 +51,9 @@ def registered_plugin(plugin, name: str | None = None, plugins: Plugins | None =
 def training_ready_name(pair: str, fw: int = 5, sl_pct: float = 0.5, tp_pct: float = 1.0, tf: str = "1m",
                         ext: str = "feather") -> str:
     """The seed's file name: ``ETHUSDT_TF-1m__FW-005__SL-050__TP-100__training_ready.feather``."""
-    return (
-        f"{pair}_TF-{tf}__FW-{fw:03d}__SL-{round(sl_pct * 100):03d}__TP-{round(tp_pct * 100):03d}"
-        f"__training_ready.{ext}"
-    )
+    from .manifest import training_ready_name as name
+
+    return name(pair, tf, fw, sl_pct, tp_pct, ext=ext)
 
 
 def training_ready_frame(rows: int = 600, seed: int = 0, start: str = "2024-01-01", with_timestamp: bool = True):

@@ -13,6 +13,7 @@ import numpy as np
 
 from trainer_core import FEATURE_NAMES, NO_LABEL, DataError, PairData, file_sha256, hookimpl, reject_unknown
 from trainer_core.formats import NAME_RE, pct_from_code as _pct, read_table as read_frame
+from trainer_core.manifest import training_ready_name
 
 LABEL_COLUMNS = ("label_0", "label_1", "label_2")
 TIME_COLUMNS = ("timestamp", "date", "datetime", "time", "open_time", "index")
@@ -22,11 +23,10 @@ TIMEFRAME_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 6
 
 
 def expected_filename(spec, ext: str = "feather") -> str:
+    """The seed's training-ready file name for this spec, with extension ``ext``."""
     lab = spec.labels
-    return (
-        f"{spec.pair}_TF-{spec.data.timeframe}__FW-{lab.future_window:03d}"
-        f"__SL-{round(lab.stop_loss_pct * 100):03d}__TP-{round(lab.take_profit_pct * 100):03d}"
-        f"__training_ready.{ext}"
+    return training_ready_name(
+        spec.pair, spec.data.timeframe, lab.future_window, lab.stop_loss_pct, lab.take_profit_pct, ext=ext
     )
 
 

@@ -1,0 +1,481 @@
+"""The manifest's schema: the built-in defaults, every setting's value check and bounds, and the
+size limits of a manifest as a whole."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Callable, Mapping
+
+from ..errors import ConfigError
+
+MANIFEST_HINT = "See docs/manifest.md for every setting, its type and its default."
+
+#: the built-in defaults: the seed's configuration (config.py V3)
+DEFAULTS: dict[str, Any] = {
+    "data": {
+        "loader": "training-ready",
+        "path": "inputs/",
+        "timeframe": "1m",
+        "start": None,
+        "end": None,
+        "gaps": "error",
+        "params": {},
+    },
+    "labels": {
+        "future_window": 120,
+        "take_profit_pct": 1.0,
+        "stop_loss_pct": 0.5,
+        "short_take_profit_pct": None,
+        "short_stop_loss_pct": None,
+    },
+    "features": {"ma_short": 1440, "ma_long": 43200},
+    "split": {
+        "validation": 0.2,
+        "test": 0.0,
+        "embargo": "auto",
+        "mode": "single",
+        "folds": 3,
+        "min_validation_targets": 1000,
+    },
+    "scaling": {"scaler": "robust"},
+    "balance": {"method": "undersample", "min_per_class": 50000, "class_weights": "balanced"},
+    "model": {"builder": "lstm", "params": {"lstm_units": [128, 64, 32], "dense_units": [32, 16], "dropout": 0.3}},
+    "train": {
+        "epochs": 100,
+        "batch_size": 256,
+        "sequence_length": 120,
+        "learning_rate": 0.001,
+        "loss": "categorical_crossentropy",
+        "focal_gamma": 2.0,
+        "focal_alpha": None,
+        "early_stopping_patience": 10,
+        "early_stopping_monitor": "val_accuracy",
+        "reduce_lr_patience": 5,
+        "reduce_lr_factor": 0.5,
+        "min_learning_rate": 1.0e-7,
+        "seed": 42,
+        "verbose": "auto",
+        "mixed_precision": False,
+    },
+    "evaluation": {
+        "fee_pct": 0.1,
+        "thresholds": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+        "calibration_bins": 10,
+        "min_signals": 30,
+        "trade_threshold": None,
+    },
+    "resources": {"cpus": 1, "gpus": 0, "memory": None},
+    "reporters": ["metadata", "history", "confusion-matrix", "trading"],
+}
+
+SECTIONS = tuple(DEFAULTS)
+TOP_LEVEL_KEYS = ("version", "output", "plugins", "batch", "defaults", "pairs")
+#: batch-level settings (not per pair): how `trainer batch` runs the pairs
+BATCH_DEFAULTS: dict[str, Any] = {"max_retries": 2, "reporters": ["summary"], "schedule_timeout": 600}
+DEFAULT_OUTPUT = "artifacts/"
+PAIR_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+SCALERS = ("robust", "standard", "minmax", "none")
+LOSSES = ("categorical_crossentropy", "focal")
+MONITORS = ("val_accuracy", "val_loss")
+
+# -- bounds: the largest values that can make sense. Beyond them a value is a typo or an attack
+# (an embargo of 10**14 rows, a take-profit of 1e308 %), refused before any data are read.
+MAX_ROWS = 100_000_000  # rows of an embargo: about 190 years of 1-minute candles
+MAX_HORIZON = 100_000  # candles a label looks ahead: about 70 days of 1-minute candles
+MAX_MOVING_AVERAGE = 1_000_000  # candles: about two years of 1-minute candles
+MAX_SEQUENCE_LENGTH = 10_000  # rows in one model input window
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 1_048_576
+MAX_PCT = 1000.0  # percent: a take-profit or stop-loss beyond 1000 % never triggers
+MAX_SEED = 2**32 - 1  # NumPy's and Keras' seeds are 32-bit
+MAX_FRACTION = 0.9  # split.validation, split.test: the rest must leave rows to train on
+MAX_FOLDS = 100
+MAX_CALIBRATION_BINS = 1000
+MAX_LEARNING_RATE = 10.0
+MAX_WEIGHT = 1.0e6  # a class weight or focal alpha
+MAX_FOCAL_GAMMA = 100.0
+MAX_FEE_PCT = 100.0
+MAX_CPUS = 4096
+MAX_GPUS = 1024
+MAX_RETRIES = 100
+MAX_SCHEDULE_TIMEOUT = 30 * 86_400  # seconds: 30 days
+MAX_STRING = 4096  # characters of a name or path
+MAX_PAIRS = 10_000
+
+# -- limits of a manifest as a whole (and of a `--set` value), counted while the YAML is read:
+# YAML aliases count every time they are used, so nested anchors cannot blow up ("billion laughs").
+MAX_DEPTH = 64  # nesting levels; a manifest needs about 7 (pairs[i].model.params.key[j])
+MAX_NODES = 100_000  # values after alias expansion: 10,000 pairs with overrides fit
+MAX_PARAMS_NODES = 2_000  # values in one section's `params` (copied into every pair's spec)
+LIMITS_HINT = (
+    f"A manifest may nest at most {MAX_DEPTH} levels and hold at most {MAX_NODES:,} values, "
+    "counting each use of a YAML alias in full; write the values out instead of nesting anchors."
+)
+
+
+# -- value checks: each returns the normalised value or raises ValueError(expected) ------------
+
+
+def _fmt(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
+def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[Any], int]:
+    def describe():
+        parts = [f">= {_fmt(minimum)}"] if minimum is not None else []
+        parts += [f"<= {_fmt(maximum)}"] if maximum is not None else []
+        return "an integer" + (" " + " and ".join(parts) if parts else "")
+
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(describe())
+        if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
+            raise ValueError(describe())
+        return v
+
+    return check
+
+
+def _number(low=None, high=None, low_open=False, high_open=False, nullable=False) -> Callable[[Any], Any]:
+    def describe():
+        parts = []
+        if low is not None:
+            parts.append(f"{'>' if low_open else '>='} {_fmt(low)}")
+        if high is not None:
+            parts.append(f"{'<' if high_open else '<='} {_fmt(high)}")
+        return "a number" + (" " + " and ".join(parts) if parts else "") + (" or null" if nullable else "")
+
+    def check(v):
+        if v is None and nullable:
+            return None
+        if isinstance(v, str):  # YAML 1.1 reads 1e-7 (no dot) as a string
+            try:
+                v = float(v)
+            except ValueError:
+                raise ValueError(describe()) from None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(describe())
+        try:
+            v = float(v)
+        except OverflowError:  # an integer beyond any float
+            raise ValueError(describe()) from None
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ValueError(describe())
+        if low is not None and (v < low or (low_open and v == low)):
+            raise ValueError(describe())
+        if high is not None and (v > high or (high_open and v == high)):
+            raise ValueError(describe())
+        return v
+
+    return check
+
+
+def _string(nullable: bool = False) -> Callable[[Any], Any]:
+    def check(v):
+        if v is None and nullable:
+            return None
+        if not isinstance(v, str) or not v or len(v) > MAX_STRING:
+            raise ValueError("a non-empty string" + (" or null" if nullable else ""))
+        return v
+
+    return check
+
+
+def _choice(*choices) -> Callable[[Any], Any]:
+    def check(v):
+        if v not in choices:
+            raise ValueError("one of " + ", ".join(repr(c) for c in choices))
+        return v
+
+    return check
+
+
+def _date(v):
+    if v is None:
+        return None
+    if isinstance(v, dt.datetime):
+        return v.date().isoformat()
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    if isinstance(v, str):
+        try:
+            return dt.date.fromisoformat(v).isoformat()
+        except ValueError:
+            pass
+    raise ValueError("a date YYYY-MM-DD or null")
+
+
+def _timeframe(v):
+    if isinstance(v, str) and re.fullmatch(r"[1-9][0-9]{0,5}[smhdw]", v):
+        return v
+    raise ValueError("a timeframe such as '1m', '5m', '1h' or '1d'")
+
+
+def _embargo(v):
+    if v == "auto":
+        return v
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_ROWS:
+        return v
+    raise ValueError(f"'auto' or an integer from 0 to {MAX_ROWS:,} (rows)")
+
+
+def _positive(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= MAX_WEIGHT
+
+
+def _class_weights(v):
+    expected = f"'balanced' or a mapping {{0: w, 1: w, 2: w}} of positive numbers up to {MAX_WEIGHT:g}"
+    if v == "balanced":
+        return v
+    if isinstance(v, Mapping) and v:
+        out = {}
+        for key, weight in v.items():
+            if isinstance(key, str) and key.isdigit():
+                key = int(key)
+            if key not in (0, 1, 2) or not _positive(weight):
+                raise ValueError(expected)
+            out[key] = float(weight)
+        return out
+    raise ValueError(expected)
+
+
+def _str_list(v):
+    if isinstance(v, list) and all(isinstance(x, str) and x and len(x) <= MAX_STRING for x in v):
+        return list(v)
+    raise ValueError("a list of names")
+
+
+def _alpha(v):
+    if v is None:
+        return None
+    if isinstance(v, list) and len(v) == 3 and all(_positive(x) for x in v):
+        return [float(x) for x in v]
+    raise ValueError(f"null or a list of 3 positive numbers up to {MAX_WEIGHT:g} (SHORT, HOLD, LONG)")
+
+
+def _thresholds(v):
+    if (
+        isinstance(v, list)
+        and v
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < 1 for x in v)
+    ):
+        return sorted(float(x) for x in v)
+    raise ValueError("a list of probabilities between 0 and 1")
+
+
+def _bool(v):
+    if isinstance(v, bool):
+        return v
+    raise ValueError("true or false")
+
+
+def count_values(value: Any, limit: int) -> int:
+    """How many values ``value`` holds (itself included), counting up to just past ``limit`` only."""
+    count, stack = 0, [value]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return count
+
+
+def value_depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests (a scalar is 1), looking no deeper than just past ``limit``."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > limit:
+            break
+        if isinstance(item, Mapping):
+            stack.extend((x, depth + 1) for x in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((x, depth + 1) for x in item)
+    return deepest
+
+
+def _mapping(v):
+    if not isinstance(v, Mapping):
+        raise ValueError("a mapping")
+    if count_values(v, MAX_PARAMS_NODES) > MAX_PARAMS_NODES or value_depth(v, MAX_DEPTH) > MAX_DEPTH:
+        raise ValueError(f"a mapping of at most {MAX_PARAMS_NODES:,} values, {MAX_DEPTH} levels deep")
+    return dict(v)
+
+
+def _verbose(v):
+    if v in ("auto", 0, 1, 2):
+        return v
+    raise ValueError("'auto', 0, 1 or 2")
+
+
+_QUANTITY_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,2}|[KMGTPE]i|[kMGTPE])?")
+
+
+def _memory(v):
+    """A Kubernetes quantity (``16Gi``, ``512Mi``, ``8G``, a byte count) or null; kept as a string."""
+    if v is None:
+        return None
+    if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**63:
+        return str(v)
+    if (
+        isinstance(v, str)
+        and len(v) <= 64
+        and _QUANTITY_RE.fullmatch(v)
+        and any(c in "123456789" for c in re.split("[eE]", v)[0])
+    ):
+        return v
+    raise ValueError("a memory quantity such as '16Gi' or '512Mi', or null")
+
+
+def _seconds(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_SCHEDULE_TIMEOUT:
+        raise ValueError(f"a number of seconds > 0 and <= {MAX_SCHEDULE_TIMEOUT:,}")
+    return v
+
+
+_pct = _number(0, MAX_PCT, low_open=True)
+_pct_or_null = _number(0, MAX_PCT, low_open=True, nullable=True)
+
+#: section -> setting -> check (returns the normalised value, raises ValueError("expected ..."))
+SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "data": {
+        "loader": _string(),
+        "path": _string(nullable=True),
+        "timeframe": _timeframe,
+        "start": _date,
+        "end": _date,
+        "gaps": _choice("error", "fill", "split"),
+        "params": _mapping,
+    },
+    "labels": {
+        "future_window": _int(1, MAX_HORIZON),
+        "take_profit_pct": _pct,
+        "stop_loss_pct": _pct,
+        "short_take_profit_pct": _pct_or_null,
+        "short_stop_loss_pct": _pct_or_null,
+    },
+    "features": {"ma_short": _int(1, MAX_MOVING_AVERAGE), "ma_long": _int(1, MAX_MOVING_AVERAGE)},
+    "split": {
+        "validation": _number(0, MAX_FRACTION, low_open=True),
+        "test": _number(0, MAX_FRACTION),
+        "embargo": _embargo,
+        "mode": _choice("single", "walk-forward"),
+        "folds": _int(2, MAX_FOLDS),
+        "min_validation_targets": _int(1, MAX_ROWS),
+    },
+    "scaling": {"scaler": _choice(*SCALERS)},
+    "balance": {"method": _string(), "min_per_class": _int(0, MAX_ROWS), "class_weights": _class_weights},
+    "model": {"builder": _string(), "params": _mapping},
+    "train": {
+        "epochs": _int(1, MAX_EPOCHS),
+        "batch_size": _int(1, MAX_BATCH_SIZE),
+        "sequence_length": _int(1, MAX_SEQUENCE_LENGTH),
+        "learning_rate": _number(0, MAX_LEARNING_RATE, low_open=True),
+        "loss": _choice(*LOSSES),
+        "focal_gamma": _number(0, MAX_FOCAL_GAMMA),
+        "focal_alpha": _alpha,
+        "early_stopping_patience": _int(0, MAX_EPOCHS),
+        "early_stopping_monitor": _choice(*MONITORS),
+        "reduce_lr_patience": _int(0, MAX_EPOCHS),
+        "reduce_lr_factor": _number(0, 1, True, True),
+        "min_learning_rate": _number(0, MAX_LEARNING_RATE),
+        "seed": _int(0, MAX_SEED),
+        "verbose": _verbose,
+        "mixed_precision": _bool,
+    },
+    "evaluation": {
+        "fee_pct": _number(0, MAX_FEE_PCT),
+        "thresholds": _thresholds,
+        "calibration_bins": _int(2, MAX_CALIBRATION_BINS),
+        "min_signals": _int(1, MAX_ROWS),
+        "trade_threshold": _number(0, 1, low_open=True, nullable=True),
+    },
+    "resources": {
+        "cpus": _number(0, MAX_CPUS, low_open=True),
+        "gpus": _number(0, MAX_GPUS),
+        "memory": _memory,
+    },
+}
+
+#: batch setting -> check, like `SCHEMA`
+BATCH_SCHEMA: dict[str, Callable[[Any], Any]] = {
+    "max_retries": _int(0, MAX_RETRIES),
+    "reporters": _str_list,
+    "schedule_timeout": _seconds,
+}
+
+
+def normalize_pair(name: Any, where: str = "pair") -> str:
+    """`ETH/USDT`, `eth-usdt` -> `ETHUSDT`; anything else that is not ^[A-Z0-9]{2,20}$ is an error."""
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: expected a pair name such as 'ETHUSDT', got {short_repr(name)}.", MANIFEST_HINT)
+    normalized = re.sub(r"[/\-_ ]", "", name.strip()).upper()
+    if not PAIR_RE.fullmatch(normalized):
+        raise ConfigError(
+            f"{where}: {short_repr(name)} is not a valid pair name.",
+            "Use 2-20 letters and digits, such as ETHUSDT (ETH/USDT is accepted and becomes ETHUSDT).",
+        )
+    return normalized
+
+
+def type_name(v: Any) -> str:
+    """The YAML-ish name of a value's type for messages: ``null``, ``int``, ``str``..."""
+    return "null" if v is None else type(v).__name__
+
+
+def short_repr(v: Any, limit: int = 120) -> str:
+    """``repr(v)`` cut to ``limit`` characters, so a hostile value cannot flood a message."""
+    if count_values(v, 200) > 200:
+        return f"<a {type_name(v)} of more than 200 values>"
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_section(section: str, values: Any, where: str) -> Any:
+    """Validate the keys of one section that are present; returns their normalised values."""
+    if section == "reporters":
+        try:
+            return _str_list(values)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{where}: expected {exc}, got {short_repr(values)} ({type_name(values)}).", MANIFEST_HINT
+            ) from None
+    if not isinstance(values, Mapping):
+        raise ConfigError(
+            f"{where}: expected a mapping of settings, got {short_repr(values)} ({type_name(values)}).", MANIFEST_HINT
+        )
+    schema = SCHEMA[section]
+    out = {}
+    for key, value in values.items():
+        if key not in schema:
+            raise ConfigError(
+                f"Unknown setting {where}.{key}. Known settings in {section}: {', '.join(schema)}.", MANIFEST_HINT
+            )
+        try:
+            out[key] = schema[key](value)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{where}.{key}: expected {exc}, got {short_repr(value)} ({type_name(value)}).", MANIFEST_HINT
+            ) from None
+    return out
+
+
+def check_sections(values: Any, where: str) -> dict:
+    """Validate a mapping of sections (a manifest's `defaults` or one pair's entry)."""
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of sections, got {type_name(values)}.", MANIFEST_HINT)
+    out = {}
+    for section, content in values.items():
+        if section not in DEFAULTS:
+            raise ConfigError(
+                f"Unknown setting {where}.{section}. Known sections: {', '.join(SECTIONS)}.", MANIFEST_HINT
+            )
+        out[section] = check_section(section, content, f"{where}.{section}")
+    return out
