@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import tiny_args
+from conftest import SHARED_DATA, tiny_args
 from trainer_core.testing import training_ready_frame, write_training_ready
 
 TAG = "ETHUSDT_FW005_SL050_TP100"
@@ -134,3 +134,160 @@ def test_walk_forward_folds_are_purged_and_reported(trainer, tmp_path):
     assert spread["mean"] == pytest.approx(np.mean(accs)) and spread["std"] == pytest.approx(np.std(accs, ddof=1))
     trading = json.loads((out / "ETHUSDT" / f"trading_{TAG}.json").read_text())
     assert trading["walk_forward"]["folds"] == folds
+
+
+# -- the engine's own files are enough to predict -----------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_pair_trained_without_reporters_predicts_the_same(model_dir, trainer, tmp_path):
+    from trainer_core import load_pair_model
+
+    write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=700, seed=11)  # the model_dir fixture's data
+    out = tmp_path / "out"
+    result = trainer("run", "--pair", "ETHUSDT", "--data", tmp_path / "inputs", "--output", out, *tiny_args(),
+                     "--set", "reporters=[]")
+    assert result.exit_code == 0, result.output
+    bare = out / "ETHUSDT"
+    assert sorted(p.name for p in bare.iterdir() if p.is_file()) == [
+        "_SUCCESS.json", f"model_{TAG}.keras", f"scaler_{TAG}.json", f"spec_{TAG}.json"]
+    assert trainer("verify", out).exit_code == 0
+    new = write_training_ready(tmp_path / "new", "ETHUSDT", rows=300, seed=99)
+    for folder, name in ((bare, "bare.parquet"), (model_dir, "full.parquet")):
+        result = trainer("predict", "--model-dir", folder, "--data", new, "--output", tmp_path / name)
+        assert result.exit_code == 0, result.output
+    bare_pred, full_pred = pl.read_parquet(tmp_path / "bare.parquet"), pl.read_parquet(tmp_path / "full.parquet")
+    assert bare_pred.height == 293
+    np.testing.assert_allclose(bare_pred.select("p_short", "p_hold", "p_long").to_numpy(),
+                               full_pred.select("p_short", "p_hold", "p_long").to_numpy(), rtol=1e-6, atol=1e-7)
+    frame = training_ready_frame(200, seed=5)
+    assert load_pair_model(bare).predict(frame).equals(load_pair_model(bare).predict(frame))
+    spec = json.loads((bare / f"spec_{TAG}.json").read_text())
+    assert spec["sequence_length"] == 8 and spec["feature_names"][0] == "high_change"
+    assert spec["label_params"]["future_window"] == 5
+
+
+def test_a_damaged_marker_is_one_clear_error(model_dir, trainer, tmp_path):
+    import shutil
+
+    copy = tmp_path / "ETHUSDT"
+    shutil.copytree(model_dir, copy)
+    new = write_training_ready(tmp_path / "new", "ETHUSDT", rows=50)
+    marker = copy / "_SUCCESS.json"
+    good = marker.read_bytes()
+    for bad in (good[: len(good) // 2], b"[]", b'"x"', b"null", b'{"artifacts": []}'):
+        marker.write_bytes(bad)
+        result = trainer("predict", "--model-dir", copy, "--data", new)
+        assert result.exit_code == 2, (bad, result.output)
+        assert "Traceback" not in result.output and "_SUCCESS.json" in result.output
+    doc = json.loads(good)
+    doc["tag"] = "../../escape"
+    marker.write_text(json.dumps(doc))
+    result = trainer("predict", "--model-dir", copy, "--data", new)
+    assert result.exit_code == 2 and "not a plain name" in result.output
+
+
+def test_a_url_marker_cannot_write_outside_the_download_folder(model_dir, tmp_path):
+    import fsspec
+
+    from trainer_core import TrainerError, load_pair_model
+
+    fs = fsspec.filesystem("memory")
+    for path in model_dir.rglob("*"):
+        if path.is_file():
+            fs.pipe(f"/evil/ETHUSDT/{path.relative_to(model_dir).as_posix()}", path.read_bytes())
+    doc = json.loads((model_dir / "_SUCCESS.json").read_text())
+    doc["artifacts"]["../../../../tmp/pwned.txt"] = {"sha256": "0" * 64, "bytes": 1}
+    doc["tag"] = "../../../tmp/pwned"
+    fs.pipe("/evil/ETHUSDT/_SUCCESS.json", json.dumps(doc).encode())
+    with pytest.raises(TrainerError):
+        load_pair_model("memory://evil/ETHUSDT")
+    assert not Path("/tmp/pwned.txt").exists() and not Path("/tmp/pwned.keras").exists()
+
+
+# -- predicting on candles: the data given, not the training window -------------------------------
+
+needs_real_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="real candles in ../shared/data/ohlcv")
+
+
+@needs_real_data
+@pytest.mark.slow
+def test_predict_on_candles_after_the_training_window(trainer, tmp_path):
+    frame = pl.read_parquet(SHARED_DATA / "ETHUSDT-1m.parquet").slice(0, 4 * 1440)  # 2025-05-04 15:33 on
+    candles = tmp_path / "ETHUSDT-1m.parquet"
+    frame.write_parquet(candles)
+    settings = ["--set", "data.loader=ohlcv", "--set", "features.ma_short=30", "--set", "features.ma_long=120",
+                "--set", "data.start=2025-05-05", "--set", "data.end=2025-05-06", *tiny_args()]
+    out = tmp_path / "out"
+    result = trainer("run", "--pair", "ETHUSDT", "--data", candles, "--output", out, *settings)
+    assert result.exit_code == 0, result.output
+    model = out / "ETHUSDT"
+    last_candle = frame["timestamp"][-1]
+    result = trainer("predict", "--model-dir", model, "--data", candles, "--output", tmp_path / "all.parquet")
+    assert result.exit_code == 0, result.output
+    every = pl.read_parquet(tmp_path / "all.parquet")
+    # the whole file: from the first row with a full window to the last candle, UTC kept
+    assert every["timestamp"].dtype == pl.Datetime("ms", "UTC")
+    assert every["timestamp"][-1] == last_candle
+    assert every.height == frame.height - 1 - 7  # row 0 has no previous candle; window 8
+    later = frame.filter(pl.col("timestamp") >= pl.datetime(2025, 5, 7, time_zone="UTC"))
+    october_like = tmp_path / "later" / "ETHUSDT-1m.parquet"
+    october_like.parent.mkdir()
+    later.write_parquet(october_like)
+    result = trainer("predict", "--model-dir", model, "--data", october_like, "--output", tmp_path / "later.parquet")
+    assert result.exit_code == 0, result.output
+    assert pl.read_parquet(tmp_path / "later.parquet").height == later.height - 8
+    result = trainer("predict", "--model-dir", model, "--data", candles, "--start", "2025-05-07",
+                     "--end", "2025-05-07", "--output", tmp_path / "day.parquet")
+    assert result.exit_code == 0, result.output
+    day = pl.read_parquet(tmp_path / "day.parquet")
+    assert day.height == 1440 and str(day["timestamp"][0]).startswith("2025-05-07 00:00:00")
+    # the day's predictions use the history before it: the same numbers as from the whole file
+    same = every.filter(pl.col("timestamp").is_in(day["timestamp"].implode()))
+    np.testing.assert_allclose(day.select("p_long").to_numpy(), same.select("p_long").to_numpy(), rtol=1e-5)
+    result = trainer("predict", "--model-dir", model, "--data", candles, "--last", "3")
+    assert result.exit_code == 0 and "3 predictions" in result.output
+
+
+# -- models that could not be used, and validation slices too small to mean anything ------------
+
+
+@pytest.mark.slow
+def test_a_lambda_layer_is_refused_before_training(trainer, tmp_path, inputs, monkeypatch):
+    (tmp_path / "lambda_model_plugin.py").write_text(
+        "import keras\nfrom trainer_core import hookimpl\n\n"
+        "class WithLambda:\n"
+        "    def build(self, input_shape, n_classes, params):\n"
+        "        x = keras.Input(input_shape)\n"
+        "        y = keras.layers.Lambda(lambda t: t * 2.0)(x)\n"
+        "        y = keras.layers.Flatten()(y)\n"
+        "        return keras.Model(x, keras.layers.Dense(n_classes, activation='softmax')(y))\n\n"
+        "@hookimpl\ndef trainer_register_model_builders(register):\n    register('with-lambda', WithLambda)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("version: 1\nplugins: [lambda_model_plugin]\ndefaults: {model: {builder: with-lambda}}\n"
+                        "pairs: [ETHUSDT]\n")
+    out = tmp_path / "out"
+    result = trainer("run", "--manifest", manifest, "--pair", "ETHUSDT", "--data", inputs, "--output", out, *tiny_args())
+    assert result.exit_code == 2, result.output
+    assert "Lambda layer" in result.output and "safe mode" in result.output
+    assert "Traceback" not in result.output and "Epoch 1" not in result.output
+    assert not (out / "ETHUSDT" / "_SUCCESS.json").exists()
+
+
+def test_too_few_validation_targets_is_an_error(trainer, tmp_path, inputs):
+    result = trainer("run", "--pair", "ETHUSDT", "--data", inputs, "--output", tmp_path / "out", *tiny_args(),
+                     "--set", "split.validation=0.02")
+    assert result.exit_code == 2, result.output
+    assert "validation target(s); at least 30 are needed" in result.output  # 5 % of 600 labelled rows
+    assert "split.min_validation_targets" in result.output
+    assert not (tmp_path / "out" / "ETHUSDT" / "_SUCCESS.json").exists()
+
+
+def test_nan_class_weights_are_refused_before_training(trainer, tmp_path, inputs):
+    result = trainer("run", "--pair", "ETHUSDT", "--data", inputs, "--output", tmp_path / "out", *tiny_args(),
+                     "--set", "balance.method=class-weights", "--set", "balance.class_weights={0: .nan, 1: 1.0, 2: 1.0}")
+    assert result.exit_code == 2, result.output
+    assert "class_weights" in result.output or "class weights" in result.output
+    assert "loss became NaN" not in result.output and "Traceback" not in result.output

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from .data import CLASS_NAMES, FEATURE_NAMES, DataError
 from .errors import ConfigError, StorageError
 from .scaling import Scaler
 from .storage import is_url, open_storage
+
+TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}")
 
 
 @dataclass
@@ -157,15 +160,20 @@ def _marker(raw: bytes, where: str) -> dict:
 
     reader = getattr(artifacts, "read_marker", None)
     if reader is not None:
-        return reader(raw, where)
-    try:
-        marker = json.loads(raw)
-    except ValueError:
-        marker = None
+        marker = reader(raw, where)
+    else:
+        try:
+            marker = json.loads(raw)
+        except ValueError:
+            marker = None
     if not isinstance(marker, dict) or not isinstance(marker.get("artifacts"), dict) or not isinstance(
             marker.get("tag"), str):
         raise StorageError(f"{where}/{SUCCESS} is not a valid completion marker.",
                            "Retrain the pair (`trainer batch` or `trainer run`).")
+    if not TAG_RE.fullmatch(marker["tag"]) or ".." in marker["tag"]:
+        # the tag becomes part of file names read and written here: never a path
+        raise StorageError(f"{where}/{SUCCESS} names the tag {marker['tag']!r}, which is not a plain name.",
+                           "The marker was altered; retrain the pair.")
     return marker
 
 
