@@ -82,7 +82,10 @@ def test_break_even(report):
     long = report["break_even"]["LONG"]
     assert long["break_even_win_rate"] == pytest.approx((0.5 + 0.1) / 1.5)
     assert long["precision"] == pytest.approx(2 / 3)
-    assert long["edge"] == pytest.approx(2 / 3 - 0.4) and long["beats_break_even"] is True
+    assert long["edge"] == pytest.approx(2 / 3 - 0.4)
+    # 2 of 3 right is far from enough to claim anything: the count and the interval say so
+    assert long["n"] == 3 and long["verdict"] == "too few signals (3)" and long["beats_break_even"] is False
+    assert long["wilson_low"] < 0.4 < long["wilson_high"]
     short = report["break_even"]["SHORT"]
     assert short["precision"] == pytest.approx(0.5) and short["edge"] == pytest.approx(0.1)
 
@@ -96,7 +99,8 @@ def test_signals_by_threshold_including_none(report):
     assert long[0.5]["signals"] == 2 and long[0.5]["precision"] == pytest.approx(0.5)
     assert long[0.6]["signals"] == 2  # 0.6 >= 0.6 counts
     assert long[0.7]["signals"] == 1 and long[0.7]["mean_net_return"] == pytest.approx(0.009)
-    assert long[0.9] == {"signals": 0, "precision": None, "mean_return": None, "mean_net_return": None}
+    assert long[0.9] == {"signals": 0, "precision": None, "wilson_low": None, "wilson_high": None, "p_value": None,
+                         "verdict": "no signals", "mean_return": None, "mean_net_return": None}
     short = {t: rows[t]["SHORT"] for t in rows}
     assert short[0.4]["signals"] == 2 and short[0.4]["mean_return"] == pytest.approx(0.0025)
     assert short[0.6]["signals"] == 1 and short[0.6]["precision"] == 0
