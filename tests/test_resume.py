@@ -73,3 +73,49 @@ def test_killed_run_resumes_at_the_next_epoch(tmp_path):
     assert set(json.loads((pair / "_SUCCESS.json").read_text())["artifacts"]) >= {
         p.name for p in pair.iterdir() if p.is_file() and p.name != "_SUCCESS.json"
     }
+
+
+def test_sigterm_stops_at_the_step_keeps_the_backup_and_the_rerun_resumes(tmp_path):
+    """What a preempted pod sees: SIGTERM mid-epoch, a prompt exit 143, a resumable backup."""
+    import re
+
+    write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=1500, seed=4)
+    module = write_slow_epochs_plugin(tmp_path, 1.0)
+    (tmp_path / "m.yaml").write_text(
+        f"version: 1\nplugins: [{module}]\npairs: [ETHUSDT]\n"
+        "defaults:\n  labels: {future_window: 5}\n  balance: {min_per_class: 0}\n"
+        "  model: {params: {lstm_units: [4], dense_units: [4]}}\n  train: {sequence_length: 8, batch_size: 64}\n"
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(_command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    seen = []
+    deadline = time.time() + 120
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("Epoch 3/"):  # epoch 3's steps are running
+                signalled = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                break
+            assert time.time() < deadline, "".join(seen)
+        rest, _ = proc.communicate(timeout=30)
+        took = time.monotonic() - signalled
+    finally:
+        proc.kill()
+        proc.wait()
+    seen.append(rest)
+    output = "".join(seen)
+    assert proc.returncode == 143, output
+    assert took < 10, f"{took:.1f}s from SIGTERM to exit (Kubernetes' default grace is 30 s)"
+    assert "stopped by SIGTERM" in output and "Run the same command again" in output
+    assert "Traceback" not in output
+    out = tmp_path / "out"
+    assert success_markers(out) == []
+
+    again = subprocess.run(_command(tmp_path), capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    resumed = re.search(r"Resuming an interrupted run after epoch (\d+)", again.stdout)
+    assert resumed and int(resumed.group(1)) in (2, 3), again.stdout
+    assert "Epoch 1/" not in again.stdout
+    meta = json.loads(next((out / "ETHUSDT").glob("metadata_*.json")).read_text())
+    assert meta["training"]["completed_epochs"] == EPOCHS and meta["training"]["resumed"] is True

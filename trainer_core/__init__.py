@@ -6,11 +6,13 @@ Plugins import what they need from here: ``from trainer_core import hookimpl, Pa
 from .version import __version__
 
 from .artifacts import ArtifactWriter  # noqa: E402
+from .batch import BatchReport  # noqa: E402
 from .data import CLASS_NAMES, FEATURE_NAMES, NO_LABEL, PairData, file_sha256  # noqa: E402
 from .errors import (  # noqa: E402
     ConfigError,
     DataError,
     PluginError,
+    PreemptedError,
     StorageError,
     TrainerError,
     TrainingError,
@@ -28,6 +30,7 @@ __all__ = [
     "PairModel",
     "ArtifactWriter",
     "Balance",
+    "BatchReport",
     "CLASS_NAMES",
     "ConfigError",
     "DataError",
@@ -38,6 +41,7 @@ __all__ = [
     "PairResult",
     "PairSpec",
     "PluginError",
+    "PreemptedError",
     "StorageError",
     "TrainerError",
     "TrainingError",

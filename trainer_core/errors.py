@@ -51,6 +51,16 @@ class StorageError(TrainerError):
     exit_code = 1
 
 
+class PreemptedError(TrainerError):
+    """SIGTERM arrived while training (a pod evicted or preempted): the run stopped at the end of
+    its current step and kept its backup, so running it again resumes it.
+
+    Exit code 143 (128 + SIGTERM), the code the Kubernetes Job's ``podFailurePolicy`` retries.
+    """
+
+    exit_code = 143
+
+
 def reject_unknown(params, known, setting: str, owner: str) -> None:
     """A component's params may hold only the keys it knows: name the first stranger and the known.
 

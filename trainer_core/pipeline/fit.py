@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..data import N_CLASSES, PairData
-from ..errors import ConfigError, PluginError, TrainerError, TrainingError
+from ..errors import ConfigError, PluginError, PreemptedError, TrainerError, TrainingError
 from ..manifest import PairSpec
 from ..plugins import Plugins
 from ..scaling import Scaler, fit_scaler
@@ -262,6 +262,57 @@ def _production_callbacks(spec: PairSpec, workdir: Path, plugins: Plugins, recor
     return callbacks
 
 
+class _Preemption:
+    """SIGTERM while fitting: remember it, and stop at the end of the current training step.
+
+    The epoch in progress is abandoned without its end-of-epoch callbacks, so the backup stays the
+    one of the last complete epoch and the rerun resumes at the start of the interrupted epoch.
+    Outside the main thread (no signal handlers there) it does nothing.
+    """
+
+    def __init__(self):
+        self.received = False
+        self._previous = None
+        self._installed = False
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+        return False
+
+    def _handle(self, signum, frame):
+        self.received = True
+
+    def callback(self, pair: str):
+        import keras
+
+        owner = self
+
+        class StopOnSigterm(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if owner.received:
+                    raise PreemptedError(
+                        f"{pair}: stopped by SIGTERM during training; the backup of the last complete epoch "
+                        "is kept.",
+                        "Run the same command again: it resumes from that epoch.",
+                    )
+
+            on_test_batch_end = on_train_batch_end
+
+        return StopOnSigterm()
+
+
 def _fold_callbacks(spec: PairSpec) -> list:
     """An earlier walk-forward fold keeps nothing on disk: early stopping and reduce-LR only."""
     import keras
@@ -365,15 +416,21 @@ def fit_fold(
         callbacks, verbose = _fold_callbacks(spec), 0
     t0 = time.perf_counter()
     try:
-        history = model.fit(
-            train_ds,
-            epochs=t.epochs,
-            steps_per_epoch=steps(len(balance.indices), t.batch_size),
-            validation_data=val_ds,
-            callbacks=callbacks,
-            verbose=verbose,
-            shuffle=False,  # the dataset draws its own permutation per epoch
-        )
+        with _Preemption() as preemption:
+            # first, so it stops the step before any other callback sees it
+            callbacks.insert(0, preemption.callback(spec.pair))
+            history = model.fit(
+                train_ds,
+                epochs=t.epochs,
+                steps_per_epoch=steps(len(balance.indices), t.batch_size),
+                validation_data=val_ds,
+                callbacks=callbacks,
+                verbose=verbose,
+                shuffle=False,  # the dataset draws its own permutation per epoch
+            )
+            if preemption.received:  # between the last step and the end of fit
+                raise PreemptedError(f"{spec.pair}: stopped by SIGTERM at the end of training.",
+                                     "Run the same command again: it resumes from its last epoch.")
     except tf.errors.ResourceExhaustedError as exc:
         raise TrainingError(
             f"{spec.pair}: out of memory while training ({exc.message.splitlines()[0]}).",
