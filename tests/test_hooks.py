@@ -16,15 +16,9 @@ from click.testing import CliRunner
 from trainer_core import Balance, ConfigError, DataError, PairData, PluginError, hookimpl
 from trainer_core.manifest import default_manifest
 from trainer_core.pipeline import check_components, run_pair
-from trainer_core.testing import TINY_SETTINGS, registered_plugin, write_training_ready
+from trainer_core.testing import registered_plugin, tiny_spec, write_training_ready
 
 
-def tiny_spec(data, out, *sets):
-    return default_manifest().resolve(
-        "ETHUSDT",
-        sets=TINY_SETTINGS + ("train.epochs=1",) + sets,
-        flags={"data.path": str(data), "output": str(out)},
-    )
 
 
 def registration_plugin(hook_name: str, component_name: str, factory):

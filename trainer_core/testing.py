@@ -1,21 +1,25 @@
-"""Helpers for testing plugins (and the trainer itself): throwaway plugins, tiny seed-format data.
+"""Helpers for testing plugins (and the trainer itself): throwaway plugins, tiny specs and data.
 
-    from trainer_core.testing import registered_plugin, write_training_ready
+    from trainer_core.testing import registered_plugin, tiny_spec, write_training_ready
 
+    data = write_training_ready(tmp_path / "inputs")
     with registered_plugin(MyPlugin(), name="my-plugin") as plugins:
-        plugins.create("model", "my-model")
+        result = run_pair(tiny_spec(data.parent, tmp_path / "out", "model.builder=my-model"), plugins)
 """
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from .data import FEATURE_NAMES
 from .plugins import Plugins, get_plugin_manager
+
+if TYPE_CHECKING:
+    from .manifest import PairSpec
 
 #: settings for a model that trains in seconds on 2 cores
 TINY_SETTINGS = (
@@ -38,14 +42,28 @@ def registered_plugin(plugin, name: str | None = None, plugins: Plugins | None =
     """
     if plugins is None:
         plugins = Plugins(get_plugin_manager(load_entry_points=False))
-    plugins.pm.register(plugin, name=name)
-    plugins._registry = None  # rebuilt with the new plugin's components
+    plugins.register(plugin, name=name)
     try:
-        plugins.pm.check_pending()
         yield plugins
     finally:
-        plugins.pm.unregister(plugin)
-        plugins._registry = None
+        plugins.unregister(plugin)
+
+
+def tiny_spec(data: str | Path, output: str | Path, *sets: str, pair: str = "ETHUSDT", epochs: int = 1,
+              manifest=None) -> "PairSpec":
+    """A resolved spec that trains in seconds: `TINY_SETTINGS`, ``epochs`` epochs, then ``sets``
+    (``"model.builder=my-model"``...), with ``data`` as ``data.path`` and ``output`` as the output.
+
+    ``manifest`` (a `Manifest`) supplies the defaults and plugins; the built-in defaults otherwise.
+    """
+    from .manifest import default_manifest
+
+    manifest = manifest if manifest is not None else default_manifest()
+    return manifest.resolve(
+        pair,
+        sets=(*TINY_SETTINGS, f"train.epochs={epochs}", *sets),
+        flags={"data.path": str(data), "output": str(output)},
+    )
 
 
 def training_ready_name(pair: str, fw: int = 5, sl_pct: float = 0.5, tp_pct: float = 1.0, tf: str = "1m",
