@@ -7,6 +7,7 @@ from .version import __version__
 
 from .artifacts import ArtifactWriter  # noqa: E402
 from .batch import BatchReport  # noqa: E402
+from .batch import BatchReport  # noqa: E402
 from .data import CLASS_NAMES, FEATURE_NAMES, NO_LABEL, PairData, file_sha256  # noqa: E402
 from .errors import (  # noqa: E402
     ConfigError,
@@ -30,6 +31,7 @@ __all__ = [
     "PairModel",
     "ArtifactWriter",
     "Balance",
+    "BatchReport",
     "BatchReport",
     "CLASS_NAMES",
     "ConfigError",

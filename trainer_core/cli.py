@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -47,13 +48,43 @@ def _set_debug(ctx, param, value):
 
 debug_option = click.option(
     "--debug", is_flag=True, expose_value=False, callback=_set_debug, is_eager=True,
-    help="Show the full traceback of an error.",
+    help="Show the full traceback of an error (and every line TensorFlow and Ray print).",
+)
+
+
+def _set_verbose(ctx, param, value):
+    if value:
+        from .quiet import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
+    return value
+
+
+verbose_option = click.option(
+    "-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbose, is_eager=True,
+    help="Also show TensorFlow's and Ray's own start-up lines (hidden by default).",
+)
+
+
+def _no_manifest_plugins(ctx, param, value):
+    if value:
+        root = ctx.find_root()
+        root.ensure_object(dict)["no_manifest_plugins"] = True
+    return value
+
+
+no_manifest_plugins_option = click.option(
+    "--no-manifest-plugins", is_flag=True, expose_value=False, callback=_no_manifest_plugins, is_eager=True,
+    help="Refuse to import the modules a manifest names in `plugins:` (they run code; same as "
+         "TRAINER_MANIFEST_PLUGINS=0).",
 )
 
 
 @click.group(cls=TrainerGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="trainer")
 @debug_option
+@verbose_option
+@no_manifest_plugins_option
 @click.pass_context
 def cli(ctx):
     """Train one Keras LSTM per crypto pair: SHORT / HOLD / LONG from 1-minute features.
@@ -74,13 +105,9 @@ def _load_manifest(path):
 def _plugins(extra=()):
     from .plugins import Plugins
 
-    return Plugins.load(extra)
-
-
-def check_components(spec, plugins) -> None:
-    from .pipeline import check_components as check
-
-    check(spec, plugins)
+    ctx = click.get_current_context(silent=True)
+    refused = bool(ctx and (ctx.find_root().obj or {}).get("no_manifest_plugins"))
+    return Plugins.load(extra, manifest_plugins=False if refused else None)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -97,6 +124,8 @@ def check_components(spec, plugins) -> None:
               help="Override any manifest setting, e.g. --set train.sequence_length=60 (repeatable).")
 @click.option("--config-test", is_flag=True, help="Print the resolved settings and exit without training.")
 @debug_option
+@verbose_option
+@no_manifest_plugins_option
 def run(pair, manifest_path, index, data_path, output, epochs, batch_size, sets, config_test):
     """Train one pair end to end and write its artifacts.
 
@@ -124,6 +153,8 @@ def run(pair, manifest_path, index, data_path, output, epochs, batch_size, sets,
     flags = {"data.path": data_path, "output": output, "train.epochs": epochs, "train.batch_size": batch_size}
     spec = manifest.resolve(pair, sets, flags)
     plugins = _plugins(spec.plugins)
+    from .pipeline import check_components
+
     check_components(spec, plugins)
     if config_test:
         click.echo(f"# resolved settings for {spec.pair} (config hash {spec.config_hash})")
@@ -200,6 +231,8 @@ def prepare(pair, data_path, output, manifest_path, sets):
 @click.option("--output", "output", metavar="DIR_OR_URL", help="Output root (overrides the manifest's output).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting for every pair (repeatable).")
 @debug_option
+@verbose_option
+@no_manifest_plugins_option
 def batch(manifest_path, address, only, force, dry_run, output, sets):
     """Train every pair of a manifest as Ray tasks, resumable, with a summary.
 
@@ -220,31 +253,21 @@ def batch(manifest_path, address, only, force, dry_run, output, sets):
         raise ConfigError(f"{manifest_path}: the manifest lists no pairs.", "Add pairs under `pairs:`.")
     plugins = _plugins(manifest.plugins)
     specs = [manifest.resolve(p, sets, {"output": output}) for p in select_pairs(manifest, only)]
-    run = BatchRun(manifest, specs, plugins, echo=lambda m: click.echo(m))
-    plans = run.plan(force)
+    run = BatchRun(manifest, specs, plugins, echo=lambda m: click.echo(m), address=address)
     if dry_run:
-        click.echo(f"{len(plans)} pair(s) in {manifest_path}, output {run.specs[0].output}:")
-        for p in plans:
-            click.echo(f"  {p.spec.pair:<14} {'would train' if p.action == 'train' else 'would skip'}: {p.reason}")
+        run.dry_run(force)
         return
-    if any(p.action == "train" for p in plans):  # before any hook or summary: nothing has run yet
-        import os
-
-        from .batch import check_reachable
-
-        check_reachable(address or os.environ.get("RAY_ADDRESS"))
-    plugins.before_batch(manifest, run.specs)
-    try:
-        run.run(plans, address)
-    except ConfigError:
-        raise  # the cluster could not be joined: nothing ran, the last summary stays as it was
-    except BaseException:
-        _finish_batch(run, manifest, plugins)
-        raise
-    _finish_batch(run, manifest, plugins)
-    code = run.exit_code()
-    if code:
-        raise SystemExit(code)
+    report = run.run(force)
+    click.echo("")
+    click.echo(run.table())
+    counts = ", ".join(f"{v} {k}" for k, v in report.counts.items())
+    where = ""
+    if "summary" in run.reporters:
+        root = report.output.rstrip("/")
+        where = f" Summary: {root}/summary.json, {root}/summary.html"
+    click.echo(f"\n{counts} in {report.seconds:.0f}s.{where}")
+    if report.exit_code:
+        raise SystemExit(report.exit_code)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -258,6 +281,7 @@ def batch(manifest_path, address, only, force, dry_run, output, sets):
 @click.option("--end", metavar="DATE", help="Only predictions up to this UTC date (the whole day) or date/time.")
 @click.option("--last", "last", type=click.IntRange(min=1), metavar="N", help="Only the last N predictions.")
 @debug_option
+@verbose_option
 def predict(model_dir, data_path, output, start, end, last):
     """Apply a trained pair's model to new data: class probabilities per timestamp.
 
@@ -332,20 +356,11 @@ def verify(output):
         raise SystemExit(1)
 
 
-def _finish_batch(run, manifest, plugins) -> None:
-    summary = run.write_summary(run.specs[0].output)
-    plugins.after_batch(manifest, summary["pairs"])
-    click.echo("")
-    click.echo(run.table())
-    root = run.specs[0].output.rstrip("/")
-    click.echo(f"\n{', '.join(f'{v} {k}' for k, v in summary['counts'].items())} in {summary['seconds']:.0f}s. "
-               f"Summary: {root}/summary.json, {root}/summary.html")
-
-
 @cli.command(name="plugins", context_settings=CONTEXT_SETTINGS)
 @click.option("--kind", type=click.Choice(list(KINDS)), help="Only this kind of component.")
 @click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Also load the plugin modules this manifest names.")
+@no_manifest_plugins_option
 def plugins_command(kind, manifest_path):
     """List every registered component with its kind and the plugin that registered it.
 
@@ -365,6 +380,7 @@ def plugins_command(kind, manifest_path):
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Apply overrides before checking.")
+@no_manifest_plugins_option
 def validate(manifest_path, sets):
     """Check a manifest without training: syntax, settings, pair names and plugin names.
 
@@ -377,6 +393,8 @@ def validate(manifest_path, sets):
         raise ConfigError(f"{manifest_path}: the manifest lists no pairs.", "Add pairs under `pairs:`.")
     plugins = _plugins(manifest.plugins)
     specs = [manifest.resolve(entry.pair, sets) for entry in manifest.pairs]
+    from .pipeline import check_components
+
     for spec in specs:
         check_components(spec, plugins)
     click.echo(f"{manifest_path}: OK, {len(specs)} pair(s), output {manifest.output}")
@@ -395,8 +413,20 @@ def _register_plugin_commands() -> None:
 
 
 def main(argv=None):
-    _register_plugin_commands()
-    return cli.main(args=argv, prog_name="trainer")
+    """The `trainer` command: TensorFlow's and Ray's start-up noise is kept off the terminal unless
+    -v/--verbose or --debug is given."""
+    from .quiet import VERBOSE_ENV, quiet_stderr
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    if any(a in ("-v", "--verbose", "--debug") for a in args):
+        os.environ[VERBOSE_ENV] = "1"
+    noise = quiet_stderr()
+    try:
+        _register_plugin_commands()
+        return cli.main(args=argv, prog_name="trainer")
+    finally:
+        if noise is not None:
+            noise.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,6 +35,7 @@ DEFAULT_PLUGINS = (
     "trainer_plugins.reporters.trading",
     "trainer_plugins.reporters.summary",
     "trainer_plugins.commands.k8s",
+    "trainer_plugins.commands.download",
 )
 
 ENTRY_POINT_GROUP = "trainer.plugins"
@@ -74,12 +75,14 @@ def get_plugin_manager(
     *,
     load_entry_points: bool = True,
     default_plugins: Iterable[str] = DEFAULT_PLUGINS,
+    manifest_plugins: bool | None = None,
 ) -> pluggy.PluginManager:
     """Build a plugin manager: built-ins, then entry points, then the manifest's modules.
 
     ``TRAINER_LOAD_PLUGINS`` (comma-separated names; empty = none) restricts the
     third-party plugins loaded from entry points; built-ins always load. The manifest's modules
-    load unless ``TRAINER_MANIFEST_PLUGINS=0``, which makes naming one an error.
+    load unless ``manifest_plugins`` is False (default: unless ``TRAINER_MANIFEST_PLUGINS=0``), which
+    makes naming one an error.
     ``TRAINER_TRACE_PLUGINS=1`` prints every hook call to stderr.
     """
     pm = pluggy.PluginManager("trainer")
@@ -108,7 +111,7 @@ def get_plugin_manager(
     for module_name in extra_plugins:  # the manifest asks for these by name: the allow-list does not apply
         if pm.get_plugin(module_name) is not None:
             continue
-        if not manifest_plugins_allowed():
+        if not (manifest_plugins_allowed() if manifest_plugins is None else manifest_plugins):
             raise PluginError(
                 f"The manifest names plugin module {module_name!r}, and importing manifest plugins is "
                 f"turned off ({MANIFEST_PLUGINS_ENV}=0 or --no-manifest-plugins).",

@@ -1,0 +1,410 @@
+"""`BatchRun`: one `trainer batch` from pre-flight to `trainer_after_batch`, in the driver process.
+
+Pre-flight (components, resources, output; no Ray), plan, `trainer_before_batch`, run on Ray,
+`report_batch` on the batch reporters, `trainer_after_batch` whatever happened after the first
+hook. Ray is imported only here, only when a pair is to be trained.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import ConfigError, TrainerError
+from ..manifest import Manifest, PairSpec
+from ..plugins import Plugins
+from ..quiet import verbose
+from ..storage import open_storage
+from . import cluster
+from .planning import (
+    Plan,
+    absolute_paths,
+    check_components_of,
+    check_output,
+    component_problems,
+    data_problems,
+    plan_pair,
+)
+from .worker import FORWARDED_ENV, FORWARDED_PREFIXES, progress_actor, train_in_worker
+
+DEFAULT_BATCH_REPORTERS = ("summary",)
+DEFAULT_SCHEDULE_TIMEOUT = 600
+
+
+@dataclass
+class BatchReport:
+    """What a batch reporter's `report_batch(batch)` receives: the whole batch, one row per pair.
+
+    ``rows`` hold, per selected pair in the manifest's order: ``pair``, ``status`` (trained,
+    skipped, failed, cancelled), ``reason``, ``error``, ``hint``, ``exit_code``, ``seconds``,
+    ``metrics`` (the engine's validation metrics), ``figures`` (``{reporter: headline figures}``),
+    ``artifacts`` (the pair's folder), ``tag`` and ``trained_at`` (ISO-8601 UTC). A skipped
+    pair's metrics, figures and time come from its `_SUCCESS.json`.
+    """
+
+    manifest: Manifest
+    output: str
+    storage: Any
+    started: str
+    finished: str
+    seconds: float
+    interrupted: bool
+    exit_code: int
+    counts: dict[str, int]
+    rows: list[dict] = field(default_factory=list)
+
+
+def _row(pair: str, status: str, reason: str = "", **values: Any) -> dict:
+    row = {"pair": pair, "status": status, "reason": reason, "error": None, "hint": None, "exit_code": None,
+           "seconds": None, "metrics": {}, "figures": {}, "artifacts": None, "tag": None, "trained_at": None}
+    row.update({k: v for k, v in values.items() if k in row})
+    return row
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail at once when nothing listens at a host:port address (ray.init retries for minutes)."""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"Ray address {address!r} is not host:port.",
+                          "For example --address 10.0.0.5:6379 (the port of `ray start --head --port`).")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"Cannot reach the Ray cluster at {address}: {exc.strerror or exc}.",
+                          "Check --address / RAY_ADDRESS: the head's port (`ray start --head --port`, "
+                          "default 6379) must be reachable from here.") from None
+
+
+class BatchRun:
+    """One `trainer batch`: pre-flight, plan, hooks, Ray, batch reporters.
+
+    ``run(force)`` does it all and returns the `BatchReport` (None when it stopped before any pair
+    ran); ``dry_run(force)`` prints the plan and the problems without running anything.
+    """
+
+    def __init__(self, manifest: Manifest, specs: list[PairSpec], plugins: Plugins,
+                 echo: Callable[[str], None] = print, address: str | None = None):
+        self.manifest = manifest
+        self.specs = [absolute_paths(s) for s in specs]
+        self.plugins = plugins
+        self.echo = echo
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.rows: dict[str, dict] = {}
+        self.started = time.time()
+        self.interrupted = False
+
+    @property
+    def output(self) -> str:
+        return self.specs[0].output if self.specs else self.manifest.output
+
+    @property
+    def reporters(self) -> list[str]:
+        return list(self.manifest.batch.get("reporters", DEFAULT_BATCH_REPORTERS))
+
+    @property
+    def schedule_timeout(self) -> float:
+        return float(self.manifest.batch.get("schedule_timeout", DEFAULT_SCHEDULE_TIMEOUT))
+
+    # -- before anything runs ----------------------------------------------------------------
+    def _where(self) -> str:
+        return f"the Ray cluster at {self.address}" if self.address else "this machine"
+
+    def _check_batch_reporters(self) -> None:
+        for name in self.reporters:
+            self.plugins.registry.get("reporter", name)
+
+    def preflight(self) -> None:
+        """Every check that needs no Ray: raise before anything is started or written."""
+        self._check_batch_reporters()
+        check_components_of(self.specs, self.plugins)
+        if not self.address:
+            cluster.check_fit(self.specs, [cluster.this_machine()], self._where())
+        check_output(self.output)
+
+    def plan(self, force: bool) -> list[Plan]:
+        """Train or skip, per pair (reads each pair's marker; writes nothing)."""
+        return [plan_pair(spec, self.plugins, force) for spec in self.specs]
+
+    def dry_run(self, force: bool) -> int:
+        """Print the plan and every problem per pair; return 2 when the batch would not start."""
+        plans = self.plan(force)
+        fatal: list[TrainerError] = []
+        try:
+            self._check_batch_reporters()
+        except TrainerError as exc:
+            fatal.append(exc)
+        nodes = None
+        if self.address:
+            nodes = self._cluster_nodes_for_dry_run(fatal)
+        else:
+            nodes = [cluster.this_machine()]
+        try:
+            check_output(self.output)
+        except TrainerError as exc:
+            fatal.append(exc)
+        self.echo(f"{len(plans)} pair(s) in {self.manifest.path}, output {self.output}:")
+        for p in plans:
+            self.echo(f"  {p.spec.pair:<14} {'would train' if p.action == 'train' else 'would skip'}: {p.reason}")
+            problems = component_problems(p.spec, self.plugins)
+            if problems:
+                fatal.append(ConfigError(f"{p.spec.pair}: {problems[0]}"))
+            if nodes is not None:
+                try:
+                    cluster.check_fit([p.spec], nodes, self._where())
+                except ConfigError as exc:
+                    problems.append(exc.message)
+                    fatal.append(exc)
+            problems += data_problems(p.spec, self.plugins)
+            for problem in problems:
+                self.echo(f"  {'':<14}   problem: {problem}")
+        if fatal:
+            first = fatal[0]
+            raise ConfigError(f"The batch would not start: {first.message}" if len(fatal) == 1 else
+                              f"The batch would not start ({len(fatal)} problems, listed above); the first: "
+                              f"{first.message}", first.hint)
+        return 0
+
+    def _cluster_nodes_for_dry_run(self, fatal: list) -> list | None:
+        try:
+            check_reachable(self.address)
+            import ray
+
+            started_here = self._init_ray(ray)
+            try:
+                if cluster.cluster_autoscales():
+                    return None
+                return cluster.ray_nodes(ray)
+            finally:
+                if started_here:
+                    ray.shutdown()
+        except TrainerError as exc:
+            fatal.append(exc)
+            return None
+
+    # -- the lifecycle -----------------------------------------------------------------------
+    def run(self, force: bool = False) -> BatchReport | None:
+        """The whole batch. ``trainer_after_batch`` runs whenever ``trainer_before_batch`` did."""
+        self.preflight()
+        plans = self.plan(force)
+        self.plugins.before_batch(self.manifest, self.specs)
+        report = None
+        try:
+            try:
+                self._run(plans)
+            except KeyboardInterrupt:
+                self._interrupt({})
+            report = self.report()
+            self._report_batch(report)
+        finally:
+            self.plugins.after_batch(self.manifest, self.ordered())
+        return report
+
+    def _report_batch(self, report: BatchReport) -> None:
+        for name in self.reporters:
+            reporter = self.plugins.create("reporter", name)
+            if hasattr(reporter, "report_batch"):
+                reporter.report_batch(report)
+
+    def _interrupt(self, pending: dict) -> None:
+        import sys
+
+        self.interrupted = True
+        self.echo("Interrupted: cancelling the running pairs; finished pairs keep their artifacts.")
+        if pending:
+            ray = sys.modules.get("ray")
+            for ref, spec in pending.items():
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # cancelling is best effort; the row says what happened
+                    pass
+        for spec in self.specs:
+            if spec.pair not in self.rows:
+                self.rows[spec.pair] = _row(spec.pair, "cancelled", "interrupted (Ctrl-C)",
+                                            error="cancelled before it finished")
+
+    # -- progress ----------------------------------------------------------------------------
+    def _line(self, state: str, pair: str, detail: str, total: int) -> None:
+        finished = [r for r in self.rows.values() if r["status"] in ("trained", "failed")]
+        failed = sum(r["status"] == "failed" for r in finished)
+        skipped = sum(r["status"] == "skipped" for r in self.rows.values())
+        elapsed = time.time() - self.started
+        to_run = total - skipped
+        eta = ""
+        if finished and len(finished) < to_run:
+            eta = f", ETA {_clock(elapsed / len(finished) * (to_run - len(finished)))}"
+        self.echo(f"[{_clock(elapsed)}] {state:<9} {pair:<14} {detail}  ({len(finished)}/{to_run} done, "
+                  f"{failed} failed{eta})")
+
+    # -- running -----------------------------------------------------------------------------
+    def _skipped_row(self, p: Plan) -> dict:
+        marker = p.marker or {}
+        return _row(p.spec.pair, "skipped", p.reason, metrics=dict(marker.get("metrics") or {}),
+                    figures=dict(marker.get("figures") or {}), artifacts=open_storage(p.spec.output).url(p.spec.pair),
+                    tag=p.spec.tag, trained_at=marker.get("finished"))
+
+    def _run(self, plans: list[Plan]) -> None:
+        total = len(plans)
+        for p in plans:
+            if p.action == "skip":
+                self.rows[p.spec.pair] = self._skipped_row(p)
+                self.echo(f"[{_clock(0)}] skipped   {p.spec.pair:<14} {p.reason}")
+        todo = [p for p in plans if p.action == "train"]
+        if not todo:
+            return
+        check_reachable(self.address)
+        import ray
+
+        started_here = self._init_ray(ray)
+        pending: dict = {}
+        try:
+            if self.address and not cluster.cluster_autoscales():
+                cluster.check_fit([p.spec for p in todo], cluster.ray_nodes(ray), self._where())
+            progress = progress_actor(ray)
+            task = ray.remote(max_calls=1)(train_in_worker)
+            retries = int(self.manifest.batch.get("max_retries", 2))
+            submitted = time.time()
+            for p in todo:
+                ref = task.options(
+                    num_cpus=p.spec.resources.cpus, num_gpus=p.spec.resources.gpus, max_retries=retries,
+                    retry_exceptions=False, name=f"train {p.spec.pair}",
+                ).remote(p.spec.to_dict(), progress)
+                pending[ref] = p.spec
+            resources = ray.cluster_resources()
+            self.echo(f"Submitted {len(pending)} pair(s) to Ray "
+                      f"({resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)")
+            running: set[str] = set()
+            waited: dict[str, float] = {}
+            try:
+                while pending:
+                    ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                    for state, pair, _ in ray.get(progress.drain.remote()):
+                        running.add(pair)
+                        self._line(state, pair, "started", total)
+                    for ref in ready:
+                        spec = pending.pop(ref)
+                        running.add(spec.pair)
+                        self._collect(ray, ref, spec, total, retries)
+                    self._report_waiting(ray, pending, running, waited, submitted, total)
+            except KeyboardInterrupt:
+                self._interrupt(pending)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def _report_waiting(self, ray, pending: dict, running: set, waited: dict, submitted: float, total: int) -> None:
+        """A pair Ray has not started within batch.schedule_timeout gets a line, once per timeout."""
+        now = time.time()
+        timeout = self.schedule_timeout
+        for spec in pending.values():
+            if spec.pair in running:
+                continue
+            last = waited.get(spec.pair, submitted)
+            if now - last < timeout:
+                continue
+            waited[spec.pair] = now
+            free = ray.available_resources()
+            total_res = ray.cluster_resources()
+            self._line("waiting", spec.pair,
+                       f"not started after {_clock(now - submitted)}: waits for {spec.resources.cpus:g} CPU(s) "
+                       f"and {spec.resources.gpus:g} GPU(s); free now {free.get('CPU', 0):g} of "
+                       f"{total_res.get('CPU', 0):g} CPUs, {free.get('GPU', 0):g} of {total_res.get('GPU', 0):g} GPUs",
+                       total)
+
+    def _init_ray(self, ray) -> bool:
+        if ray.is_initialized():
+            return False
+        env = {k: v for k, v in os.environ.items() if k in FORWARDED_ENV or k.startswith(FORWARDED_PREFIXES)}
+        level = logging.INFO if verbose() else logging.ERROR  # Ray's start-up and token lines
+        try:
+            if self.address:
+                ray.init(address=self.address, runtime_env={"env_vars": env} if env else None,
+                         log_to_driver=True, logging_level=level)
+            else:
+                # a local Ray started on demand; its workers inherit this process's environment
+                ray.init(include_dashboard=False, log_to_driver=True, logging_level=level,
+                         num_cpus=cluster.local_num_cpus())
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigError(
+                f"Cannot connect to the Ray cluster at {self.address or 'a new local Ray'}: {exc}",
+                "Check --address / RAY_ADDRESS (e.g. 127.0.0.1:6379 or ray://host:10001), or leave it out "
+                "to start a local Ray; a cluster with token authentication also needs RAY_AUTH_MODE=token "
+                "and its RAY_AUTH_TOKEN.",
+            ) from exc
+        return True
+
+    def _collect(self, ray, ref, spec: PairSpec, total: int, retries: int) -> None:
+        try:
+            out = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:
+            row = _row(spec.pair, "cancelled", "cancelled", error="cancelled before it finished")
+        except ray.exceptions.RayError as exc:  # the worker died (killed, out of memory...) every try
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            row = _row(spec.pair, "failed", "system failure",
+                       error=f"the worker died ({type(exc).__name__}) after {retries + 1} attempt(s): {first}",
+                       hint="Look for out-of-memory kills; lower train.batch_size or raise batch.max_retries.",
+                       exit_code=1)
+        else:
+            row = _row(spec.pair, out["status"], **{k: v for k, v in out.items() if k not in ("pair", "status")})
+        self.rows[spec.pair] = row
+        if row["status"] == "trained":
+            m = row["metrics"]
+            detail = f"val_accuracy {m['val_accuracy']:.4f}, {m['epochs']} epoch(s), {row['seconds']:.1f}s"
+        else:
+            detail = row["error"] or row["status"]
+        self._line(row["status"], spec.pair, detail, total)
+
+    # -- results -----------------------------------------------------------------------------
+    def ordered(self) -> list[dict]:
+        """One row per selected pair, in the manifest's order (not run: cancelled, not started)."""
+        return [self.rows.get(s.pair) or _row(s.pair, "cancelled", "not started") for s in self.specs]
+
+    def exit_code(self) -> int:
+        """130 after Ctrl-C, 1 when a pair failed or was cancelled, else 0."""
+        if self.interrupted:
+            return 130
+        return 1 if any(r["status"] in ("failed", "cancelled") for r in self.ordered()) else 0
+
+    def report(self) -> BatchReport:
+        """The batch as the batch reporters see it."""
+        rows = self.ordered()
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        return BatchReport(
+            manifest=self.manifest, output=self.output, storage=open_storage(self.output),
+            started=_iso(self.started), finished=_iso(time.time()), seconds=time.time() - self.started,
+            interrupted=self.interrupted, exit_code=self.exit_code(), counts=counts, rows=rows,
+        )
+
+    def table(self) -> str:
+        """The table the CLI prints at the end: one line per pair."""
+        rows = [("PAIR", "STATUS", "EPOCHS", "VAL_ACC", "VAL_LOSS", "TIME", "ARTIFACTS / ERROR")]
+        for r in self.ordered():
+            m = r["metrics"] or {}
+            rows.append((
+                r["pair"], r["status"], str(m.get("epochs", "")),
+                f"{m['val_accuracy']:.4f}" if m.get("val_accuracy") is not None else "",
+                f"{m['val_loss']:.4f}" if m.get("val_loss") is not None else "",
+                f"{r['seconds']:.0f}s" if r["seconds"] is not None else "",
+                r["artifacts"] if r["status"] in ("trained", "skipped") else (r["error"] or r["reason"]),
+            ))
+        widths = [max(len(row[i]) for row in rows) for i in range(6)]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:6], widths)) + "  " + str(row[6]) for row in rows)

@@ -1,0 +1,108 @@
+"""The code that runs inside a Ray task: one pair, trained where Ray placed it.
+
+Nothing here blocks on Ray: a task that waits in `ray.get` (or a blocking queue put) lends its
+CPUs back to Ray, which then starts another pair on them and oversubscribes the node.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+import traceback
+from typing import Any
+
+from ..errors import TrainerError
+from ..manifest import PairSpec
+from ..plugins import LOAD_PLUGINS_ENV, MANIFEST_PLUGINS_ENV, TRACE_PLUGINS_ENV, Plugins
+from ..quiet import VERBOSE_ENV
+
+#: environment a worker needs to load the same plugins and reach the same storage as the driver
+#: (object-store endpoints and regions; credentials are deliberately not forwarded)
+FORWARDED_ENV = (LOAD_PLUGINS_ENV, TRACE_PLUGINS_ENV, MANIFEST_PLUGINS_ENV, VERBOSE_ENV, "PYTHONPATH",
+                 "TF_CPP_MIN_LOG_LEVEL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION",
+                 "AWS_REGION")
+FORWARDED_PREFIXES = ("FSSPEC_",)
+
+
+def configure_tensorflow_threads(cpus: float) -> int:
+    """TensorFlow's thread pools sized to the task's CPUs; call before TensorFlow does any work.
+
+    Ray's OMP_NUM_THREADS does not reach TensorFlow's own pools; without this, two pairs on two
+    cores contend for every core and gain nothing over running one after the other.
+    """
+    from ..windows import THREADS_ENV
+
+    threads = max(1, int(cpus))
+    os.environ[THREADS_ENV] = str(threads)
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # already initialised in this process: the env vars above applied
+        pass
+    return threads
+
+
+def progress_actor(ray):
+    """The driver's inbox for "a pair started": an actor that only collects, never blocks a task."""
+
+    @ray.remote(num_cpus=0)
+    class Progress:
+        def __init__(self):
+            self.events: list[tuple[str, str, float]] = []
+
+        def started(self, pair: str, when: float) -> None:
+            self.events.append(("running", pair, when))
+
+        def drain(self) -> list[tuple[str, str, float]]:
+            events, self.events = self.events, []
+            return events
+
+    return Progress.remote()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def train_in_worker(spec_dict: dict, progress: Any = None) -> dict:
+    """Train one pair; return its outcome row (errors included, never raised, so others go on)."""
+    from ..pipeline import run_pair
+
+    spec = PairSpec.from_dict(spec_dict)
+    started = time.time()
+    if progress is not None:
+        try:
+            progress.started.remote(spec.pair, started)  # fire and forget: no ray.get in a task
+        except Exception:  # progress is best effort; training is not
+            pass
+    try:
+        configure_tensorflow_threads(spec.resources.cpus)
+        plugins = Plugins.load(spec.plugins)
+        result = run_pair(spec, plugins, echo=lambda m: print(f"[{spec.pair}] {m}", flush=True))
+        return {
+            "pair": spec.pair, "status": "trained", "reason": "trained", "seconds": time.time() - started,
+            "artifacts": result.pair_dir, "tag": spec.tag, "metrics": _metrics(result),
+            "figures": dict(getattr(result, "figures", None) or {}), "trained_at": _now(),
+        }
+    except TrainerError as exc:
+        return {"pair": spec.pair, "status": "failed", "reason": "error", "seconds": time.time() - started,
+                "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
+    except Exception as exc:  # an unexpected error still fails only this pair
+        return {"pair": spec.pair, "status": "failed", "reason": "error", "seconds": time.time() - started,
+                "error": f"{type(exc).__name__}: {exc}", "hint": "See the worker's traceback above.",
+                "exit_code": 1, "traceback": traceback.format_exc()}
+
+
+def _metrics(result: Any) -> dict:
+    """The engine's metrics of a trained pair (`PairResult.summary_metrics()` where it has them)."""
+    if hasattr(result, "summary_metrics"):
+        return dict(result.summary_metrics())
+    val = result.validation.summary()
+    return {"val_accuracy": val["accuracy"], "val_loss": val["loss"], "val_samples": val["samples"],
+            "epochs": len(result.history.get("loss", [])), "best_epoch": result.best_epoch()}
