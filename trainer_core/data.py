@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
+from .storage import file_sha256  # noqa: F401 (the one implementation; `trainer_core.file_sha256`)
 
 FEATURE_NAMES = (
     "high_change",
@@ -67,14 +68,6 @@ class PairData:
 
 def _iso(ts: np.datetime64) -> str:
     return str(np.datetime_as_string(ts.astype("datetime64[ms]"), unit="s")) + "Z"
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
 
 
 def validate_pair_data(data: PairData, where: str) -> PairData:

@@ -2,34 +2,36 @@
 
 from __future__ import annotations
 
-import json
-
-from .artifacts import STAGING, SUCCESS
+from .artifacts import STAGING, SUCCESS, MarkerError, read_marker
 from .manifest import PAIR_RE
-from .storage import open_storage
+from .storage import Storage, open_storage
 
 
-def verify_pair(storage, pair: str) -> list[str]:
-    """The problems of one pair folder (empty: complete and intact)."""
+def verify_pair(storage: Storage, pair: str) -> list[str]:
+    """The problems of one pair folder (empty: complete and intact).
+
+    The marker must be valid (`read_marker`: schema, plain names, every engine file listed) and
+    every file it lists present with its checksum and size.
+    """
     raw = storage.read_bytes(f"{pair}/{SUCCESS}")
     if raw is None:
         return [f"no {SUCCESS}: the run did not complete"]
     try:
-        marker = json.loads(raw)
-        artifacts = marker["artifacts"]
-    except (ValueError, KeyError, TypeError):
-        return [f"{SUCCESS} is unreadable"]
+        marker = read_marker(raw, storage.url(pair))
+    except MarkerError as exc:
+        return [f"{SUCCESS} is unreadable: {exc.reason}"]
     problems = []
-    for name, info in sorted(artifacts.items()):
+    for name, info in sorted(marker["artifacts"].items()):
         actual = storage.sha256(f"{pair}/{name}")
         if actual is None:
             problems.append(f"{name} is missing")
-        elif actual != info.get("sha256"):
+        elif actual != info["sha256"]:
             problems.append(f"{name} does not match its checksum")
     return problems
 
 
-def pair_folders(storage) -> list[str]:
+def pair_folders(storage: Storage) -> list[str]:
+    """The names of the pair folders under the root (staging and other files left out)."""
     if storage.is_local:
         if not storage.path.is_dir():
             return []
@@ -43,5 +45,6 @@ def pair_folders(storage) -> list[str]:
 
 
 def verify_output(output: str) -> list[tuple[str, list[str]]]:
+    """``[(pair, problems)]`` for every pair folder under ``output``."""
     storage = open_storage(output)
     return [(pair, verify_pair(storage, pair)) for pair in pair_folders(storage)]
