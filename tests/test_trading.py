@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +129,62 @@ def test_without_returns_and_with_no_predictions_of_a_side():
     assert report["break_even"]["LONG"]["precision"] is None and report["break_even"]["LONG"]["edge"] is None
     assert report["break_even"]["LONG"]["break_even_win_rate"] == 0.5
     assert all(r["LONG"]["signals"] == 0 and r["SHORT"]["signals"] == 0 for r in report["thresholds"])
+
+
+REAL_CANDLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "ohlcv"
+SMALL_REAL_RUN = [
+    "--set", "data.loader=ohlcv", "--set", "data.start=2025-05-10", "--set", "data.end=2025-05-12",
+    "--set", "train.sequence_length=8", "--set", "train.batch_size=128", "--set", "model.params.lstm_units=[4]",
+    "--set", "model.params.dense_units=[4]", "--set", "balance.min_per_class=0",
+    "--set", "labels.future_window=30", "--set", "labels.take_profit_pct=0.4", "--set", "labels.stop_loss_pct=0.3",
+    "--set", "features.ma_short=60", "--set", "features.ma_long=600", "--set", "split.test=0.2",
+    "--set", "split.min_validation_targets=200", "--set", "train.verbose=0",
+]
+SIMULATION_KEYS = {"threshold", "fee_pct", "trades", "n_trades", "win_rate", "total_net_return", "max_drawdown",
+                   "sharpe_per_trade"}
+
+
+@pytest.mark.slow
+def test_real_pair_report_shows_its_simulation_on_the_test_slice(tmp_path, trainer):
+    if not (REAL_CANDLES / "ETHUSDT-1m.parquet").exists():
+        pytest.skip("no real candles in ../shared/data/ohlcv")
+    result = trainer("run", "--pair", "ETHUSDT", "--data", REAL_CANDLES, "--output", tmp_path, "--epochs", "1",
+                     *SMALL_REAL_RUN)
+    assert result.exit_code == 0, result.output
+    pair_dir = tmp_path / "ETHUSDT"
+    tag = "ETHUSDT_FW030_SL030_TP040"
+    report = json.loads((pair_dir / f"trading_{tag}.json").read_text())
+    assert report["split"] == "test" and report["threshold_choice"]["measured_on"] == "test"
+    sim = report["simulation"]
+    assert SIMULATION_KEYS <= set(sim) and sim["slice"] == "test"
+    assert sim["n_trades"] == len(sim["trades"]) > 0
+    assert set(sim["trades"][0]) == {"side", "entry_time", "exit_time", "gross_return", "net_return"}
+    assert sim["total_net_return"] == pytest.approx(sum(t["net_return"] for t in sim["trades"]))
+    assert all(a["exit_time"] < b["entry_time"] for a, b in zip(sim["trades"], sim["trades"][1:]))
+    rnd = sim["baselines"]["random_entry"]
+    assert rnd["n_trades"] == sim["n_trades"] and 0 < rnd["p_value"] <= 1
+    page = (pair_dir / f"trading_{tag}.html").read_text()
+    assert "Trade simulation (test slice)" in page and 'id="simulation-chart" src="data:image/png;base64,' in page
+    assert "p-value, better than random timing" in page and "Test slice</b>, untouched" in page
+    figures = json.loads((pair_dir / "_SUCCESS.json").read_text())["figures"]["trading"]
+    assert figures["simulation"]["n_trades"] == sim["n_trades"]
+    assert figures["simulation"]["random_entry_p_value"] == rnd["p_value"]
+    assert figures["LONG"]["n"] == report["break_even"]["LONG"]["n"]
+    assert figures["report"] == f"trading_{tag}.html"
+
+
+@pytest.mark.slow
+def test_report_without_test_slice_or_returns_says_so(tmp_path, trainer, inputs):
+    from conftest import tiny_args
+
+    result = trainer("run", "--pair", "ETHUSDT", "--data", inputs, "--output", tmp_path, *tiny_args(1),
+                     "--set", "split.min_validation_targets=50")
+    assert result.exit_code == 0, result.output
+    page = next((tmp_path / "ETHUSDT").glob("trading_*.html")).read_text()
+    report = json.loads(next((tmp_path / "ETHUSDT").glob("trading_*.json")).read_text())
+    assert report["split"] == "validation" and "chosen and measured on the same" in report["threshold_choice"]["note"]
+    assert "thresholds are chosen and measured on the same rows" in page
+    assert report["simulation"] == {"available": False,
+                                    "reason": "the data carry no realised returns (long_return / short_return)"}
+    assert "No simulation: the data carry no realised returns" in page
+    assert "simulation-chart" not in page

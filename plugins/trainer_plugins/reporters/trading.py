@@ -1,8 +1,8 @@
 """Reporter `trading`: does the model's signal beat doing nothing, after costs?
 
-On the test slice when there is one, else the whole validation set: classification scores next to two baselines (always HOLD, and a
-random guess at the training period's class mix), LONG / SHORT precision against the break-even
-win rate, signals and their realised returns per confidence threshold, and a calibration table.
+On the test slice when there is one (else the whole validation set): classification scores next to
+two baselines, LONG / SHORT precision with its count and Wilson interval against the break-even
+win rate, signals per confidence threshold, a trade simulation with its baselines, calibration.
 Writes ``trading_{tag}.json``, ``trading_{tag}.png`` and a page ``trading_{tag}.html``.
 """
 
@@ -465,7 +465,7 @@ def _simulation_html(sim: dict, chart_png: str | None) -> str:
     if not sim.get("available"):
         return f"<h2>Trade simulation</h2><p><i>No simulation: {esc(sim['reason'])}.</i></p>"
     bh, rnd = sim["baselines"]["buy_and_hold"], sim["baselines"]["random_entry"]
-    thr = "the arg-max class (no threshold)" if sim["threshold"] is None else f"probability >= {sim['threshold']:g}"
+    thr = "the arg-max class, no threshold" if sim["threshold"] is None else f"probability >= {sim['threshold']:g}"
     lo, hi = sim["win_rate_wilson"]
     win = "-" if sim["win_rate"] is None else f"{sim['win_rate']:.3f} (95 % {lo:.3f}-{hi:.3f}, n = {sim['n_trades']:,})"
     rows = [
