@@ -137,6 +137,8 @@ def test_verdicts():
     v = precision_verdict(18, 40, 0.4)
     assert v["verdict"] == "does not beat break-even" and v["wilson_low"] < 0.4 < v["precision"]
     assert v["p_value"] > 0.05
+    # the figures docs/evaluation.md quotes
+    assert (v["wilson_low"], v["wilson_high"], v["p_value"]) == pytest.approx((0.307, 0.602, 0.311), abs=5e-4)
     strong = precision_verdict(70, 100, 0.4)
     assert strong["verdict"] == "beats break-even" and strong["wilson_low"] > 0.4 and strong["p_value"] < 1e-6
     assert precision_verdict(9, 12, 0.4, min_signals=10)["verdict"] == "beats break-even"
