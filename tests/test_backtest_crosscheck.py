@@ -15,7 +15,11 @@ import numpy as np
 import pytest
 
 from trainer_core.data import FEATURE_NAMES
-from trainer_core.features import LabelParams, compute_features, compute_labels
+try:  # the seed's features and tp-sl labels, wherever the code base keeps them
+    from trainer_plugins.features.seed import compute_features
+    from trainer_plugins.labelers.tp_sl import LabelParams, compute_labels
+except ImportError:
+    from trainer_core.features import LabelParams, compute_features, compute_labels
 from trainer_plugins.loaders.synthetic import simulate as simulate_candles
 from trainer_plugins.reporters.trade_stats import Barriers, exit_offsets, price_path, simulate
 

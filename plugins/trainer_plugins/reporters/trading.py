@@ -316,10 +316,19 @@ def simulation_for(result, ev, fee_pct: float, threshold: float | None, seed: in
     if path is None:
         return {"available": False,
                 "reason": "the data lack close_change / high_change / low_change, so exit candles are unknown"}, None
+    method = spec.labels.get("method", "tp-sl")
+    if method != "tp-sl":
+        return {"available": False,
+                "reason": f"exit candles are known for the tp-sl labeler only (labels.method is {method!r})"}, None
     close, high, low = path
     rows = np.asarray(ev.rows, dtype=np.int64)
-    barriers = Barriers(spec.labels.future_window, spec.labels.take_profit_pct, spec.labels.stop_loss_pct,
-                        spec.short_take_profit_pct, spec.short_stop_loss_pct)
+    # the barriers the data were labelled with (a training-ready file's own), else the run's
+    lp = {**{"future_window": spec.labels.future_window, "take_profit_pct": spec.labels.take_profit_pct,
+             "stop_loss_pct": spec.labels.stop_loss_pct, "short_take_profit_pct": spec.short_take_profit_pct,
+             "short_stop_loss_pct": spec.short_stop_loss_pct},
+          **{k: v for k, v in (data.label_params or {}).items() if v is not None}}
+    barriers = Barriers(int(lp["future_window"]), float(lp["take_profit_pct"]), float(lp["stop_loss_pct"]),
+                        float(lp["short_take_profit_pct"]), float(lp["short_stop_loss_pct"]))
     long_r = np.asarray(data.long_return, dtype=np.float64)
     short_r = np.asarray(data.short_return, dtype=np.float64)
     off_long, off_short, adjusted = exit_offsets(close, high, low, rows, barriers, long_r, short_r)
