@@ -549,3 +549,32 @@ def test_object_store_access_problems_are_one_line_each(s3):
     missing = f"s3://no-such-bucket-{os.getpid()}/runs"
     r = _check_in_process_env(missing, s3, **s3.creds)
     assert r.returncode == 1 and r.stdout.startswith(f"ERROR The output's bucket does not exist: {missing}."), r.stdout + r.stderr
+
+
+# -- end to end: a backup cut short by a full disk ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_run_after_a_backup_cut_short_starts_over(trainer, inputs, tmp_path):
+    """What a full disk during Keras' backup leaves (the attempt record, a 0-byte weights file, the
+    epoch record) made every later run 'resume' and fail with 'file signature not found'."""
+    from conftest import tiny_args
+
+    out = tmp_path / "out"
+    first = trainer("run", "--pair", "ETHUSDT", "--data", inputs, "--output", out, *tiny_args())
+    assert first.exit_code == 0, first.output
+    marker = json.loads((out / "ETHUSDT" / SUCCESS).read_text())
+    staged = out / ".trainer-staging" / "ETHUSDT"
+    (staged / BACKUP).mkdir(parents=True)
+    (staged / ATTEMPT).write_text(json.dumps({"config_hash": marker["config_hash"], "data_sha256": marker["data_sha256"]}))
+    (staged / BACKUP / "latest.weights.h5").write_bytes(b"")
+    (staged / BACKUP / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    (staged / "epochs.partial.json").write_text('{"0": {"loss": 1.0, "seconds": 1.0, "train_seconds": 1.0}}')
+
+    again = trainer("run", "--pair", "ETHUSDT", "--data", inputs, "--output", out, *tiny_args())
+    assert again.exit_code == 0, again.output
+    assert ("Warning: ETHUSDT: the backup of the interrupted run cannot be read (backup/latest.weights.h5 is empty); "
+            "discarding it and starting over.") in again.output
+    assert "Resuming" not in again.output and "file signature" not in again.output
+    assert trainer("verify", out).exit_code == 0
+    assert not (out / ".trainer-staging").exists()
