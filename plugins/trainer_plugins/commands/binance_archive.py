@@ -1,0 +1,340 @@
+"""Binance's public kline archive (data.binance.vision): which archives cover a period, and fetching
+them in parallel, each verified against its .CHECKSUM, resumable, with nothing unverified left
+looking complete. `trainer download` (download.py) is the command around it.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import http.client
+import os
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Callable, Iterable
+
+DEFAULT_BASE_URL = "https://data.binance.vision"
+BASE_URL_ENV = "TRAINER_DOWNLOAD_URL"
+TIMEOUT_ENV = "TRAINER_DOWNLOAD_TIMEOUT"
+MARKET_PATHS = {"spot": "spot", "futures-um": "futures/um"}
+#: the kline intervals the archive publishes
+TIMEFRAMES = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w")
+CHUNK = 256 * 1024
+TIMEOUT = 30.0
+#: network errors are retried this many times, after 0.5 s, 1 s, 2 s, ...
+RETRIES = 4
+BACKOFF = 0.5
+SHA256_RE = re.compile(r"^\s*([0-9a-fA-F]{64})\b")
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One zip of the archive: a month or a day of one pair's klines."""
+
+    pair: str
+    period: str  # 2024-01 (monthly) or 2024-01-15 (daily)
+    name: str  # BTCUSDT-1m-2024-01.zip
+    url: str
+    path: Path  # where the verified file is kept
+
+    @property
+    def monthly(self) -> bool:
+        return len(self.period) == 7
+
+    @property
+    def checksum_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".CHECKSUM")
+
+    @property
+    def part_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".part")
+
+
+@dataclass
+class Outcome:
+    """What became of one archive: kept (verified earlier), fetched, missing (not published) or failed."""
+
+    archive: Archive
+    status: str
+    bytes: int = 0
+    requests: int = 0
+    error: str = ""
+
+
+@dataclass
+class PairReport:
+    pair: str
+    folder: Path
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def by_status(self, status: str) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+
+class Missing(Exception):
+    """The archive answers 404: not published (a pair listed later, a day not yet out)."""
+
+
+class Failed(Exception):
+    """An archive that cannot be had: a checksum that does not match twice, an HTTP error, a network down."""
+
+
+class Stopped(Exception):
+    """The run was interrupted; the .part file stays for the next run to resume."""
+
+
+def base_url(option: str | None = None) -> str:
+    return (option or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+
+
+def pair_folder(output: Path, pair: str, market: str) -> Path:
+    """`{output}/{PAIR}/` for spot, `{output}/futures/{PAIR}/` for USDⓈ-M futures (freqtrade's layout)."""
+    return output / pair if market == "spot" else output / "futures" / pair
+
+
+def archive(base: str, market: str, pair: str, timeframe: str, period: str, folder: Path) -> Archive:
+    kind = "monthly" if len(period) == 7 else "daily"
+    name = f"{pair}-{timeframe}-{period}.zip"
+    url = f"{base}/data/{MARKET_PATHS[market]}/{kind}/klines/{pair}/{timeframe}/{name}"
+    return Archive(pair, period, name, url, folder / name)
+
+
+def _months(start: date, end: date) -> Iterable[tuple[date, date]]:
+    y, m = start.year, start.month
+    while date(y, m, 1) <= end:
+        yield date(y, m, 1), date(y, m, calendar.monthrange(y, m)[1])
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+
+
+def _days(first: date, last: date) -> Iterable[date]:
+    d = first
+    while d <= last:
+        yield d
+        d += timedelta(days=1)
+
+
+def _verified(a: Archive) -> bool:
+    """The file is there with the checksum it was verified against (no request needed)."""
+    if not (a.path.is_file() and a.checksum_path.is_file()):
+        return False
+    expected = parse_checksum(a.checksum_path.read_text(errors="replace"))
+    return expected is not None and file_sha256(a.path) == expected
+
+
+def plan(pair: str, start: date, end: date, timeframe: str, market: str, base: str, folder: Path) -> list[Archive]:
+    """The archives covering [start, end], each candle in one of them.
+
+    A month wholly inside the period comes from its monthly archive, unless the folder already
+    holds that month's daily archives (a period extended day by day keeps going daily, so what was
+    fetched is not fetched again inside a bigger file). A month whose monthly archive is already
+    in the folder needs nothing else. The rest comes from daily archives.
+    """
+    out = []
+    for month_first, month_last in _months(start, end):
+        first, last = max(start, month_first), min(end, month_last)
+        monthly = archive(base, market, pair, timeframe, month_first.strftime("%Y-%m"), folder)
+        daily_here = folder.is_dir() and any(
+            p.name.startswith(f"{pair}-{timeframe}-{month_first:%Y-%m}-") and p.name.endswith(".zip")
+            for p in folder.iterdir())
+        whole = first == month_first and last == month_last
+        if monthly.path.is_file() or (whole and not daily_here):
+            out.append(monthly)
+        else:
+            out.extend(archive(base, market, pair, timeframe, f"{d:%Y-%m-%d}", folder) for d in _days(first, last))
+    return out
+
+
+def daily_for(a: Archive, start: date, end: date, timeframe: str, market: str, base: str) -> list[Archive]:
+    """The daily archives standing in for a monthly one that is not published (yet)."""
+    y, m = int(a.period[:4]), int(a.period[5:7])
+    first = max(start, date(y, m, 1))
+    last = min(end, date(y, m, calendar.monthrange(y, m)[1]))
+    return [archive(base, market, a.pair, timeframe, f"{d:%Y-%m-%d}", a.path.parent) for d in _days(first, last)]
+
+
+def parse_checksum(text: str) -> str | None:
+    """`<sha256 hex>  <file name>` -> the lower-case hex digest."""
+    match = SHA256_RE.match(text)
+    return match[1].lower() if match else None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Fetcher:
+    """Fetches archives with urllib, one thread per job; safe to call `fetch` from several threads."""
+
+    def __init__(self, *, timeout: float | None = None, retries: int = RETRIES, backoff: float = BACKOFF,
+                 on_bytes: Callable[[int], None] | None = None):
+        self.timeout = timeout if timeout is not None else float(os.environ.get(TIMEOUT_ENV) or TIMEOUT)
+        self.retries = retries
+        self.backoff = backoff
+        self.on_bytes = on_bytes or (lambda n: None)
+        self.stop = threading.Event()
+
+    # -- one archive -------------------------------------------------------------------------
+
+    def fetch(self, a: Archive) -> Outcome:
+        out = Outcome(a, "kept")
+        try:
+            if _verified(a):
+                return out
+            a.path.parent.mkdir(parents=True, exist_ok=True)
+            for attempt in (1, 2):  # a checksum mismatch is fetched once more from scratch
+                expected = self._checksum(a, out)
+                if a.path.is_file() and file_sha256(a.path) == expected:  # a file put there by hand
+                    self._keep_checksum(a, expected)
+                    return out
+                self._remove(a.path, a.checksum_path)
+                got = self._download(a, out)
+                if got == expected:
+                    self._keep_checksum(a, expected)
+                    os.replace(a.part_path, a.path)
+                    out.status = "fetched"
+                    return out
+                a.part_path.unlink(missing_ok=True)
+            raise Failed(f"{a.name}: the download does not match its .CHECKSUM, twice "
+                         f"(expected sha256 {expected[:12]}…, got {got[:12]}…); nothing was kept.")
+        except Missing:
+            out.status = "missing"
+        except Failed as exc:
+            self._remove(a.path, a.checksum_path, a.part_path)
+            out.status, out.error = "failed", str(exc)
+        except Stopped:
+            out.status, out.error = "failed", "interrupted"
+        except OSError as exc:  # the output folder: full, read-only, ...
+            out.status, out.error = "failed", f"{a.name}: cannot write {a.path.parent}: {exc.strerror or exc}."
+        return out
+
+    def _checksum(self, a: Archive, out: Outcome) -> str:
+        body = self._retrying(lambda: self._get_small(a.url + ".CHECKSUM", out), a.name + ".CHECKSUM")
+        expected = parse_checksum(body.decode("utf-8", errors="replace"))
+        if expected is None:
+            raise Failed(f"{a.name}.CHECKSUM: not a sha256 checksum line ({body[:60]!r}).")
+        return expected
+
+    def _keep_checksum(self, a: Archive, expected: str) -> None:
+        tmp = a.checksum_path.with_name(f".{a.checksum_path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp.write_text(f"{expected}  {a.name}\n")
+        os.replace(tmp, a.checksum_path)
+
+    @staticmethod
+    def _remove(*paths: Path) -> None:
+        for p in paths:
+            p.unlink(missing_ok=True)
+
+    def _download(self, a: Archive, out: Outcome) -> str:
+        """The archive into `name.part`, resumed from what an earlier try left; its sha256."""
+        self._retrying(lambda: self._get_to_part(a, out), a.name)
+        return file_sha256(a.part_path)
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def _open(self, url: str, out: Outcome, headers: dict | None = None):
+        if self.stop.is_set():
+            raise Stopped()
+        out.requests += 1
+        request = urllib.request.Request(url, headers={"User-Agent": "pair-trainer", **(headers or {})})
+        return urllib.request.urlopen(request, timeout=self.timeout)
+
+    def _get_small(self, url: str, out: Outcome) -> bytes:
+        with self._open(url, out) as response:
+            body = response.read()
+            length = response.headers.get("Content-Length")
+            if length is not None and len(body) < int(length):
+                raise http.client.IncompleteRead(body, int(length) - len(body))
+            return body
+
+    def _get_to_part(self, a: Archive, out: Outcome) -> None:
+        part = a.part_path
+        have = part.stat().st_size if part.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        try:
+            response = self._open(a.url, out, headers)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and have:  # the part is already whole: the checksum decides
+                return
+            raise
+        with response:
+            if response.status == 206:
+                mode = "ab"
+            else:  # 200: the server sends the whole file
+                mode, have = "wb", 0
+            length = response.headers.get("Content-Length")
+            remaining = int(length) if length is not None else None
+            got = 0
+            with open(part, mode) as f:
+                while True:
+                    if self.stop.is_set():
+                        raise Stopped()
+                    block = response.read1(CHUNK)  # what has arrived, so a stalled transfer still lands on disk
+                    if not block:
+                        break
+                    f.write(block)
+                    f.flush()
+                    got += len(block)
+                    self.on_bytes(len(block))
+            if remaining is not None and got < remaining:  # the connection closed early: resume
+                raise http.client.IncompleteRead(b"", remaining - got)
+
+    def _retrying(self, call, what: str):
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    raise Missing() from None
+                if exc.code not in (408, 429) and exc.code < 500:
+                    raise Failed(f"{what}: the server answered HTTP {exc.code} {exc.reason}.") from None
+                error = f"HTTP {exc.code} {exc.reason}"
+            except (urllib.error.URLError, http.client.HTTPException, socket.timeout, TimeoutError,
+                    ConnectionError) as exc:
+                reason = getattr(exc, "reason", None) or exc
+                error = f"{type(exc).__name__}: {reason}" if str(reason) else type(exc).__name__
+            if attempt == self.retries:
+                raise Failed(f"{what}: network error after {attempt + 1} tries ({error}).")
+            if self.stop.wait(self.backoff * 2 ** attempt):
+                raise Stopped()
+        raise AssertionError("unreachable")
+
+
+def run(archives: list[Archive], fetcher: Fetcher, jobs: int, *, fallback: Callable[[Archive], list[Archive]],
+        on_done: Callable[[Outcome, int], None] = lambda o, added: None,
+        on_tick: Callable[[], None] = lambda: None) -> list[Outcome]:
+    """Fetch every archive with `jobs` threads; a monthly archive that is missing is replaced by
+    `fallback(archive)` (its days). `on_done(outcome, added)` runs in the calling thread, with the
+    number of archives the fallback added; `on_tick` about 5 times a second."""
+    outcomes: list[Outcome] = []
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="download") as pool:
+        pending: set[Future] = {pool.submit(fetcher.fetch, a) for a in archives}
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                for future in done:
+                    outcome = future.result()
+                    extra = fallback(outcome.archive) if outcome.status == "missing" and outcome.archive.monthly else []
+                    if extra:
+                        pending |= {pool.submit(fetcher.fetch, a) for a in extra}
+                        outcome.status = "replaced"
+                    outcomes.append(outcome)
+                    on_done(outcome, len(extra))
+                on_tick()
+        except BaseException:
+            fetcher.stop.set()  # the threads stop between blocks; their .part files stay for a rerun
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return outcomes
