@@ -16,7 +16,8 @@ import tracemalloc
 
 import numpy as np
 
-from trainer_core.features import LabelParams, compute_features, compute_labels
+from trainer_plugins.features.seed import compute_features
+from trainer_plugins.labelers.tp_sl import LabelParams, compute_labels
 from trainer_plugins.loaders.synthetic import simulate
 
 

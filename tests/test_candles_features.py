@@ -13,7 +13,8 @@ import pytest
 from conftest import SHARED_DATA, tiny_args
 from trainer_core.candles import read_candles
 from trainer_core.errors import DataError
-from trainer_core.features import LabelParams, compute_features, compute_labels
+from trainer_plugins.features.seed import compute_features
+from trainer_plugins.labelers.tp_sl import LabelParams, compute_labels
 from trainer_core.manifest import default_manifest
 
 needs_real_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="real candles in ../shared/data/ohlcv")

@@ -1,173 +1,167 @@
-"""From 1-minute candles to the seed's 8 features, SHORT/HOLD/LONG labels and realised returns.
+"""Candles to `PairData` through the pair's feature set and labeler (both plugins).
 
-Everything is vectorised over rows. The barrier scan uses sparse tables of running maxima
-(of highs) and minima (of lows): for each row, the first candle within the horizon that touches
-a barrier is found by binary lifting in log2(future_window) steps, never by a loop over rows.
+The engine applies the date range and the gap policy, hands each unbroken run of candles to the
+feature set (with its context pairs aligned on the pair's timestamps) and to the labeler, and keeps
+a row as a target or window member only when all its features are finite.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import re
+from typing import Any, Mapping
 
 import numpy as np
 
-from .data import FEATURE_NAMES, NO_LABEL
+from .data import NO_LABEL, PairData
+from .errors import ConfigError, DataError, PluginError
 
-SHORT, HOLD, LONG = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class LabelParams:
-    future_window: int = 120
-    take_profit_pct: float = 1.0
-    stop_loss_pct: float = 0.5
-    short_take_profit_pct: float | None = None
-    short_stop_loss_pct: float | None = None
-
-    @property
-    def short_tp(self) -> float:
-        return self.take_profit_pct if self.short_take_profit_pct is None else self.short_take_profit_pct
-
-    @property
-    def short_sl(self) -> float:
-        return self.stop_loss_pct if self.short_stop_loss_pct is None else self.short_stop_loss_pct
-
-    def as_dict(self) -> dict:
-        return {
-            "future_window": self.future_window,
-            "take_profit_pct": self.take_profit_pct,
-            "stop_loss_pct": self.stop_loss_pct,
-            "short_take_profit_pct": self.short_tp,
-            "short_stop_loss_pct": self.short_sl,
-        }
-
-    @classmethod
-    def from_spec(cls, spec) -> "LabelParams":
-        lab = spec.labels
-        return cls(lab.future_window, lab.take_profit_pct, lab.stop_loss_pct,
-                   lab.short_take_profit_pct, lab.short_stop_loss_pct)
+#: what a labeler's tag may look like (it becomes part of artifact file names)
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
 
 
-def _pct_change(now: np.ndarray, prev: np.ndarray) -> np.ndarray:
-    return (now - prev) / prev * 100.0
+def _section_params(section: Mapping, skip: tuple[str, ...]) -> dict:
+    """A section's own settings with its ``params`` on top (``ma_short`` and ``features.params.ma_short``
+    mean the same)."""
+    plain = {k: _plain(v) for k, v in section.items() if k not in skip}
+    return {**plain, **{k: _plain(v) for k, v in dict(section.get("params") or {}).items()}}
 
 
-def _trailing_mean(values: np.ndarray, length: int) -> np.ndarray:
-    """Mean of values[t-length+1 .. t], over the values available so far at the start (expanding)."""
-    csum = np.cumsum(values, dtype=np.float64)
-    out = csum.copy()
-    if len(values) > length:
-        out[length:] -= csum[:-length]
-    counts = np.minimum(np.arange(1, len(values) + 1), length)
-    return out / counts
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
-def compute_features(close, high, low, volume, ma_short: int = 1440, ma_long: int = 43200) -> np.ndarray:
-    """The 8 features of rows 1..n-1 (row 0 has no previous candle), float32 (n-1, 8).
+def feature_params(spec) -> dict:
+    """The params the feature set receives: ``features.*`` with ``features.params`` on top."""
+    return _section_params(spec.features, ("set", "params"))
 
-    ``volume_change`` after a zero-volume candle is 0 when the volume stays 0 and +100 otherwise;
-    a volume ratio whose moving average is 0 (only zero-volume candles so far) is 1.
+
+def label_params_of(spec) -> dict:
+    """The params the labeler receives: ``labels.*`` with ``labels.params`` on top."""
+    return _section_params(spec.labels, ("method", "params"))
+
+
+def feature_set_name(spec) -> str:
+    return spec.features.get("set", "seed")
+
+
+def labeler_name(spec) -> str:
+    return spec.labels.get("method", "tp-sl")
+
+
+def components(spec, plugins) -> tuple[Any, dict, Any, dict]:
+    """The pair's feature set and labeler objects and their params (each one's ``check`` run)."""
+    feature_set = plugins.create("feature-set", feature_set_name(spec))
+    labeler = plugins.create("labeler", labeler_name(spec))
+    fparams, lparams = feature_params(spec), label_params_of(spec)
+    for component, params in ((feature_set, fparams), (labeler, lparams)):
+        if hasattr(component, "check"):
+            component.check(params)
+    return feature_set, fparams, labeler, lparams
+
+
+def label_tag(spec, plugins) -> str:
+    """The labeler's part of the artifact tag (``FW120_SL050_TP100`` for tp-sl), checked to be a plain name."""
+    _, _, labeler, lparams = components(spec, plugins)
+    tag = str(labeler.tag(lparams))
+    if not TAG_RE.match(tag) or ".." in tag:
+        raise PluginError(f"Labeler {labeler_name(spec)!r} returned the tag {tag!r}, which is not a plain name.",
+                          "A tag may hold letters, digits, '_', '-' and '.' only.")
+    return tag
+
+
+def horizon_of(spec, plugins) -> int:
+    """How many candles after row t the pair's labels may look at."""
+    _, _, labeler, lparams = components(spec, plugins)
+    horizon = int(labeler.horizon(lparams))
+    if horizon < 0:
+        raise PluginError(f"Labeler {labeler_name(spec)!r} returned a negative horizon ({horizon}).")
+    return horizon
+
+
+def history_of(feature_set, params) -> int:
+    """Candles before a row its features read, full length (``warmup`` when a set says no more)."""
+    warmup = int(feature_set.warmup(params))
+    return max(warmup, int(feature_set.history(params)) if hasattr(feature_set, "history") else warmup)
+
+
+def _frame(candles):
+    import polars as pl
+
+    return pl.DataFrame({
+        "timestamp": pl.Series(candles.time_ms).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"),
+        "open": candles.open, "high": candles.high, "low": candles.low, "close": candles.close,
+        "volume": candles.volume,
+    })
+
+
+def _aligned(frame, other):
+    """``other``'s candles at ``frame``'s timestamps (nulls where it has none): never a later candle."""
+    return frame.select("timestamp").join(_frame(other), on="timestamp", how="left")
+
+
+def compute_rows(frame, feature_set, fparams, labeler, lparams, context: dict | None, where: str):
+    """Features (n, F) float32 and labels/returns for one unbroken run of candles, checked."""
+    n = len(frame)
+    columns = list(feature_set.columns(fparams))
+    if context is not None:
+        feats = feature_set.compute(frame, fparams, context)
+    else:
+        feats = feature_set.compute(frame, fparams)
+    feats = np.asarray(feats)
+    if feats.shape != (n, len(columns)):
+        raise PluginError(f"{where}: feature set returned shape {feats.shape}, expected ({n}, {len(columns)}) "
+                          f"for columns {columns}.")
+    feats = feats.astype(np.float32, copy=False)
+    if labeler is None:
+        return feats, None, None, None
+    out = labeler.compute(frame, lparams)
+    if not isinstance(out, tuple) or len(out) != 3:
+        raise PluginError(f"{where}: labeler returned {type(out).__name__}; expected (labels, long_return, short_return).")
+    labels, long_ret, short_ret = (np.asarray(a) for a in out)
+    if labels.shape != (n,) or long_ret.shape != (n,) or short_ret.shape != (n,):
+        raise PluginError(f"{where}: labeler returned arrays of shapes {labels.shape}, {long_ret.shape}, "
+                          f"{short_ret.shape}; expected ({n},) each.")
+    if not np.isin(labels, (NO_LABEL, 0, 1, 2)).all():
+        raise PluginError(f"{where}: labeler returned labels outside -1, 0, 1, 2.")
+    return feats, labels.astype(np.int8), long_ret.astype(np.float64), short_ret.astype(np.float64)
+
+
+def read_context(spec, feature_set, fparams) -> dict:
+    """The context pairs' candles, read from the pair's data path (a folder holding them)."""
+    pairs = list(feature_set.context_pairs(fparams)) if hasattr(feature_set, "context_pairs") else []
+    if not pairs:
+        return {}
+    from .candles import read_candles
+
+    if spec.data_path is None:
+        raise ConfigError(f"{spec.pair}: feature set {feature_set_name(spec)!r} needs context pairs "
+                          f"{', '.join(pairs)} but data.path is not set.", "Point data.path at the folder of all pairs.")
+    import os
+
+    folder = spec.data_path if os.path.isdir(os.path.expanduser(spec.data_path)) else os.path.dirname(spec.data_path)
+    market = dict(spec.data.params or {}).get("market")
+    return {p: read_candles(folder, p, spec.data.timeframe, market) for p in pairs}
+
+
+def pair_data_from_candles(candles, spec, plugins=None, context: dict | None = None, source: str | None = None,
+                           with_labels: bool = True) -> PairData:
+    """Candles -> `PairData` with the pair's feature set, labeler, date range and gap policy.
+
+    ``context`` maps each context pair to its `Candles` (read from the data path when not given).
     """
-    close = np.asarray(close, dtype=np.float64)
-    high = np.asarray(high, dtype=np.float64)
-    low = np.asarray(low, dtype=np.float64)
-    volume = np.asarray(volume, dtype=np.float64)
-    n = len(close)
-    out = np.empty((max(n - 1, 0), len(FEATURE_NAMES)), dtype=np.float32)
-    if n < 2:
-        return out
-    prev_close = close[:-1]
-    out[:, 0] = _pct_change(high[1:], prev_close)
-    out[:, 1] = _pct_change(low[1:], prev_close)
-    out[:, 2] = _pct_change(close[1:], prev_close)
-    prev_vol, vol = volume[:-1], volume[1:]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        vchange = np.where(prev_vol > 0, _pct_change(vol, prev_vol), np.where(vol > 0, 100.0, 0.0))
-        out[:, 3] = vchange
-        out[:, 4] = close[1:] / _trailing_mean(close, ma_short)[1:]
-        out[:, 5] = close[1:] / _trailing_mean(close, ma_long)[1:]
-        for col, length in ((6, ma_short), (7, ma_long)):
-            mean = _trailing_mean(volume, length)[1:]
-            out[:, col] = np.where(mean > 0, vol / np.where(mean > 0, mean, 1.0), 1.0)
-    return out
-
-
-def _sparse_table(values: np.ndarray, levels: int, op) -> list[np.ndarray]:
-    """table[p][i] = op(values[i .. i + 2**p - 1]) (clipped at the end)."""
-    tables = [values]
-    for p in range(1, levels):
-        prev = tables[-1]
-        step = 1 << (p - 1)
-        nxt = prev.copy()
-        nxt[:-step] = op(prev[:-step], prev[step:])
-        tables.append(nxt)
-    return tables
-
-
-def _first_touch(tables, starts: np.ndarray, threshold: np.ndarray, horizon: int, above: bool) -> np.ndarray:
-    """Offset k in 1..horizon of the first candle after each start touching the threshold;
-    horizon + 1 where none does. ``above``: value >= threshold (highs), else <= (lows)."""
-    clear = np.zeros(len(starts), dtype=np.int64)  # candles known not to touch
-    last = len(tables[0]) - 1
-    for p in range(len(tables) - 1, -1, -1):
-        size = 1 << p
-        can = clear + size <= horizon
-        pos = np.minimum(starts + 1 + clear, last)
-        block = tables[p][pos]
-        untouched = block < threshold if above else block > threshold
-        clear = np.where(can & untouched, clear + size, clear)
-    return clear + 1  # horizon + 1 when no candle in the horizon touches
-
-
-def compute_labels(close, high, low, params: LabelParams):
-    """Labels and realised returns for every candle, per the barrier rules.
-
-    Returns ``(labels int8, long_return float64, short_return float64)``; the last
-    ``future_window`` candles have label -1 and NaN returns. Returns are fractions (0.01 = 1 %).
-    """
-    close = np.asarray(close, dtype=np.float64)
-    high = np.asarray(high, dtype=np.float64)
-    low = np.asarray(low, dtype=np.float64)
-    n = len(close)
-    fw = int(params.future_window)
-    labels = np.full(n, NO_LABEL, dtype=np.int8)
-    long_ret = np.full(n, np.nan)
-    short_ret = np.full(n, np.nan)
-    m = n - fw  # rows with a full horizon
-    if m <= 0:
-        return labels, long_ret, short_ret
-    levels = max(1, int(np.floor(np.log2(fw))) + 1)
-    highs = _sparse_table(high, levels, np.maximum)
-    lows = _sparse_table(low, levels, np.minimum)
-    rows = np.arange(m)
-    entry = close[:m]
-    tp, sl = params.take_profit_pct / 100.0, params.stop_loss_pct / 100.0
-    stp, ssl = params.short_tp / 100.0, params.short_sl / 100.0
-    long_tp = _first_touch(highs, rows, entry * (1 + tp), fw, above=True)
-    long_sl = _first_touch(lows, rows, entry * (1 - sl), fw, above=False)
-    short_tp = _first_touch(lows, rows, entry * (1 - stp), fw, above=False)
-    short_sl = _first_touch(highs, rows, entry * (1 + ssl), fw, above=True)
-    none = fw + 1
-    long_wins = (long_tp < long_sl) & (long_tp < none)  # same candle: the stop counts
-    short_wins = (short_tp < short_sl) & (short_tp < none)
-    lab = np.full(m, HOLD, dtype=np.int8)
-    lab[long_wins & (~short_wins | (long_tp < short_tp))] = LONG
-    lab[short_wins & (~long_wins | (short_tp < long_tp))] = SHORT
-    labels[:m] = lab
-
-    end_move = close[fw:] / entry - 1.0
-    long_stopped = (long_sl <= long_tp) & (long_sl < none)
-    short_stopped = (short_sl <= short_tp) & (short_sl < none)
-    long_ret[:m] = np.where(long_wins, tp, np.where(long_stopped, -sl, end_move))
-    short_ret[:m] = np.where(short_wins, stp, np.where(short_stopped, -ssl, -end_move))
-    return labels, long_ret, short_ret
-
-
-def pair_data_from_candles(candles, spec, source: str | None = None):
-    """Candles -> `PairData` with the run's label and feature settings and its gap policy."""
     from .candles import check_candles, check_policy, fill_gaps, gap_error, timeframe_ms
-    from .data import PairData
 
+    if plugins is None:
+        from .plugins import Plugins
+
+        plugins = Plugins.load(spec.plugins)
+    feature_set, fparams, labeler, lparams = components(spec, plugins)
     where = f"{spec.pair} ({source or ', '.join(candles.sources[:3])})"
     timeframe = spec.data.timeframe
     if spec.data.start or spec.data.end:
@@ -180,6 +174,7 @@ def pair_data_from_candles(candles, spec, source: str | None = None):
     report = check_candles(candles, timeframe, where)
     policy = check_policy(spec.data.gaps)
     bounds = [0, len(candles)]
+    filled = np.zeros(len(candles), dtype=bool)
     if report.gaps:
         if policy == "error":
             raise gap_error(report, where)
@@ -188,41 +183,55 @@ def pair_data_from_candles(candles, spec, source: str | None = None):
             bounds = [0, len(candles)]
         else:
             bounds = [0, *report.breaks.tolist(), len(candles)]
-    filled = filled if report.gaps and policy == "fill" else np.zeros(len(candles), dtype=bool)
-    segments = list(zip(bounds[:-1], bounds[1:]))
-    params = LabelParams.from_spec(spec)
-    ma_short, ma_long = spec.features.ma_short, spec.features.ma_long
+    if context is None:
+        context = read_context(spec, feature_set, fparams)
+    context_pairs = list(context)
+    frame_all = _frame(candles)
+    aligned_all = {p: _aligned(frame_all, c) for p, c in context.items()} if context_pairs else None
+    columns = list(feature_set.columns(fparams))
     parts = {"ts": [], "feat": [], "lab": [], "lr": [], "sr": []}
-    breaks = []
+    breaks: list[int] = []
     rows = 0
-    for lo, hi in segments:
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
         if hi - lo < 2:
             continue
-        seg = candles.take(slice(lo, hi))
-        if rows:
-            breaks.append(rows)
-        feats = compute_features(seg.close, seg.high, seg.low, seg.volume, ma_short, ma_long)
-        labels, long_ret, short_ret = compute_labels(seg.close, seg.high, seg.low, params)
+        frame = frame_all.slice(lo, hi - lo)
+        ctx = {p: a.slice(lo, hi - lo) for p, a in aligned_all.items()} if aligned_all is not None else None
+        feats, labels, long_ret, short_ret = compute_rows(frame, feature_set, fparams, labeler if with_labels else None,
+                                                          lparams, ctx, where)
+        if labels is None:
+            labels = np.full(hi - lo, NO_LABEL, dtype=np.int8)
+            long_ret = short_ret = np.full(hi - lo, np.nan)
         labels = labels.copy()
         labels[filled[lo:hi]] = NO_LABEL  # a filled candle is history, never a target
-        parts["ts"].append(seg.time_ms[1:])
-        parts["feat"].append(feats)
-        parts["lab"].append(labels[1:])
-        parts["lr"].append(long_ret[1:])
-        parts["sr"].append(short_ret[1:])
-        rows += hi - lo - 1
+        complete = np.isfinite(feats).all(axis=1)
+        # a row with any missing feature (warm-up, a missing context candle) is neither a target nor
+        # a window member: the rows around it become separate runs
+        starts = np.flatnonzero(complete & ~np.r_[False, complete[:-1]])
+        stops = np.flatnonzero(complete & ~np.r_[complete[1:], False]) + 1
+        ts = candles.time_ms[lo:hi]
+        for a, b in zip(starts, stops):
+            if rows:
+                breaks.append(rows)
+            parts["ts"].append(ts[a:b])
+            parts["feat"].append(feats[a:b])
+            parts["lab"].append(labels[a:b])
+            parts["lr"].append(long_ret[a:b])
+            parts["sr"].append(short_ret[a:b])
+            rows += b - a
     if not rows:
-        from .errors import DataError
-
-        raise DataError(f"{where}: too few candles to compute features (need at least 2 in a row).")
+        raise DataError(f"{where}: too few candles to compute features (need at least "
+                        f"{int(feature_set.warmup(fparams)) + 1} in a row).")
+    recorded = dict(labeler.label_params(lparams)) if hasattr(labeler, "label_params") else dict(lparams)
+    recorded.update({k: v for k, v in fparams.items() if isinstance(v, (int, float, str))})
     return PairData(
         timestamps=np.concatenate(parts["ts"]).astype("datetime64[ms]"),
         features=np.ascontiguousarray(np.concatenate(parts["feat"])),
         labels=np.concatenate(parts["lab"]),
-        feature_names=FEATURE_NAMES,
+        feature_names=tuple(columns),
         source=source or ", ".join(candles.sources),
-        sha256=candles.sha256,
-        label_params={**params.as_dict(), "ma_short": ma_short, "ma_long": ma_long},
+        sha256=_sha_with_context(candles.sha256, context),
+        label_params=recorded,
         long_return=np.concatenate(parts["lr"]),
         short_return=np.concatenate(parts["sr"]),
         breaks=np.asarray(breaks, dtype=np.int64),
@@ -232,7 +241,19 @@ def pair_data_from_candles(candles, spec, source: str | None = None):
             "gaps": report.as_dict(),
             "gap_policy": policy,
             "filled_candles": int(filled.sum()),
-            "segments": len([1 for lo, hi in segments if hi - lo >= 2]),
+            "segments": len([1 for lo, hi in zip(bounds[:-1], bounds[1:]) if hi - lo >= 2]),
             "timeframe_ms": timeframe_ms(timeframe),
+            "feature_set": feature_set_name(spec),
+            "labeler": labeler_name(spec),
+            "horizon": int(labeler.horizon(lparams)),
+            "context_pairs": context_pairs,
         },
     )
+
+
+def _sha_with_context(sha: str | None, context: dict) -> str | None:
+    """The pair's candle sha256, combined with the context pairs' so a changed context retrains."""
+    if not context or sha is None:
+        return sha
+    doc = {"pair": sha, **{p: c.sha256 for p, c in sorted(context.items())}}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

@@ -102,6 +102,56 @@ def trainer_register_reporters(register: Register) -> None:
 
 
 @hookspec
+def trainer_register_feature_sets(register: Register) -> None:
+    """Register feature sets: what a model sees at each candle.
+
+    Args:
+        register: ``register(name, factory)``. ``factory()`` returns an object with
+            ``columns(params) -> list[str]`` (the feature names, in order),
+            ``warmup(params) -> int`` (candles of history the first complete row needs),
+            ``compute(candles, params) -> numpy.ndarray`` float32 of shape
+            ``(len(candles), len(columns))``, where ``candles`` is a polars DataFrame with
+            ``timestamp, open, high, low, close, volume`` (UTC, one timeframe, checked, no gap)
+            and row ``t`` may use candles ``<= t`` only; rows before the warmup may hold NaN
+            (a row with any NaN is never a target nor a window member). Optional:
+            ``check(params)``; ``history(params) -> int`` (candles before a row its features
+            read once full length, for live use; default ``warmup``); ``context_pairs(params)
+            -> list[str]``, in which case ``compute(candles, params, context)`` also receives
+            ``{pair: DataFrame}`` of those pairs' candles aligned on ``candles``' timestamps
+            (nulls where a pair has no candle at that time). ``params`` are the ``features``
+            settings with ``features.params`` on top.
+
+    Returns:
+        None.
+
+    Runs: wherever a plugin manager is built; ``compute`` where a pair's data are loaded and
+    where its model predicts.
+    """
+
+
+@hookspec
+def trainer_register_labelers(register: Register) -> None:
+    """Register labelers: what a model learns to predict at each candle.
+
+    Args:
+        register: ``register(name, factory)``. ``factory()`` returns an object with
+            ``horizon(params) -> int`` (how many candles after ``t`` a label may look at; the
+            split purges and embargoes by it), ``compute(candles, params) -> (labels,
+            long_return, short_return)`` (int8 labels in {0 SHORT, 1 HOLD, 2 LONG} with -1
+            where no label exists, and the realised return of entering long / short at row
+            ``t``'s close under the labeler's rule, NaN where undefined), ``tag(params) ->
+            str`` (the artifact tag after the pair's name: letters, digits, ``_-.``). Optional:
+            ``check(params)``; ``label_params(params) -> dict`` (what the data record of their
+            labels). ``params`` are the ``labels`` settings with ``labels.params`` on top.
+
+    Returns:
+        None.
+
+    Runs: wherever a plugin manager is built; ``compute`` where a pair's data are loaded.
+    """
+
+
+@hookspec
 def trainer_register_commands(cli: click.Group) -> None:
     """Add Click commands to the ``trainer`` command group.
 

@@ -29,6 +29,9 @@ DEFAULT_PLUGINS = (
     "trainer_plugins.balancers.class_weights",
     "trainer_plugins.balancers.none",
     "trainer_plugins.models.lstm",
+    "trainer_plugins.features.seed",
+    "trainer_plugins.features.seed_context",
+    "trainer_plugins.labelers.tp_sl",
     "trainer_plugins.reporters.metadata",
     "trainer_plugins.reporters.history",
     "trainer_plugins.reporters.confusion_matrix",
@@ -254,6 +257,7 @@ class Plugins:
         out = {"trainer": __version__}
         used = [("loader", spec.data.loader), ("balancer", spec.balance.method), ("model", spec.model.builder)]
         used += [("reporter", name) for name in spec.reporters]
+        used += [("feature-set", spec.features.get("set", "seed")), ("labeler", spec.labels.get("method", "tp-sl"))]
         for kind, name in used:
             try:
                 registration = self.registry.get(kind, name)
@@ -263,6 +267,12 @@ class Plugins:
         for module_name in spec.plugins:
             out[f"plugin {module_name}"] = self._origin(module_name)
         return out
+
+    def component_origin(self, kind: str, name: str) -> dict[str, str]:
+        """Which plugin registered a component and where it comes from (``dist-name version``,
+        or ``module sha256:HEX`` for a module named in a manifest)."""
+        registration = self.registry.get(kind, name)
+        return {"plugin": registration.plugin, "origin": self._origin(registration.plugin)}
 
     def _origin(self, plugin_name: str) -> str:
         from .version import __version__

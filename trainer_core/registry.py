@@ -13,6 +13,8 @@ KINDS = {
     "balancer": "trainer_register_balancers",
     "model": "trainer_register_model_builders",
     "reporter": "trainer_register_reporters",
+    "feature-set": "trainer_register_feature_sets",
+    "labeler": "trainer_register_labelers",
 }
 
 #: the manifest setting that selects each kind, for messages
@@ -21,6 +23,8 @@ KIND_SETTING = {
     "balancer": "balance.method",
     "model": "model.builder",
     "reporter": "reporters",
+    "feature-set": "features.set",
+    "labeler": "labels.method",
 }
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from ..artifacts import ArtifactWriter, dumps
 from ..data import PairData, validate_pair_data
 from ..errors import ConfigError, DataError, PluginError, TrainerError, TrainingError
+from ..features import components, feature_set_name, history_of, label_tag, labeler_name
 from ..manifest import PairSpec
 from ..plugins import Plugins
 from ..split import Split, purged_split, walk_forward_splits
@@ -41,6 +42,19 @@ def check_components(spec: PairSpec, plugins: Plugins) -> None:
         component = registration.factory()
         if hasattr(component, "check"):
             component.check(params)
+    components(spec, plugins)  # the feature set and labeler, their params checked
+
+
+def resolve_tag(spec: PairSpec, plugins: Plugins) -> PairSpec:
+    """The spec with its labeler's tag (the seed's ``FW120_SL050_TP100`` for tp-sl)."""
+    return spec.with_label_tag(label_tag(spec, plugins))
+
+
+def _horizon_and_embargo(spec: PairSpec, data: PairData) -> tuple[int, int]:
+    """The labels' horizon (from the labeler the data were made with) and the purge ``max(horizon, embargo)``."""
+    horizon = int(data.extra.get("horizon", spec.labels.future_window))
+    setting = spec.split.embargo
+    return horizon, horizon if setting == "auto" else max(horizon, int(setting))
 
 
 def time_breaks(data: PairData, timeframe: str) -> np.ndarray | None:
@@ -107,6 +121,7 @@ def _check_label_params(spec: PairSpec, data: PairData) -> None:
 def _split(spec: PairSpec, data: PairData, echo) -> tuple[Split, list[Split]]:
     t = spec.train
     breaks = data.breaks if data.breaks is not None else time_breaks(data, spec.data.timeframe)
+    horizon, embargo = _horizon_and_embargo(spec, data)
     folds: list[Split] = []
     if spec.split.mode == "walk-forward":
         if spec.split.test > 0:
@@ -115,7 +130,7 @@ def _split(spec: PairSpec, data: PairData, echo) -> tuple[Split, list[Split]]:
                 "Set split.test to 0: the last fold's validation block is the final out-of-sample slice.",
             )
         folds = walk_forward_splits(
-            data.labels, t.sequence_length, spec.labels.future_window, spec.embargo,
+            data.labels, t.sequence_length, horizon, embargo,
             spec.split.validation, spec.split.folds, where=spec.pair, breaks=breaks,
         )
         split = folds[-1]
@@ -123,7 +138,7 @@ def _split(spec: PairSpec, data: PairData, echo) -> tuple[Split, list[Split]]:
              f"the saved model is the last fold's")
     else:
         split = purged_split(
-            data.labels, t.sequence_length, spec.labels.future_window, spec.embargo,
+            data.labels, t.sequence_length, horizon, embargo,
             spec.split.validation, spec.split.test, where=spec.pair, breaks=breaks,
         )
     _check_validation_size(spec, data, split)
@@ -163,6 +178,7 @@ def run_pair(spec: PairSpec, plugins: Plugins, echo: Callable[[str], None] = _ec
     try:
         plugins.before_pair(spec)
         check_components(spec, plugins)  # a misspelled name fails before any work
+        spec = resolve_tag(spec, plugins)
         result = _run(spec, plugins, echo, force)
     except BaseException as exc:
         plugins.on_pair_error(spec, exc)
@@ -230,7 +246,7 @@ def _run(spec: PairSpec, plugins: Plugins, echo, force: bool) -> PairResult:
             f"Validation on {summary['samples']:,} targets: accuracy {summary['accuracy']:.4f}, "
             f"loss {summary['loss']:.4f} (best epoch {result.best_epoch()} of {len(result.history['loss'])})"
         )
-        _save_engine_files(result, out)
+        _save_engine_files(result, out, plugins)
         _report(result, out, plugins)
         result.pair_dir = out.commit(_marker(result, plugins, started))
         result.artifacts = sorted(out.written)
@@ -241,9 +257,23 @@ def _run(spec: PairSpec, plugins: Plugins, echo, force: bool) -> PairResult:
     return result
 
 
-def model_spec(result: PairResult) -> dict:
-    """The engine's record of how to apply the model: written as ``spec_{tag}.json``."""
+def model_spec(result: PairResult, plugins: Plugins | None = None) -> dict:
+    """The engine's record of how to apply the model: written as ``spec_{tag}.json``.
+
+    It names the feature set and labeler with their params and the plugin that provided each, so
+    prediction recomputes exactly the features the model was trained on.
+    """
     spec, data = result.spec, result.data
+    feature_set, fparams, _, lparams = components(spec, plugins) if plugins is not None else (None, {}, None, {})
+    set_name, method = feature_set_name(spec), labeler_name(spec)
+    features = {"set": set_name, "params": fparams,
+                "context_pairs": list(data.extra.get("context_pairs", [])),
+                "warmup": int(feature_set.warmup(fparams)) if feature_set is not None else None,
+                "history": history_of(feature_set, fparams) if feature_set is not None else None}
+    labels = {"method": method, "params": lparams, "horizon": int(data.extra.get("horizon", spec.labels.future_window))}
+    if plugins is not None:
+        features.update(plugins.component_origin("feature-set", set_name))
+        labels.update(plugins.component_origin("labeler", method))
     return {
         "format": SPEC_FORMAT,
         "pair": spec.pair,
@@ -255,15 +285,20 @@ def model_spec(result: PairResult) -> dict:
         "feature_names": list(data.feature_names),
         "label_params": data.label_params,
         "n_classes": 3,
+        "features": features,
+        "labels": labels,
+        # candles predict_latest needs, the last one included: the window and the features' own history
+        "required_history": spec.train.sequence_length + (features["history"] or 0),
+        "plugins": list(spec.plugins),
         "spec": spec.to_dict(),
     }
 
 
-def _save_engine_files(result: PairResult, out: ArtifactWriter) -> None:
+def _save_engine_files(result: PairResult, out: ArtifactWriter, plugins: Plugins) -> None:
     with out.writing(out.name("model", "keras")) as tmp:
         result.model.save(str(tmp))
     out.write_json(out.name("scaler", "json"), result.scaler.to_json())
-    out.write_json(out.name(SPEC_KIND, "json"), model_spec(result))
+    out.write_json(out.name(SPEC_KIND, "json"), model_spec(result, plugins))
 
 
 def _report(result: PairResult, out: ArtifactWriter, plugins: Plugins) -> None:

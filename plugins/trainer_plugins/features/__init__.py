@@ -1,0 +1,1 @@
+"""Built-in feature sets: one module per set."""

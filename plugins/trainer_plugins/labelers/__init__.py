@@ -1,0 +1,1 @@
+"""Built-in labelers: one module per labeler."""
