@@ -34,6 +34,10 @@ ALL_PAIRS = "manifests/all_pairs.yaml"
 DEMO = "manifests/demo.yaml"
 MIN_KUBERNETES = "1.30.0"
 POD_MANIFEST = "/etc/trainer/manifest.yaml"
+PREEMPTED = 143  # the exit code of a `trainer` stopped by SIGTERM: 128 + 15
+SERVICE_ACCOUNT = "pair-trainer"
+OBJECT_STORE_SECRET = "trainer-object-store"
+CONSTRAINTS = REPO / "docker" / "constraints-gpu.txt"
 
 
 # -- tools ------------------------------------------------------------------------------------------
@@ -96,8 +100,11 @@ KUBERAY_1_1 = {
 SUBMISSION_MODES = {"K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"}
 RAYCLUSTER_SPEC = {
     "headGroupSpec": dict, "workerGroupSpecs": list, "rayVersion": str, "enableInTreeAutoscaling": bool,
-    "autoscalerOptions": dict, "headServiceAnnotations": dict, "suspend": bool,
+    "autoscalerOptions": dict, "headServiceAnnotations": dict, "suspend": bool, "authOptions": dict,
 }
+#: RayCluster's authOptions (KubeRay 1.5.1 added it; rayVersion must be 2.52 or newer)
+AUTH_OPTIONS = {"mode": str, "secretName": str, "enableK8sTokenAuth": bool}
+AUTH_MODES = {"disabled", "token"}
 HEAD_GROUP = {"serviceType": str, "headService": dict, "enableIngress": bool, "rayStartParams": dict, "template": dict}
 WORKER_GROUP = {
     "groupName": str, "replicas": int, "minReplicas": int, "maxReplicas": int, "numOfHosts": int,
@@ -137,6 +144,9 @@ def check_rayjob(obj: dict) -> None:
         validate_pod_template(spec["submitterPodTemplate"], "submitterPodTemplate")
     cluster = spec["rayClusterSpec"]
     check_fields(cluster, RAYCLUSTER_SPEC, RAYCLUSTER_REQUIRED, "spec.rayClusterSpec")
+    if "authOptions" in cluster:
+        check_fields(cluster["authOptions"], AUTH_OPTIONS, set(), "spec.rayClusterSpec.authOptions")
+        assert cluster["authOptions"].get("mode", "disabled") in AUTH_MODES
     head = cluster["headGroupSpec"]
     check_fields(head, HEAD_GROUP, HEAD_REQUIRED, "headGroupSpec")
     groups = [("headGroupSpec", head)]
@@ -228,7 +238,9 @@ def render(cli, *args) -> list[dict]:
     result = invoke(cli, "k8s", "render", *args)
     assert result.exit_code == 0, result.output
     assert result.output.startswith("# trainer k8s render ")
-    return docs_of(result.output)
+    objects = docs_of(result.output)
+    assert [o["kind"] for o in objects] == ["ServiceAccount", "ConfigMap", "Job"]
+    return objects
 
 
 # -- k8s/ -----------------------------------------------------------------------------------------------
@@ -246,11 +258,12 @@ def test_every_file_under_k8s_validates(path):
 
 
 def test_the_kustomizations_build_and_every_file_is_in_one():
+    shared = {"PersistentVolumeClaim", "ConfigMap", "ServiceAccount"}
     expected = {
-        K8S: {"PersistentVolumeClaim", "ConfigMap", "Job"},
-        K8S / "base": {"PersistentVolumeClaim", "ConfigMap"},
-        K8S / "rayjob": {"PersistentVolumeClaim", "ConfigMap", "RayJob"},
-        K8S / "data-shell": {"PersistentVolumeClaim", "ConfigMap", "Pod"},
+        K8S: shared | {"Job"},
+        K8S / "base": shared,
+        K8S / "rayjob": shared | {"RayJob", "NetworkPolicy"},
+        K8S / "data-shell": shared | {"Pod"},
     }
     assert set(kustomization_dirs()) == set(expected)
     listed = set()
@@ -271,9 +284,9 @@ def test_the_image_component_points_every_pod_at_your_registry(tmp_path):
     shutil.copytree(K8S, copy)
     component = copy / "image" / "kustomization.yaml"
     component.write_text(component.read_text().replace("newName: pair-trainer", "newName: registry.example.com/ml/pair-trainer"))
-    for folder, flavour in ((copy, "gpu"), (copy / "rayjob", "gpu"), (copy / "data-shell", "cpu")):
+    for folder, flavours in ((copy, {"gpu"}), (copy / "rayjob", {"cpu", "gpu"}), (copy / "data-shell", {"cpu"})):
         images = re.findall(r"image: (\S+)", yaml.safe_dump_all(kustomize(folder)))
-        assert images and set(images) == {f"registry.example.com/ml/pair-trainer:{__version__}-{flavour}"}, (folder, images)
+        assert set(images) == {f"registry.example.com/ml/pair-trainer:{__version__}-{f}" for f in flavours}, (folder, images)
 
 
 def test_the_objects_fit_together():
@@ -298,7 +311,8 @@ def test_the_objects_fit_together():
             assert volumes[mounts["/etc/trainer"]]["configMap"]["name"] == configmap["metadata"]["name"], name
             assert "emptyDir" in volumes[mounts["/tmp"]], name
             assert container["workingDir"] == "/data" and {"name": "HOME", "value": "/tmp"} in container["env"], name
-            assert container["image"] == f"pair-trainer:{__version__}-{'cpu' if 'shell' in name else 'gpu'}", name
+            gpu = "nvidia.com/gpu" in container["resources"]["limits"]
+            assert container["image"] == f"pair-trainer:{__version__}-{'gpu' if gpu else 'cpu'}", name
             assert template["spec"]["securityContext"]["runAsUser"] == 10001, name
             assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
 
@@ -311,12 +325,14 @@ def test_the_indexed_job_keeps_its_contract():
     assert spec["backoffLimitPerIndex"] == load_manifest(str(REPO / ALL_PAIRS)).batch["max_retries"]
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "FailIndex", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2]}}
-    assert rules[1] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    # 143 = 128 + SIGTERM, which dumb-init passes on: preempted or deleted, retried without counting
+    assert rules[1] == {"action": "Ignore", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [PREEMPTED]}}
+    assert rules[2] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     assert pod["securityContext"] == {
         "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
-        "seccompProfile": {"type": "RuntimeDefault"},
+        "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"},
     }
     (container,) = pod["containers"]
     assert container["name"] == "trainer"
@@ -350,16 +366,27 @@ def test_the_rayjob_runs_trainer_batch_on_gpu_workers():
 
 
 def test_render_all_pairs_is_what_k8s_holds(cli):
-    configmap, job = render(cli, ALL_PAIRS)
+    account, configmap, job = render(cli, ALL_PAIRS, "--gpus", "1")
+    assert account == docs_of((K8S / "base" / "serviceaccount.yaml").read_text())[0]
     assert configmap == docs_of((K8S / "base" / "configmap.yaml").read_text())[0]
     assert job == docs_of((K8S / "job.yaml").read_text())[0]
     assert job["spec"]["completions"] == len(load_manifest(ALL_PAIRS).pairs)
-    validate_kubernetes(configmap)
-    validate_kubernetes(job)
+    for obj in (account, configmap, job):
+        validate_kubernetes(obj)
 
 
-def test_render_demo_differs_from_k8s_only_in_what_it_fills_in(cli):
-    configmap, job = render(cli, DEMO)
+def container_of(job: dict) -> dict:
+    return job["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_render_demo_asks_for_the_manifest_s_one_cpu_and_no_gpu(cli):
+    account, configmap, job = render(cli, DEMO)
+    container, pod = container_of(job), job["spec"]["template"]["spec"]
+    # resources: {cpus: 1, gpus: 0}, memory unset: 4Gi per CPU
+    assert container["resources"] == {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "1", "memory": "4Gi"}}
+    assert container["image"] == f"pair-trainer:{__version__}-cpu", "no GPU: the image without NVIDIA variables"
+    assert "tolerations" not in pod, "a CPU pod must not be let onto tainted GPU nodes"
+    # everything else is k8s/job.yaml's, filled in for the demo
     expected_cm = docs_of((K8S / "base" / "configmap.yaml").read_text())[0]
     expected_job = docs_of((K8S / "job.yaml").read_text())[0]
     for obj in (expected_cm, expected_job, expected_job["spec"]["template"]):
@@ -367,21 +394,67 @@ def test_render_demo_differs_from_k8s_only_in_what_it_fills_in(cli):
     expected_cm["metadata"]["name"] = expected_job["metadata"]["name"] = "trainer-demo"
     expected_cm["data"]["manifest.yaml"] = (REPO / DEMO).read_text(encoding="utf-8")
     expected_job["spec"].update(completions=3, parallelism=3, backoffLimitPerIndex=2)
-    volumes = {v["name"]: v for v in expected_job["spec"]["template"]["spec"]["volumes"]}
+    expected_pod = expected_job["spec"]["template"]["spec"]
+    del expected_pod["tolerations"]
+    expected_pod["containers"][0].update(image=container["image"], resources=container["resources"])
+    volumes = {v["name"]: v for v in expected_pod["volumes"]}
     volumes["manifest"]["configMap"]["name"] = "trainer-demo"
     assert (configmap, job) == (expected_cm, expected_job)
     validate_kubernetes(job)
 
 
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_render_takes_cpu_memory_and_gpus_from_the_manifest_the_largest_pair_s(cli, tmp_path):
+    path = write(tmp_path, (
+        "version: 1\ndefaults: {resources: {cpus: 2, gpus: 1, memory: 12Gi}}\n"
+        "pairs: [ETHUSDT, {pair: BTCUSDT, resources: {cpus: 6, memory: 24576Mi, gpus: 2}}, "
+        "{pair: SOLUSDT, resources: {cpus: 0.5, memory: 20G}}]\n"
+    ))
+    _, _, job = render(cli, path)
+    container = container_of(job)
+    wanted = {"cpu": "6", "memory": "24576Mi", "nvidia.com/gpu": 2}  # 24576Mi (24 GiB) > 20G > 12Gi
+    assert container["resources"] == {"requests": wanted, "limits": wanted}
+    assert container["image"] == f"pair-trainer:{__version__}-gpu"
+    assert job["spec"]["template"]["spec"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    validate_kubernetes(job)
+    # a retry of just the small pair asks only for what it needs
+    _, _, retry = render(cli, path, "--indexes", "2", "--name", "retry")
+    assert container_of(retry)["resources"]["limits"] == {"cpu": "500m", "memory": "20G", "nvidia.com/gpu": 1}
+    validate_kubernetes(retry)
+    # --gpus replaces the manifest's GPUs for every pair, 0 included
+    _, _, cpu_only = render(cli, path, "--gpus", "0")
+    assert container_of(cpu_only)["resources"]["limits"] == {"cpu": "6", "memory": "24576Mi"}
+    assert container_of(cpu_only)["image"] == f"pair-trainer:{__version__}-cpu"
+    assert "tolerations" not in cpu_only["spec"]["template"]["spec"]
+
+
+def test_render_refuses_a_fraction_of_a_gpu_and_names_the_ways_out(cli, tmp_path):
+    for path in (ALL_PAIRS, write(tmp_path, "version: 1\npairs: [ETHUSDT, {pair: BTCUSDT, resources: {gpus: 1.5}}]\n")):
+        result = invoke(cli, "k8s", "render", path)
+        assert result.exit_code == 2, result.output
+        first, hint = result.output.strip().splitlines()
+        assert "resources.gpus" in first and "fraction of a GPU" in first
+        assert first.endswith("which a Kubernetes Job's pod cannot request.")
+        for option in ("whole GPUs", "--gpus 1", "time-slicing", "MIG", "RayJob"):
+            assert option in hint, option
+        assert "Traceback" not in result.output
+
+
 def test_render_options(cli):
-    configmap, job = render(
+    account, configmap, job = render(
         cli, ALL_PAIRS, "--image", "registry.example.com/ml/pair-trainer:0.1.0-gpu", "--claim", "shared-data",
-        "--namespace", "ml-train", "--name", "retry-1", "--parallelism", "2", "--indexes", "40,1,3-4",
+        "--namespace", "ml-train", "--name", "retry-1", "--parallelism", "2", "--indexes", "40,1,3-4", "--gpus", "1",
     )
-    assert configmap["metadata"]["namespace"] == job["metadata"]["namespace"] == "ml-train"
+    assert account["metadata"]["namespace"] == configmap["metadata"]["namespace"] == job["metadata"]["namespace"] == "ml-train"
     assert configmap["metadata"]["name"] == job["metadata"]["name"] == "retry-1"
     pod = job["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == "registry.example.com/ml/pair-trainer:0.1.0-gpu"
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "shared-data"
     assert volumes["manifest"]["configMap"]["name"] == "retry-1"
@@ -391,8 +464,8 @@ def test_render_options(cli):
     subset = manifest_from_dict(yaml.safe_load(configmap["data"]["manifest.yaml"]))
     assert subset.pair_names == [original.pairs[i].pair for i in (1, 3, 4, 40)] == ["ETHUSDT", "SOLUSDT", "XRPUSDT", "PEPEUSDT"]
     assert subset.resolve("PEPEUSDT").config_hash == original.resolve("PEPEUSDT").config_hash
-    validate_kubernetes(configmap)
-    validate_kubernetes(job)
+    for obj in (account, configmap, job):
+        validate_kubernetes(obj)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -438,7 +511,7 @@ def test_render_from_the_installed_command_stays_light():
         "import sys\n"
         "from trainer_core.cli import main\n"
         "try:\n"
-        f"    main(['k8s', 'render', {ALL_PAIRS!r}])\n"
+        f"    main(['k8s', 'render', {ALL_PAIRS!r}, '--gpus', '1'])\n"
         "except SystemExit as e:\n"
         "    assert not e.code, e.code\n"
         "heavy = {m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'ray', 'matplotlib', 'sklearn'}\n"
@@ -470,7 +543,7 @@ def test_render_works_from_the_wheel_without_the_repository(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(site))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert [o["kind"] for o in docs_of(proc.stdout)] == ["ConfigMap", "Job"]
+    assert [o["kind"] for o in docs_of(proc.stdout)] == ["ServiceAccount", "ConfigMap", "Job"]
 
 
 def test_every_render_option_is_in_manifest_md(cli):
@@ -508,15 +581,19 @@ def test_the_rayjobs_command_line_is_accepted(cli, tmp_path):
     local = [a.replace(POD_MANIFEST, ALL_PAIRS) for a in argv[1:]]
     assert parse(cli, local).command.name == "batch"
     result = invoke(cli, *local, "--dry-run", "--output", tmp_path)
-    assert result.exit_code == 0, result.output
-    assert "42 pair(s)" in result.output
+    # here, away from the cluster, the dry run also finds the pods' data path and node sizes missing
+    # (exit 2, each listed); the plan itself is the cluster's: every pair would train
+    assert result.output.startswith(f"42 pair(s) in {ALL_PAIRS}, output {tmp_path}:"), result.output
+    assert result.output.count("would train: no completed run") == 42
+    assert result.exit_code in (0, 2) and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
 def test_the_images_command_line_is_accepted(cli, flavour):
     instructions = dict(dockerfile_instructions(DOCKERFILES[flavour]))
     entrypoint, cmd = json.loads(instructions["ENTRYPOINT"]), json.loads(instructions["CMD"])
-    assert entrypoint == ["trainer"]
+    # an init as PID 1 passes SIGTERM on to `trainer` (Python as PID 1 would ignore it) and reaps
+    assert entrypoint == ["dumb-init", "--", "trainer"]
     parse(cli, cmd)
     result = invoke(cli, *cmd)
     assert result.exit_code == 0 and "Example:" in result.output
@@ -545,9 +622,11 @@ def test_the_images_are_multi_stage_non_root_and_quiet(flavour):
     final = steps[max(i for i, (word, _) in enumerate(steps) if word == "FROM"):]
     assert not any(word == "COPY" for word, _ in final), "the image gets the wheel through a bind mount, nothing else"
     (run,) = [a for word, a in final if word == "RUN"]
-    assert "--mount=type=bind,from=wheel" in run and "pip install --no-cache-dir /wheels/*.whl" in run
+    assert "--mount=type=bind,from=wheel" in run
+    assert "pip install --no-cache-dir --constraint /constraints.txt --requirement /wheels/requirements.txt" in run
     extra = "[and-cuda]" if flavour == "gpu" else ""
     assert f'"tensorflow{extra}==${{TENSORFLOW_VERSION}}"' in run and '"ray[default]==${RAY_VERSION}"' in run
+    assert '"dumb-init==${DUMB_INIT_VERSION}"' in run
     users = [a for word, a in steps if word == "USER"]
     assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), "a numeric non-root USER, so runAsNonRoot can check it"
     env = " ".join(a for word, a in final if word == "ENV")
@@ -643,3 +722,264 @@ def test_deploy_md_says_what_each_exit_code_means_to_kubernetes():
         assert code in rows, f"docs/deploy.md's exit code table has no row for {code}"
     assert "FailIndex" in " ".join(rows["`2`"]) and "backoffLimitPerIndex" in " ".join(rows["`1`"])
     assert "DisruptionTarget" in section
+
+
+# -- building: the base, the pins, the CA file, the extras ------------------------------------------------
+
+
+def constraints() -> dict[str, str]:
+    pins = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version and re.fullmatch(r"[A-Za-z0-9.+!-]+", version), f"{line!r} is not an exact pin"
+            pins[name] = version
+    return pins
+
+
+@pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
+def test_both_stages_build_from_the_base_image_argument(flavour):
+    steps = dockerfile_instructions(DOCKERFILES[flavour])
+    assert steps[0] == ("ARG", "BASE_IMAGE=python:3.11-slim-bookworm")  # the default: the official slim image
+    assert [a for w, a in steps if w == "FROM"] == ["${BASE_IMAGE} AS wheel", "${BASE_IMAGE}"]
+
+
+@pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
+def test_pip_gets_the_ca_file_as_a_secret_never_a_layer(flavour):
+    steps = dockerfile_instructions(DOCKERFILES[flavour])
+    runs = [a for w, a in steps if w == "RUN"]
+    assert len(runs) == 2
+    for run in runs:  # both stages run pip
+        assert "--mount=type=secret,id=pipcert" in run
+        assert "if [ -s /run/secrets/pipcert ]; then export PIP_CERT=/run/secrets/pipcert; fi" in run
+    text = DOCKERFILES[flavour].read_text()
+    assert not re.search(r"^(COPY|ADD)\b.*(\.crt|\.pem|cert)", text, re.M | re.I)
+    assert "PIP_CERT" not in " ".join(a for w, a in steps if w in ("ENV", "ARG"))
+    build = (REPO / "docker" / "build.sh").read_text()
+    assert '--secret "id=pipcert,src=$cert"' in build and "${PIP_CERT:-${SSL_CERT_FILE:-}}" in build
+
+
+@pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
+def test_the_wheel_is_installed_with_the_object_store_extras(flavour):
+    steps = dockerfile_instructions(DOCKERFILES[flavour])
+    wheel_stage = [a for w, a in steps if w == "RUN"][0]
+    # requirements.txt names the wheel with its extras: pair-trainer[s3,gcs] @ file:///wheels/...
+    assert "printf 'pair-trainer[s3,gcs] @ file://%s\\n' /wheels/*.whl > /wheels/requirements.txt" in wheel_stage
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'^s3 = \[.*"s3fs', pyproject, re.M) and re.search(r'^gcs = \[.*"gcsfs', pyproject, re.M)
+    pins = constraints()
+    assert "s3fs" in pins and "gcsfs" in pins, "the constraints were resolved with the extras"
+
+
+def test_the_constraints_pin_tensorflow_ray_and_nvidia_s_cuda_wheels():
+    pins = constraints()
+    args = dockerfile_args("gpu")
+    assert pins["tensorflow"] == args["TENSORFLOW_VERSION"] and pins["ray"] == args["RAY_VERSION"]
+    assert pins["dumb-init"] == args["DUMB_INIT_VERSION"]
+    nvidia = {n: v for n, v in pins.items() if n.startswith("nvidia-")}
+    for wheel in ("nvidia-cuda-runtime-cu12", "nvidia-cudnn-cu12", "nvidia-nccl-cu12", "nvidia-cublas-cu12"):
+        assert wheel in nvidia, f"{wheel} is not pinned"
+    assert len(set(v.split(".")[0] + "." + v.split(".")[1] for n, v in nvidia.items() if "cuda-" in n)) == 1, (
+        "the CUDA toolkit wheels disagree on the CUDA version"
+    )
+    # docs/deploy.md lists what the image gets, and the driver it needs
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    for name, version in nvidia.items():
+        assert f"`{name}=={version}`" in text, f"docs/deploy.md does not list {name}=={version}"
+    assert "minimum NVIDIA driver" in text.lower() or "Minimum NVIDIA driver" in text
+
+
+def test_the_build_scripts_parse_and_say_how_to_use_them():
+    for script in ("build.sh", "smoke.sh", "make-base.sh", "pin.sh"):
+        path = REPO / "docker" / script
+        assert os.access(path, os.X_OK), f"docker/{script} is not executable"
+        proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+    build = REPO / "docker" / "build.sh"
+    proc = subprocess.run(["bash", str(build), "--help"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and "docker/build.sh --base pair-trainer-base:bookworm" in proc.stdout
+    proc = subprocess.run(["bash", str(build), "--bogus"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "unknown argument '--bogus'" in proc.stderr and "Usage:" in proc.stderr
+    text = build.read_text()
+    assert "buildah bud --isolation chroot" in text and "docker build" in text
+    assert "apt-get install -y -q buildah" in text
+    assert "mmdebstrap" in (REPO / "docker" / "make-base.sh").read_text()
+
+
+# -- pods and what they may see --------------------------------------------------------------------------
+
+
+def every_object() -> list[dict]:
+    objects = []
+    for folder in kustomization_dirs():
+        objects += kustomize(folder)
+    return objects
+
+
+def pod_templates(obj: dict) -> list[tuple[str, dict]]:
+    """(where, pod spec) of every pod an object makes."""
+    name = f"{obj['kind']}/{obj['metadata']['name']}"
+    if obj["kind"] == "Pod":
+        return [(name, obj["spec"])]
+    if obj["kind"] == "Job":
+        return [(name, obj["spec"]["template"]["spec"])]
+    if obj["kind"] == "RayJob":
+        cluster = obj["spec"]["rayClusterSpec"]
+        out = [(f"{name} submitter", obj["spec"]["submitterPodTemplate"]["spec"]),
+               (f"{name} head", cluster["headGroupSpec"]["template"]["spec"])]
+        out += [(f"{name} {g['groupName']}", g["template"]["spec"]) for g in cluster["workerGroupSpecs"]]
+        return out
+    return []
+
+
+def all_pods(cli) -> list[tuple[str, dict]]:
+    pods = [p for obj in every_object() for p in pod_templates(obj)]
+    for args in ([DEMO], [ALL_PAIRS, "--gpus", "1"], [ALL_PAIRS, "--gpus", "0"]):
+        pods += [(f"render {' '.join(args)}", p) for _, p in pod_templates(render(cli, *args)[-1])]
+    assert len(pods) == 8  # Job, RayJob submitter + head + workers, data shell, three renders
+    return pods
+
+
+def test_only_pods_that_request_a_gpu_run_the_gpu_image(cli):
+    seen = set()
+    for where, pod in all_pods(cli):
+        for container in pod["containers"]:
+            gpus = container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)
+            flavour = container["image"].rsplit("-", 1)[-1]
+            seen.add(flavour)
+            assert flavour == ("gpu" if gpus else "cpu"), f"{where}: {container['image']} with {gpus} GPU(s)"
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            assert env.get("NVIDIA_VISIBLE_DEVICES") in (None, "void"), where
+            if not gpus:
+                assert "tolerations" not in pod or all(t["key"] != "nvidia.com/gpu" for t in pod["tolerations"]), where
+    assert seen == {"cpu", "gpu"}
+    cpu_env = " ".join(a for w, a in dockerfile_instructions(DOCKERFILES["cpu"]) if w == "ENV")
+    assert "NVIDIA_" not in cpu_env
+    # the head and the submitter: the CPU image, with the same Ray as the GPU workers
+    rayjob = the(kustomize(K8S / "rayjob"), "RayJob")
+    assert rayjob["spec"]["submitterPodTemplate"]["spec"]["containers"][0]["image"].endswith("-cpu")
+    assert rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"].endswith("-cpu")
+    assert dockerfile_args("cpu")["RAY_VERSION"] == dockerfile_args("gpu")["RAY_VERSION"]
+
+
+def test_every_pod_runs_as_the_dedicated_service_account_without_a_token(cli):
+    accounts = [o for o in kustomize(K8S) if o["kind"] == "ServiceAccount"]
+    assert [a["metadata"]["name"] for a in accounts] == [SERVICE_ACCOUNT]
+    assert accounts[0]["automountServiceAccountToken"] is False
+    for where, pod in all_pods(cli):
+        assert pod.get("serviceAccountName") == SERVICE_ACCOUNT, where
+        assert pod.get("automountServiceAccountToken") is False, where
+        assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch", where
+
+
+def test_object_store_credentials_come_from_an_optional_secret(cli):
+    wanted = [{"secretRef": {"name": OBJECT_STORE_SECRET, "optional": True}}]
+    training = 0
+    for where, pod in all_pods(cli):
+        for container in pod["containers"]:
+            if "submitter" in where:  # it only talks to the head
+                assert "envFrom" not in container, where
+                continue
+            assert container.get("envFrom") == wanted, where
+            training += 1
+    assert training >= 6
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    assert f"kubectl create secret generic {OBJECT_STORE_SECRET}" in text
+
+
+def labels_match(selector: dict, labels: dict) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions) against a pod's labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def admitted(policy: dict, source: dict, port: int, same_namespace: bool = True) -> bool:
+    for rule in policy["spec"].get("ingress", []):
+        ports = [p["port"] for p in rule.get("ports", [])]
+        if ports and port not in ports:
+            continue
+        for peer in rule.get("from", []):
+            if "ipBlock" in peer:
+                return True
+            if "namespaceSelector" not in peer and not same_namespace:
+                continue
+            if labels_match(peer.get("podSelector", {}), source):
+                return True
+    return False
+
+
+def test_the_ray_dashboard_wants_a_token_and_only_the_ray_pods_reach_it():
+    objects = kustomize(K8S / "rayjob")
+    rayjob, policy = the(objects, "RayJob"), the(objects, "NetworkPolicy")
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    assert cluster["authOptions"] == {"mode": "token"}
+    assert tuple(map(int, cluster["rayVersion"].split("."))) >= (2, 52), "token authentication needs Ray 2.52"
+    validate_kubernetes(policy)
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    head = cluster["headGroupSpec"]["template"]["metadata"]["labels"]
+    (workers,) = [g["template"]["metadata"]["labels"] for g in cluster["workerGroupSpecs"]]
+    submitter = rayjob["spec"]["submitterPodTemplate"]["metadata"]["labels"]
+    shell = the(kustomize(K8S / "data-shell"), "Pod")["metadata"]["labels"]
+    job = the(kustomize(K8S), "Job")["spec"]["template"]["metadata"]["labels"]
+    assert labels_match(policy["spec"]["podSelector"], head) and labels_match(policy["spec"]["podSelector"], workers)
+    assert not labels_match(policy["spec"]["podSelector"], submitter)
+    for port in (8265, 6379, 10001, 52365):
+        assert admitted(policy, workers, port) and admitted(policy, head, port), port
+        assert not admitted(policy, shell, port) and not admitted(policy, job, port), port
+        assert not admitted(policy, {"app": "anything"}, port), port
+    assert admitted(policy, submitter, 8265) and not admitted(policy, submitter, 6379)
+    assert admitted(policy, {"app.kubernetes.io/name": "kuberay-operator"}, 8265, same_namespace=False)
+    assert not admitted(policy, {"app.kubernetes.io/name": "kuberay-operator"}, 6379, same_namespace=False)
+    text = (K8S / "rayjob" / "rayjob.yaml").read_text()
+    assert "wget" not in text, "the probe comment about KubeRay's wget probes is stale"
+
+
+COMPONENTS = ["pull-secret", "priority-class", "gpu-nodes", "deadline"]
+
+
+def test_the_optional_patches_apply_and_validate(tmp_path):
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    for folder, prefix in ((copy, "components"), (copy / "rayjob", "../components"), (copy / "data-shell", "../components")):
+        kustomization = folder / "kustomization.yaml"
+        names = COMPONENTS if folder.name != "data-shell" else ["pull-secret"]
+        kustomization.write_text(kustomization.read_text() + "".join(f"  - {prefix}/{n}\n" for n in names))
+    for folder in (copy, copy / "rayjob", copy / "data-shell"):
+        objects = kustomize(folder)
+        for obj in objects:
+            check_rayjob(obj) if obj["kind"] == "RayJob" else validate_kubernetes(obj)
+        account = the(objects, "ServiceAccount")
+        assert account["imagePullSecrets"] == [{"name": "registry-credentials"}], folder
+        if folder.name == "data-shell":
+            continue
+        workload = the(objects, "Job" if folder == copy else "RayJob")
+        assert workload["spec"]["activeDeadlineSeconds"] == 172800
+        for where, pod in pod_templates(workload):
+            assert pod["priorityClassName"] == "batch-low", where
+            gpu = "nvidia.com/gpu" in pod["containers"][0]["resources"]["limits"]
+            assert ("nodeSelector" in pod) == gpu and ("affinity" in pod) == gpu, where
+            if gpu:
+                assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    # each patch is documented where a platform team looks
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    for name in COMPONENTS:
+        assert f"`k8s/components/{name}/`" in text, name
+
+
+def test_deploy_md_documents_the_preemption_exit_code():
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    section = text[text.index("## Exit codes"):]
+    (row,) = [l for l in section.splitlines() if l.startswith(f"| `{PREEMPTED}`")]
+    assert "SIGTERM" in row and "Ignore" in row
+    assert "dumb-init" in text
