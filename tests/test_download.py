@@ -418,8 +418,9 @@ def test_download_help_imports_neither_tensorflow_nor_ray():
 def test_batch_on_the_laptop_manifest_trains_from_the_download(archive, tmp_path):
     """`trainer download --manifest manifests/laptop.yaml`, then `trainer batch` on it, made tiny."""
     manifest = load_manifest(REPO / "manifests" / "laptop.yaml")
-    pairs = [e.pair for e in manifest.pairs][:2]
-    for pair in pairs:
+    everyone = [e.pair for e in manifest.pairs]
+    pairs = everyone[:1]  # trained: one pair keeps the test to seconds
+    for pair in everyone:
         frame = simulated(pair, "2024-01-01", 2 * 1440)
         for day in ("2024-01-01", "2024-01-02"):
             archive.add(pair, "1m", day, frame.filter((pl.col("timestamp") >= ms(day)) & (pl.col("timestamp") < ms(day) + 86_400_000)))
@@ -429,8 +430,8 @@ def test_batch_on_the_laptop_manifest_trains_from_the_download(archive, tmp_path
     got = subprocess.run([sys.executable, "-m", "trainer_core.cli", "download", "--manifest", str(REPO / "manifests" / "laptop.yaml"),
                           "--start", "2024-01-01", "--end", "2024-01-02", "--output", str(downloads)],
                          capture_output=True, text=True, env=env, timeout=120)
-    assert got.returncode == 1, got.stdout + got.stderr  # only two of the manifest's pairs are published here
-    assert all((downloads / p / f"{p}-1m-2024-01-02.zip").exists() for p in pairs)
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert all((downloads / p / f"{p}-1m-2024-01-02.zip").exists() for p in everyone)
     from conftest import TINY_SETTINGS
 
     sets = [*TINY_SETTINGS, "train.epochs=1", "features.ma_short=60", "features.ma_long=240",
