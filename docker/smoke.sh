@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# Runs the built CPU image the way the pods run it, and checks what a platform team relies on:
+# read-only root filesystem, user 10001, writable /tmp (emptyDir) and /data (the volume) only, the
+# manifest read-only at /etc/trainer, the image's own environment and entrypoint (dumb-init).
+#
+#   docker/smoke.sh                        # pair-trainer:VERSION-cpu, built by docker/build.sh
+#   docker/smoke.sh IMAGE
+#
+# Checks: the pod's view (uid, read-only root, s3fs/gcsfs importable, no NVIDIA variables); the demo
+# batch; `trainer run --manifest ... --index N` for a valid (exit 0) and an out-of-range index
+# (exit 2); `trainer verify`; SIGTERM to a training pod exits promptly with 143 (the Job's
+# "preempted, retry" code); an s3:// output on a local S3 server (moto_server from the test extra);
+# and, as KubeRay runs them, a Ray head (num-cpus 0) + one worker in separate pods sharing /data,
+# token authentication on, and `ray job submit` running `trainer batch` from a submitter pod (and
+# refused without the token). Takes about 10 minutes on 2 cores; not part of CI (docs/deploy.md).
+#
+# Needs root: with buildah (no Docker engine), each pod is the image's root filesystem mounted by
+# `buildah mount`, bound read-only into a new mount and PID namespace (unshare) and entered with
+# chroot as 10001; the pods share the host's network (loopback), as pods share a cluster network.
+# With a Docker engine, `docker run --read-only --user 10001:10001 --network host` instead.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+
+version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' trainer_core/version.py)
+IMAGE=${1:-pair-trainer:$version-cpu}
+if [ -z "${BUILDER:-}" ]; then
+    if command -v docker >/dev/null && docker info >/dev/null 2>&1; then BUILDER=docker; else BUILDER=buildah; fi
+fi
+if [ "$BUILDER" = buildah ] && [ "$(id -u)" != 0 ]; then
+    echo "smoke.sh: needs root with buildah (mount, unshare, chroot)." >&2
+    echo "Run it as root (sudo docker/smoke.sh), or on a machine with a Docker engine." >&2
+    exit 2
+fi
+
+WORK=$(mktemp -d /tmp/pair-trainer-smoke.XXXXXX)
+DATA=$WORK/data        # the volume
+ETC=$WORK/etc-trainer  # the ConfigMap
+mkdir -p "$DATA" "$ETC"
+cp manifests/demo.yaml "$ETC/manifest.yaml"
+chown -R 10001:10001 "$DATA"
+MANIFEST=/etc/trainer/manifest.yaml
+started=$(date +%s)
+results=()
+failed=0
+bg_pids=()
+
+# A background pod is its `unshare` process, which ignores SIGTERM while it waits: stop a pod by
+# signalling the pod's PID 1 (its child); when that goes, the kernel ends everything else in the pod.
+stop_pod() {
+    local init
+    init=$(pgrep -P "$1" | head -n 1)
+    [ -n "$init" ] || return 0
+    kill -TERM "$init" 2>/dev/null
+    for _ in $(seq 1 20); do kill -0 "$init" 2>/dev/null || return 0; sleep 0.5; done
+    kill -KILL "$init" 2>/dev/null
+}
+
+cleanup() {
+    for pid in "${bg_pids[@]}"; do stop_pod "$pid"; done
+    for pid in "${bg_pids[@]}"; do wait "$pid" 2>/dev/null; done
+    if [ -n "${MOTO_PID:-}" ]; then kill "$MOTO_PID" 2>/dev/null; wait "$MOTO_PID" 2>/dev/null; fi
+    if [ "$BUILDER" = buildah ] && [ -n "${CTR:-}" ]; then
+        buildah umount "$CTR" >/dev/null 2>&1
+        buildah rm "$CTR" >/dev/null 2>&1
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# -- the image -------------------------------------------------------------------------------------
+if [ "$BUILDER" = buildah ]; then
+    image_env=$(buildah inspect --type image --format '{{range .OCIv1.Config.Env}}{{println .}}{{end}}' "$IMAGE") || {
+        echo "smoke.sh: no image $IMAGE; build it first: docker/build.sh cpu" >&2; exit 2; }
+    entrypoint=$(buildah inspect --type image --format '{{range .OCIv1.Config.Entrypoint}}{{println .}}{{end}}' "$IMAGE")
+    CTR=$(buildah from --pull=false "$IMAGE")
+    ROOTFS=$(buildah mount "$CTR")
+    mkdir -p "$ROOTFS/etc/trainer"  # the ConfigMap's mount point (in this throwaway container only)
+else
+    image_env=$(docker image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$IMAGE") || {
+        echo "smoke.sh: no image $IMAGE; build it first: docker/build.sh cpu" >&2; exit 2; }
+    entrypoint=$(docker image inspect --format '{{range .Config.Entrypoint}}{{println .}}{{end}}' "$IMAGE")
+fi
+mapfile -t ENTRYPOINT <<<"$entrypoint"
+mapfile -t IMAGE_ENV <<<"$image_env"
+# what the pod templates add (k8s/job.yaml)
+POD_ENV=(HOME=/tmp MPLCONFIGDIR=/tmp/matplotlib)
+
+# pod [VAR=VALUE ...] -- COMMAND...: one pod, in the foreground; its exit code is the pod's.
+pod() {
+    local env=()
+    while [ "$1" != -- ]; do env+=("$1"); shift; done
+    shift
+    if [ "$BUILDER" = docker ]; then
+        local flags=()
+        for e in "${POD_ENV[@]}" "${env[@]}"; do flags+=(-e "$e"); done
+        docker run --rm --read-only --user 10001:10001 --network host --workdir /data \
+            --tmpfs /tmp:size=4g,mode=1777 --shm-size=2g \
+            -v "$DATA:/data" -v "$ETC:/etc/trainer:ro" "${flags[@]}" \
+            --entrypoint "$1" "$IMAGE" "${@:2}"
+        return
+    fi
+    # --kill-child: when this pod's unshare is killed, its PID 1 (and so the whole pod) goes too.
+    # In the background (POD_EXEC=1) the subshell becomes unshare, so that $! is the pod.
+    local run=()
+    [ "${POD_EXEC:-0}" = 1 ] && run=(exec)
+    "${run[@]}" unshare --mount --pid --fork --kill-child bash -c '
+        set -e
+        rootfs=$1 data=$2 etc=$3 work=$4; shift 4
+        root=$(mktemp -d "$work/root.XXXXXX")
+        mount --bind "$rootfs" "$root"
+        mount -o remount,bind,ro "$root"
+        mount -t proc proc "$root/proc"
+        mount --rbind /dev "$root/dev"
+        mount -t tmpfs -o size=2g tmpfs "$root/dev/shm"
+        mount -t tmpfs -o size=4g,mode=1777 tmpfs "$root/tmp"
+        mount --bind "$data" "$root/data"
+        mount --bind "$etc" "$root/etc/trainer"
+        mount -o remount,bind,ro "$root/etc/trainer"
+        exec chroot --userspec=10001:10001 "$root" /usr/bin/env -i -C /data "$@"
+    ' pod "$ROOTFS" "$DATA" "$ETC" "$WORK" "${IMAGE_ENV[@]}" "${POD_ENV[@]}" "${env[@]}" "$@"
+}
+
+# pod_bg LOG [VAR=VALUE ...] -- COMMAND...: a pod in the background; sets POD_PID (its unshare)
+pod_bg() {
+    local log=$1; shift
+    POD_EXEC=1 pod "$@" >"$log" 2>&1 &
+    POD_PID=$!
+    bg_pids+=("$POD_PID")
+}
+
+record() {  # record NAME EXPECTED ACTUAL SECONDS [DETAIL]
+    if [ "$2" = "$3" ]; then
+        results+=("PASS  $1 (exit $3, $4 s)${5:+: $5}")
+    else
+        results+=("FAIL  $1 (exit $3, expected $2, $4 s)${5:+: $5}")
+        failed=1
+    fi
+    echo "smoke.sh: ${results[-1]}"
+}
+
+check() {  # check NAME EXPECTED_EXIT [VAR=VALUE ...] -- COMMAND...: a pod in the foreground
+    local name=$1 expected=$2; shift 2
+    local t0 log
+    log=$WORK/$(printf %s "$name" | tr -c 'a-zA-Z0-9' '-').log
+    LAST_LOG=$log
+    t0=$(date +%s)
+    pod "$@" >"$log" 2>&1
+    local code=$?
+    tail -n 15 "$log" | sed 's/^/    /'
+    record "$name" "$expected" "$code" "$(( $(date +%s) - t0 ))"
+}
+
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+wait_for() {  # wait_for LOG TEXT SECONDS PID
+    local deadline=$(( $(date +%s) + $3 ))
+    until grep -q "$2" "$1" 2>/dev/null; do
+        if ! kill -0 "$4" 2>/dev/null || [ "$(date +%s)" -gt "$deadline" ]; then return 1; fi
+        sleep 1
+    done
+}
+
+echo "smoke.sh: $IMAGE with $BUILDER; work folder $WORK"
+
+# -- 1. the pod's view -----------------------------------------------------------------------------
+check "pod: uid 10001, read-only root, writable /tmp and /data, s3fs+gcsfs, no NVIDIA variables" 0 -- \
+    sh -c 'set -e; test "$(id -u):$(id -g)" = 10001:10001; ! touch /opt/venv/x 2>/dev/null; ! touch /x 2>/dev/null;
+           touch /tmp/x /data/x; rm /data/x; ! env | grep -q NVIDIA_; python -c "import s3fs, gcsfs";
+           dumb-init --version; trainer --version'
+
+# -- 2. the demo batch, an Indexed Job's pod, verify -------------------------------------------------
+check "trainer batch (the demo, 3 pairs)" 0 -- "${ENTRYPOINT[@]}" batch "$MANIFEST"
+for pair in BTCUSDT ETHUSDT SOLUSDT; do
+    [ -f "$DATA/artifacts/demo/$pair/_SUCCESS.json" ] || { results+=("FAIL  no _SUCCESS.json for $pair"); failed=1; }
+done
+check "trainer run --index 1 (an Indexed Job pod)" 0 -- "${ENTRYPOINT[@]}" run --manifest "$MANIFEST" --index 1
+check "trainer run --index 3 (out of range: usage error)" 2 -- "${ENTRYPOINT[@]}" run --manifest "$MANIFEST" --index 3
+check "trainer verify" 0 -- "${ENTRYPOINT[@]}" verify artifacts/demo
+
+# -- 3. SIGTERM, as a deleted or preempted pod gets it -----------------------------------------------
+log=$WORK/sigterm.log
+t0=$(date +%s)
+pod_bg "$log" -- "${ENTRYPOINT[@]}" run --manifest "$MANIFEST" --index 0 --output artifacts/sigterm \
+    --epochs 50 --set train.early_stopping_patience=50
+if wait_for "$log" "Epoch 2/" 240 "$POD_PID"; then
+    pid1=$(pgrep -P "$POD_PID" | head -n 1)  # the pod's PID 1, as the host sees it
+    [ "$(cat "/proc/$pid1/comm" 2>/dev/null)" = dumb-init ] || echo "smoke.sh: the pod's PID 1 is not dumb-init" >&2
+    sent=$(date +%s)
+    kill -TERM "$pid1"
+    for _ in $(seq 1 60); do kill -0 "$POD_PID" 2>/dev/null || break; sleep 0.5; done
+    wait "$POD_PID"
+    code=$?
+    record "SIGTERM to a training pod's PID 1 (dumb-init)" 143 "$code" "$(( $(date +%s) - t0 ))" \
+        "stopped $(( $(date +%s) - sent )) s after SIGTERM"
+else
+    tail -n 15 "$log" | sed 's/^/    /'
+    record "SIGTERM to a training pod's PID 1 (dumb-init)" 143 "never-trained" "$(( $(date +%s) - t0 ))"
+fi
+
+# -- 4. an s3:// output --------------------------------------------------------------------------------
+moto=$REPO/.venv/bin/moto_server
+if [ -x "$moto" ]; then
+    port=$(free_port)
+    "$moto" -H 127.0.0.1 -p "$port" >"$WORK/moto.log" 2>&1 &
+    MOTO_PID=$!
+    "$REPO/.venv/bin/python" - "$port" <<'PY'
+import sys, time, boto3
+for _ in range(100):
+    try:
+        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}", region_name="us-east-1",
+                     aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket="smoke")
+        break
+    except Exception:
+        time.sleep(0.2)
+PY
+    S3_ENV=(AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
+            "FSSPEC_S3_ENDPOINT_URL=http://127.0.0.1:$port")
+    check "trainer run --index 2 --output s3://smoke/runs" 0 "${S3_ENV[@]}" -- \
+        "${ENTRYPOINT[@]}" run --manifest "$MANIFEST" --index 2 --output s3://smoke/runs
+    check "trainer verify s3://smoke/runs" 0 "${S3_ENV[@]}" -- "${ENTRYPOINT[@]}" verify s3://smoke/runs
+else
+    results+=("SKIP  s3:// output: no $moto (pip install -e '.[test]')")
+fi
+
+# -- 5. Ray: head + worker + submitter, as KubeRay runs them ---------------------------------------
+TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+AUTH=(RAY_AUTH_MODE=token "RAY_AUTH_TOKEN=$TOKEN")  # what KubeRay's authOptions gives every Ray container
+gcs=$(free_port); dash=$(free_port); head_agent=$(free_port); worker_agent=$(free_port)
+head_log=$WORK/ray-head.log worker_log=$WORK/ray-worker.log
+t0=$(date +%s)
+pod_bg "$head_log" "${AUTH[@]}" -- ray start --head --block --num-cpus=0 --node-ip-address=127.0.0.1 \
+    --port="$gcs" --dashboard-host=127.0.0.1 --dashboard-port="$dash" --dashboard-agent-listen-port="$head_agent" \
+    --min-worker-port=11000 --max-worker-port=11999 --object-store-memory=200000000 --disable-usage-stats
+head_pid=$POD_PID
+if wait_for "$head_log" "Ray runtime started" 180 "$head_pid"; then
+    pod_bg "$worker_log" "${AUTH[@]}" -- ray start --block --address="127.0.0.1:$gcs" --num-cpus=2 \
+        --node-ip-address=127.0.0.1 --dashboard-agent-listen-port="$worker_agent" \
+        --min-worker-port=12000 --max-worker-port=12999 --object-store-memory=200000000 --disable-usage-stats
+    worker_pid=$POD_PID
+    wait_for "$worker_log" "Ray runtime started" 180 "$worker_pid"
+    record "ray start --head (num-cpus 0) and a worker, token authentication on" 0 $? "$(( $(date +%s) - t0 ))"
+    # what a pod on the network without the token gets (a probe, an intruder)
+    check "without the token: job API refused, health endpoints answered" 0 -- python - "$dash" "$worker_agent" <<'PY'
+import sys, urllib.request, urllib.error
+dash, agent = sys.argv[1:]
+def status(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+jobs = status(f"http://127.0.0.1:{dash}/api/jobs/")
+gcs = status(f"http://127.0.0.1:{dash}/api/gcs_healthz")
+raylet = status(f"http://127.0.0.1:{agent}/api/local_raylet_healthz")
+print(f"GET /api/jobs/ -> {jobs}; /api/gcs_healthz -> {gcs}; worker /api/local_raylet_healthz -> {raylet}")
+sys.exit(0 if jobs in (401, 403) and gcs == 200 and raylet == 200 else 1)
+PY
+    check "ray job submit without the token (refused)" 1 -- \
+        ray job submit --address "http://127.0.0.1:$dash" -- echo should-not-run
+    # KubeRay's submitter: `ray job submit --address http://HEAD:8265 -- ENTRYPOINT`, output streamed
+    check "ray job submit -- trainer batch (the RayJob's entrypoint)" 0 "${AUTH[@]}" -- \
+        ray job submit --address "http://127.0.0.1:$dash" -- trainer batch "$MANIFEST" --output /data/artifacts/ray-demo
+    if grep -q "Submitted 3 pair(s) to Ray (2 CPUs, 0 GPUs)" "$LAST_LOG"; then
+        results+=("PASS  the batch ran its 3 pairs on the worker's 2 CPUs (the head has none)")
+    else
+        results+=("FAIL  the batch did not report 3 pairs on the worker's 2 CPUs"); failed=1
+    fi
+    check "trainer verify (the RayJob's artifacts)" 0 -- "${ENTRYPOINT[@]}" verify artifacts/ray-demo
+else
+    tail -n 20 "$head_log" | sed 's/^/    /'
+    record "ray start --head (num-cpus 0)" 0 1 "$(( $(date +%s) - t0 ))"
+fi
+
+echo
+echo "smoke.sh: $IMAGE, $(( $(date +%s) - started )) s in all"
+printf '  %s\n' "${results[@]}"
+exit "$failed"
