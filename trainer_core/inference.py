@@ -46,6 +46,101 @@ class PairModel:
         return self.info["spec"]
 
     @property
+    def required_history(self) -> int:
+        """Candles `predict_latest` needs, the last closed one included: the window plus the candles
+        the feature set reads before a row (``ma_long`` - 1 for the seed set)."""
+        value = self.info.get("required_history")
+        return int(value) if value is not None else self.sequence_length + 1
+
+    @property
+    def context_pairs(self) -> list[str]:
+        """The other pairs whose candles the feature set reads (``seed+context``)."""
+        return list((self.info.get("features") or {}).get("context_pairs") or [])
+
+    def plugins(self):
+        """A plugin manager with the plugins the model was trained with; a feature set or labeler
+        that is not there any more is one clear error naming where it came from."""
+        from .errors import PluginError
+        from .plugins import Plugins
+
+        try:
+            plugins = Plugins.load(self.info.get("plugins") or self.spec.get("plugins") or ())
+        except PluginError as exc:
+            raise PluginError(f"{self.tag}: the model was trained with plugin modules that cannot be loaded "
+                              f"now: {exc.message}", "Make those modules importable (PYTHONPATH), then predict.") from exc
+        for kind, key, setting in (("feature-set", "features", "set"), ("labeler", "labels", "method")):
+            recorded = self.info.get(key) or {}
+            name = recorded.get(setting) or self.spec[key].get(setting)
+            if name is None:
+                continue
+            try:
+                plugins.registry.get(kind, name)
+            except PluginError:
+                origin = recorded.get("origin") or "an unknown plugin"
+                raise PluginError(
+                    f"{self.tag}: the model was trained with the {kind} {name!r} from {origin}, which is not "
+                    "installed here.",
+                    f"Install it (pip install {origin.split()[0]}) or make its module importable, then predict."
+                    if origin and not origin.startswith(("module", "an unknown")) else
+                    "Make the plugin module that registers it importable (PYTHONPATH), then predict.",
+                ) from None
+        return plugins
+
+    def prediction_spec(self, data_path: str | None = None):
+        """The model's settings for prediction: its feature and label settings, no date range."""
+        from .manifest import PairSpec
+
+        settings = json.loads(json.dumps(self.spec))
+        settings["data"]["start"] = settings["data"]["end"] = None  # the training range is not the data's
+        if data_path is not None:
+            settings["data"]["path"] = str(data_path)
+        return PairSpec.from_dict(settings)
+
+    def predict_latest(self, candles, context: dict | None = None) -> dict:
+        """Class probabilities for the last (closed) candle of ``candles``.
+
+        ``candles``: a polars (or pandas) frame with ``timestamp, open, high, low, close, volume``
+        holding at least `required_history` candles of one timeframe, oldest first, without gaps;
+        ``context``: ``{pair: frame}`` for a feature set with context pairs. Returns
+        ``{"timestamp", "p_short", "p_hold", "p_long", "predicted_label"}``. Fewer candles than the
+        model needs is an error with both numbers: the features would not be the ones it learned.
+        """
+        import polars as pl
+
+        from .candles import _frame_to_candles
+        from .features import pair_data_from_candles
+
+        frame = candles if isinstance(candles, pl.DataFrame) else pl.from_pandas(candles)
+        need = self.required_history
+        if frame.height < need:
+            raise DataError(
+                f"{self.tag}: predict_latest got {frame.height:,} candles; the model needs {need:,} "
+                f"(a window of {self.sequence_length} plus {need - self.sequence_length:,} candles its features read).",
+                "Pass more history (for the seed set: ma_long - 1 candles before the window).",
+            )
+        missing = [p for p in self.context_pairs if not context or p not in context]
+        if missing:
+            raise DataError(f"{self.tag}: predict_latest needs the candles of {', '.join(missing)} too (context=...).")
+        frame = frame.tail(need)
+        where = f"{self.pair} (latest candles)"
+        ctx = None
+        if self.context_pairs:
+            ctx = {p: _frame_to_candles(context[p] if isinstance(context[p], pl.DataFrame) else pl.from_pandas(context[p]),
+                                        f"{p} (context)") for p in self.context_pairs}
+        spec = self.prediction_spec()
+        data = pair_data_from_candles(_frame_to_candles(frame, where), spec, self.plugins(), context=ctx,
+                                      source=where, with_labels=False)
+        if len(data) < self.sequence_length or (data.breaks is not None and len(data.breaks)
+                                                 and data.breaks[-1] > len(data) - self.sequence_length):
+            raise DataError(f"{where}: the last {self.sequence_length} candles do not all have complete features "
+                            "(a gap, or missing context candles).", "Pass gap-free candles.")
+        out = self.predict_features(data.features[-self.sequence_length:], None)
+        row = out.row(-1, named=True)
+        return {"timestamp": data.timestamps[-1].astype("datetime64[ms]").item().replace(tzinfo=dt.timezone.utc),
+                "p_short": row["p_short"], "p_hold": row["p_hold"], "p_long": row["p_long"],
+                "predicted_label": row["predicted_label"]}
+
+    @property
     def label_params(self) -> dict:
         """The label and feature parameters the model's training data were made with."""
         spec = self.spec
@@ -292,19 +387,17 @@ def read_for_prediction(model: PairModel, path: str | Path):
                     raise DataError(f"{path.name} holds {found['pair']}, the model is for {model.pair}.",
                                     "Predict a pair with its own model.")
             return frame.drop([c for c in frame.columns if c.startswith("label_")])
-    # raw candles: the model's own feature and label settings turn them into features
+    # raw candles: the model's own feature set and labeler turn them into features
     from .candles import read_candles
     from .features import pair_data_from_candles
-    from .manifest import PairSpec
 
-    settings = json.loads(json.dumps(model.spec))
-    settings["data"]["start"] = settings["data"]["end"] = None  # the training range is not the data's
-    spec = PairSpec.from_dict(settings)
-    data = pair_data_from_candles(read_candles(path, model.pair), spec)
+    spec = model.prediction_spec(path)
+    data = pair_data_from_candles(read_candles(path, model.pair, spec.data.timeframe), spec, model.plugins(),
+                                  with_labels=False)
     columns = {"timestamp": pl.Series(data.timestamps).dt.replace_time_zone("UTC")}
     for i, name in enumerate(data.feature_names):
         columns[name] = data.features[:, i]
-    return pl.DataFrame(columns)
+    return pl.DataFrame(columns)  # a gap or dropped row shows in the timestamps: no window crosses it
 
 
 def select_time(predictions, start: str | None = None, end: str | None = None):

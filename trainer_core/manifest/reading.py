@@ -67,6 +67,17 @@ class LimitedSafeLoader(yaml.SafeLoader):
         self._level = 0
         self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, levels) with aliases expanded
 
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        # the scanner looks ahead through every open `[` or `{` (quadratic): stop it at the limit
+        if self.flow_level >= MAX_DEPTH:
+            raise YAMLLimitError(f"nests deeper than {MAX_DEPTH} levels", self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def add_indent(self, column: int) -> bool:
+        if len(self.indents) >= MAX_DEPTH:
+            raise YAMLLimitError(f"nests deeper than {MAX_DEPTH} levels", self.get_mark())
+        return super().add_indent(column)
+
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
@@ -74,14 +85,14 @@ class LimitedSafeLoader(yaml.SafeLoader):
             if target is not None:
                 size = self._sizes.get(id(target))
                 if size is None:  # the anchor is still being composed: it contains itself
-                    raise YAMLLimitError(f"the alias *{event.anchor} is used inside its own anchor", event.start_mark)
+                    raise YAMLLimitError(f"uses the alias *{event.anchor} inside its own anchor", event.start_mark)
                 if self._level + size[1] > MAX_DEPTH:
-                    raise YAMLLimitError(f"it nests deeper than {MAX_DEPTH} levels", event.start_mark)
+                    raise YAMLLimitError(f"nests deeper than {MAX_DEPTH} levels", event.start_mark)
             return super().compose_node(parent, index)
         self._level += 1
         try:
             if self._level > MAX_DEPTH:
-                raise YAMLLimitError(f"it nests deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+                raise YAMLLimitError(f"nests deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
             node = super().compose_node(parent, index)
         finally:
             self._level -= 1
@@ -97,7 +108,7 @@ class LimitedSafeLoader(yaml.SafeLoader):
         self._sizes[id(node)] = (values, levels)
         if values > MAX_NODES:
             raise YAMLLimitError(
-                f"it holds more than {MAX_NODES:,} values once its aliases are expanded", node.start_mark
+                f"holds more than {MAX_NODES:,} values once its aliases are expanded", node.start_mark
             )
         return node
 
@@ -123,10 +134,11 @@ def check_limits(raw: Any, label: str) -> None:
 
 
 def merge(base: dict, override: Mapping) -> dict:
-    """Deep merge. ``model.params`` belong to ``model.builder`` (``data.params`` to ``data.loader``),
-    so a new builder or loader starts from no params."""
-    for owner in ("builder", "loader"):
-        if owner in override and owner in base and override[owner] != base[owner]:
+    """Deep merge. ``model.params`` belong to ``model.builder`` (``data.params`` to ``data.loader``,
+    ``features.params`` to ``features.set``, ``labels.params`` to ``labels.method``), so a new
+    component starts from no params."""
+    for owner in ("builder", "loader", "set", "method"):
+        if owner in override and owner in base and "params" in base and override[owner] != base[owner]:
             base = dict(base, params={})
     merged = copy.deepcopy(base)
     for key, value in override.items():
@@ -169,10 +181,11 @@ class Manifest:
 
     def entry(self, pair: str) -> PairEntry:
         """The pair's entry; a pair the manifest does not list gets no overrides (position -1)."""
-        for e in self.pairs:
-            if e.pair == pair:
-                return e
-        return PairEntry(pair, {}, -1)
+        index = self.__dict__.get("_index")
+        if index is None or index[0] is not self.pairs or index[1] != len(self.pairs):
+            index = (self.pairs, len(self.pairs), {e.pair: e for e in self.pairs})  # resolving N pairs stays O(N)
+            self.__dict__["_index"] = index
+        return index[2].get(pair) or PairEntry(pair, {}, -1)
 
     def resolve(
         self,
@@ -242,7 +255,7 @@ def parse_set(text: str) -> tuple[str, Any, str]:
     try:
         value = safe_load_limited(raw) if raw.strip() else None
     except YAMLLimitError as exc:
-        raise ConfigError(f"{where}: the value is too large: {exc.problem}.", LIMITS_HINT) from None
+        raise ConfigError(f"{where}: the value {exc.problem}.", LIMITS_HINT) from None
     except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}: the value is not valid YAML ({problem}).", "Quote strings if needed.")
@@ -320,7 +333,12 @@ def manifest_from_dict(raw: Any, path: str | None = None) -> Manifest:
         seen[name] = i
         pairs.append(PairEntry(name, overrides, i))
     manifest = Manifest(path, 1, output, tuple(plugins), batch, defaults, pairs)
+    plain_checked = False
     for entry in pairs:  # a per-pair override must give a valid spec too
+        if not entry.overrides:
+            if plain_checked:  # the same settings as the plain pair already checked: only the name differs
+                continue
+            plain_checked = True
         manifest.resolve(entry.pair)
     return manifest
 
@@ -339,7 +357,7 @@ def load_manifest(path: str | Path) -> Manifest:
     try:
         raw = safe_load_limited(text)
     except YAMLLimitError as exc:
-        raise ConfigError(f"Manifest {path} is too large: {exc.problem}{exc.where()}.", LIMITS_HINT) from None
+        raise ConfigError(f"Manifest {path} {exc.problem}{exc.where()}.", LIMITS_HINT) from None
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date such as 2024-13-01
         raise ConfigError(f"Manifest {path} is not valid YAML: {exc}.", "Fix the value (dates are YYYY-MM-DD).")
     except yaml.YAMLError as exc:

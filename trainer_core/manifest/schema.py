@@ -28,8 +28,10 @@ DEFAULTS: dict[str, Any] = {
         "stop_loss_pct": 0.5,
         "short_take_profit_pct": None,
         "short_stop_loss_pct": None,
+        "method": "tp-sl",
+        "params": {},
     },
-    "features": {"ma_short": 1440, "ma_long": 43200},
+    "features": {"set": "seed", "ma_short": 1440, "ma_long": 43200, "params": {}},
     "split": {
         "validation": 0.2,
         "test": 0.0,
@@ -101,13 +103,14 @@ MAX_GPUS = 1024
 MAX_RETRIES = 100
 MAX_SCHEDULE_TIMEOUT = 30 * 86_400  # seconds: 30 days
 MAX_STRING = 4096  # characters of a name or path
-MAX_PAIRS = 10_000
+MAX_PAIRS = 5_000
+MAX_LIST = 100  # names in `plugins` or `reporters`, probabilities in `evaluation.thresholds`
 
 # -- limits of a manifest as a whole (and of a `--set` value), counted while the YAML is read:
 # YAML aliases count every time they are used, so nested anchors cannot blow up ("billion laughs").
 MAX_DEPTH = 64  # nesting levels; a manifest needs about 7 (pairs[i].model.params.key[j])
-MAX_NODES = 100_000  # values after alias expansion: 10,000 pairs with overrides fit
-MAX_PARAMS_NODES = 2_000  # values in one section's `params` (copied into every pair's spec)
+MAX_NODES = 100_000  # values after alias expansion: 5,000 pairs with a few overrides each fit
+MAX_PARAMS_NODES = 200  # values in one section's `params` (copied into every pair's spec; lstm's are 10)
 LIMITS_HINT = (
     f"A manifest may nest at most {MAX_DEPTH} levels and hold at most {MAX_NODES:,} values, "
     "counting each use of a YAML alias in full; write the values out instead of nesting anchors."
@@ -217,7 +220,7 @@ def _embargo(v):
         return v
     if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_ROWS:
         return v
-    raise ValueError(f"'auto' or an integer from 0 to {MAX_ROWS:,} (rows)")
+    raise ValueError(f"'auto' or an integer >= 0 and <= {MAX_ROWS:,} (rows)")
 
 
 def _positive(x: Any) -> bool:
@@ -241,7 +244,7 @@ def _class_weights(v):
 
 
 def _str_list(v):
-    if isinstance(v, list) and all(isinstance(x, str) and x and len(x) <= MAX_STRING for x in v):
+    if isinstance(v, list) and len(v) <= MAX_LIST and all(isinstance(x, str) and x and len(x) <= MAX_STRING for x in v):
         return list(v)
     raise ValueError("a list of names")
 
@@ -257,7 +260,7 @@ def _alpha(v):
 def _thresholds(v):
     if (
         isinstance(v, list)
-        and v
+        and 0 < len(v) <= MAX_LIST
         and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < 1 for x in v)
     ):
         return sorted(float(x) for x in v)
@@ -358,8 +361,11 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "stop_loss_pct": _pct,
         "short_take_profit_pct": _pct_or_null,
         "short_stop_loss_pct": _pct_or_null,
+        "method": _string(),
+        "params": _mapping,
     },
-    "features": {"ma_short": _int(1, MAX_MOVING_AVERAGE), "ma_long": _int(1, MAX_MOVING_AVERAGE)},
+    "features": {"set": _string(), "ma_short": _int(1, MAX_MOVING_AVERAGE), "ma_long": _int(1, MAX_MOVING_AVERAGE),
+                 "params": _mapping},
     "split": {
         "validation": _number(0, MAX_FRACTION, low_open=True),
         "test": _number(0, MAX_FRACTION),

@@ -104,13 +104,23 @@ class PairSpec:
     evaluation: Frozen
     resources: Frozen
     reporters: tuple
+    #: the labeler's part of the tag, set by the engine from ``labels.method``'s ``tag(params)``
+    label_tag: str | None = None
 
     def to_dict(self) -> dict:
         """The spec as plain JSON-able dicts and lists (`from_dict` reads it back)."""
         out = {"pair": self.pair, "output": self.output, "plugins": list(self.plugins)}
         for section in SECTIONS:
             out[section] = _thaw(getattr(self, section))
+        if self.label_tag is not None:
+            out["label_tag"] = self.label_tag
         return out
+
+    def with_label_tag(self, label_tag: str) -> "PairSpec":
+        """The same spec with the labeler's tag (it does not change the config hash)."""
+        d = self.to_dict()
+        d["label_tag"] = label_tag
+        return PairSpec.from_dict(d)
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "PairSpec":
@@ -120,6 +130,7 @@ class PairSpec:
             output=d["output"],
             plugins=tuple(d["plugins"]),
             reporters=tuple(d["reporters"]),
+            label_tag=d.get("label_tag"),
             **{s: Frozen(d[s]) for s in SECTIONS if s != "reporters"},
         )
 
@@ -135,6 +146,7 @@ class PairSpec:
         """``sha256:`` and the SHA-256 of the spec as canonical JSON, less what does not change training."""
         d = self.to_dict()
         d.pop("output")
+        d.pop("label_tag", None)  # derived from the labels settings
         d["split"]["embargo"] = self.embargo  # `auto` and its value purge the same rows
         for path in HASH_EXCLUDED:
             node = d
@@ -166,7 +178,11 @@ class PairSpec:
 
     @property
     def tag(self) -> str:
-        """`{PAIR}_FW{fw:03d}_SL{sl:03d}_TP{tp:03d}`, SL/TP in hundredths of a percent."""
+        """`{PAIR}_FW{fw:03d}_SL{sl:03d}_TP{tp:03d}`, SL/TP in hundredths of a percent (the seed's
+        naming, the `tp-sl` labeler's tag); ``{PAIR}_{label_tag}`` once the engine resolved another
+        labeler's tag."""
+        if self.label_tag is not None:
+            return f"{self.pair}_{self.label_tag}"
         return artifact_tag(self.pair, self.labels.future_window, self.labels.stop_loss_pct, self.labels.take_profit_pct)
 
     @property

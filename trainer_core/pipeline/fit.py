@@ -258,7 +258,8 @@ def _production_callbacks(spec: PairSpec, workdir: Path, plugins: Plugins, recor
     ]
     callbacks.extend(plugins.keras_callbacks(spec, workdir))
     # last: it records what every other callback added to the logs, then saves the backup
-    callbacks.append(RecordingBackupAndRestore(backup_dir=str(workdir / "backup")))
+    # the backup outlives fit: the commit deletes it only once the artifacts are published
+    callbacks.append(RecordingBackupAndRestore(backup_dir=str(workdir / "backup"), delete_checkpoint=False))
     return callbacks
 
 
@@ -440,10 +441,8 @@ def fit_fold(
 
     if final:
         checkpoint = workdir / CHECKPOINT_FILE
-        if checkpoint.exists():
+        if checkpoint.exists():  # kept (like the epoch record) until the commit succeeded
             model.load_weights(str(checkpoint))
-            checkpoint.unlink()
-        (workdir / EPOCHS_FILE).unlink(missing_ok=True)
         epochs = [record[e] for e in sorted(record)]
         keys = [k for k in history.history] or [k for k in (epochs[0] if epochs else {}) if k != "seconds"]
         hist = {k: [float(e[k]) for e in epochs if k in e] for k in keys}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import json
 import platform
 import time
@@ -187,10 +186,8 @@ def run_pair(spec: PairSpec, plugins: Plugins, echo: Callable[[str], None] = _ec
     return result
 
 
-def _prepare_output(out: ArtifactWriter, attempt: dict, force: bool) -> bool:
-    if "force" in inspect.signature(out.prepare).parameters:
-        return out.prepare(attempt, force=force)
-    return out.prepare(attempt)
+def _prepare_output(out: ArtifactWriter, attempt: dict, force: bool, echo) -> bool:
+    return out.prepare(attempt, force=force, echo=echo)
 
 
 def _run(spec: PairSpec, plugins: Plugins, echo, force: bool) -> PairResult:
@@ -221,7 +218,7 @@ def _run(spec: PairSpec, plugins: Plugins, echo, force: bool) -> PairResult:
 
     out = ArtifactWriter(spec.output, spec.pair, spec.tag)
     attempt = {"config_hash": spec.config_hash, "data_sha256": data.sha256}
-    resumed = _prepare_output(out, attempt, force)
+    resumed = _prepare_output(out, attempt, force, echo)
     try:
         earlier = [fit_earlier_fold(spec, plugins, data, s, k + 1, len(folds), echo) for k, s in enumerate(folds[:-1])]
         fit = fit_fold(spec, plugins, data, fold, workdir=out.dir, resumed=resumed, echo=echo)
