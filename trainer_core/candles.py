@@ -432,9 +432,10 @@ def _drop_copies(c: Candles, origin: np.ndarray, files: list[Path], pair: str, e
             f"{_iso(c.time_ms[i])} in {files[origin[i - 1]].name} and {files[origin[i]].name}.",
             "The files overlap and disagree: keep one of them (download the period again if unsure).",
         )
-    pairs = sorted({(files[origin[i - 1]].name, files[origin[i]].name) for i in dup})
-    shown = "; ".join(f"{a} and {b}" for a, b in pairs[:3]) + (f"; {len(pairs) - 3} more" if len(pairs) > 3 else "")
-    echo(f"Note: {pair}: {len(dup):,} candle(s) are in two files with the same values ({shown}); each is read once.")
+    names = sorted({files[origin[i - 1]].name for i in dup} | {files[origin[i]].name for i in dup})
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    echo(f"Note: {pair}: {len(dup):,} candle(s) are in two files with the same values (overlapping: {shown}); "
+         "each is read once.")
     keep = np.ones(len(c), dtype=bool)
     keep[dup] = False
     return c.take(keep)
