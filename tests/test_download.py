@@ -74,6 +74,7 @@ class Archive:
         self.slow: set[str] = set()
         self.cut: dict[str, int] = {}  # path -> how many more times to send half and hang up
         self.stall: set[str] = set()  # send half, then wait (until released)
+        self.unavailable: dict[str, int] = {}  # path -> how many more times to answer 503
         self.released = threading.Event()
         self.lock = threading.Lock()
         archive = self
@@ -89,6 +90,12 @@ class Archive:
                     cut = archive.cut.get(self.path, 0)
                     if cut:
                         archive.cut[self.path] = cut - 1
+                    busy = archive.unavailable.get(self.path, 0)
+                    if busy:
+                        archive.unavailable[self.path] = busy - 1
+                if busy:
+                    self.send_error(503)
+                    return
                 body = archive.files.get(self.path)
                 if body is None:
                     self.send_error(404)
@@ -359,6 +366,19 @@ def test_an_interrupted_download_leaves_only_a_part_file_and_resumes(archive, tm
     assert [r for p, r in archive.requests if p == jan] == [f"bytes={kept}-"]  # resumed, not restarted
     assert (out / PAIR / f"{PAIR}-1m-2024-01.zip").read_bytes() == archive.files[jan]
     assert not part.exists()
+
+
+def test_server_errors_are_retried_with_back_off(trainer, archive, tmp_path):
+    publish(archive, days=("2024-02-01",))
+    day = next(p for p in archive.files if p.endswith("2024-02-01.zip"))
+    archive.unavailable[day] = 2
+    archive.unavailable[day + ".CHECKSUM"] = 1
+    started = time.monotonic()
+    result = download(trainer, archive, tmp_path / "d", end="2024-02-01")
+    assert result.exit_code == 0, result.text
+    assert archive.fetched().count(day) == 3 and archive.fetched(".CHECKSUM").count(day + ".CHECKSUM") == 2
+    assert time.monotonic() - started >= 0.5 + 0.5 + 1.0  # the back-off: 0.5 s, then 0.5 s and 1 s
+    assert (tmp_path / "d" / PAIR / Path(day).name).read_bytes() == archive.files[day]
 
 
 def test_futures_and_other_timeframes_come_from_their_own_paths(trainer, archive, tmp_path):

@@ -85,7 +85,12 @@ class Missing(Exception):
 
 
 class Failed(Exception):
-    """An archive that cannot be had: a checksum that does not match twice, an HTTP error, a network down."""
+    """An archive that cannot be had: a checksum that does not match twice, an HTTP error, a network
+    down. `resumable`: what arrived is good so far, and its .part stays for the next run."""
+
+    def __init__(self, message: str, resumable: bool = False):
+        super().__init__(message)
+        self.resumable = resumable
 
 
 class Stopped(Exception):
@@ -212,7 +217,7 @@ class Fetcher:
         except Missing:
             out.status = "missing"
         except Failed as exc:
-            self._remove(a.path, a.checksum_path, a.part_path)
+            self._remove(a.path, a.checksum_path, *(() if exc.resumable else (a.part_path,)))
             out.status, out.error = "failed", str(exc)
         except Stopped:
             out.status, out.error = "failed", "interrupted"
@@ -306,7 +311,7 @@ class Fetcher:
                 reason = getattr(exc, "reason", None) or exc
                 error = f"{type(exc).__name__}: {reason}" if str(reason) else type(exc).__name__
             if attempt == self.retries:
-                raise Failed(f"{what}: network error after {attempt + 1} tries ({error}).")
+                raise Failed(f"{what}: network error after {attempt + 1} tries ({error}).", resumable=True)
             if self.stop.wait(self.backoff * 2 ** attempt):
                 raise Stopped()
         raise AssertionError("unreachable")
