@@ -80,9 +80,9 @@ class PairModel:
                 raise PluginError(
                     f"{self.tag}: the model was trained with the {kind} {name!r} from {origin}, which is not "
                     "installed here.",
-                    f"Install it (pip install {origin.split()[0]}) or make its module importable, then predict."
-                    if origin and not origin.startswith(("module", "an unknown")) else
-                    "Make the plugin module that registers it importable (PYTHONPATH), then predict.",
+                    "Make the plugin module that registers it importable (PYTHONPATH), then predict."
+                    if "sha256:" in origin or origin.startswith("an unknown") else
+                    f"Install it (pip install {origin.split()[0]}) or make its module importable, then predict.",
                 ) from None
         return plugins
 

@@ -1,0 +1,281 @@
+"""Feature sets and labelers as plugins: a third-party set and labeler train and predict exactly as
+trained; `predict_latest` and `required_history`; the built-in `seed+context` set sees no later
+candle of its context pair."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+
+from conftest import SHARED_DATA, tiny_args
+from trainer_plugins.loaders.synthetic import simulate
+
+PLUGIN = '''
+import numpy as np
+from trainer_core import hookimpl
+
+
+class Returns:
+    """close_change and the candle's range, in percent."""
+
+    def columns(self, params):
+        return ["close_change", "range_pct"]
+
+    def warmup(self, params):
+        return 1
+
+    def compute(self, candles, params):
+        close = candles["close"].to_numpy()
+        out = np.full((len(candles), 2), np.nan, dtype=np.float32)
+        out[1:, 0] = (close[1:] / close[:-1] - 1) * 100
+        out[:, 1] = ((candles["high"] - candles["low"]) / candles["close"] * 100).to_numpy()
+        return out
+
+
+class ReturnSign:
+    """LONG when the close `horizon` candles later is higher, SHORT when lower."""
+
+    def horizon(self, params):
+        return int(params.get("horizon", 30))
+
+    def tag(self, params):
+        return f"SIGN{self.horizon(params):03d}"
+
+    def compute(self, candles, params):
+        h, close = self.horizon(params), candles["close"].to_numpy()
+        labels = np.full(len(close), -1, dtype=np.int8)
+        move = np.full(len(close), np.nan)
+        move[:-h] = close[h:] / close[:-h] - 1
+        labels[:-h] = np.where(move[:-h] > 0.0005, 2, np.where(move[:-h] < -0.0005, 0, 1))
+        return labels, move, -move
+
+
+@hookimpl
+def trainer_register_feature_sets(register):
+    register("returns", Returns)
+
+
+@hookimpl
+def trainer_register_labelers(register):
+    register("return-sign", ReturnSign)
+'''
+
+TAG = "ETHUSDT_SIGN010"
+
+
+def own_features(frame: pl.DataFrame) -> np.ndarray:
+    """The test's own computation of the two features (float32, row 0 has none)."""
+    close = frame["close"].to_numpy()
+    out = np.full((frame.height, 2), np.nan, dtype=np.float32)
+    out[1:, 0] = (close[1:] / close[:-1] - 1) * 100
+    out[:, 1] = ((frame["high"] - frame["low"]) / frame["close"] * 100).to_numpy()
+    return out
+
+
+def candle_frame(rows: int, seed: int = 3) -> pl.DataFrame:
+    t, o, h, low, c, v = simulate("ETHUSDT", rows, seed=seed, start="2024-03-01")
+    return pl.DataFrame({"timestamp": pl.Series(t).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"),
+                         "open": o, "high": h, "low": low, "close": c, "volume": v})
+
+
+@pytest.fixture(scope="module")
+def plugin_model(tmp_path_factory):
+    """A model trained with the test's feature set and labeler on 2024-03-01..02 of a 3-day file."""
+    from click.testing import CliRunner
+
+    from trainer_core.cli import cli
+
+    root = tmp_path_factory.mktemp("feature_sets")
+    (root / "two_features.py").write_text(PLUGIN)
+    sys.path.insert(0, str(root))
+    frame = candle_frame(3 * 1440)
+    candles = root / "data" / "ETHUSDT-1m.parquet"
+    candles.parent.mkdir()
+    frame.write_parquet(candles)
+    manifest = root / "m.yaml"
+    manifest.write_text("version: 1\nplugins: [two_features]\npairs: [ETHUSDT]\n"
+                        "defaults:\n  data: {loader: ohlcv}\n"
+                        "  features: {set: returns}\n  labels: {method: return-sign, params: {horizon: 10}}\n")
+    result = CliRunner().invoke(cli, ["run", "--manifest", str(manifest), "--pair", "ETHUSDT", "--data", str(candles),
+                                      "--output", str(root / "out"), *tiny_args(),
+                                      "--set", "data.start=2024-03-01", "--set", "data.end=2024-03-02"],
+                                catch_exceptions=False)
+    try:
+        assert result.exit_code == 0, result.output
+        yield root, frame, candles, root / "out" / "ETHUSDT"
+    finally:
+        sys.path.remove(str(root))
+
+
+@pytest.mark.slow
+def test_hook_trainer_register_feature_sets(plugin_model):
+    import keras
+
+    root, frame, candles, model_dir = plugin_model
+    model = keras.models.load_model(model_dir / f"model_{TAG}.keras")
+    assert model.input_shape == (None, 8, 2)
+    spec = json.loads((model_dir / f"spec_{TAG}.json").read_text())
+    assert spec["feature_names"] == ["close_change", "range_pct"]
+    assert spec["features"]["set"] == "returns" and spec["features"]["origin"].startswith("two_features sha256:")
+    assert spec["features"]["plugin"] == "two_features"
+    assert spec["required_history"] == 8 + 1
+
+
+@pytest.mark.slow
+def test_hook_trainer_register_labelers(plugin_model):
+    root, frame, candles, model_dir = plugin_model
+    names = {p.name for p in model_dir.iterdir()}
+    assert f"model_{TAG}.keras" in names and f"metadata_{TAG}.json" in names  # the labeler's tag
+    spec = json.loads((model_dir / f"spec_{TAG}.json").read_text())
+    assert spec["labels"]["method"] == "return-sign" and spec["labels"]["horizon"] == 10
+    meta = json.loads((model_dir / f"metadata_{TAG}.json").read_text())
+    split = meta["split"]
+    # purged by the labeler's horizon: the last training label ends before validation starts
+    assert split["embargo_rows"] == 10
+    assert split["train_targets"]["last_label_horizon_row"] < split["validation_targets"]["first_row"]
+
+
+@pytest.mark.slow
+def test_predict_on_later_candles_reproduces_the_model_on_independent_windows(plugin_model, trainer, tmp_path):
+    import keras
+
+    root, frame, candles, model_dir = plugin_model
+    later = frame.filter(pl.col("timestamp") >= pl.datetime(2024, 3, 3, time_zone="UTC"))
+    later_file = tmp_path / "ETHUSDT-1m.parquet"
+    later.write_parquet(later_file)
+    result = trainer("predict", "--model-dir", model_dir, "--data", later_file, "--output", tmp_path / "p.parquet")
+    assert result.exit_code == 0, result.output
+    got = pl.read_parquet(tmp_path / "p.parquet")
+    assert got.height == later.height - 8  # row 0 has no feature, window 8
+    scaler = json.loads((model_dir / f"scaler_{TAG}.json").read_text())
+    assert scaler["feature_names"] == ["close_change", "range_pct"]
+    feats = own_features(later)[1:].astype(np.float64)
+    scaled = ((feats - np.array(scaler["center"])) / np.array(scaler["scale"])).astype(np.float32)
+    windows = np.lib.stride_tricks.sliding_window_view(scaled, 8, axis=0).transpose(0, 2, 1)
+    expected = keras.models.load_model(model_dir / f"model_{TAG}.keras").predict(windows, verbose=0)
+    np.testing.assert_allclose(got.select("p_short", "p_hold", "p_long").to_numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert got["timestamp"][0] == later["timestamp"][8]
+
+
+@pytest.mark.slow
+def test_predict_latest_needs_required_history_and_matches_predict(plugin_model, trainer, tmp_path):
+    from trainer_core import DataError, load_pair_model
+
+    root, frame, candles, model_dir = plugin_model
+    result = trainer("predict", "--model-dir", model_dir, "--data", candles, "--output", tmp_path / "all.parquet")
+    assert result.exit_code == 0, result.output
+    last = pl.read_parquet(tmp_path / "all.parquet").row(-1, named=True)
+    model = load_pair_model(model_dir)
+    assert model.required_history == 9
+    latest = model.predict_latest(frame.tail(model.required_history))
+    assert latest["timestamp"] == frame["timestamp"][-1]
+    for key in ("p_short", "p_hold", "p_long"):
+        assert latest[key] == pytest.approx(last[key], rel=1e-5, abs=1e-6)
+    assert latest["predicted_label"] == last["predicted_label"]
+    with pytest.raises(DataError, match=r"got 8 candles; the model needs 9"):
+        model.predict_latest(frame.tail(model.required_history - 1))
+
+
+@pytest.mark.slow
+def test_a_missing_feature_set_plugin_is_named_at_predict(plugin_model, tmp_path):
+    root, frame, candles, model_dir = plugin_model
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run([sys.executable, "-m", "trainer_core.cli", "predict", "--model-dir", str(model_dir),
+                          "--data", str(candles)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "two_features" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_trainer_plugins_lists_feature_sets_and_labelers(trainer):
+    result = trainer("plugins")
+    assert result.exit_code == 0
+    assert "seed" in result.output and "seed+context" in result.output and "tp-sl" in result.output
+    only = trainer("plugins", "--kind", "labeler")
+    assert "tp-sl" in only.output and "seed+context" not in only.output
+
+
+def test_predict_latest_for_the_seed_set_needs_ma_long_history(trainer, tmp_path):
+    """The seed set with ma_long 43200 needs 30 days of 1-minute candles before the window."""
+    from trainer_core.features import components, history_of
+    from trainer_core.manifest import default_manifest
+    from trainer_core.plugins import Plugins
+
+    spec = default_manifest().resolve("ETHUSDT")
+    feature_set, params, _, _ = components(spec, Plugins.load())
+    assert history_of(feature_set, params) == 43199
+    assert 120 + history_of(feature_set, params) == 43319  # required_history with the default window
+
+
+# -- seed+context on real candles -----------------------------------------------------------------
+
+needs_real_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="real candles in ../shared/data/ohlcv")
+CONTEXT = ["--set", "features.set=seed+context", "--set", "features.params={pairs: [BTCUSDT], ma_short: 30, ma_long: 120}"]
+
+
+def _context_folder(tmp_path, rows=3000):
+    folder = tmp_path / "candles"
+    folder.mkdir()
+    for pair in ("ETHUSDT", "BTCUSDT"):
+        pl.read_parquet(SHARED_DATA / f"{pair}-1m.parquet").slice(10_000, rows).write_parquet(folder / f"{pair}-1m.parquet")
+    return folder
+
+
+@needs_real_data
+def test_context_features_never_see_a_later_context_candle(tmp_path):
+    from trainer_core.candles import read_candles
+    from trainer_core.features import pair_data_from_candles
+    from trainer_core.manifest import default_manifest
+
+    folder = _context_folder(tmp_path, rows=1500)
+    sets = ["data.loader=ohlcv", f"data.path={folder}", "features.set=seed+context",
+            "features.params={pairs: [BTCUSDT], ma_short: 30, ma_long: 120}", "labels.future_window=5"]
+    spec = default_manifest().resolve("ETHUSDT", sets=sets)
+    eth = read_candles(folder, "ETHUSDT", "1m")
+    btc = read_candles(folder, "BTCUSDT", "1m")
+    base = pair_data_from_candles(eth, spec, context={"BTCUSDT": btc})
+    assert base.features.shape[1] == 10 and base.feature_names[-2:] == ("btcusdt_close_change", "btcusdt_volume_change")
+    assert np.isfinite(base.features).all()
+    t = 900
+    changed = btc.take(np.arange(len(btc)))
+    changed.close = changed.close.copy()
+    changed.high = changed.high.copy()
+    changed.close[t] *= 1.03
+    changed.high[t] = max(changed.high[t], changed.close[t])
+    moved = pair_data_from_candles(eth, spec, context={"BTCUSDT": changed})
+    when = btc.time_ms[t]
+    before = base.timestamps.astype(np.int64) < when
+    np.testing.assert_array_equal(moved.features[before], base.features[before])
+    at = np.flatnonzero(base.timestamps.astype(np.int64) == when)[0]
+    assert moved.features[at, 8] != base.features[at, 8]  # the context's close_change at t itself moved
+    # a minute the context pair has no candle for is neither a target nor a window member
+    missing = btc.take(np.arange(len(btc)) != 1000)
+    holed = pair_data_from_candles(eth, spec, context={"BTCUSDT": missing})
+    assert np.isfinite(holed.features).all()
+    assert btc.time_ms[1000] not in set(holed.timestamps.astype(np.int64).tolist())
+    assert len(holed.breaks) >= 1
+
+
+@needs_real_data
+@pytest.mark.slow
+def test_seed_context_trains_ethusdt_with_btcusdt_context(trainer, tmp_path):
+    import keras
+
+    folder = _context_folder(tmp_path)
+    out = tmp_path / "out"
+    result = trainer("run", "--pair", "ETHUSDT", "--data", folder, "--output", out, "--set", "data.loader=ohlcv",
+                     *CONTEXT, *tiny_args())
+    assert result.exit_code == 0, result.output
+    model_dir = out / "ETHUSDT"
+    tag = "ETHUSDT_FW005_SL050_TP100"
+    assert keras.models.load_model(model_dir / f"model_{tag}.keras").input_shape == (None, 8, 10)
+    spec = json.loads((model_dir / f"spec_{tag}.json").read_text())
+    assert spec["features"]["context_pairs"] == ["BTCUSDT"]
+    result = trainer("predict", "--model-dir", model_dir, "--data", folder / "ETHUSDT-1m.parquet", "--last", "5")
+    assert result.exit_code == 0, result.output
+    assert "5 predictions" in result.output
