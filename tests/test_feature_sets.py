@@ -279,3 +279,15 @@ def test_seed_context_trains_ethusdt_with_btcusdt_context(trainer, tmp_path):
     result = trainer("predict", "--model-dir", model_dir, "--data", folder / "ETHUSDT-1m.parquet", "--last", "5")
     assert result.exit_code == 0, result.output
     assert "5 predictions" in result.output
+
+
+@pytest.mark.slow
+def test_prepare_uses_the_selected_feature_set_and_labeler(plugin_model, trainer, tmp_path):
+    root, frame, candles, model_dir = plugin_model
+    result = trainer("prepare", "--manifest", root / "m.yaml", "--pair", "ETHUSDT", "--data", candles,
+                     "--output", tmp_path / "inputs")
+    assert result.exit_code == 0, result.output
+    written = tmp_path / "inputs" / "ETHUSDT_TF-1m__SIGN010__training_ready.feather"
+    table = pl.read_ipc(written)
+    assert table.columns[:3] == ["timestamp", "close_change", "range_pct"]
+    np.testing.assert_allclose(table["range_pct"].to_numpy(), own_features(frame)[1:, 1], rtol=1e-6)

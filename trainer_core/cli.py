@@ -207,7 +207,13 @@ def prepare(pair, data_path, output, manifest_path, sets):
     manifest = _load_manifest(manifest_path)
     spec = manifest.resolve(pair, sets, {"data.path": data_path})
     candles = read_candles(spec.data_path, spec.pair, spec.data.timeframe, spec.data.params.get("market"))
-    data = pair_data_from_candles(candles, spec)
+    from .pipeline import check_components, resolve_tag
+    from .plugins import Plugins
+
+    plugins = Plugins.load(spec.plugins)
+    check_components(spec, plugins)
+    spec = resolve_tag(spec, plugins)
+    data = pair_data_from_candles(candles, spec, plugins)
     path = write_training_ready(data, spec, output)
     counts = data.class_counts()
     gaps = data.extra["gaps"]

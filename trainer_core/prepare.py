@@ -8,14 +8,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import FEATURE_NAMES, PairData
+from .data import PairData
 from .errors import StorageError
 from .manifest import training_ready_name
 
 
 def training_ready_filename(spec) -> str:
-    """The seed's training-ready Feather file name for this spec's pair and label settings."""
+    """The training-ready Feather file name for this spec's pair and label settings: the seed's
+    ``{PAIR}_TF-1m__FW-120__SL-050__TP-100__training_ready.feather`` for the seed's barrier labels,
+    ``{PAIR}_TF-1m__{label_tag}__training_ready.feather`` for another labeler's."""
     lab = spec.labels
+    if spec.label_tag is not None and spec.tag != spec.with_label_tag(None).tag:
+        return f"{spec.pair}_TF-{spec.data.timeframe}__{spec.label_tag}__training_ready.feather"
     return training_ready_name(spec.pair, spec.data.timeframe, lab.future_window, lab.stop_loss_pct, lab.take_profit_pct)
 
 
@@ -24,7 +28,7 @@ def training_ready_frame(data: PairData):
 
     labelled = data.labels >= 0
     columns = {"timestamp": pl.Series("timestamp", data.timestamps.astype("datetime64[ms]"))}
-    for i, name in enumerate(FEATURE_NAMES):
+    for i, name in enumerate(data.feature_names):
         columns[name] = pl.Series(name, data.features[:, i], dtype=pl.Float32)
     for k in range(3):
         values = (data.labels == k).astype(np.int8)
