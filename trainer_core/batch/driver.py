@@ -285,7 +285,7 @@ class BatchRun:
                 ref = task.options(
                     num_cpus=p.spec.resources.cpus, num_gpus=p.spec.resources.gpus, max_retries=retries,
                     retry_exceptions=False, name=f"train {p.spec.pair}",
-                ).remote(p.spec.to_dict(), progress)
+                ).remote(p.spec.to_dict(), progress, p.reason == "--force")
                 pending[ref] = p.spec
             resources = ray.cluster_resources()
             self.echo(f"Submitted {len(pending)} pair(s) to Ray "

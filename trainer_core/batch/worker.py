@@ -12,7 +12,7 @@ import time
 import traceback
 from typing import Any
 
-from ..errors import TrainerError
+from ..errors import PreemptedError, TrainerError
 from ..manifest import PairSpec
 from ..plugins import LOAD_PLUGINS_ENV, MANIFEST_PLUGINS_ENV, TRACE_PLUGINS_ENV, Plugins
 from ..quiet import VERBOSE_ENV
@@ -70,8 +70,13 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def train_in_worker(spec_dict: dict, progress: Any = None) -> dict:
-    """Train one pair; return its outcome row (errors included, never raised, so others go on)."""
+def train_in_worker(spec_dict: dict, progress: Any = None, force: bool = False) -> dict:
+    """Train one pair; return its outcome row (errors included, never raised, so others go on).
+
+    ``force`` (``trainer batch --force``) starts over even from a resumable backup. SIGTERM (a
+    preempted node) ends the worker process with 143 after the backup is kept, so Ray retries the
+    pair elsewhere and the retry resumes it.
+    """
     from ..pipeline import run_pair
 
     spec = PairSpec.from_dict(spec_dict)
@@ -84,12 +89,15 @@ def train_in_worker(spec_dict: dict, progress: Any = None) -> dict:
     try:
         configure_tensorflow_threads(spec.resources.cpus)
         plugins = Plugins.load(spec.plugins)
-        result = run_pair(spec, plugins, echo=lambda m: print(f"[{spec.pair}] {m}", flush=True))
+        result = run_pair(spec, plugins, echo=lambda m: print(f"[{spec.pair}] {m}", flush=True), force=force)
         return {
             "pair": spec.pair, "status": "trained", "reason": "trained", "seconds": time.time() - started,
-            "artifacts": result.pair_dir, "tag": spec.tag, "metrics": _metrics(result),
+            "artifacts": result.pair_dir, "tag": result.tag, "metrics": _metrics(result),
             "figures": dict(getattr(result, "figures", None) or {}), "trained_at": _now(),
         }
+    except PreemptedError as exc:
+        print(f"[{spec.pair}] {exc.message}", flush=True)
+        os._exit(exc.exit_code)  # a dead worker, not a failed pair: Ray retries it (it resumes)
     except TrainerError as exc:
         return {"pair": spec.pair, "status": "failed", "reason": "error", "seconds": time.time() - started,
                 "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
