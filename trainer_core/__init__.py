@@ -1,13 +1,23 @@
 """pair-trainer's engine: the hook contract, plugin manager, manifest and single-pair pipeline.
 
-Plugins import what they need from here: ``from trainer_core import hookimpl, PairData, Balance``.
+Plugins import what they need from here, and only from here (a test checks the built-ins do):
+``from trainer_core import hookimpl, PairData, Balance``.
 """
 
 from .version import __version__
 
 from .artifacts import ArtifactWriter  # noqa: E402
 from .batch import BatchReport  # noqa: E402
-from .batch import BatchReport  # noqa: E402
+from .candles import (  # noqa: E402
+    Candles,
+    candle_files,
+    candle_fingerprint,
+    check_candles,
+    iso_time,
+    parse_candle_name,
+    read_candles,
+    timeframe_ms,
+)
 from .data import CLASS_NAMES, FEATURE_NAMES, NO_LABEL, PairData, file_sha256  # noqa: E402
 from .errors import (  # noqa: E402
     ConfigError,
@@ -19,9 +29,11 @@ from .errors import (  # noqa: E402
     TrainingError,
     reject_unknown,
 )
+from .features import pair_data_from_candles  # noqa: E402
+from .formats import NAME_RE as TRAINING_READY_NAME_RE, pct_from_code, read_table  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 from .inference import PairModel, load_pair_model  # noqa: E402
-from .manifest import PairSpec  # noqa: E402
+from .manifest import PairSpec, load_manifest, normalize_pair, training_ready_name  # noqa: E402
 from .pipeline import Balance, Evaluation, PairResult, versions  # noqa: E402
 
 __all__ = [
@@ -31,7 +43,6 @@ __all__ = [
     "PairModel",
     "ArtifactWriter",
     "Balance",
-    "BatchReport",
     "BatchReport",
     "CLASS_NAMES",
     "ConfigError",
@@ -50,4 +61,20 @@ __all__ = [
     "file_sha256",
     "reject_unknown",
     "versions",
+    # candles and the seed's training-ready files, for loaders and commands
+    "Candles",
+    "TRAINING_READY_NAME_RE",
+    "candle_files",
+    "candle_fingerprint",
+    "check_candles",
+    "iso_time",
+    "load_manifest",
+    "normalize_pair",
+    "pair_data_from_candles",
+    "parse_candle_name",
+    "pct_from_code",
+    "read_candles",
+    "read_table",
+    "timeframe_ms",
+    "training_ready_name",
 ]

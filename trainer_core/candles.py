@@ -45,6 +45,7 @@ PERIOD_RE = re.compile(r"^\d{4}-\d{2}(?:-\d{2})?$")
 
 
 def timeframe_ms(timeframe: str) -> int:
+    """A timeframe such as ``1m``, ``5m`` or ``1h`` in milliseconds."""
     return int(timeframe[:-1]) * UNIT_MS[timeframe[-1]]
 
 
@@ -289,7 +290,7 @@ def pair_files(folder: Path, pair: str, timeframe: str | None = None, market: st
         chosen = spot or futures
         if spot and any(f.market == "futures" for f in found) and echo:
             echo(f"Note: {pair}: reading the spot candles in {folder}; futures candles are there too "
-                 "(set data.params.market: futures-um to read those).")
+                 f"(the ohlcv loader's data.params.market: futures-um reads those, as does --data {folder / 'futures'}).")
     timeframes = sorted({f.name.timeframe for f in chosen if f.name.timeframe}, key=_tf_order)
     if timeframe is not None:
         picked = [f for f in chosen if f.name.timeframe in (None, timeframe)]
@@ -454,6 +455,11 @@ class GapReport:
 
 def _iso(ms: int) -> str:
     return str(np.datetime64(int(ms), "ms").astype("datetime64[s]")) + "Z"
+
+
+def iso_time(ms: int) -> str:
+    """An epoch-milliseconds candle time as ISO-8601 UTC to the second (``2024-01-01T00:00:00Z``)."""
+    return _iso(ms)
 
 
 def check_candles(c: Candles, timeframe: str, where: str) -> GapReport:

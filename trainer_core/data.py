@@ -54,14 +54,17 @@ class PairData:
         return int(self.labels.shape[0])
 
     def features_sha256(self) -> str:
+        """``sha256:`` and the SHA-256 of the feature matrix's bytes (identical data, identical hash)."""
         return "sha256:" + hashlib.sha256(np.ascontiguousarray(self.features).tobytes()).hexdigest()
 
     def time_range(self) -> tuple[str, str] | None:
+        """The first and last timestamps (ISO-8601), or None for empty data."""
         if len(self) == 0:
             return None
         return _iso(self.timestamps[0]), _iso(self.timestamps[-1])
 
     def class_counts(self, rows: np.ndarray | None = None) -> dict[str, int]:
+        """``{"SHORT": n, "HOLD": n, "LONG": n}`` over all rows, or over ``rows``."""
         labels = self.labels if rows is None else self.labels[rows]
         return {name: int(np.count_nonzero(labels == i)) for i, name in enumerate(CLASS_NAMES)}
 

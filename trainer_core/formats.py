@@ -19,6 +19,7 @@ def pct_from_code(code: str) -> float:
 
 
 def read_table(path: Path):
+    """A Feather, Parquet or CSV table as a polars DataFrame (a `DataError` when it cannot be read)."""
     import polars as pl
 
     suffix = path.suffix.lower()

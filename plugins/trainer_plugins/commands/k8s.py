@@ -16,7 +16,7 @@ import click
 import yaml
 
 from trainer_core import ConfigError, __version__, hookimpl
-from trainer_core.manifest import load_manifest
+from trainer_core import load_manifest
 
 #: where the pods mount the shared volume; also their working directory, so relative paths land on it
 MOUNT = "/data"

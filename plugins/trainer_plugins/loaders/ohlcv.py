@@ -36,7 +36,7 @@ class OhlcvLoader:
 
     def fingerprint(self, spec) -> str:
         """sha256 of the candle bytes, as `load` records it, without parsing them."""
-        from trainer_core.candles import candle_files, candle_fingerprint
+        from trainer_core import candle_files, candle_fingerprint
 
         if spec.data_path is None:
             raise ConfigError(f"{spec.pair}: the ohlcv loader needs data.path (a candle file or folder).")
@@ -45,8 +45,8 @@ class OhlcvLoader:
         return candle_fingerprint(files)
 
     def load(self, spec):
-        from trainer_core.candles import read_candles
-        from trainer_core.features import pair_data_from_candles
+        from trainer_core import read_candles
+        from trainer_core import pair_data_from_candles
 
         if spec.data_path is None:
             raise ConfigError(f"{spec.pair}: the ohlcv loader needs data.path (a candle file or folder).")

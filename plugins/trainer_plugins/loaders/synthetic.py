@@ -69,7 +69,7 @@ class SyntheticLoader:
         return self._candles(spec)[1].sha256
 
     def _candles(self, spec):
-        from trainer_core.candles import Candles, timeframe_ms
+        from trainer_core import Candles, timeframe_ms
 
         p = check_params(spec.data.params)
         arrays = simulate(spec.pair, p["rows"], p["seed"], p["start"], timeframe_ms(spec.data.timeframe))
@@ -80,7 +80,7 @@ class SyntheticLoader:
         return source, Candles(*arrays, sources=[source], sha256="sha256:" + digest.hexdigest())
 
     def load(self, spec):
-        from trainer_core.features import pair_data_from_candles
+        from trainer_core import pair_data_from_candles
 
         source, candles = self._candles(spec)
         return pair_data_from_candles(candles, spec, source=source)

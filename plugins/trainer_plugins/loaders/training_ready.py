@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from trainer_core import FEATURE_NAMES, NO_LABEL, DataError, PairData, file_sha256, hookimpl, reject_unknown
-from trainer_core.formats import NAME_RE, pct_from_code as _pct, read_table as read_frame
-from trainer_core.manifest import training_ready_name
+from trainer_core import TRAINING_READY_NAME_RE as NAME_RE, pct_from_code as _pct, read_table as read_frame
+from trainer_core import training_ready_name
 
 LABEL_COLUMNS = ("label_0", "label_1", "label_2")
 TIME_COLUMNS = ("timestamp", "date", "datetime", "time", "open_time", "index")
