@@ -337,7 +337,8 @@ def test_missing_archives_are_reported_per_pair(trainer, archive, tmp_path):
     assert "NOPEUSDT: nothing published for 2024-01-01 to 2024-02-03" in result.text
 
 
-def test_an_interrupted_download_leaves_only_a_part_file_and_resumes(archive, tmp_path, trainer):
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+def test_an_interrupted_download_leaves_only_a_part_file_and_resumes(archive, tmp_path, trainer, how):
     publish(archive)
     jan = next(p for p in archive.files if p.endswith("2024-01.zip"))
     archive.stall.add(jan)
@@ -354,8 +355,10 @@ def test_an_interrupted_download_leaves_only_a_part_file_and_resumes(archive, tm
             assert time.time() < deadline and proc.poll() is None, "the download did not start"
             time.sleep(0.05)
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        os.kill(proc.pid, how)
+        said = proc.communicate(timeout=10)[0].decode()
+    if how == signal.SIGINT:  # at once, although the server still holds the connection open
+        assert proc.returncode == 130 and "Interrupted: verified archives are kept" in said, said
     assert sorted(p.name for p in (out / PAIR).iterdir()) == [part.name]  # nothing looks complete
     kept = part.stat().st_size
     archive.stall.clear()

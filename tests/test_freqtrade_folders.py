@@ -114,7 +114,7 @@ def test_prepare_reads_the_folder_by_pair_timeframe_and_market(trainer, binance,
     assert "futures candles are there too" in result.output  # and how to read those
     result = prepare("BTCUSDT", "--set", "data.timeframe=5m")
     assert result.exit_code == 0 and "600 candles -> 599 rows" in result.output, result.output
-    futures = prepare("BTCUSDT", "--set", "data.params.market=futures-um", "--output", tmp_path / "futures")
+    futures = trainer("prepare", "--pair", "BTCUSDT", "--data", binance / "futures", "--output", tmp_path / "futures", *SETS)
     assert futures.exit_code == 0, futures.output
     spot_file, = (tmp_path / "BTCUSDT").glob("*_TF-1m_*.feather")
     futures_file, = (tmp_path / "futures").glob("*.feather")

@@ -9,6 +9,7 @@ import calendar
 import hashlib
 import http.client
 import os
+import queue
 import re
 import socket
 import threading
@@ -16,7 +17,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -322,24 +322,51 @@ def run(archives: list[Archive], fetcher: Fetcher, jobs: int, *, fallback: Calla
         on_tick: Callable[[], None] = lambda: None) -> list[Outcome]:
     """Fetch every archive with `jobs` threads; a monthly archive that is missing is replaced by
     `fallback(archive)` (its days). `on_done(outcome, added)` runs in the calling thread, with the
-    number of archives the fallback added; `on_tick` about 5 times a second."""
+    number of archives the fallback added; `on_tick` about 5 times a second.
+
+    The threads are daemons: on Ctrl-C the caller returns at once instead of waiting for a read
+    from a stalled server, and what a thread was writing stays a `.part` for the next run."""
+    tasks: queue.Queue = queue.Queue()
+    results: queue.Queue = queue.Queue()
+
+    def worker() -> None:
+        while True:
+            a = tasks.get()
+            if a is None or fetcher.stop.is_set():
+                return
+            try:
+                results.put(fetcher.fetch(a))
+            except Exception as exc:  # a bug must not leave the run waiting for this archive forever
+                results.put(Outcome(a, "failed", error=f"{a.name}: {type(exc).__name__}: {exc}"))
+
+    for a in archives:
+        tasks.put(a)
+    threads = [threading.Thread(target=worker, name=f"download-{i}", daemon=True) for i in range(max(1, jobs))]
+    for t in threads:
+        t.start()
+    outstanding = len(archives)
     outcomes: list[Outcome] = []
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="download") as pool:
-        pending: set[Future] = {pool.submit(fetcher.fetch, a) for a in archives}
-        try:
-            while pending:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                for future in done:
-                    outcome = future.result()
-                    extra = fallback(outcome.archive) if outcome.status == "missing" and outcome.archive.monthly else []
-                    if extra:
-                        pending |= {pool.submit(fetcher.fetch, a) for a in extra}
-                        outcome.status = "replaced"
-                    outcomes.append(outcome)
-                    on_done(outcome, len(extra))
+    try:
+        while outstanding:
+            try:
+                outcome = results.get(timeout=0.2)
+            except queue.Empty:
                 on_tick()
-        except BaseException:
-            fetcher.stop.set()  # the threads stop between blocks; their .part files stay for a rerun
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+                continue
+            outstanding -= 1
+            extra = fallback(outcome.archive) if outcome.status == "missing" and outcome.archive.monthly else []
+            if extra:
+                outcome.status = "replaced"
+                for a in extra:
+                    tasks.put(a)
+                outstanding += len(extra)
+            outcomes.append(outcome)
+            on_done(outcome, len(extra))
+            on_tick()
+    except BaseException:
+        fetcher.stop.set()  # the threads stop between blocks; their .part files stay for a rerun
+        raise
+    finally:
+        for _ in threads:
+            tasks.put(None)
     return outcomes

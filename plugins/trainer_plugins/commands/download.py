@@ -34,11 +34,11 @@ def yesterday() -> date:
 
 def _pairs_and_settings(pairs, manifest_path, timeframe, market) -> list[tuple[str, str, str]]:
     """(pair, timeframe, market) per pair: the options, else the manifest's data settings."""
-    from trainer_core.manifest import normalize_pair
+    from trainer_core import normalize_pair
 
     out: dict[str, tuple[str, str, str]] = {}
     if manifest_path:
-        from trainer_core.manifest import load_manifest
+        from trainer_core import load_manifest
 
         manifest = load_manifest(manifest_path)
         for entry in manifest.pairs:
@@ -67,12 +67,12 @@ def _mb(n: int) -> str:
 def _pair_row(report: ba.PairReport, timeframe: str) -> tuple[list[str], str | None]:
     """The table's row (what the pair's folder holds now, read as `trainer prepare` reads it:
     gaps and the candles missing in them), and a problem line when it does not read."""
-    from trainer_core.candles import _iso, check_candles, read_candles
-    from trainer_core.errors import DataError
+    from trainer_core import DataError, check_candles, iso_time, parse_candle_name, read_candles
 
     zips = sorted(report.folder.glob(f"{report.pair}-{timeframe}-*.zip")) if report.folder.is_dir() else []
-    months = sum(1 for z in zips if len(z.stem.rsplit("-", 2)[-2]) == 4 and len(z.stem.rsplit("-", 1)[-1]) == 2)
-    days = len(zips) - months
+    periods = [parsed.period for parsed in map(parse_candle_name, (z.name for z in zips)) if parsed and parsed.period]
+    months = sum(1 for period in periods if len(period) == 7)
+    days = len(periods) - months
     row = [report.pair, str(months), str(days)]
     if not zips:
         return row + ["0", "-", "-", "-", "-"], None
@@ -81,7 +81,7 @@ def _pair_row(report: ba.PairReport, timeframe: str) -> tuple[list[str], str | N
         gaps = check_candles(candles, timeframe, report.pair)
     except DataError as exc:
         return row + ["?", "-", "-", "?", "?"], f"{report.pair}: the folder does not read as one series: {exc.message}"
-    return row + [f"{len(candles):,}", _iso(candles.time_ms[0]), _iso(candles.time_ms[-1]), f"{gaps.gaps:,}",
+    return row + [f"{len(candles):,}", iso_time(candles.time_ms[0]), iso_time(candles.time_ms[-1]), f"{gaps.gaps:,}",
                   f"{gaps.missing_candles:,}"], None
 
 

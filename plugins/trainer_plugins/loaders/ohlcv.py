@@ -45,8 +45,7 @@ class OhlcvLoader:
         return candle_fingerprint(files)
 
     def load(self, spec):
-        from trainer_core import read_candles
-        from trainer_core import pair_data_from_candles
+        from trainer_core import pair_data_from_candles, read_candles
 
         if spec.data_path is None:
             raise ConfigError(f"{spec.pair}: the ohlcv loader needs data.path (a candle file or folder).")
