@@ -69,7 +69,9 @@ for flavour in "${flavours[@]}"; do
     if [ "$BUILDER" = docker ]; then
         DOCKER_BUILDKIT=1 docker build "${args[@]}" .
     else
-        buildah bud --isolation chroot --layers "${args[@]}" .
+        # no --layers: buildah's layer cache ignores what a RUN's `--mount=type=bind,from=wheel`
+        # brings, and would keep the previous wheel after a code change
+        buildah bud --isolation chroot "${args[@]}" .
     fi
     seconds=$(( $(date +%s) - start ))
     echo "build.sh: built $tag in ${seconds}s, $(size_of "$tag")"
