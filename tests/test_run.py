@@ -235,3 +235,28 @@ def trainer_register_balancers(register):
     assert meta["model"]["builder"] == "flat-dense" and meta["model"]["params"] == {"units": 5}
     assert meta["balancing"]["method"] == "first-half"
     assert meta["balancing"]["train_targets_after"] == meta["balancing"]["train_targets_before"] // 2
+
+
+@pytest.mark.slow
+def test_a_model_that_predicts_one_class_is_flagged(trainer, tmp_path, inputs, monkeypatch):
+    (tmp_path / "hold_only_model.py").write_text(
+        "import keras\nfrom trainer_core import hookimpl\n\n"
+        "class HoldOnly:\n"
+        "    def build(self, input_shape, n_classes, params):\n"
+        "        x = keras.Input(input_shape)\n"
+        "        y = keras.layers.Flatten()(x)\n"
+        "        out = keras.layers.Dense(n_classes, activation='softmax', kernel_initializer='zeros',\n"
+        "                                 bias_initializer=keras.initializers.Constant([0.0, 50.0, 0.0]))(y)\n"
+        "        return keras.Model(x, out)\n\n"
+        "@hookimpl\ndef trainer_register_model_builders(register):\n    register('hold-only', HoldOnly)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("version: 1\nplugins: [hold_only_model]\ndefaults: {model: {builder: hold-only}}\npairs: [ETHUSDT]\n")
+    result = trainer("run", "--manifest", manifest, "--pair", "ETHUSDT", "--data", inputs, "--output", tmp_path / "out",
+                     *tiny_args())
+    assert result.exit_code == 0, result.output
+    assert "MCC 0.000" in result.output and "signals LONG 0 / SHORT 0" in result.output
+    assert "Warning: the model predicts HOLD only" in result.output
+    marker = json.loads((tmp_path / "out" / "ETHUSDT" / "_SUCCESS.json").read_text())
+    assert marker["metrics"]["single_class"] == "HOLD" and marker["metrics"]["mcc"] == 0.0

@@ -239,10 +239,16 @@ def _run(spec: PairSpec, plugins: Plugins, echo, force: bool) -> PairResult:
                  f"across folds {result.folds['spread']['accuracy']['mean']:.4f} "
                  f"+/- {result.folds['spread']['accuracy']['std']:.4f}")
         summary = result.validation.summary()
+        scores = result.validation.scores()
         echo(
             f"Validation on {summary['samples']:,} targets: accuracy {summary['accuracy']:.4f}, "
-            f"loss {summary['loss']:.4f} (best epoch {result.best_epoch()} of {len(result.history['loss'])})"
+            f"loss {summary['loss']:.4f}, MCC {scores['mcc']:.3f}, balanced accuracy {scores['balanced_accuracy']:.3f}; "
+            f"signals LONG {scores['predicted']['LONG']:,} / SHORT {scores['predicted']['SHORT']:,} "
+            f"(best epoch {result.best_epoch()} of {len(result.history['loss'])})"
         )
+        if scores["single_class"]:
+            echo(f"Warning: the model predicts {scores['single_class']} only on the validation slice: "
+                 "its accuracy is the class share, not skill (MCC 0).")
         _save_engine_files(result, out, plugins)
         _report(result, out, plugins)
         result.pair_dir = out.commit(_marker(result, plugins, started))
