@@ -207,11 +207,12 @@ def prepare(pair, data_path, output, manifest_path, sets):
     manifest = _load_manifest(manifest_path)
     spec = manifest.resolve(pair, sets, {"data.path": data_path})
     candles = read_candles(spec.data_path, spec.pair, spec.data.timeframe, spec.data.params.get("market"))
-    from .pipeline import check_components, resolve_tag
+    from .features import components
+    from .pipeline import resolve_tag
     from .plugins import Plugins
 
     plugins = Plugins.load(spec.plugins)
-    check_components(spec, plugins)
+    components(spec, plugins)  # the feature set and labeler, their params checked; prepare needs no loader
     spec = resolve_tag(spec, plugins)
     data = pair_data_from_candles(candles, spec, plugins)
     path = write_training_ready(data, spec, output)

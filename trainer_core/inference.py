@@ -392,7 +392,8 @@ def read_for_prediction(model: PairModel, path: str | Path):
     from .features import pair_data_from_candles
 
     spec = model.prediction_spec(path)
-    data = pair_data_from_candles(read_candles(path, model.pair, spec.data.timeframe), spec, model.plugins(),
+    candles = read_candles(path, model.pair, spec.data.timeframe, dict(spec.data.params or {}).get("market"))
+    data = pair_data_from_candles(candles, spec, model.plugins(),
                                   with_labels=False)
     columns = {"timestamp": pl.Series(data.timestamps).dt.replace_time_zone("UTC")}
     for i, name in enumerate(data.feature_names):
