@@ -95,7 +95,7 @@ def test_unknown_key_names_its_dotted_path(tmp_path):
     [
         ("defaults: {train: {epochs: ten}}", "defaults.train.epochs: expected an integer >= 1 and <= 100,000, got 'ten' (str)"),
         ("defaults: {train: {epochs: 2.5}}", "expected an integer >= 1 and <= 100,000, got 2.5 (float)"),
-        ("defaults: {split: {validation: 1.5}}", "defaults.split.validation: expected a number > 0 and <= 0.9"),
+        ("defaults: {split: {validation: 1.5}}", "defaults.split.validation: expected a number >= 0.000001 and <= 0.9"),
         ("defaults: {scaling: {scaler: log}}", "defaults.scaling.scaler: expected one of 'robust', 'standard'"),
         ("defaults: {train: {learning_rate: true}}", "expected a number > 0 and <= 10, got True (bool)"),
         ("defaults: {data: {start: 2024-13-01}}", "not valid YAML: month must be in 1..12"),

@@ -7,6 +7,7 @@ then validation targets, then (with ``split.test``) another gap and the test tar
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,19 +79,57 @@ def _bounds(n: int, validation: float, test: float) -> tuple[int, int | None]:
     return val_start, test_start
 
 
+def _feasible(n: int, window: int, embargo: int, validation: float, test: float) -> bool:
+    """Whether ``n`` rows leave at least one target in every part of the split."""
+    val_start, test_start = _bounds(n, validation, test)
+    ok = val_start - embargo > window - 1
+    if test_start is None:
+        return ok and n - val_start >= 1
+    return ok and test_start - embargo > val_start and n - test_start >= 1
+
+
+#: how many row counts `minimum_rows` tries one by one past its closed-form lower bound
+_SCAN = 20_000
+
+
 def minimum_rows(window: int, embargo: int, validation: float, test: float) -> int:
-    """The fewest rows that leave at least one target in every part of the split."""
-    n = window + embargo + 2
-    while True:
-        val_start, test_start = _bounds(n, validation, test)
-        ok = val_start - embargo > window - 1
-        if test_start is None:
-            ok = ok and n - val_start >= 1
+    """The fewest rows that leave at least one target in every part of the split.
+
+    Constant time whatever the embargo: a binary search finds the first row count whose validation
+    start leaves room for a window and the embargo (that condition only ever turns true as rows are
+    added); a short scan from there, or from where the validation block first spans the embargo
+    when there is a test slice, finds the exact answer. Only when validation or test is a tiny
+    fraction (under about 1/20,000) can the scan run out; the answer is then the first row count
+    past the point where the split is feasible for certain.
+    """
+    low = window + embargo + 2
+    need_start = window + embargo  # val_start - embargo > window - 1
+
+    def starts_late_enough(n: int) -> bool:
+        return _bounds(n, validation, test)[0] >= need_start
+
+    high = low
+    while not starts_late_enough(high):
+        high *= 2
+    while low < high:  # the first n with a late enough validation start
+        mid = (low + high) // 2
+        if starts_late_enough(mid):
+            high = mid
         else:
-            ok = ok and test_start - embargo > val_start and n - test_start >= 1
-        if ok:
-            return n
-        n += 1
+            low = mid + 1
+    n = low
+    if test > 0:  # the validation block must also outlast the second embargo
+        n = max(n, int((embargo - 2) / validation) - 2)
+    for candidate in range(n, n + _SCAN):
+        if _feasible(candidate, window, embargo, validation, test):
+            return candidate
+    # past the scan: a row count where every part is certainly wide enough, then a bounded scan
+    smallest = max(min(validation, test or 1.0, 1.0 - validation - test), 1e-12)
+    n = max(n + _SCAN, math.ceil((embargo + window + 3) / smallest) + 3)
+    for candidate in range(n, n + _SCAN):
+        if _feasible(candidate, window, embargo, validation, test):
+            return candidate
+    return n  # fractions so small that floating point cannot place the split: an estimate
 
 
 def purged_split(

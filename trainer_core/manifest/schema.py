@@ -92,6 +92,7 @@ MAX_BATCH_SIZE = 1_048_576
 MAX_PCT = 1000.0  # percent: a take-profit or stop-loss beyond 1000 % never triggers
 MAX_SEED = 2**32 - 1  # NumPy's and Keras' seeds are 32-bit
 MAX_FRACTION = 0.9  # split.validation, split.test: the rest must leave rows to train on
+MIN_FRACTION = 1.0e-6  # smaller leaves no row at all before a billion rows (and hangs the split's arithmetic)
 MAX_FOLDS = 100
 MAX_CALIBRATION_BINS = 1000
 MAX_LEARNING_RATE = 10.0
@@ -121,7 +122,10 @@ LIMITS_HINT = (
 
 
 def _fmt(x: float) -> str:
-    return f"{int(x):,}" if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+    if float(x).is_integer() and abs(x) < 1e15:
+        return f"{int(x):,}"
+    plain = f"{x:.12f}".rstrip("0")
+    return plain if float(plain) == x else f"{x:g}"
 
 
 def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[Any], int]:
@@ -341,6 +345,17 @@ def _seconds(v):
     return v
 
 
+def _test_fraction(v):
+    expected = f"0, or a number >= {_fmt(MIN_FRACTION)} and <= {_fmt(MAX_FRACTION)}"
+    try:
+        v = _number(0, MAX_FRACTION)(v)
+    except ValueError:
+        raise ValueError(expected) from None
+    if 0 < v < MIN_FRACTION:
+        raise ValueError(expected)
+    return v
+
+
 _pct = _number(0, MAX_PCT, low_open=True)
 _pct_or_null = _number(0, MAX_PCT, low_open=True, nullable=True)
 
@@ -367,8 +382,8 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
     "features": {"set": _string(), "ma_short": _int(1, MAX_MOVING_AVERAGE), "ma_long": _int(1, MAX_MOVING_AVERAGE),
                  "params": _mapping},
     "split": {
-        "validation": _number(0, MAX_FRACTION, low_open=True),
-        "test": _number(0, MAX_FRACTION),
+        "validation": _number(MIN_FRACTION, MAX_FRACTION),
+        "test": _test_fraction,
         "embargo": _embargo,
         "mode": _choice("single", "walk-forward"),
         "folds": _int(2, MAX_FOLDS),
