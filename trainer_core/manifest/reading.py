@@ -68,17 +68,20 @@ class LimitedSafeLoader(yaml.SafeLoader):
         self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, levels) with aliases expanded
 
     def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        """Open a `[` or `{`, refusing one past `MAX_DEPTH`."""
         # the scanner looks ahead through every open `[` or `{` (quadratic): stop it at the limit
         if self.flow_level >= MAX_DEPTH:
             raise YAMLLimitError(f"nests deeper than {MAX_DEPTH} levels", self.get_mark())
         super().fetch_flow_collection_start(TokenClass)
 
     def add_indent(self, column: int) -> bool:
+        """Indent a block one level deeper, refusing one past `MAX_DEPTH`."""
         if len(self.indents) >= MAX_DEPTH:
             raise YAMLLimitError(f"nests deeper than {MAX_DEPTH} levels", self.get_mark())
         return super().add_indent(column)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
+        """Compose one node, recording its size and height with aliases expanded; refuse it past a limit."""
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             target = self.anchors.get(event.anchor)
