@@ -3,8 +3,10 @@
 
 Ray starts in the `trainer` subprocess (several seconds each time), so one module-scoped fixture
 runs the three local batches that most tests below read: the first run (two good pairs, one
-broken), the same command again (resume), and `--force --only ETHUSDT`. The `--dry-run` and
-`--only` checks run in this process: they plan without starting Ray.
+broken), the same command again (resume), and `--force --only ETHUSDT`. Its manifest names a
+recording plugin (`batch_recorder`, written by `write_recorder`) whose hooks and batch reporter
+append what they saw to a JSON-lines file, so removing a hook call from the engine fails a test.
+The `--dry-run`, `--only` and pre-flight checks run in this process: they start no Ray.
 """
 
 from __future__ import annotations
@@ -71,7 +73,86 @@ def tiny_defaults() -> dict:
     return defaults
 
 
-def write_manifest(folder: Path, pairs=(*GOOD, BAD), output: str = "out") -> Path:
+RECORDER = "batch_recorder"
+
+
+def write_recorder(folder: Path, log: Path, sleep: float = 0.0) -> str:
+    """A plugin module `batch_recorder` in `folder`: every batch and pair hook, and the `report_batch`
+    of its reporter `recorder`, append one JSON line to `log` (pair hooks with the time, from the
+    workers); with `sleep`, each epoch sleeps that long. Returns the module name."""
+    (folder / f"{RECORDER}.py").write_text(f'''"""Records the hooks a batch calls (a test plugin)."""
+import json, os, time
+import keras
+from trainer_core import hookimpl
+
+LOG = {str(log)!r}
+
+
+def note(**event):
+    with open(LOG, "a") as fh:
+        fh.write(json.dumps(dict(event, pid=os.getpid(), t=time.time())) + "\\n")
+
+
+class Slow(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep({sleep})
+
+
+class Recorder:
+    """Records report_batch (a test batch reporter)."""
+
+    def report_pair(self, result, out):
+        return None
+
+    def report_batch(self, batch):
+        note(hook="report_batch", output=batch.output, counts=batch.counts, exit_code=batch.exit_code,
+             rows=[{{k: r[k] for k in ("pair", "status", "reason", "metrics", "figures", "trained_at", "tag")}}
+                   for r in batch.rows])
+
+
+@hookimpl
+def trainer_register_reporters(register):
+    register("recorder", Recorder)
+
+
+@hookimpl
+def trainer_before_batch(manifest, specs):
+    note(hook="before_batch", pairs=[s.pair for s in specs])
+
+
+@hookimpl
+def trainer_after_batch(manifest, results):
+    note(hook="after_batch", results=[{{"pair": r["pair"], "status": r["status"]}} for r in results])
+
+
+@hookimpl
+def trainer_before_pair(spec):
+    note(hook="before_pair", pair=spec.pair)
+
+
+@hookimpl
+def trainer_after_pair(spec, result):
+    note(hook="after_pair", pair=spec.pair)
+
+
+@hookimpl
+def trainer_keras_callbacks(spec, pair_dir):
+    return [Slow()] if {sleep} else []
+''')
+    return RECORDER
+
+
+def records(log: Path) -> list[dict]:
+    """What the recording plugin wrote, oldest first (nothing: [])."""
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def with_path(env: dict, folder: Path) -> dict:
+    """`env` with `folder` first on PYTHONPATH (where a manifest's plugin module lives)."""
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), env.get("PYTHONPATH")]))}
+
+
+def write_manifest(folder: Path, pairs=(*GOOD, BAD), output: str = "out", plugins=(), batch=None) -> Path:
     """A manifest in `folder`; BADUSDT reads a training-ready file that does not exist."""
     entries: list = []
     for pair in pairs:
@@ -80,8 +161,10 @@ def write_manifest(folder: Path, pairs=(*GOOD, BAD), output: str = "out") -> Pat
             entries.append({"pair": BAD, "data": {"loader": "training-ready", "path": str(missing)}})
         else:
             entries.append(pair)
-    doc = {"version": 1, "output": str(folder / output), "batch": {"max_retries": 1},
+    doc = {"version": 1, "output": str(folder / output), "batch": {"max_retries": 1, **(batch or {})},
            "defaults": tiny_defaults(), "pairs": entries}
+    if plugins:
+        doc["plugins"] = list(plugins)
     path = folder / "m.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -165,18 +248,31 @@ def rows_by_pair(summary: dict) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
     root = tmp_path_factory.mktemp("batch")
-    manifest = write_manifest(root)
+    log = root / "hooks.jsonl"
+    write_recorder(root, log)
+    manifest = write_manifest(root, plugins=[RECORDER], batch={"reporters": ["summary", "recorder"]})
     out = root / "out"
-    first = trainer_batch(manifest)
+    env = with_path(base_env(), root)
+    seen = {}
+
+    def run(name, *args):
+        result = trainer_batch(manifest, *args, env=env)
+        seen[name] = records(log)
+        log.unlink(missing_ok=True)
+        return result
+
+    first = run("first")
     after_first = snapshot(out)
     html = (out / "summary.html").read_text() if (out / "summary.html").exists() else None
-    again = trainer_batch(manifest)
+    again = run("again")
     after_again = snapshot(out)
-    forced = trainer_batch(manifest, "--force", "--only", "ETHUSDT")
+    forced = run("forced", "--force", "--only", "ETHUSDT")
     after_forced = snapshot(out)
-    return SimpleNamespace(root=root, manifest=manifest, out=out, first=first, after_first=after_first,
-                           html=html, again=again, after_again=after_again, forced=forced,
-                           after_forced=after_forced)
+    with pytest.MonkeyPatch.context() as mp:  # the in-process --dry-run tests import the plugin too
+        mp.syspath_prepend(str(root))
+        yield SimpleNamespace(root=root, manifest=manifest, out=out, first=first, after_first=after_first,
+                              html=html, again=again, after_again=after_again, forced=forced,
+                              after_forced=after_forced, hooks=seen)
 
 
 def test_first_run_exits_1_and_reports_every_pair_as_it_goes(batch):
@@ -281,6 +377,70 @@ def test_force_only_retrains_that_pair_alone(batch):
     assert batch.after_forced["summary"]["counts"] == {"trained": 1}
 
 
+# -- the batch hooks and the batch reporters, as `trainer batch` calls them -------------------
+
+
+def hooks_named(events: list[dict], name: str) -> list[dict]:
+    return [e for e in events if e["hook"] == name]
+
+
+def test_hook_trainer_before_batch(batch):
+    for run, pairs in (("first", [*GOOD, BAD]), ("again", [*GOOD, BAD]), ("forced", ["ETHUSDT"])):
+        events = batch.hooks[run]
+        (before,) = hooks_named(events, "before_batch")
+        assert before["pairs"] == pairs, events
+        assert events[0]["hook"] == "before_batch", [e["hook"] for e in events]
+    # the driver calls it before any pair starts, in the driver process
+    first = batch.hooks["first"]
+    assert all(e["t"] >= first[0]["t"] for e in hooks_named(first, "before_pair"))
+    assert {e["pid"] for e in hooks_named(first, "before_pair")}.isdisjoint({first[0]["pid"]})
+
+
+def test_hook_trainer_after_batch(batch):
+    expected = {"first": {"BTCUSDT": "trained", "ETHUSDT": "trained", BAD: "failed"},
+                "again": {"BTCUSDT": "skipped", "ETHUSDT": "skipped", BAD: "failed"},
+                "forced": {"ETHUSDT": "trained"}}
+    for run, statuses in expected.items():
+        events = batch.hooks[run]
+        (after,) = hooks_named(events, "after_batch")
+        assert {r["pair"]: r["status"] for r in after["results"]} == statuses
+        assert events[-1]["hook"] == "after_batch", [e["hook"] for e in events]  # last, after the reporters
+
+
+def test_a_batch_reporter_named_in_batch_reporters_gets_report_batch(batch):
+    (first,) = hooks_named(batch.hooks["first"], "report_batch")
+    assert first["counts"] == {"trained": 2, "failed": 1} and first["exit_code"] == 1
+    assert first["output"] == str(batch.out)
+    rows = {r["pair"]: r for r in first["rows"]}
+    assert list(rows) == [*GOOD, BAD]
+    for pair in GOOD:
+        row = rows[pair]
+        assert row["status"] == "trained" and row["tag"] == tag(pair)
+        assert row["metrics"]["epochs"] == 1 and 0 <= row["metrics"]["val_accuracy"] <= 1
+        assert set(row["figures"]) >= {"confusion-matrix", "trading"}, row["figures"]
+        assert row["trained_at"]
+    assert rows[BAD]["status"] == "failed" and rows[BAD]["figures"] == {}
+    # both reporters ran: the summary's files and the recorder's line
+    assert batch.after_first["summary"]["counts"] == first["counts"]
+
+
+def test_a_skipped_pair_keeps_its_last_figures_and_time(batch):
+    """A skipped pair's row comes from its _SUCCESS.json: same metrics, figures and time as the run
+    that trained it, in the batch reporter's rows and in summary.json."""
+    (first,) = hooks_named(batch.hooks["first"], "report_batch")
+    (again,) = hooks_named(batch.hooks["again"], "report_batch")
+    trained, skipped = ({r["pair"]: r for r in x["rows"]} for x in (first, again))
+    before, after = rows_by_pair(batch.after_first["summary"]), rows_by_pair(batch.after_again["summary"])
+    for pair in GOOD:
+        assert skipped[pair]["status"] == "skipped"
+        for key in ("metrics", "figures", "trained_at"):
+            assert skipped[pair][key] == trained[pair][key], key
+        for key in ("metrics", "trading", "confusion_matrix_png", "trained_at"):
+            assert after[pair][key] == before[pair][key], key
+        assert after[pair]["trading"]["report"] == f"{pair}/trading_{tag(pair)}.html"
+        assert (batch.out / after[pair]["confusion_matrix_png"]).is_file()
+
+
 # -- the plan, without Ray --------------------------------------------------------------------
 
 
@@ -333,6 +493,86 @@ def test_dry_run_checks_every_artifact(batch, trainer, tmp_path):
     plan = plan_lines(result.output)
     assert plan["ETHUSDT"] == f"would train: artifact {model.name} does not match its checksum"
     assert plan["BTCUSDT"] == f"would train: artifact history_{tag('BTCUSDT')}.csv is missing"
+
+
+def test_dry_run_says_the_code_changed_and_what(batch, trainer, tmp_path, monkeypatch):
+    """A plugin module's source edited, or the trainer upgraded: the pairs it trained retrain."""
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    source = (batch.root / f"{RECORDER}.py").read_text()
+    (edited / f"{RECORDER}.py").write_text(source + "\n# a changed line\n")
+    monkeypatch.syspath_prepend(str(edited))
+    monkeypatch.delitem(sys.modules, RECORDER, raising=False)
+    result = trainer("batch", batch.manifest, "--dry-run")
+    assert result.exit_code == 0, result.output
+    plan = plan_lines(result.output)
+    old = hashlib.sha256(source.encode()).hexdigest()[:12]
+    new = hashlib.sha256((edited / f"{RECORDER}.py").read_bytes()).hexdigest()[:12]
+    for pair in GOOD:
+        assert plan[pair] == (f"would train: the code changed (plugin {RECORDER}: {RECORDER} sha256:{old} -> "
+                              f"{RECORDER} sha256:{new})"), result.output
+
+    monkeypatch.delitem(sys.modules, RECORDER, raising=False)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(edited)])
+    import trainer_core.version
+
+    monkeypatch.setattr(trainer_core.version, "__version__", "99.0")  # as after an upgrade
+    result = trainer("batch", batch.manifest, "--dry-run")
+    assert result.exit_code == 0, result.output
+    reason = plan_lines(result.output)["BTCUSDT"]
+    assert reason.startswith("would train: the code changed (trainer: 0.1.0 -> 99.0; "), reason
+    assert "balancer undersample: pair-trainer 0.1.0 -> pair-trainer 99.0" in reason
+
+
+def assert_untouched(before: dict[str, bytes], out: Path) -> None:
+    after = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+    assert after == before, "the output root changed"
+
+
+def test_a_batch_that_fails_its_preflight_touches_nothing(batch, trainer, tmp_path, monkeypatch):
+    """A typo in a component name, resources no node has, an output that cannot be written: exit
+    before Ray starts, in well under a second of work, summary.json/html byte-identical."""
+    monkeypatch.setenv("TRAINER_RAY_NUM_CPUS", "2")  # the local Ray this batch would start
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    before = {p.name: p.read_bytes() for p in sorted(batch.out.iterdir()) if p.is_file()}
+    assert {"summary.json", "summary.html"} <= set(before)
+    markers = {pair: batch.out.joinpath(pair, "_SUCCESS.json").read_bytes() for pair in GOOD}
+    cases = {
+        ("--set", "reporters=[metadata, histroy]"): "BTCUSDT (and 2 more pair(s)): Unknown reporter 'histroy'",
+        ("--set", "balance.method=undersampel"): "Unknown balancer 'undersampel'",
+        ("--set", "resources.cpus=64"): ("BTCUSDT, ETHUSDT, BADUSDT each ask for 64 CPU(s) and 0 GPU(s) on one "
+                                         "node, but the largest node of this machine has 2 CPU(s) and 0 GPU(s)"),
+        ("--set", "resources.gpus=1"): "each ask for 1 CPU(s) and 1 GPU(s) on one node",
+    }
+    outputs = {}
+    for args, message in cases.items():
+        started = time.monotonic()
+        result = trainer("batch", batch.manifest, "--force", *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert time.monotonic() - started < 10
+        assert "Submitted" not in result.output and "PAIR" not in result.output
+        assert_untouched(before, batch.out)
+        outputs[args[1]] = result.output
+    assert "Hint: Ask for what a node has: --set resources.cpus=2 --set resources.gpus=0" in outputs["resources.cpus=64"]
+    assert "Hint: Ask for what a node has: --set resources.cpus=1 --set resources.gpus=0" in outputs["resources.gpus=1"]
+    for pair in GOOD:
+        assert batch.out.joinpath(pair, "_SUCCESS.json").read_bytes() == markers[pair]
+
+    doc = yaml.safe_load(batch.manifest.read_text())
+    doc["batch"]["reporters"] = ["summry"]
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump(doc))
+    result = trainer("batch", typo, "--force")
+    assert result.exit_code == 2 and "Unknown reporter 'summry'" in result.output, result.output
+    assert_untouched(before, batch.out)
+
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("keep me")
+    result = trainer("batch", batch.manifest, "--force", "--output", in_the_way / "out")
+    assert result.exit_code != 0 and "is not a folder" in result.output, result.output
+    assert in_the_way.read_text() == "keep me"
+    assert_untouched(before, batch.out)
 
 
 def test_only_a_pair_not_in_the_manifest_exits_2(tmp_path, trainer):
@@ -430,19 +670,26 @@ def test_batch_joins_a_ray_head_by_address_and_by_ray_address(tmp_path, ray_head
     assert (tmp_path / "again" / "BTCUSDT" / model_name("BTCUSDT")).is_file()
 
 
-def test_an_unreachable_address_fails_fast_and_keeps_the_last_summary(tmp_path):
-    manifest = write_manifest(tmp_path, pairs=["ETHUSDT"])
+def test_an_unreachable_address_fails_fast_keeps_the_last_summary_and_calls_after_batch(tmp_path):
+    log = tmp_path / "hooks.jsonl"
+    write_recorder(tmp_path, log)
+    manifest = write_manifest(tmp_path, pairs=["ETHUSDT"], plugins=[RECORDER],
+                              batch={"reporters": ["summary", "recorder"]})
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "summary.json").write_text('{"last": "run"}\n')
-    address = f"127.0.0.1:{free_port()}"  # nothing listens there
-    try:
-        r = trainer_batch(manifest, "--address", address, timeout=12)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"trainer batch --address {address} still hung after 12 s")
-    assert r.code == 2, r.both
-    assert address in r.err and "Error:" in r.err
-    assert "PAIR" not in r.out
-    assert (tmp_path / "out" / "summary.json").read_text() == '{"last": "run"}\n'
+    for address in ("127.0.0.1:1", f"127.0.0.1:{free_port()}"):  # nothing listens there
+        log.unlink(missing_ok=True)
+        try:
+            r = trainer_batch(manifest, "--address", address, timeout=20, env=with_path(base_env(), tmp_path))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"trainer batch --address {address} still hung after 20 s")
+        assert r.code == 2, r.both
+        assert address in r.err and "Error:" in r.err
+        assert "PAIR" not in r.out
+        assert (tmp_path / "out" / "summary.json").read_text() == '{"last": "run"}\n'
+        events = records(log)
+        assert [e["hook"] for e in events] == ["before_batch", "after_batch"], events  # no report_batch
+        assert events[1]["results"] == [{"pair": "ETHUSDT", "status": "cancelled"}]
 
 
 # -- an S3 output on a local S3-compatible server --------------------------------------------
@@ -563,13 +810,17 @@ def test_a_worker_killed_mid_training_is_retried_and_resumes(tmp_path):
 
 
 def test_ctrl_c_cancels_running_pairs_and_says_so(tmp_path):
-    manifest = write_manifest(tmp_path, pairs=["ETHUSDT", "BTCUSDT"])
+    log = tmp_path / "hooks.jsonl"
+    write_recorder(tmp_path, log)
+    manifest = write_manifest(tmp_path, pairs=["ETHUSDT", "BTCUSDT"], plugins=[RECORDER],
+                              batch={"reporters": ["summary", "recorder"]})
     doc = yaml.safe_load(manifest.read_text())
     doc["defaults"]["train"]["epochs"] = 200  # long enough to be interrupted
     doc["defaults"]["train"]["early_stopping_patience"] = 500
     manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
     proc = subprocess.Popen([sys.executable, "-m", "trainer_core.cli", "batch", str(manifest)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=base_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=with_path(base_env(), tmp_path))
     seen = []
     try:
         for line in proc.stdout:
@@ -588,3 +839,68 @@ def test_ctrl_c_cancels_running_pairs_and_says_so(tmp_path):
     assert summary["interrupted"] is True and summary["exit_code"] == 130
     assert {row["status"] for row in summary["pairs"]} == {"cancelled"}
     assert not list((tmp_path / "out").glob("*/_SUCCESS.json"))
+    driver = [e for e in records(log) if e["hook"] in ("before_batch", "report_batch", "after_batch")]
+    assert [e["hook"] for e in driver] == ["before_batch", "report_batch", "after_batch"], driver
+    assert driver[1]["exit_code"] == 130
+    assert {r["status"] for r in driver[2]["results"]} == {"cancelled"}
+
+
+# -- scheduling on a 2-CPU local Ray, and what reaches the terminal ---------------------------
+
+#: lines TensorFlow and Ray print on their own at start-up, which a user cannot act on
+NOISE = ("oneDNN custom operations", "cuInit", "absl::InitializeLog", "I0000 ", "W0000 ",
+         "Token authentication is enabled", "Could not find cuda drivers")
+
+
+def max_overlap(events: list[dict]) -> int:
+    """The most pairs between their before_pair and after_pair at one moment."""
+    marks = sorted([(e["t"], 1) for e in events if e["hook"] == "before_pair"]
+                   + [(e["t"], -1) for e in events if e["hook"] == "after_pair"], key=lambda m: (m[0], m[1]))
+    now = most = 0
+    for _, step in marks:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_four_one_cpu_pairs_on_two_cpus_train_two_at_a_time_quietly(tmp_path):
+    """No blocking Ray call in a task: Ray never lends a training pair's CPU to a third pair. A
+    pair that waits longer than batch.schedule_timeout gets a `waiting` line. Neither TensorFlow's
+    nor Ray's start-up lines reach the terminal; the trainer's own lines do."""
+    log = tmp_path / "hooks.jsonl"
+    write_recorder(tmp_path, log, sleep=1.0)
+    pairs = ["BTCUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT"]
+    manifest = write_manifest(tmp_path, pairs=pairs, plugins=[RECORDER], batch={"schedule_timeout": 2})
+    env = with_path(base_env(TRAINER_RAY_NUM_CPUS="2"), tmp_path)
+    r = trainer_batch(manifest, env=env, timeout=400)
+    assert r.code == 0, r.both
+    assert "Submitted 4 pair(s) to Ray (2 CPUs, 0 GPUs)" in r.out, r.both
+    events = records(log)
+    assert sorted(e["pair"] for e in events if e["hook"] == "after_pair") == sorted(pairs), events
+    assert max_overlap(events) <= 2, events
+    waiting = [line for pair in pairs for line in progress(r.out, "waiting", pair)]
+    assert waiting, r.both  # two pairs wait for the first two
+    assert re.search(r"not started after \d\d:\d\d: waits for 1 CPU\(s\) and 0 GPU\(s\); free now 0 of 2 CPUs",
+                     waiting[0]), waiting
+    for pair in pairs:
+        assert f"[{pair}] Loaded " in r.out and progress(r.out, "trained", pair)
+    for noise in NOISE:
+        assert noise not in r.out + r.err, f"{noise!r} reached the terminal:\n{r.both}"
+
+
+def test_trainer_run_is_quiet_unless_verbose(tmp_path):
+    from trainer_core.testing import write_training_ready
+
+    inputs = tmp_path / "inputs"
+    write_training_ready(inputs, "ETHUSDT", rows=600, seed=1)
+    args = [sys.executable, "-m", "trainer_core.cli", "run", "--pair", "ETHUSDT", "--data", str(inputs),
+            "--output", str(tmp_path / "out"), "--epochs", "1"]
+    for text in TINY_SETTINGS:
+        args += ["--set", text]
+    proc = subprocess.run(args + ["--set", "train.verbose=2"], capture_output=True, text=True, env=base_env(),
+                          timeout=300)
+    both = proc.stdout + proc.stderr
+    assert proc.returncode == 0, both
+    assert "Done: " in proc.stdout and " - val_loss: " in proc.stdout  # the trainer's own and the epoch's lines stay
+    for noise in NOISE:
+        assert noise not in both, f"{noise!r} reached the terminal:\n{both}"

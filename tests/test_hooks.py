@@ -240,22 +240,7 @@ def spec(tmp_path):
     return tiny_spec(tmp_path / "inputs", tmp_path / "out")
 
 
-def test_hook_trainer_before_batch(spec):
-    recorder = Recorder()
-    manifest = default_manifest()
-    with registered_plugin(recorder, name="recorder") as plugins:
-        plugins.before_batch(manifest, [spec])
-    assert recorder.calls == [("before_batch", manifest, (spec,))]
-    assert isinstance(recorder.calls[0][2], tuple)  # specs always arrive as a tuple
-
-
-def test_hook_trainer_after_batch(spec):
-    recorder = Recorder()
-    manifest = default_manifest()
-    results = [{"pair": "ETHUSDT", "status": "ok", "error": None}]
-    with registered_plugin(recorder, name="recorder") as plugins:
-        plugins.after_batch(manifest, results)
-    assert recorder.calls == [("after_batch", manifest, results)]
+# trainer_before_batch and trainer_after_batch are tested through `trainer batch` in test_batch.py
 
 
 def test_hook_trainer_before_pair(spec, tmp_path):

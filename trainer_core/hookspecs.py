@@ -181,7 +181,7 @@ def trainer_before_batch(manifest: Manifest, specs: tuple[PairSpec, ...]) -> Non
     Returns:
         None.
 
-    Runs: in the batch driver, once, before the first pair is submitted.
+    Runs: in the batch driver, once, after the pre-flight checks, before Ray is joined or started.
     """
 
 

@@ -15,8 +15,8 @@ VERBOSE_ENV = "TRAINER_VERBOSE"
 #: warning lines (``I0000 00:00:… file.cc:12] …``), and the errors a CPU-only machine always prints
 NOISE = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|[IW]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [\w.\-]+:\d+\]"
-    r"|E\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [\w.\-]+:\d+\] (?:failed call to cuInit|Unable to register cu\w+ factory"
+    r"|[IW]\d{4} [\d:.]+\s+\d+ [\w.\-]+:\d+\]"
+    r"|E\d{4} [\d:.]+\s+\d+ [\w.\-]+:\d+\] (?:failed call to cuInit|Unable to register cu\w+ factory"
     r"|computation placer already registered)"
     r"|oneDNN custom operations are on"
     r"|Could not find cuda drivers on your machine"
