@@ -56,9 +56,22 @@ stop_pod() {
     kill -KILL "$init" 2>/dev/null
 }
 
+# The pods' unshare processes name this run's work folder on their command line: any left (a pod
+# started by a check that failed half-way) is found by it, and only this run's are.
+pods_left() {
+    local proc
+    for proc in /proc/[0-9]*; do
+        if [ "$(cat "$proc/comm" 2>/dev/null)" = unshare ] && tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | grep -qF "$WORK"; then
+            echo "${proc#/proc/}"
+        fi
+    done
+}
+
 cleanup() {
     for pid in "${bg_pids[@]}"; do stop_pod "$pid"; done
+    for pid in $(pods_left); do stop_pod "$pid"; done
     for pid in "${bg_pids[@]}"; do wait "$pid" 2>/dev/null; done
+    [ -z "$(pods_left)" ] || echo "smoke.sh: pods still running: $(pods_left)" >&2
     if [ -n "${MOTO_PID:-}" ]; then kill "$MOTO_PID" 2>/dev/null; wait "$MOTO_PID" 2>/dev/null; fi
     if [ "$BUILDER" = buildah ] && [ -n "${CTR:-}" ]; then
         buildah umount "$CTR" >/dev/null 2>&1
@@ -232,6 +245,7 @@ head_log=$WORK/ray-head.log worker_log=$WORK/ray-worker.log
 t0=$(date +%s)
 pod_bg "$head_log" "${AUTH[@]}" -- ray start --head --block --num-cpus=0 --node-ip-address=127.0.0.1 \
     --port="$gcs" --dashboard-host=127.0.0.1 --dashboard-port="$dash" --dashboard-agent-listen-port="$head_agent" \
+    --ray-client-server-port="$(free_port)" \
     --min-worker-port=11000 --max-worker-port=11999 --object-store-memory=200000000 --disable-usage-stats
 head_pid=$POD_PID
 if wait_for "$head_log" "Ray runtime started" 180 "$head_pid"; then
