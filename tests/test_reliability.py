@@ -95,8 +95,17 @@ def test_full_filesystem_fails_cleanly(trainer, inputs, tmp_path):
         assert "No space left on device" in result.output
         assert success_markers(small) == []
         assert not (small / "ETHUSDT").exists()
-        leftovers = [p for p in small.rglob("*") if p.is_file()]
-        assert leftovers == [], leftovers  # the failed attempt's files are gone
+        # what stays is resume state only, in the staging area: nothing that looks like a run
+        staging = small / ".trainer-staging" / "ETHUSDT"
+        resume_state = ("backup", "logs", "epochs.partial.json", "checkpoint.weights.h5", ".attempt.json")
+        leftovers = [p.relative_to(staging) for p in small.rglob("*") if p.is_file()]
+        assert all(p.parts[0] in resume_state for p in leftovers), leftovers
+        # with space again, the same command completes (resuming or starting over)
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+        again = trainer("run", "--pair", "ETHUSDT", "--data", inputs, "--output", small, *tiny_args())
+        assert again.exit_code == 0, again.output
+        assert success_markers(small) == [small / "ETHUSDT" / "_SUCCESS.json"]
+        assert not (small / ".trainer-staging" / "ETHUSDT").exists()
 
 
 def test_output_that_is_a_file_fails_before_training(trainer, inputs, tmp_path):
