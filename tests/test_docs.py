@@ -197,7 +197,12 @@ def fenced_lines(text: str) -> list[str]:
 def test_readme_install_and_test_commands_are_what_ci_runs():
     fenced = fenced_lines((REPO / "README.md").read_text(encoding="utf-8"))
     ci = [line.strip() for line in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
-    for prefix in ("pip install", "python -m pytest"):
-        found = [line for line in fenced if line.startswith(prefix)]
-        assert len(found) == 1, f"README.md should hold exactly one fenced `{prefix}` line, found {found}"
-        assert found[0] in ci, f"README.md's `{found[0]}` is not a line of .ci/run"
+    installs = [line for line in fenced if line.startswith("pip install")]
+    # a user installs the runtime only; the tests (and CI) install the test extra
+    assert installs == ["pip install -e .", "pip install -e '.[test]'"], installs
+    assert installs[1] in ci, f"README.md's `{installs[1]}` is not a line of .ci/run"
+    tests = [line for line in fenced if line.startswith("python -m pytest")]
+    assert tests[0] == "python -m pytest" and tests[0] in ci, tests  # the test command CI runs
+    assert all(t == tests[0] or t.startswith('python -m pytest -m "not slow"') for t in tests), tests
+    venv = fenced.index("python3 -m venv .venv")
+    assert venv < fenced.index(installs[0]), "the README creates a virtual environment before installing"

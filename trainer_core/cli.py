@@ -9,6 +9,7 @@ import click
 import yaml
 
 from . import __version__
+from .batch.driver import DEFAULT_SORT, SORT_FIGURES
 from .errors import ConfigError, PluginError, TrainerError
 from .registry import KINDS
 
@@ -113,7 +114,7 @@ def _plugins(extra=()):
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--pair", "pair", metavar="PAIR", help="The pair to train, e.g. ETHUSDT (ETH/USDT is accepted).")
 @click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="A YAML manifest; without it the built-in defaults (the seed's) are used.")
+              help="A YAML manifest; without it the built-in defaults (the original trainer's settings) are used.")
 @click.option("--index", type=int, metavar="I",
               help="Train pair number I (from 0) of the manifest instead of naming it (Kubernetes Indexed Jobs).")
 @click.option("--data", "data_path", metavar="PATH", help="Training data: a file, or a folder holding {PAIR}_TF-... files.")
@@ -191,7 +192,7 @@ def run(pair, manifest_path, index, data_path, output, epochs, batch_size, sets,
               help="Override a setting, e.g. --set labels.future_window=60 (repeatable).")
 @debug_option
 def prepare(pair, data_path, output, manifest_path, sets):
-    """Turn 1-minute candles into the seed's training-ready file: 8 features, labels, returns.
+    """Turn 1-minute candles into a training-ready file: features, labels and realised returns.
 
     Writes {PAIR}_TF-{tf}__FW-{fw}__SL-{sl}__TP-{tp}__training_ready.feather into the output
     folder, where `trainer run --data DIR` finds it.
@@ -237,10 +238,14 @@ def prepare(pair, data_path, output, manifest_path, sets):
 @click.option("--dry-run", is_flag=True, help="Print what would run and why, then exit.")
 @click.option("--output", "output", metavar="DIR_OR_URL", help="Output root (overrides the manifest's output).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting for every pair (repeatable).")
+@click.option("--sort", "sort", type=click.Choice(list(SORT_FIGURES)), default=DEFAULT_SORT, show_default=True,
+              metavar="FIGURE",
+              help=f"Order the final table and summary.html by this figure, best first: {', '.join(SORT_FIGURES)} "
+                   "(pair: by name); failed and cancelled pairs last.")
 @debug_option
 @verbose_option
 @no_manifest_plugins_option
-def batch(manifest_path, address, only, force, dry_run, output, sets):
+def batch(manifest_path, address, only, force, dry_run, output, sets, sort):
     """Train every pair of a manifest as Ray tasks, resumable, with a summary.
 
     Pairs whose _SUCCESS.json matches the settings, the data and every artifact's checksum are
@@ -260,7 +265,7 @@ def batch(manifest_path, address, only, force, dry_run, output, sets):
         raise ConfigError(f"{manifest_path}: the manifest lists no pairs.", "Add pairs under `pairs:`.")
     plugins = _plugins(manifest.plugins)
     specs = [manifest.resolve(p, sets, {"output": output}) for p in select_pairs(manifest, only)]
-    run = BatchRun(manifest, specs, plugins, echo=lambda m: click.echo(m), address=address)
+    run = BatchRun(manifest, specs, plugins, echo=lambda m: click.echo(m), address=address, sort=sort)
     if dry_run:
         run.dry_run(force)
         return
