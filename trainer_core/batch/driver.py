@@ -34,6 +34,55 @@ from .worker import FORWARDED_ENV, FORWARDED_PREFIXES, progress_actor, train_in_
 
 DEFAULT_BATCH_REPORTERS = ("summary",)
 DEFAULT_SCHEDULE_TIMEOUT = 600
+#: the figures `trainer batch --sort` orders pairs by, each with whether a larger value is better
+#: (those sort descending, the others ascending; `pair` alphabetically)
+SORT_FIGURES = {
+    "mcc": True, "balanced_accuracy": True, "val_accuracy": True, "val_loss": False,
+    "total_net_return": True, "max_drawdown": False, "random_entry_p_value": False, "pair": False,
+}
+DEFAULT_SORT = "mcc"
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _search(node: Any, name: str) -> float | None:
+    """The first number stored under key ``name`` in nested mappings, depth first."""
+    if not isinstance(node, dict):
+        return None
+    if _number(node.get(name)) is not None:
+        return _number(node[name])
+    for value in node.values():
+        found = _search(value, name)
+        if found is not None:
+            return found
+    return None
+
+
+def figure_of(row: dict, name: str) -> float | None:
+    """A row's value of a sort figure: the engine's metric of that name, else the first number of
+    that name in the reporters' headline figures (in the order the reporters ran); None if absent."""
+    metric = _number((row.get("metrics") or {}).get(name))
+    return metric if metric is not None else _search(row.get("figures") or {}, name)
+
+
+def sort_rows(rows: list[dict], figure: str = DEFAULT_SORT) -> list[dict]:
+    """``rows`` best first by ``figure`` (see `SORT_FIGURES`): pairs lacking the figure after the
+    others, failed and cancelled pairs last, ties in the given order."""
+    larger_is_better = SORT_FIGURES[figure]
+
+    def key(item):
+        index, row = item
+        last = row["status"] in ("failed", "cancelled")
+        if figure == "pair":
+            return (last, 0, row["pair"], index)
+        value = figure_of(row, figure)
+        if value is None:
+            return (last, 1, 0.0, index)
+        return (last, 0, -value if larger_is_better else value, index)
+
+    return [row for _, row in sorted(enumerate(rows), key=key)]
 
 
 @dataclass
@@ -57,6 +106,13 @@ class BatchReport:
     exit_code: int
     counts: dict[str, int]
     rows: list[dict] = field(default_factory=list)
+    #: the figure the user sorts pairs by (`trainer batch --sort`, a key of `SORT_FIGURES`)
+    sort: str = DEFAULT_SORT
+
+    def sorted_rows(self) -> list[dict]:
+        """The rows best first by ``sort``: pairs lacking that figure after the others, failed and
+        cancelled pairs last, ties in the manifest's order."""
+        return sort_rows(self.rows, self.sort)
 
 
 def _row(pair: str, status: str, reason: str = "", **values: Any) -> dict:
@@ -101,7 +157,10 @@ class BatchRun:
     """
 
     def __init__(self, manifest: Manifest, specs: list[PairSpec], plugins: Plugins,
-                 echo: Callable[[str], None] = print, address: str | None = None):
+                 echo: Callable[[str], None] = print, address: str | None = None, sort: str = DEFAULT_SORT):
+        if sort not in SORT_FIGURES:
+            raise ConfigError(f"Cannot sort pairs by {sort!r}.", f"Sort by one of: {', '.join(SORT_FIGURES)}.")
+        self.sort = sort
         self.manifest = manifest
         self.specs = [absolute_paths(s) for s in specs]
         self.plugins = plugins
@@ -367,6 +426,11 @@ class BatchRun:
         if row["status"] == "trained":
             m = row["metrics"]
             detail = f"val_accuracy {m['val_accuracy']:.4f}, {m['epochs']} epoch(s), {row['seconds']:.1f}s"
+            scores = _scores(m)
+            if scores:
+                detail += ", " + scores
+            if m.get("single_class"):
+                detail += f"; predicts {m['single_class']} only"
         else:
             detail = row["error"] or row["status"]
         self._line(row["status"], spec.pair, detail, total)
@@ -391,20 +455,52 @@ class BatchRun:
         return BatchReport(
             manifest=self.manifest, output=self.output, storage=open_storage(self.output),
             started=_iso(self.started), finished=_iso(time.time()), seconds=time.time() - self.started,
-            interrupted=self.interrupted, exit_code=self.exit_code(), counts=counts, rows=rows,
+            interrupted=self.interrupted, exit_code=self.exit_code(), counts=counts, rows=rows, sort=self.sort,
         )
 
     def table(self) -> str:
-        """The table the CLI prints at the end: one line per pair."""
-        rows = [("PAIR", "STATUS", "EPOCHS", "VAL_ACC", "VAL_LOSS", "TIME", "ARTIFACTS / ERROR")]
-        for r in self.ordered():
+        """The table the CLI prints at the end: one line per pair, best first by ``sort`` (failed and
+        cancelled pairs last), with the class-balance-aware scores and signal counts beside the
+        validation accuracy, and a warning for a model that predicts one class only."""
+        extra = self.sort not in ("pair", "mcc", "balanced_accuracy", "val_accuracy", "val_loss")
+        rows = [["PAIR", "STATUS", "EPOCHS", "VAL_ACC", "MCC", "BAL_ACC", "LONG", "SHORT", "VAL_LOSS", "TIME"]
+                + ([self.sort.upper()] if extra else [])]
+        warnings = []
+        for r in sort_rows(self.ordered(), self.sort):
             m = r["metrics"] or {}
-            rows.append((
-                r["pair"], r["status"], str(m.get("epochs", "")),
-                f"{m['val_accuracy']:.4f}" if m.get("val_accuracy") is not None else "",
-                f"{m['val_loss']:.4f}" if m.get("val_loss") is not None else "",
+            predicted = m.get("predicted") or {}
+            cells = [
+                r["pair"], r["status"], str(m.get("epochs", "")), _fixed(m.get("val_accuracy"), 4),
+                _fixed(m.get("mcc"), 3), _fixed(m.get("balanced_accuracy"), 3),
+                str(predicted.get("LONG", "")), str(predicted.get("SHORT", "")), _fixed(m.get("val_loss"), 4),
                 f"{r['seconds']:.0f}s" if r["seconds"] is not None else "",
-                r["artifacts"] if r["status"] in ("trained", "skipped") else (r["error"] or r["reason"]),
-            ))
-        widths = [max(len(row[i]) for row in rows) for i in range(6)]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:6], widths)) + "  " + str(row[6]) for row in rows)
+            ]
+            if extra:
+                cells.append(_fixed(figure_of(r, self.sort), 4))
+            rows.append(cells)
+            warnings.append(f"predicts {m['single_class']} only" if m.get("single_class") else "")
+            rows[-1].append(r["artifacts"] if r["status"] in ("trained", "skipped") else (r["error"] or r["reason"]))
+        rows[0].append("ARTIFACTS / ERROR")
+        if any(warnings):  # the column shows only when a model predicts one class
+            for row, warning in zip(rows, ["WARNING", *warnings]):
+                row.insert(-1, warning)
+        n = len(rows[0]) - 1
+        widths = [max(len(row[i]) for row in rows) for i in range(n)]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:n], widths)) + "  " + str(row[n]) for row in rows)
+
+
+def _fixed(value: Any, digits: int) -> str:
+    return "" if _number(value) is None else f"{value:.{digits}f}"
+
+
+def _scores(m: dict) -> str:
+    """MCC, balanced accuracy and the LONG / SHORT signal counts of a pair's metrics ('' without)."""
+    if _number(m.get("mcc")) is None:
+        return ""
+    predicted = m.get("predicted") or {}
+    out = f"MCC {m['mcc']:.3f}"
+    if _number(m.get("balanced_accuracy")) is not None:
+        out += f", balanced accuracy {m['balanced_accuracy']:.3f}"
+    if predicted:
+        out += f", signals LONG {predicted.get('LONG', 0):,} / SHORT {predicted.get('SHORT', 0):,}"
+    return out
