@@ -303,6 +303,7 @@ def test_gap_policies(tmp_path):
 # -- prepare, run, and the ohlcv loader on real candles -----------------------------------------
 
 
+@pytest.mark.slow
 @needs_real_data
 def test_prepare_then_run_equals_ohlcv_loader(trainer, tmp_path):
     import json as _json

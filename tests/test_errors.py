@@ -186,6 +186,7 @@ def test_debug_shows_the_traceback(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_failed_training_exits_1_and_keeps_the_previous_artifacts(trainer, tmp_path, inputs, monkeypatch):
     """A run that fails mid-training leaves the earlier complete artifacts exactly as they were."""
     out = tmp_path / "out"

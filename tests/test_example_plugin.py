@@ -102,6 +102,7 @@ def test_trainer_trace_plugins_prints_hook_calls(installed):
     assert "[trainer trace]" not in quiet.stderr
 
 
+@pytest.mark.slow
 def test_a_manifest_selects_the_example_builder_and_balancer(installed, tmp_path):
     data = tmp_path / "inputs"
     write_training_ready(data, "ETHUSDT", rows=600, seed=2)

@@ -44,6 +44,7 @@ def independent_probabilities(model_dir: Path, frame: pl.DataFrame) -> np.ndarra
     return keras.models.load_model(model_dir / f"model_{TAG}.keras").predict(windows, verbose=0)
 
 
+@pytest.mark.slow
 def test_predict_equals_the_saved_model_on_independent_windows(model_dir, trainer, tmp_path):
     new = write_training_ready(tmp_path / "new", "ETHUSDT", rows=300, seed=99)
     out = tmp_path / "predictions.parquet"
@@ -60,6 +61,7 @@ def test_predict_equals_the_saved_model_on_independent_windows(model_dir, traine
     assert str(predictions["timestamp"][0]) == "2024-01-01 00:07:00"
 
 
+@pytest.mark.slow
 def test_python_api_and_fsspec_url(model_dir):
     import fsspec
 
@@ -76,6 +78,7 @@ def test_python_api_and_fsspec_url(model_dir):
     assert local.height == 193
 
 
+@pytest.mark.slow
 def test_data_with_other_parameters_are_refused(model_dir, trainer, tmp_path):
     other = write_training_ready(tmp_path / "other", "ETHUSDT", rows=100, fw=60)
     result = trainer("predict", "--model-dir", model_dir, "--data", other)
@@ -87,6 +90,7 @@ def test_data_with_other_parameters_are_refused(model_dir, trainer, tmp_path):
     assert result.exit_code == 2 and "price_to_ma43200" in result.output
 
 
+@pytest.mark.slow
 def test_altered_artifacts_are_refused(model_dir, trainer, tmp_path):
     import shutil
 
@@ -104,6 +108,7 @@ def test_altered_artifacts_are_refused(model_dir, trainer, tmp_path):
     assert result.exit_code == 2 and "did not complete" in result.output
 
 
+@pytest.mark.slow
 def test_walk_forward_folds_are_purged_and_reported(trainer, tmp_path):
     write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=1200, seed=2)
     out = tmp_path / "out"
@@ -167,6 +172,7 @@ def test_a_pair_trained_without_reporters_predicts_the_same(model_dir, trainer, 
     assert spec["label_params"]["future_window"] == 5
 
 
+@pytest.mark.slow
 def test_a_damaged_marker_is_one_clear_error(model_dir, trainer, tmp_path):
     import shutil
 
@@ -187,6 +193,7 @@ def test_a_damaged_marker_is_one_clear_error(model_dir, trainer, tmp_path):
     assert result.exit_code == 2 and "not a plain name" in result.output
 
 
+@pytest.mark.slow
 def test_a_url_marker_cannot_write_outside_the_download_folder(model_dir, tmp_path):
     import fsspec
 

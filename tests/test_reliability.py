@@ -34,6 +34,7 @@ def _train(trainer, inputs, out, *extra):
 # -- corruption --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_verify_finds_truncated_altered_and_half_written_pairs(trainer, inputs, tmp_path):
     out = tmp_path / "out"
     pair = _train(trainer, inputs, out)
@@ -87,6 +88,7 @@ def test_read_only_output_fails_before_training(trainer, inputs, tmp_path):
     assert "Epoch" not in result.output and "Model 'lstm'" not in result.output  # nothing was trained
 
 
+@pytest.mark.slow
 @needs_root
 def test_full_filesystem_fails_cleanly(trainer, inputs, tmp_path):
     with mounted_tmpfs(tmp_path / "small", "size=160k") as small:
@@ -120,6 +122,7 @@ def test_output_that_is_a_file_fails_before_training(trainer, inputs, tmp_path):
 # -- two runs at once --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_runs_of_one_pair_never_mix(tmp_path):
     write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=800, seed=6)
     module = write_slow_epochs_plugin(tmp_path, 2.0)
@@ -151,6 +154,7 @@ def test_two_runs_of_one_pair_never_mix(tmp_path):
 # -- reproducibility ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_same_seed_same_targets_and_first_epoch_loss(trainer, inputs, tmp_path):
     metas = []
     for name in ("a", "b"):

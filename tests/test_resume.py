@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import csv
 import json
 import os
@@ -24,6 +26,7 @@ def _command(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_at_the_next_epoch(tmp_path):
     write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=1500, seed=4)
     module = write_slow_epochs_plugin(tmp_path, 1.0)
@@ -75,6 +78,7 @@ def test_killed_run_resumes_at_the_next_epoch(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_sigterm_stops_at_the_step_keeps_the_backup_and_the_rerun_resumes(tmp_path):
     """What a preempted pod sees: SIGTERM mid-epoch, a prompt exit 143, a resumable backup."""
     import re

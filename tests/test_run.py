@@ -36,6 +36,7 @@ def trained(tmp_path_factory):
     return root, out / "ETHUSDT", result.output
 
 
+@pytest.mark.slow
 def test_every_artifact_is_written(trained):
     _, pair_dir, output = trained
     names = sorted(p.name for p in pair_dir.iterdir())
@@ -51,6 +52,7 @@ def test_every_artifact_is_written(trained):
     assert "Saved" in output and "Validation on" in output
 
 
+@pytest.mark.slow
 def test_model_loads_and_takes_windows(trained):
     import keras
 
@@ -62,6 +64,7 @@ def test_model_loads_and_takes_windows(trained):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_metadata_records_the_purged_split(trained):
     _, pair_dir, _ = trained
     meta = json.loads((pair_dir / f"metadata_{TAG}.json").read_text())
@@ -80,6 +83,7 @@ def test_metadata_records_the_purged_split(trained):
     assert scaler["fit_rows"] == {"start": 0, "stop": fit["last_row"] + 1}
 
 
+@pytest.mark.slow
 def test_metadata_contents(trained):
     root, pair_dir, _ = trained
     meta = json.loads((pair_dir / f"metadata_{TAG}.json").read_text())
@@ -104,6 +108,7 @@ def test_metadata_contents(trained):
     assert meta["metrics"]["best_epoch"]["epoch"] in (1, 2)
 
 
+@pytest.mark.slow
 def test_history_csv(trained):
     _, pair_dir, _ = trained
     rows = list(csv.DictReader((pair_dir / f"history_{TAG}.csv").open()))
@@ -112,6 +117,7 @@ def test_history_csv(trained):
         assert float(r["loss"]) > 0 and 0 <= float(r["val_accuracy"]) <= 1 and float(r["seconds"]) > 0
 
 
+@pytest.mark.slow
 def test_confusion_matrix_on_the_whole_validation_set(trained):
     _, pair_dir, _ = trained
     cm = json.loads((pair_dir / f"confusion_matrix_{TAG}.json").read_text())
@@ -127,6 +133,7 @@ def test_confusion_matrix_on_the_whole_validation_set(trained):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+@pytest.mark.slow
 def test_success_marker_checksums_every_artifact(trained):
     _, pair_dir, _ = trained
     marker = json.loads((pair_dir / "_SUCCESS.json").read_text())
@@ -137,6 +144,7 @@ def test_success_marker_checksums_every_artifact(trained):
     assert marker["config_hash"].startswith("sha256:") and marker["data_sha256"].startswith("sha256:")
 
 
+@pytest.mark.slow
 def test_saved_model_reproduces_validation_predictions(trained):
     """Applying the saved scaler JSON and window length to the raw features gives the report's numbers."""
     import keras
@@ -158,6 +166,7 @@ def test_saved_model_reproduces_validation_predictions(trained):
     assert np.mean(pred == labels[targets]) == pytest.approx(cm["accuracy"])
 
 
+@pytest.mark.slow
 def test_rerun_replaces_artifacts_whole(trained, trainer):
     root, pair_dir, _ = trained
     out = pair_dir.parent
@@ -188,6 +197,7 @@ def test_parquet_and_csv_load_the_same(tmp_path, ext):
     assert b.source.endswith(ext)
 
 
+@pytest.mark.slow
 def test_plugin_from_a_manifest_adds_builder_and_balancer(tmp_path, inputs, trainer, monkeypatch):
     """A plugin module defined here, named in the manifest, supplies the model and the balancer."""
     (tmp_path / "my_test_plugin.py").write_text(
