@@ -181,7 +181,8 @@ def render_html(summary: dict) -> str:
                 sim_cells = (f"<td>{sim['n_trades']:,}</td><td>{_pct(sim['total_net_return'])}</td>"
                              f"<td>{_pct(sim['max_drawdown'])}</td><td>{_pval(sim['random_entry_p_value'])}</td>")
             where = f"{esc(trading['split'])} slice, " if trading.get("split") else ""
-            trade_cells = (f"<td>{side_cell(trading['LONG'])}</td><td>{side_cell(trading['SHORT'])}"
+            trade_cells = (f'<td class="side">{side_cell(trading["LONG"])}</td>'
+                           f'<td class="side">{side_cell(trading["SHORT"])}'
                            f'<br><small>{where}<a href="{esc(trading["report"])}">trading report</a></small></td>')
         warning = (f'<br><span class="warning">&#9888; {esc(r["warning"])}</span>' if r.get("warning") else "")
         seconds = "" if r.get("seconds") is None else f"{r['seconds']:.0f}s"
@@ -205,6 +206,7 @@ def render_html(summary: dict) -> str:
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #1f2328; }}
 table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #d0d7de; padding: .4em .8em; text-align: left; vertical-align: top; }}
 th {{ background: #f6f8fa; }} small {{ color: #57606a; }} .warning {{ color: #cf222e; font-weight: bold; }}
+td.side {{ min-width: 17em; }}
 </style></head><body>
 <h1>Batch summary</h1>
 <p>Manifest <code>{esc(str(summary['manifest']))}</code>, output <code>{esc(str(summary['output']))}</code>.
