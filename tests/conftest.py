@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,24 @@ def write_slow_epochs_plugin(folder: Path, seconds: float, module: str = "slow_e
         "@hookimpl\ndef trainer_keras_callbacks(spec, pair_dir):\n    return [Slow()]\n"
     )
     return module
+
+
+@contextmanager
+def mounted_tmpfs(path: Path, options: str):
+    """A real tmpfs mounted at ``path`` (e.g. ``size=160k`` or ``ro``) for one block (needs root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Terminate a server started by a test, killing it when it does not stop in time."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

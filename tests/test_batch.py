@@ -32,6 +32,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from conftest import stop_process
 from trainer_core.manifest import parse_set
 from trainer_core.testing import TINY_SETTINGS, training_ready_name
 
@@ -727,12 +728,7 @@ def s3(tmp_path_factory):
         env = base_env(**S3_CREDENTIALS, FSSPEC_S3_ENDPOINT_URL=endpoint)
         yield SimpleNamespace(endpoint=endpoint, bucket=bucket, fs=fs, env=env)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
 
 
 def test_batch_to_s3_commits_the_pair_and_resumes(tmp_path, s3):

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import success_markers, tiny_args, write_slow_epochs_plugin
+from conftest import mounted_tmpfs, success_markers, tiny_args, write_slow_epochs_plugin
 from trainer_core.errors import TrainerError
 from trainer_core.manifest import default_manifest, load_manifest
 from trainer_core.testing import training_ready_frame, training_ready_name, write_training_ready
@@ -64,16 +64,6 @@ def test_verify_finds_truncated_altered_and_half_written_pairs(trainer, inputs, 
 
 
 # -- storage faults ----------------------------------------------------------------------------
-
-
-@contextmanager
-def mounted_tmpfs(path: Path, options: str):
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="mounting needs root")

@@ -26,8 +26,8 @@ def _command(tmp_path):
     ]
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_at_the_next_epoch(tmp_path):
+def _slow_run_setup(tmp_path) -> dict:
+    """Data, a manifest whose epochs take over a second (time to act mid-run), and the env to run it."""
     write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=1500, seed=4)
     module = write_slow_epochs_plugin(tmp_path, 1.0)
     (tmp_path / "m.yaml").write_text(
@@ -35,7 +35,12 @@ def test_killed_run_resumes_at_the_next_epoch(tmp_path):
         "defaults:\n  labels: {future_window: 5}\n  balance: {min_per_class: 0}\n"
         "  model: {params: {lstm_units: [4], dense_units: [4]}}\n  train: {sequence_length: 8, batch_size: 64}\n"
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_at_the_next_epoch(tmp_path):
+    env = _slow_run_setup(tmp_path)
     proc = subprocess.Popen(_command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     seen = []
     deadline = time.time() + 120
@@ -83,14 +88,7 @@ def test_sigterm_stops_at_the_step_keeps_the_backup_and_the_rerun_resumes(tmp_pa
     """What a preempted pod sees: SIGTERM mid-epoch, a prompt exit 143, a resumable backup."""
     import re
 
-    write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=1500, seed=4)
-    module = write_slow_epochs_plugin(tmp_path, 1.0)
-    (tmp_path / "m.yaml").write_text(
-        f"version: 1\nplugins: [{module}]\npairs: [ETHUSDT]\n"
-        "defaults:\n  labels: {future_window: 5}\n  balance: {min_per_class: 0}\n"
-        "  model: {params: {lstm_units: [4], dense_units: [4]}}\n  train: {sequence_length: 8, batch_size: 64}\n"
-    )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = _slow_run_setup(tmp_path)
     proc = subprocess.Popen(_command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     seen = []
     deadline = time.time() + 120

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import mounted_tmpfs, stop_process
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -317,16 +318,6 @@ def test_a_readable_backup_resumes_and_force_starts_over(tmp_path):
     out.discard_outputs()
 
 
-@contextmanager
-def mounted_tmpfs(path: Path, options: str):
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 @needs_root
 def test_a_commit_that_fails_on_a_full_disk_keeps_the_backup(tmp_path):
     good = _real_hdf5(tmp_path / "w.h5")
@@ -502,12 +493,7 @@ def s3(tmp_path_factory):
 
         yield SimpleNamespace(endpoint=endpoint, bucket=bucket, creds=creds, fs=fs, fsspec_config=fsspec_config)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
 
 
 CHECK = """
