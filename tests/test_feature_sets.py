@@ -291,3 +291,31 @@ def test_prepare_uses_the_selected_feature_set_and_labeler(plugin_model, trainer
     table = pl.read_ipc(written)
     assert table.columns[:3] == ["timestamp", "close_change", "range_pct"]
     np.testing.assert_allclose(table["range_pct"].to_numpy(), own_features(frame)[1:, 1], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_batch_trains_with_the_plugin_labeler_and_a_rerun_skips_under_its_tag(plugin_model, tmp_path):
+    """The seam between a third-party labeler's tag and the batch: Ray workers, resume, summary."""
+    root, frame, candles, model_dir = plugin_model
+    manifest = tmp_path / "batch.yaml"
+    manifest.write_text(
+        f"version: 1\noutput: {tmp_path / 'out'}\nplugins: [two_features]\npairs: [ETHUSDT]\n"
+        f"defaults:\n  data: {{loader: ohlcv, path: {candles}, start: 2024-03-01, end: 2024-03-02}}\n"
+        "  features: {set: returns}\n  labels: {method: return-sign, params: {horizon: 10}}\n"
+        "  model: {params: {lstm_units: [4], dense_units: [4]}}\n"
+        "  train: {epochs: 1, sequence_length: 8, batch_size: 64, verbose: 0}\n  balance: {min_per_class: 0}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "trainer_core.cli", "batch", str(manifest)]
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (tmp_path / "out" / "ETHUSDT" / f"model_{TAG}.keras").exists()
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "skipped   ETHUSDT" in again.stdout and "completed with the same settings" in again.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    row = summary["pairs"][0]
+    assert row["status"] == "skipped"
+    # the rerun's row points at the files of the labeler's tag, not the seed's naming
+    assert row["confusion_matrix_png"] == f"ETHUSDT/confusion_matrix_{TAG}.png"
+    assert row["trading"]["report"] == f"ETHUSDT/trading_{TAG}.html"

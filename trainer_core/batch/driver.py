@@ -172,14 +172,17 @@ class BatchRun:
 
     @property
     def output(self) -> str:
+        """The output root: the first pair's resolved output, else the manifest's."""
         return self.specs[0].output if self.specs else self.manifest.output
 
     @property
     def reporters(self) -> list[str]:
+        """The batch reporters to run after the batch (``batch.reporters``, default ``["summary"]``)."""
         return list(self.manifest.batch.get("reporters", DEFAULT_BATCH_REPORTERS))
 
     @property
     def schedule_timeout(self) -> float:
+        """Seconds a pair may wait to be scheduled before it is reported (``batch.schedule_timeout``)."""
         return float(self.manifest.batch.get("schedule_timeout", DEFAULT_SCHEDULE_TIMEOUT))
 
     # -- before anything runs ----------------------------------------------------------------
@@ -317,7 +320,7 @@ class BatchRun:
         marker = p.marker or {}
         return _row(p.spec.pair, "skipped", p.reason, metrics=dict(marker.get("metrics") or {}),
                     figures=dict(marker.get("figures") or {}), artifacts=open_storage(p.spec.output).url(p.spec.pair),
-                    tag=p.spec.tag, trained_at=marker.get("finished"))
+                    tag=marker.get("tag") or p.spec.tag, trained_at=marker.get("finished"))
 
     def _run(self, plans: list[Plan]) -> None:
         total = len(plans)
