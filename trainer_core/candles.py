@@ -66,6 +66,7 @@ class Candles:
         return len(self.time_ms)
 
     def take(self, mask_or_idx) -> "Candles":
+        """The candles at ``mask_or_idx`` (a boolean mask or row indices), same sources and sha256."""
         return Candles(*(getattr(self, k)[mask_or_idx] for k in ("time_ms", *OHLCV)), self.sources, self.sha256)
 
 
@@ -149,6 +150,8 @@ def _read_json(data: bytes, where: str) -> Candles:
 
 
 def read_candle_file(path: Path) -> Candles:
+    """One candle file (kline CSV or zip, freqtrade JSON / jsongz, Feather, Parquet, CSV), told apart by its
+    first bytes, then its suffix; a `DataError` when it cannot be read."""
     import polars as pl
 
     where = str(path)
@@ -444,12 +447,15 @@ def _drop_copies(c: Candles, origin: np.ndarray, files: list[Path], pair: str, e
 
 @dataclass
 class GapReport:
+    """What `check_candles` found missing: the number of gaps and missing candles, the first few, the rows after each."""
+
     gaps: int
     missing_candles: int
     first_gaps: list[tuple[str, int]]
     breaks: np.ndarray  # row indices that follow a gap
 
     def as_dict(self) -> dict:
+        """The counts and the first gaps, JSON-able (without ``breaks``)."""
         return {"gaps": self.gaps, "missing_candles": self.missing_candles, "first_gaps": self.first_gaps}
 
 
@@ -537,6 +543,7 @@ GAP_POLICIES = ("error", "fill", "split")
 
 
 def gap_error(report: GapReport, where: str) -> DataError:
+    """The `DataError` for candles with gaps under ``data.gaps: error``: counts, first gaps, and the other policies."""
     examples = ", ".join(f"{t} ({m:,} missing)" for t, m in report.first_gaps)
     return DataError(
         f"{where}: {report.gaps:,} gap(s) in the candles, {report.missing_candles:,} missing candle(s); first after {examples}.",
@@ -545,6 +552,7 @@ def gap_error(report: GapReport, where: str) -> DataError:
 
 
 def check_policy(policy: str) -> str:
+    """``policy`` when it is one of `GAP_POLICIES`; else a `ConfigError`."""
     if policy not in GAP_POLICIES:
         raise ConfigError(f"data.gaps: expected one of {', '.join(GAP_POLICIES)}, got {policy!r}.")
     return policy

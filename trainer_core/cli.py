@@ -25,11 +25,15 @@ class CommandError(click.ClickException):
         self.hint = error.hint
 
     def format_message(self) -> str:
+        """The error's message, then ``Hint: ...`` on its own line when there is a hint."""
         return self.message + (f"\nHint: {self.hint}" if self.hint else "")
 
 
 class TrainerGroup(click.Group):
+    """The `trainer` group: a `TrainerError` becomes a `CommandError` (no traceback unless ``--debug``)."""
+
     def invoke(self, ctx):
+        """Run the subcommand; a `TrainerError` becomes a `CommandError`, Ctrl-C exits 130 with one line."""
         try:
             return super().invoke(ctx)
         except TrainerError as exc:

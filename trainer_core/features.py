@@ -47,10 +47,12 @@ def label_params_of(spec) -> dict:
 
 
 def feature_set_name(spec) -> str:
+    """The pair's feature set name (``features.set``, default ``seed``)."""
     return spec.features.get("set", "seed")
 
 
 def labeler_name(spec) -> str:
+    """The pair's labeler name (``labels.method``, default ``tp-sl``)."""
     return spec.labels.get("method", "tp-sl")
 
 

@@ -23,7 +23,9 @@ def training_ready_filename(spec) -> str:
     return training_ready_name(spec.pair, spec.data.timeframe, lab.future_window, lab.stop_loss_pct, lab.take_profit_pct)
 
 
-def training_ready_frame(data: PairData):
+def frame_from_pair_data(data: PairData):
+    """A training-ready polars DataFrame from `PairData`: timestamp, the features (float32), one-hot
+    ``label_0..2`` (null where a row has no label) and the realised returns when present."""
     import polars as pl
 
     labelled = data.labels >= 0
@@ -48,7 +50,7 @@ def write_training_ready(data: PairData, spec, folder: str | Path) -> Path:
         final = folder / training_ready_filename(spec)
         tmp = folder / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
         try:
-            training_ready_frame(data).write_ipc(tmp, compression="zstd")
+            frame_from_pair_data(data).write_ipc(tmp, compression="zstd")
             os.replace(tmp, final)
         finally:
             if tmp.exists():

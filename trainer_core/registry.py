@@ -30,6 +30,8 @@ KIND_SETTING = {
 
 @dataclass(frozen=True)
 class Registration:
+    """One registered component: its kind, name, factory and the plugin that registered it."""
+
     kind: str
     name: str
     factory: Callable[[], Any]
@@ -37,6 +39,7 @@ class Registration:
 
     @property
     def description(self) -> str:
+        """The first line of the factory's docstring ('' when it has none), as `trainer plugins` lists it."""
         doc = getattr(self.factory, "__doc__", None) or ""
         return doc.strip().splitlines()[0] if doc.strip() else ""
 
@@ -48,6 +51,7 @@ class Registry:
         self._items: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
 
     def register(self, kind: str, name: str, factory: Callable[[], Any], plugin: str) -> None:
+        """Add ``factory`` under ``kind`` and ``name``; a `PluginError` for an unknown kind, a bad name or factory, or a name taken."""
         if kind not in self._items:
             raise PluginError(f"Unknown component kind {kind!r}.", f"Use one of: {', '.join(KINDS)}.")
         if not isinstance(name, str) or not name:
@@ -66,6 +70,7 @@ class Registry:
         self._items[kind][name] = Registration(kind, name, factory, plugin)
 
     def get(self, kind: str, name: str) -> Registration:
+        """The registration of ``kind`` ``name``; a `PluginError` naming the setting and the known names when there is none."""
         try:
             return self._items[kind][name]
         except KeyError:
@@ -78,9 +83,11 @@ class Registry:
             ) from None
 
     def create(self, kind: str, name: str) -> Any:
+        """A new component: the factory of ``kind`` ``name`` called."""
         return self.get(kind, name).factory()
 
     def names(self, kind: str) -> list[str]:
+        """The names registered for ``kind``, sorted."""
         return sorted(self._items[kind])
 
     def __iter__(self):

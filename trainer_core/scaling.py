@@ -20,12 +20,14 @@ class Scaler:
     fit_rows: tuple[int, int]
 
     def transform(self, features: np.ndarray) -> np.ndarray:
+        """``(features - center) / scale`` as float32, same shape."""
         out = np.empty_like(features, dtype=np.float32)
         np.subtract(features, self.center.astype(np.float32), out=out)
         out /= self.scale.astype(np.float32)
         return out
 
     def to_json(self) -> dict:
+        """The scaler as the JSON document of the ``scaler_{tag}.json`` file."""
         return {
             "format": "pair-trainer scaler v1",
             "type": self.kind,
@@ -38,6 +40,7 @@ class Scaler:
 
     @classmethod
     def from_json(cls, doc: dict) -> "Scaler":
+        """A scaler from a `to_json` document; a `DataError` when it is not one."""
         try:
             return cls(
                 kind=doc["type"],

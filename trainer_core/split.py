@@ -18,6 +18,8 @@ from .errors import DataError
 
 @dataclass
 class Split:
+    """A pair's split: the target row indices of train, validation and test, and where each starts."""
+
     n_rows: int
     window: int
     future_window: int
@@ -34,6 +36,7 @@ class Split:
         return self.val_start - self.embargo
 
     def describe(self, data: PairData) -> dict:
+        """The split as a JSON-able dict: its settings, then first/last row and time of each part's targets and of the scaler's fit rows."""
         ts = data.timestamps
 
         def rng(idx):

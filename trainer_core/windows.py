@@ -19,6 +19,7 @@ THREADS_ENV = "TRAINER_TF_THREADS"
 
 
 def steps(n_targets: int, batch_size: int) -> int:
+    """Batches per epoch: ``ceil(n_targets / batch_size)``, at least 1."""
     return max(1, math.ceil(n_targets / batch_size))
 
 

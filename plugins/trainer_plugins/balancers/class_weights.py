@@ -11,6 +11,7 @@ class ClassWeights:
     """No resampling; loss weights 'balanced' (n / (classes x count)) or from balance.class_weights."""
 
     def balance(self, labels, target_idx, rng, params) -> Balance:
+        """All ``target_idx``, with a weight per class: balanced, or ``class_weights`` (1.0 for a class not named)."""
         setting = params.get("class_weights", "balanced")
         if setting == "balanced":
             y = labels[target_idx]
@@ -25,4 +26,5 @@ class ClassWeights:
 
 @hookimpl
 def trainer_register_balancers(register):
+    """Register the ``class-weights`` balancer."""
     register("class-weights", ClassWeights)

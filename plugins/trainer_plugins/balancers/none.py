@@ -11,9 +11,11 @@ class NoBalancing:
     """Every training target, no weights."""
 
     def balance(self, labels, target_idx, rng, params) -> Balance:
+        """All ``target_idx``, no class weights."""
         return Balance(np.asarray(target_idx), None)
 
 
 @hookimpl
 def trainer_register_balancers(register):
+    """Register the ``none`` balancer."""
     register("none", NoBalancing)

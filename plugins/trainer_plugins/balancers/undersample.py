@@ -27,6 +27,7 @@ class Undersample:
     """Systematic undersampling to the minority class (with a floor per class)."""
 
     def balance(self, labels, target_idx, rng, params) -> Balance:
+        """Keep ``max(minority count, min_per_class)`` targets per class, evenly spaced; no weights."""
         y = labels[target_idx]
         counts = [int(np.count_nonzero(y == k)) for k in range(3)]
         present = [c for c in counts if c > 0]
@@ -38,4 +39,5 @@ class Undersample:
 
 @hookimpl
 def trainer_register_balancers(register):
+    """Register the ``undersample`` balancer."""
     register("undersample", Undersample)

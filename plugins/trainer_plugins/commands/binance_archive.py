@@ -48,14 +48,17 @@ class Archive:
 
     @property
     def monthly(self) -> bool:
+        """Whether this is a month's archive (else a day's)."""
         return len(self.period) == 7
 
     @property
     def checksum_path(self) -> Path:
+        """Where the verified checksum is kept: ``{name}.CHECKSUM`` beside the zip."""
         return self.path.with_name(self.path.name + ".CHECKSUM")
 
     @property
     def part_path(self) -> Path:
+        """Where the download in progress goes: ``{name}.part`` beside the zip."""
         return self.path.with_name(self.path.name + ".part")
 
 
@@ -72,11 +75,14 @@ class Outcome:
 
 @dataclass
 class PairReport:
+    """One pair's archives and what became of each."""
+
     pair: str
     folder: Path
     outcomes: list[Outcome] = field(default_factory=list)
 
     def by_status(self, status: str) -> list[Outcome]:
+        """The outcomes with ``status`` (kept, fetched, missing or failed)."""
         return [o for o in self.outcomes if o.status == status]
 
 
@@ -98,6 +104,7 @@ class Stopped(Exception):
 
 
 def base_url(option: str | None = None) -> str:
+    """The archive's base URL: ``option``, else ``$TRAINER_DOWNLOAD_URL``, else data.binance.vision; no trailing slash."""
     return (option or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
 
 
@@ -107,6 +114,7 @@ def pair_folder(output: Path, pair: str, market: str) -> Path:
 
 
 def archive(base: str, market: str, pair: str, timeframe: str, period: str, folder: Path) -> Archive:
+    """The `Archive` of ``pair``'s klines for ``period`` (``YYYY-MM`` monthly, ``YYYY-MM-DD`` daily), kept in ``folder``."""
     kind = "monthly" if len(period) == 7 else "daily"
     name = f"{pair}-{timeframe}-{period}.zip"
     url = f"{base}/data/{MARKET_PATHS[market]}/{kind}/klines/{pair}/{timeframe}/{name}"
@@ -173,6 +181,8 @@ def parse_checksum(text: str) -> str | None:
 
 
 def file_sha256(path: Path) -> str:
+    """The plain lower-case hex sha256 of a file, as a .CHECKSUM line writes it (`trainer_core.file_sha256`
+    prefixes ``sha256:``)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -194,6 +204,7 @@ class Fetcher:
     # -- one archive -------------------------------------------------------------------------
 
     def fetch(self, a: Archive) -> Outcome:
+        """Get one archive, verified against its .CHECKSUM (one verified earlier is kept); the `Outcome` says what became of it."""
         out = Outcome(a, "kept")
         try:
             if _verified(a):

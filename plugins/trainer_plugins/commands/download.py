@@ -29,6 +29,7 @@ class DownloadError(TrainerError):
 
 
 def yesterday() -> date:
+    """Yesterday's date in UTC (the default last day of a download)."""
     return datetime.now(timezone.utc).date() - timedelta(days=1)
 
 
@@ -227,4 +228,5 @@ def download_command(pairs, manifest_path, start, end, output, market, timeframe
 
 @hookimpl
 def trainer_register_commands(cli):
+    """Add the ``download`` command."""
     cli.add_command(download_command)

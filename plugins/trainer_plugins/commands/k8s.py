@@ -38,6 +38,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 
 def template(name: str) -> dict:
+    """The YAML template ``k8s_templates/{name}`` shipped with the plugin, parsed."""
     text = resources.files(__package__).joinpath("k8s_templates", name).read_text(encoding="utf-8")
     return yaml.safe_load(text)
 
@@ -235,6 +236,7 @@ _Dumper.add_representer(str, _str)
 
 
 def to_yaml(objects: list[dict], header: str = "") -> str:
+    """``objects`` as one multi-document YAML stream after ``header``, keys in their order."""
     docs = [yaml.dump(o, Dumper=_Dumper, sort_keys=False, width=1000) for o in objects]
     return header + "---\n" + "---\n".join(docs)
 
@@ -296,4 +298,5 @@ def render_command(manifest_path, image, claim, namespace, name, parallelism, in
 
 @hookimpl
 def trainer_register_commands(cli):
+    """Add the ``k8s`` command group."""
     cli.add_command(k8s)

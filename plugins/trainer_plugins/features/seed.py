@@ -78,13 +78,16 @@ class SeedFeatures:
     """The original trainer's 8 features (price and volume changes, ratios to two trailing means)."""
 
     def check(self, params) -> None:
+        """Reject unknown ``features.params`` keys and bad moving-average lengths."""
         reject_unknown(params, tuple(DEFAULTS), "features.params", "the seed feature set")
         seed_params(params)
 
     def columns(self, params) -> list[str]:
+        """The 8 feature names, in order."""
         return list(COLUMNS)
 
     def warmup(self, params) -> int:
+        """1: the first row has no previous candle."""
         return 1  # the previous candle; the trailing means are defined (expanding) from the start
 
     def history(self, params) -> int:
@@ -93,6 +96,7 @@ class SeedFeatures:
         return max(1, p["ma_short"] - 1, p["ma_long"] - 1)
 
     def compute(self, candles, params) -> np.ndarray:
+        """The 8 features of every candle, float32; row 0 is NaN."""
         p = seed_params(params)
         cols = [candles.get_column(c).to_numpy() for c in ("close", "high", "low", "volume")]
         out = np.full((len(candles), len(COLUMNS)), np.nan, dtype=np.float32)
@@ -102,4 +106,5 @@ class SeedFeatures:
 
 @hookimpl
 def trainer_register_feature_sets(register):
+    """Register the ``seed`` feature set."""
     register("seed", SeedFeatures)

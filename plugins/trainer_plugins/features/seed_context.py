@@ -20,6 +20,7 @@ PAIR = re.compile(r"^[A-Z0-9]{2,20}$")
 
 
 def context_params(params) -> tuple[dict, list[str]]:
+    """``params`` split into the seed's params and the context pair names; a `ConfigError` for bad pairs."""
     params = dict(params or {})
     pairs = params.pop("pairs", None)
     if not isinstance(pairs, (list, tuple)) or not pairs or not all(isinstance(p, str) and PAIR.match(p) for p in pairs):
@@ -34,25 +35,31 @@ class SeedWithContext:
     """The seed's 8 features plus close_change and volume_change of context pairs at the same minute."""
 
     def check(self, params) -> None:
+        """Reject unknown ``features.params`` keys, bad seed params and a bad ``pairs`` list."""
         reject_unknown(params, (*DEFAULTS, "pairs"), "features.params", "the seed+context feature set")
         context_params(params)
 
     def context_pairs(self, params) -> list[str]:
+        """The pairs named by ``params.pairs``."""
         return context_params(params)[1]
 
     def columns(self, params) -> list[str]:
+        """The seed's 8 names, then ``{pair}_close_change`` and ``{pair}_volume_change`` per context pair."""
         base = SeedFeatures().columns({})
         for pair in context_params(params)[1]:
             base += [f"{pair.lower()}_close_change", f"{pair.lower()}_volume_change"]
         return base
 
     def warmup(self, params) -> int:
+        """1: the first row has no previous candle."""
         return 1
 
     def history(self, params) -> int:
+        """The seed's history: the context columns read only the previous candle."""
         return SeedFeatures().history(context_params(params)[0])
 
     def compute(self, candles, params, context) -> np.ndarray:
+        """The seed's features plus each context pair's changes; NaN where its candle or the previous one is missing."""
         seed, pairs = context_params(params)
         own = SeedFeatures().compute(candles, seed)
         extra = np.full((len(candles), 2 * len(pairs)), np.nan, dtype=np.float32)
@@ -69,4 +76,5 @@ class SeedWithContext:
 
 @hookimpl
 def trainer_register_feature_sets(register):
+    """Register the ``seed+context`` feature set."""
     register("seed+context", SeedWithContext)

@@ -30,13 +30,16 @@ class LabelParams:
 
     @property
     def short_tp(self) -> float:
+        """The short side's take-profit percentage (the long side's unless set)."""
         return self.take_profit_pct if self.short_take_profit_pct is None else self.short_take_profit_pct
 
     @property
     def short_sl(self) -> float:
+        """The short side's stop-loss percentage (the long side's unless set)."""
         return self.stop_loss_pct if self.short_stop_loss_pct is None else self.short_stop_loss_pct
 
     def as_dict(self) -> dict:
+        """The five settings, the short side's resolved."""
         return {
             "future_window": self.future_window,
             "take_profit_pct": self.take_profit_pct,
@@ -47,6 +50,7 @@ class LabelParams:
 
     @classmethod
     def from_params(cls, params) -> "LabelParams":
+        """The settings from a labeler params mapping, defaults filled in; a `ConfigError` for a bad value."""
         p = dict(params or {})
         try:
             return cls(int(p.get("future_window", 120)), float(p.get("take_profit_pct", 1.0)),
@@ -57,6 +61,7 @@ class LabelParams:
 
     @classmethod
     def from_spec(cls, spec) -> "LabelParams":
+        """The settings from a `PairSpec`'s ``labels`` section."""
         lab = spec.labels
         return cls(lab.future_window, lab.take_profit_pct, lab.stop_loss_pct,
                    lab.short_take_profit_pct, lab.short_stop_loss_pct)
@@ -142,13 +147,16 @@ class TakeProfitStopLoss:
     """The original trainer's barrier labels: take-profit vs stop-loss within future_window candles."""
 
     def check(self, params) -> None:
+        """Reject unknown ``labels`` keys and settings `LabelParams.from_params` cannot read."""
         reject_unknown(params, KEYS, "labels", "the tp-sl labeler")
         LabelParams.from_params(params)
 
     def horizon(self, params) -> int:
+        """``future_window``: the candles after ``t`` a label looks at."""
         return LabelParams.from_params(params).future_window
 
     def tag(self, params) -> str:
+        """``FW{fw:03d}_SL{sl:03d}_TP{tp:03d}``, percentages in hundredths (``FW120_SL050_TP100``)."""
         p = LabelParams.from_params(params)
         return f"FW{p.future_window:03d}_SL{pct_code(p.stop_loss_pct):03d}_TP{pct_code(p.take_profit_pct):03d}"
 
@@ -157,6 +165,7 @@ class TakeProfitStopLoss:
         return LabelParams.from_params(params).as_dict()
 
     def compute(self, candles, params):
+        """The barrier labels and the realised long / short returns of every candle."""
         p = LabelParams.from_params(params)
         cols = [candles.get_column(c).to_numpy() for c in ("close", "high", "low")]
         return compute_labels(*cols, p)
@@ -164,4 +173,5 @@ class TakeProfitStopLoss:
 
 @hookimpl
 def trainer_register_labelers(register):
+    """Register the ``tp-sl`` labeler."""
     register("tp-sl", TakeProfitStopLoss)

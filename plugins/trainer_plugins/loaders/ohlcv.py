@@ -31,6 +31,7 @@ class OhlcvLoader:
     """
 
     def check(self, params) -> None:
+        """Reject unknown ``data.params`` keys and an unknown ``market``."""
         reject_unknown(params, ("market",), "data.params", "the ohlcv loader")
         market_param(params)
 
@@ -45,6 +46,7 @@ class OhlcvLoader:
         return candle_fingerprint(files)
 
     def load(self, spec):
+        """Read the pair's candles from ``data.path`` and compute its features and labels."""
         from trainer_core import pair_data_from_candles, read_candles
 
         if spec.data_path is None:
@@ -55,4 +57,5 @@ class OhlcvLoader:
 
 @hookimpl
 def trainer_register_loaders(register):
+    """Register the ``ohlcv`` loader."""
     register("ohlcv", OhlcvLoader)

@@ -19,6 +19,7 @@ DEFAULTS = {"rows": 20000, "seed": 0, "start": "2024-01-01"}
 
 
 def check_params(params) -> dict:
+    """``data.params`` checked, defaults filled in: ``rows`` (>= 10), ``seed`` (>= 0), ``start`` (a date)."""
     reject_unknown(params, DEFAULTS, "data.params", "the synthetic loader")
     out = {**DEFAULTS, **dict(params)}
     if isinstance(out["rows"], bool) or not isinstance(out["rows"], int) or out["rows"] < 10:
@@ -63,9 +64,11 @@ class SyntheticLoader:
     """A seeded simulated market (volatility clustering, jumps, intraday volume) per pair name."""
 
     def check(self, params) -> None:
+        """Check ``data.params`` (``rows``, ``seed``, ``start``)."""
         check_params(params)
 
     def fingerprint(self, spec) -> str:
+        """sha256 of the simulated candles, as `load` records it."""
         return self._candles(spec)[1].sha256
 
     def _candles(self, spec):
@@ -80,6 +83,7 @@ class SyntheticLoader:
         return source, Candles(*arrays, sources=[source], sha256="sha256:" + digest.hexdigest())
 
     def load(self, spec):
+        """Simulate the pair's candles and compute its features and labels."""
         from trainer_core import pair_data_from_candles
 
         source, candles = self._candles(spec)
@@ -88,4 +92,5 @@ class SyntheticLoader:
 
 @hookimpl
 def trainer_register_loaders(register):
+    """Register the ``synthetic`` loader."""
     register("synthetic", SyntheticLoader)

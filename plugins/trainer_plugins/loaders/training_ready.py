@@ -31,6 +31,8 @@ def expected_filename(spec, ext: str = "feather") -> str:
 
 
 def find_file(spec) -> Path:
+    """The training-ready file for ``spec``: ``data.path`` itself, or the expected name in that folder
+    (Feather, Parquet, CSV); a `DataError` saying what the folder holds instead."""
     raw = spec.data_path
     if raw is None:
         raise DataError(f"{spec.pair}: no data path given.", "Pass --data FILE_OR_FOLDER or set data.path.")
@@ -174,6 +176,7 @@ class TrainingReadyLoader:
     """The seed's training-ready Feather files (and Parquet/CSV with the same columns)."""
 
     def check(self, params) -> None:
+        """Reject any ``data.params`` (the loader takes none)."""
         reject_unknown(params, (), "data.params", "the training-ready loader")
 
     def fingerprint(self, spec) -> str:
@@ -181,6 +184,7 @@ class TrainingReadyLoader:
         return file_sha256(find_file(spec))
 
     def load(self, spec) -> PairData:
+        """Read the file and check its name and columns; the rows within ``data.start`` / ``data.end`` as `PairData`."""
         import polars as pl
 
         path = find_file(spec)
@@ -253,4 +257,5 @@ class TrainingReadyLoader:
 
 @hookimpl
 def trainer_register_loaders(register):
+    """Register the ``training-ready`` loader."""
     register("training-ready", TrainingReadyLoader)

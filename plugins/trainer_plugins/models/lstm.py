@@ -28,6 +28,7 @@ def _units(params, key, allow_empty) -> list[int]:
 
 
 def check_params(params) -> dict:
+    """``model.params`` checked, defaults filled in: ``lstm_units``, ``dense_units`` (lists) and ``dropout``."""
     reject_unknown(params, DEFAULT_PARAMS, "model.params", "the lstm builder")
     dropout = params.get("dropout", DEFAULT_PARAMS["dropout"])
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
@@ -47,6 +48,7 @@ class LSTMBuilder:
         check_params(params)
 
     def build(self, input_shape, n_classes, params):
+        """The uncompiled ``keras.Sequential`` for ``input_shape`` ``(sequence_length, n_features)``."""
         import keras
 
         p = check_params(params)
@@ -67,4 +69,5 @@ class LSTMBuilder:
 
 @hookimpl
 def trainer_register_model_builders(register):
+    """Register the ``lstm`` model builder."""
     register("lstm", LSTMBuilder)

@@ -9,6 +9,7 @@ from trainer_core import CLASS_NAMES, hookimpl
 
 
 def confusion_report(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """Counts, row-normalised rates, accuracy, macro F1 and per-class precision / recall / F1 / support of 3-class predictions."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     labels = list(range(len(CLASS_NAMES)))
@@ -41,6 +42,7 @@ def confusion_report(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 
 
 def plot_confusion(report: dict, title: str, path) -> None:
+    """Save a `confusion_report` as a PNG at ``path``: counts and rates side by side, the per-class scores below."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,4 +95,5 @@ class ConfusionMatrixReporter:
 
 @hookimpl
 def trainer_register_reporters(register):
+    """Register the ``confusion-matrix`` reporter."""
     register("confusion-matrix", ConfusionMatrixReporter)

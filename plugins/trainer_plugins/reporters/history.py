@@ -12,6 +12,7 @@ class HistoryReporter:
     """history_{tag}.csv: the per-epoch metrics Keras recorded, plus each epoch's seconds."""
 
     def report_pair(self, result, out) -> None:
+        """Write ``history_{tag}.csv``: epoch, every Keras metric, and the epoch's seconds (blank when not timed)."""
         hist = result.history
         keys = list(hist)
         epochs = len(hist.get("loss", []))
@@ -28,4 +29,5 @@ class HistoryReporter:
 
 @hookimpl
 def trainer_register_reporters(register):
+    """Register the ``history`` reporter."""
     register("history", HistoryReporter)

@@ -21,6 +21,7 @@ def _param_counts(model) -> dict:
 
 
 def build_metadata(result, out) -> dict:
+    """The ``metadata_{tag}.json`` document of a trained pair (``out`` names the pair's other files)."""
     spec = result.spec
     data = result.data
     hist = result.history
@@ -142,9 +143,11 @@ class MetadataReporter:
     """metadata_{tag}.json: config, data provenance, split, model size, results, versions, timings."""
 
     def report_pair(self, result, out) -> None:
+        """Write ``metadata_{tag}.json``."""
         out.write_json(out.name("metadata", "json"), build_metadata(result, out))
 
 
 @hookimpl
 def trainer_register_reporters(register):
+    """Register the ``metadata`` reporter."""
     register("metadata", MetadataReporter)

@@ -241,4 +241,5 @@ class SummaryReporter:
 
 @hookimpl
 def trainer_register_reporters(register):
+    """Register the ``summary`` reporter."""
     register("summary", SummaryReporter)

@@ -60,6 +60,7 @@ def scores_from_confusion(cm: np.ndarray) -> dict:
 
 
 def log_loss(y_true: np.ndarray, y_prob: np.ndarray) -> float | None:
+    """Mean negative log of the probability given to the true class (clipped at `EPS`); None for no samples."""
     if len(y_true) == 0:
         return None
     p = np.clip(np.asarray(y_prob, dtype=np.float64)[np.arange(len(y_true)), y_true], EPS, 1.0)
@@ -67,6 +68,7 @@ def log_loss(y_true: np.ndarray, y_prob: np.ndarray) -> float | None:
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """The 3x3 confusion matrix (rows true, columns predicted) as int64 counts."""
     cm = np.zeros((3, 3), dtype=np.int64)
     np.add.at(cm, (y_true, y_pred), 1)
     return cm
@@ -212,6 +214,7 @@ def _fmt(x, pct=False, digits=3):
 
 
 def plot_trading(report: dict, title: str, path) -> None:
+    """Save the report's charts as a PNG at ``path``: precision vs break-even, signals per threshold, reliability."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -509,6 +512,7 @@ candle. Net = gross - {sim['fee_pct']:g} %. Random entries: {rnd['draws']:,} dra
 
 
 def render_page(report: dict, pair: str, tag: str, chart_png: str | None = None) -> str:
+    """The ``trading_{tag}.html`` page of a report (``chart_png``: the simulation chart as base64 PNG, if any)."""
     esc = html.escape
     m, hold, rnd = report["model"], report["baselines"]["always_hold"], report["baselines"]["random_by_training_priors"]
     rows = []
@@ -591,6 +595,7 @@ class TradingReporter:
     a one-position-at-a-time trade simulation against buy-and-hold and random entries, calibration."""
 
     def report_pair(self, result, out) -> dict:
+        """Write ``trading_{tag}.json``, ``.png`` and ``.html``; return the headline figures."""
         body, chart = report_for(result)
         report = {"pair": result.spec.pair, **body}
         folds = getattr(result, "folds", None)
@@ -607,4 +612,5 @@ class TradingReporter:
 
 @hookimpl
 def trainer_register_reporters(register):
+    """Register the ``trading`` reporter."""
     register("trading", TradingReporter)
