@@ -254,6 +254,9 @@ def test_predict_on_candles_after_the_training_window(trainer, tmp_path):
     np.testing.assert_allclose(day.select("p_long").to_numpy(), same.select("p_long").to_numpy(), rtol=1e-5)
     result = trainer("predict", "--model-dir", model, "--data", candles, "--last", "3")
     assert result.exit_code == 0 and "3 predictions" in result.output
+    result = trainer("predict", "--model-dir", model, "--data", candles, "--start", "2030-01-01")
+    assert result.exit_code == 2 and "No predictions from 2030-01-01" in result.output
+    assert "run from 2025-05-04" in result.output
 
 
 # -- models that could not be used, and validation slices too small to mean anything ------------

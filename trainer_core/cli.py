@@ -315,7 +315,15 @@ def predict(model_dir, data_path, output, start, end, last):
 
     model = load_pair_model(model_dir)
     frame = read_for_prediction(model, data_path)
-    predictions = select_time(model.predict(frame, where=str(data_path)), start, end)
+    every = model.predict(frame, where=str(data_path))
+    predictions = select_time(every, start, end)
+    if predictions.height == 0 and every.height and (start or end):
+        first, final = every.get_column("timestamp")[0], every.get_column("timestamp")[-1]
+        raise ConfigError(
+            f"No predictions from {start or 'the start'} to {end or 'the end'}: the data's rows with a full "
+            f"window run from {first} to {final}.",
+            "Pick --start/--end inside that range, or pass the candles of the dates you want.",
+        )
     if last:
         predictions = predictions.tail(last)
     if output:
