@@ -148,7 +148,7 @@ class TakeProfitStopLoss:
 
     def check(self, params) -> None:
         """Reject unknown ``labels`` keys and settings `LabelParams.from_params` cannot read."""
-        reject_unknown(params, KEYS, "labels", "the tp-sl labeler")
+        reject_unknown(params, KEYS, "labels.params", "the tp-sl labeler")
         LabelParams.from_params(params)
 
     def horizon(self, params) -> int:
