@@ -775,9 +775,11 @@ def test_batch_on_a_cluster_writes_to_the_drivers_s3_endpoint(tmp_path, ray_head
     assert s3.fs.exists(f"{prefix}/BTCUSDT/_SUCCESS.json")
 
 
-def test_a_worker_killed_mid_training_is_retried_and_resumes(tmp_path):
-    """The worker process dies (SIGKILL) at the end of its second epoch: Ray retries the pair,
-    which resumes from its backup after epoch 1 and completes."""
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_a_worker_killed_mid_training_is_retried_and_resumes(tmp_path, sig):
+    """The worker process gets SIGKILL (dies) or SIGTERM (a preempted node: it stops at the next
+    step and exits 143) at the end of its second epoch: Ray retries the pair, which resumes from
+    its backup and completes."""
     (tmp_path / "killer_plugin.py").write_text(
         "import os, signal\nfrom pathlib import Path\nimport keras\nfrom trainer_core import hookimpl\n\n"
         f"FLAG = Path({str(tmp_path / 'killed-once')!r})\n\n"
@@ -785,7 +787,7 @@ def test_a_worker_killed_mid_training_is_retried_and_resumes(tmp_path):
         "    def on_epoch_end(self, epoch, logs=None):\n"
         "        if epoch == 1 and not FLAG.exists():\n"
         "            FLAG.write_text('x')\n"
-        "            os.kill(os.getpid(), signal.SIGKILL)\n\n"
+        f"            os.kill(os.getpid(), signal.{sig})\n\n"
         "@hookimpl\ndef trainer_keras_callbacks(spec, pair_dir):\n    return [KillOnce()]\n"
     )
     manifest = write_manifest(tmp_path, pairs=["ETHUSDT"])
@@ -803,6 +805,8 @@ def test_a_worker_killed_mid_training_is_retried_and_resumes(tmp_path):
     assert meta["training"]["resumed"] is True and meta["training"]["completed_epochs"] == 3
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [row["status"] for row in summary["pairs"]] == ["trained"]
+    if sig == "SIGTERM":
+        assert "stopped by SIGTERM" in r.both, r.both
 
 
 def test_ctrl_c_cancels_running_pairs_and_says_so(tmp_path):
