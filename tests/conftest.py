@@ -81,3 +81,18 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def write_model_builder_plugin(folder: Path, module: str, name: str, body: str) -> str:
+    """A plugin module in ``folder`` registering model builder ``name`` whose ``build`` runs ``body``
+    (Keras code ending in ``return keras.Model(...)``, with ``input_shape`` and ``n_classes`` in
+    scope); returns the module name for a manifest's ``plugins:``."""
+    lines = "".join(f"        {line}\n" for line in body.strip().splitlines())
+    (folder / f"{module}.py").write_text(
+        "import keras\nfrom trainer_core import hookimpl\n\n"
+        "class Builder:\n"
+        "    def build(self, input_shape, n_classes, params):\n"
+        f"{lines}\n"
+        f"@hookimpl\ndef trainer_register_model_builders(register):\n    register({name!r}, Builder)\n"
+    )
+    return module

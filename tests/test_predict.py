@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import SHARED_DATA, tiny_args
+from conftest import SHARED_DATA, tiny_args, write_model_builder_plugin
 from trainer_core.testing import training_ready_frame, write_training_ready
 
 TAG = "ETHUSDT_FW005_SL050_TP100"
@@ -264,16 +264,11 @@ def test_predict_on_candles_after_the_training_window(trainer, tmp_path):
 
 @pytest.mark.slow
 def test_a_lambda_layer_is_refused_before_training(trainer, tmp_path, inputs, monkeypatch):
-    (tmp_path / "lambda_model_plugin.py").write_text(
-        "import keras\nfrom trainer_core import hookimpl\n\n"
-        "class WithLambda:\n"
-        "    def build(self, input_shape, n_classes, params):\n"
-        "        x = keras.Input(input_shape)\n"
-        "        y = keras.layers.Lambda(lambda t: t * 2.0)(x)\n"
-        "        y = keras.layers.Flatten()(y)\n"
-        "        return keras.Model(x, keras.layers.Dense(n_classes, activation='softmax')(y))\n\n"
-        "@hookimpl\ndef trainer_register_model_builders(register):\n    register('with-lambda', WithLambda)\n"
-    )
+    write_model_builder_plugin(tmp_path, "lambda_model_plugin", "with-lambda", """
+x = keras.Input(input_shape)
+y = keras.layers.Flatten()(keras.layers.Lambda(lambda t: t * 2.0)(x))
+return keras.Model(x, keras.layers.Dense(n_classes, activation='softmax')(y))
+""")
     monkeypatch.syspath_prepend(str(tmp_path))
     manifest = tmp_path / "m.yaml"
     manifest.write_text("version: 1\nplugins: [lambda_model_plugin]\ndefaults: {model: {builder: with-lambda}}\n"

@@ -38,23 +38,35 @@ def _slow_run_setup(tmp_path) -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_at_the_next_epoch(tmp_path):
-    env = _slow_run_setup(tmp_path)
+def _signal_at_epoch_3(tmp_path, env: dict, sig: int) -> tuple[int, str, float]:
+    """Run `trainer run`, send ``sig`` when epoch 3 starts; its exit code, output, and the seconds
+    from the signal to its exit."""
     proc = subprocess.Popen(_command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     seen = []
     deadline = time.time() + 120
+    signalled = None
     try:
         for line in proc.stdout:
             seen.append(line)
-            if line.startswith("Epoch 3/"):  # epochs 1 and 2 finished and were backed up
-                proc.send_signal(signal.SIGKILL)
+            if line.startswith("Epoch 3/"):
+                signalled = time.monotonic()
+                proc.send_signal(sig)
                 break
             assert time.time() < deadline, "".join(seen)
+        rest, _ = proc.communicate(timeout=30)
+        seen.append(rest or "")
+        took = time.monotonic() - signalled if signalled is not None else float("inf")
     finally:
         proc.kill()
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    return proc.returncode, "".join(seen), took
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_at_the_next_epoch(tmp_path):
+    env = _slow_run_setup(tmp_path)
+    returncode, output, _ = _signal_at_epoch_3(tmp_path, env, signal.SIGKILL)  # epochs 1 and 2 backed up
+    assert returncode == -signal.SIGKILL, output
     out = tmp_path / "out"
     assert success_markers(out) == [], "a killed run must not look complete"
     assert not (out / "ETHUSDT").exists()
@@ -89,25 +101,8 @@ def test_sigterm_stops_at_the_step_keeps_the_backup_and_the_rerun_resumes(tmp_pa
     import re
 
     env = _slow_run_setup(tmp_path)
-    proc = subprocess.Popen(_command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    seen = []
-    deadline = time.time() + 120
-    try:
-        for line in proc.stdout:
-            seen.append(line)
-            if line.startswith("Epoch 3/"):  # epoch 3's steps are running
-                signalled = time.monotonic()
-                proc.send_signal(signal.SIGTERM)
-                break
-            assert time.time() < deadline, "".join(seen)
-        rest, _ = proc.communicate(timeout=30)
-        took = time.monotonic() - signalled
-    finally:
-        proc.kill()
-        proc.wait()
-    seen.append(rest)
-    output = "".join(seen)
-    assert proc.returncode == 143, output
+    returncode, output, took = _signal_at_epoch_3(tmp_path, env, signal.SIGTERM)  # epoch 3's steps are running
+    assert returncode == 143, output
     assert took < 10, f"{took:.1f}s from SIGTERM to exit (Kubernetes' default grace is 30 s)"
     assert "stopped by SIGTERM" in output and "Run the same command again" in output
     assert "Traceback" not in output

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import success_markers, tiny_args
+from conftest import success_markers, tiny_args, write_model_builder_plugin
 from trainer_core.artifacts import sha256_file
 from trainer_core.scaling import Scaler
 from trainer_core.testing import training_ready_frame, write_training_ready
@@ -249,17 +249,12 @@ def trainer_register_balancers(register):
 
 @pytest.mark.slow
 def test_a_model_that_predicts_one_class_is_flagged(trainer, tmp_path, inputs, monkeypatch):
-    (tmp_path / "hold_only_model.py").write_text(
-        "import keras\nfrom trainer_core import hookimpl\n\n"
-        "class HoldOnly:\n"
-        "    def build(self, input_shape, n_classes, params):\n"
-        "        x = keras.Input(input_shape)\n"
-        "        y = keras.layers.Flatten()(x)\n"
-        "        out = keras.layers.Dense(n_classes, activation='softmax', kernel_initializer='zeros',\n"
-        "                                 bias_initializer=keras.initializers.Constant([0.0, 50.0, 0.0]))(y)\n"
-        "        return keras.Model(x, out)\n\n"
-        "@hookimpl\ndef trainer_register_model_builders(register):\n    register('hold-only', HoldOnly)\n"
-    )
+    write_model_builder_plugin(tmp_path, "hold_only_model", "hold-only", """
+x = keras.Input(input_shape)
+hold = keras.initializers.Constant([0.0, 50.0, 0.0])  # HOLD wins every row, whatever the input
+out = keras.layers.Dense(n_classes, activation='softmax', kernel_initializer='zeros', bias_initializer=hold)
+return keras.Model(x, out(keras.layers.Flatten()(x)))
+""")
     monkeypatch.syspath_prepend(str(tmp_path))
     manifest = tmp_path / "m.yaml"
     manifest.write_text("version: 1\nplugins: [hold_only_model]\ndefaults: {model: {builder: hold-only}}\npairs: [ETHUSDT]\n")

@@ -27,6 +27,7 @@ from .schema import (
     _str_list,
     check_section,
     check_sections,
+    check_values,
     count_values,
     normalize_pair,
     short_repr,
@@ -295,19 +296,7 @@ def manifest_from_dict(raw: Any, path: str | None = None) -> Manifest:
     batch = raw.get("batch") or {}
     if not isinstance(batch, Mapping):
         raise ConfigError(f"{label}: batch: expected a mapping, got {type_name(batch)}.", MANIFEST_HINT)
-    checked_batch = {}
-    for key, value in batch.items():
-        if key not in BATCH_SCHEMA:
-            raise ConfigError(
-                f"{label}: unknown setting batch.{key}. Known: {', '.join(BATCH_SCHEMA)}.", MANIFEST_HINT
-            )
-        try:
-            checked_batch[key] = BATCH_SCHEMA[key](value)
-        except ValueError as exc:
-            raise ConfigError(
-                f"batch.{key}: expected {exc}, got {short_repr(value)} ({type_name(value)}).", MANIFEST_HINT
-            ) from None
-    batch = {**copy.deepcopy(BATCH_DEFAULTS), **checked_batch}
+    batch = {**copy.deepcopy(BATCH_DEFAULTS), **check_values(batch, BATCH_SCHEMA, "batch", "batch")}
     defaults = merge(DEFAULTS, check_sections(raw.get("defaults"), "defaults"))
 
     pairs_raw = raw.get("pairs") or []

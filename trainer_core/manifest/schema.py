@@ -470,7 +470,12 @@ def check_section(section: str, values: Any, where: str) -> Any:
         raise ConfigError(
             f"{where}: expected a mapping of settings, got {short_repr(values)} ({type_name(values)}).", MANIFEST_HINT
         )
-    schema = SCHEMA[section]
+    return check_values(values, SCHEMA[section], where, section)
+
+
+def check_values(values: Mapping, schema: Mapping[str, Callable[[Any], Any]], where: str, section: str) -> dict:
+    """Each key of ``values`` checked against ``schema`` (known keys, value checks); an unknown key
+    or a bad value is a `ConfigError` naming ``where.key``. Returns the normalised values."""
     out = {}
     for key, value in values.items():
         if key not in schema:
