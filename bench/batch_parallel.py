@@ -57,21 +57,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name in ("serial", "ray"):
-            (tmp / f"{name}.yaml").write_text(MANIFEST.format(output=tmp / name, rows=args.rows, epochs=args.epochs))
+            (tmp / f"{name}.yaml").write_text(
+                MANIFEST.format(output=tmp / name, rows=args.rows, epochs=args.epochs)
+            )
 
         t0 = time.perf_counter()
         for index in (0, 1):
             timed([*trainer, "run", "--manifest", str(tmp / "serial.yaml"), "--index", str(index)], env)
         serial = time.perf_counter() - t0
         ray_wall = timed([*trainer, "batch", str(tmp / "ray.yaml")], env)
-        startup = timed([sys.executable, "-c", "import ray; ray.init(include_dashboard=False); ray.shutdown()"], env)
+        startup = timed(
+            [sys.executable, "-c", "import ray; ray.init(include_dashboard=False); ray.shutdown()"], env
+        )
         serial_train = train_seconds(tmp / "serial")
         ray_train = train_seconds(tmp / "ray")
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.rows:,} candles per pair, {args.epochs} epochs")
-    print(f"serial (trainer run x2):         {serial:7.1f} s   training loops {', '.join(f'{s:.1f}' for s in serial_train)} s")
-    print(f"ray (trainer batch, 1 cpu/pair): {ray_wall:7.1f} s   training loops {', '.join(f'{s:.1f}' for s in ray_train)} s")
-    print(f"speed-up, wall: {serial / ray_wall:.2f}x; training loops only: {sum(serial_train) / max(ray_train):.2f}x")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.rows:,} candles per pair, {args.epochs} epochs"
+    )
+    print(
+        f"serial (trainer run x2):         {serial:7.1f} s   training loops {', '.join(f'{s:.1f}' for s in serial_train)} s"
+    )
+    print(
+        f"ray (trainer batch, 1 cpu/pair): {ray_wall:7.1f} s   training loops {', '.join(f'{s:.1f}' for s in ray_train)} s"
+    )
+    print(
+        f"speed-up, wall: {serial / ray_wall:.2f}x; training loops only: {sum(serial_train) / max(ray_train):.2f}x"
+    )
     print(f"ray.init + ray.shutdown in a fresh process: {startup:.1f} s")
 
 

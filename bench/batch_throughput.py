@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ONE_THREAD = r'''
+ONE_THREAD = r"""
 import os, sys, time
 os.environ["TF_NUM_INTRAOP_THREADS"] = "1"; os.environ["TF_NUM_INTEROP_THREADS"] = "1"
 import numpy as np, keras, tensorflow as tf
@@ -38,7 +38,7 @@ steps = int(sys.argv[1])
 model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0)
 t0 = time.perf_counter(); model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
 print(steps * 256 / (time.perf_counter() - t0))
-'''
+"""
 
 MANIFEST = """version: 1
 output: {output}
@@ -61,21 +61,41 @@ def main() -> None:
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    one = float(subprocess.run([sys.executable, "-c", ONE_THREAD, str(args.steps)], check=True,
-                               capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1])
+    one = float(
+        subprocess.run(
+            [sys.executable, "-c", ONE_THREAD, str(args.steps)],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         pairs = ", ".join(f"P{i}USDT" for i in range(cores))
-        Path(tmp, "m.yaml").write_text(MANIFEST.format(output=f"{tmp}/out", rows=args.rows, pairs=pairs, epochs=args.epochs))
-        subprocess.run([sys.executable, "-m", "trainer_core.cli", "batch", f"{tmp}/m.yaml"], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        Path(tmp, "m.yaml").write_text(
+            MANIFEST.format(output=f"{tmp}/out", rows=args.rows, pairs=pairs, epochs=args.epochs)
+        )
+        subprocess.run(
+            [sys.executable, "-m", "trainer_core.cli", "batch", f"{tmp}/m.yaml"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
         rates = []
         for path in sorted(Path(tmp, "out").glob("*/metadata_*.json")):
             meta = json.loads(path.read_text())
-            rates.append(meta["balancing"]["train_targets_after"] / meta["timings"]["epoch_train_seconds"][-1])
+            rates.append(
+                meta["balancing"]["train_targets_after"] / meta["timings"]["epoch_train_seconds"][-1]
+            )
     total = sum(rates)
     print(f"machine: {platform.machine()}, {cores} cores; the seed's model, window 120, batch 256")
     print(f"one-thread compute-bound rate: {one:.0f} samples/s")
-    print(f"trainer batch, {cores} pairs x 1 thread: {', '.join(f'{r:.0f}' for r in rates)} samples/s -> {total:.0f} aggregate")
+    print(
+        f"trainer batch, {cores} pairs x 1 thread: {', '.join(f'{r:.0f}' for r in rates)} samples/s -> {total:.0f} aggregate"
+    )
     print(f"aggregate / (cores x one-thread rate): {total / (cores * one):.3f}")
 
 

@@ -45,7 +45,9 @@ def main() -> None:
     counts = np.bincount(labels[labels >= 0], minlength=3)
     print(f"machine: {platform.machine()}, {__import__('os').cpu_count()} cores, numpy {np.__version__}")
     print(f"rows: {args.rows:,} candles ({candle_mb:.0f} MB of float64 OHLCV in memory)")
-    print(f"features + labels: best {min(times):.3f} s of {args.repeat} (all: {', '.join(f'{t:.3f}' for t in times)})")
+    print(
+        f"features + labels: best {min(times):.3f} s of {args.repeat} (all: {', '.join(f'{t:.3f}' for t in times)})"
+    )
     print(f"peak allocated by features + labels: {peak / 2**20:.0f} MB; process peak RSS: {rss_mb:.0f} MB")
     print(f"output: features {feats.shape} {feats.dtype}; labels SHORT/HOLD/LONG {counts.tolist()}")
 

@@ -41,13 +41,17 @@ def main() -> None:
     settings = [("float32", 256)]
     if gpus:
         settings += [("mixed_float16", 256), ("mixed_float16", 1024)]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, TensorFlow {tf.__version__}; "
-          f"device: {', '.join(g.name for g in gpus) or 'CPU only'}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, TensorFlow {tf.__version__}; "
+        f"device: {', '.join(g.name for g in gpus) or 'CPU only'}"
+    )
     for policy, batch in settings:
         keras.mixed_precision.set_global_policy(policy)
         keras.utils.set_random_seed(0)
         model = LSTMBuilder().build((120, 8), 3, {})
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"]
+        )
         report = device_report(model, gpus, policy)
         ds = window_dataset(feats, labels, targets, 120, batch, shuffle=True, seed=0)
         model.fit(ds, epochs=1, steps_per_epoch=5, verbose=0)  # tracing and warm-up

@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-FIRST_STEP_PLUGIN = '''
+FIRST_STEP_PLUGIN = """
 import time
 import keras
 from trainer_core import hookimpl
@@ -34,7 +34,7 @@ class FirstStep(keras.callbacks.Callback):
 @hookimpl
 def trainer_keras_callbacks(spec, pair_dir):
     return [FirstStep()]
-'''
+"""
 
 
 def best_of(cmd: list[str], repeat: int) -> float:
@@ -57,16 +57,37 @@ def main() -> None:
         Path(tmp, "first_step_plugin.py").write_text(FIRST_STEP_PLUGIN)
         Path(tmp, "m.yaml").write_text("version: 1\nplugins: [first_step_plugin]\npairs: [BTCUSDT]\n")
         env = {**os.environ, "PYTHONPATH": tmp, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-        cmd = [*trainer, "run", "--manifest", f"{tmp}/m.yaml", "--pair", "BTCUSDT", "--output", f"{tmp}/out",
-               "--epochs", "1", "--set", "data.loader=synthetic", "--set", "data.params.rows=20000",
-               "--set", "labels.future_window=60", "--set", "train.verbose=0"]
+        cmd = [
+            *trainer,
+            "run",
+            "--manifest",
+            f"{tmp}/m.yaml",
+            "--pair",
+            "BTCUSDT",
+            "--output",
+            f"{tmp}/out",
+            "--epochs",
+            "1",
+            "--set",
+            "data.loader=synthetic",
+            "--set",
+            "data.params.rows=20000",
+            "--set",
+            "labels.future_window=60",
+            "--set",
+            "train.verbose=0",
+        ]
         t0 = time.time()
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-        first = float(next(line.split("=", 1)[1] for line in out.splitlines() if line.startswith("FIRST_STEP_AT=")))
+        first = float(
+            next(line.split("=", 1)[1] for line in out.splitlines() if line.startswith("FIRST_STEP_AT="))
+        )
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; best of {args.repeat}")
     print(f"trainer --help:                          {help_s:.2f} s")
     print(f"trainer validate manifests/demo.yaml:    {validate_s:.2f} s")
-    print(f"trainer run -> first training step:      {first - t0:.2f} s (seed model, 20,000 simulated candles)")
+    print(
+        f"trainer run -> first training step:      {first - t0:.2f} s (seed model, 20,000 simulated candles)"
+    )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ def main() -> None:
     keras.utils.set_random_seed(0)
     w, b = args.sequence_length, args.batch_size
     model = LSTMBuilder().build((w, 8), 3, {})
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"]
+    )
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(b, w, 8)).astype(np.float32)
@@ -62,9 +64,13 @@ def main() -> None:
         compute.append(rate(one_batch))
         fed.append(rate(pipeline))
     c, f = statistics.median(compute), statistics.median(fed)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, TensorFlow {tf.__version__}, "
-          f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'} intra-op threads")
-    print(f"model: LSTM 128-64-32, window {w}, batch {b}; {args.steps} steps per measurement, {args.repeat} rounds")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, TensorFlow {tf.__version__}, "
+        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'} intra-op threads"
+    )
+    print(
+        f"model: LSTM 128-64-32, window {w}, batch {b}; {args.steps} steps per measurement, {args.repeat} rounds"
+    )
     print(f"compute-bound (one in-memory batch): {', '.join(f'{r:.0f}' for r in compute)} samples/s")
     print(f"trainer's input pipeline ({args.rows:,} rows): {', '.join(f'{r:.0f}' for r in fed)} samples/s")
     print(f"ratio (median / median): {f / c:.3f}")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from trainer_core.data import FEATURE_NAMES
+
 try:  # the seed's features and tp-sl labels, wherever the code base keeps them
     from trainer_plugins.features.seed import compute_features
     from trainer_plugins.labelers.tp_sl import LabelParams, compute_labels
@@ -46,8 +47,14 @@ def _real():
     frame = pl.read_parquet(SHARED / "ETHUSDT-1m.parquet").slice(20_000, 4000)
     time_ms = frame["timestamp"].dt.epoch("ms").to_numpy()
     assert (np.diff(time_ms) == 60_000).all()
-    return (time_ms, frame["high"].to_numpy(), frame["low"].to_numpy(), frame["close"].to_numpy(),
-            frame["volume"].to_numpy(), np.zeros(0, dtype=np.int64))
+    return (
+        time_ms,
+        frame["high"].to_numpy(),
+        frame["low"].to_numpy(),
+        frame["close"].to_numpy(),
+        frame["volume"].to_numpy(),
+        np.zeros(0, dtype=np.int64),
+    )
 
 
 def _replay(time_ms, high, low, close, sides):
@@ -56,8 +63,10 @@ def _replay(time_ms, high, low, close, sides):
     from backtesting import Backtest, Strategy
 
     open_ = np.concatenate([[close[0]], close[:-1]])
-    frame = pd.DataFrame({"Open": open_, "High": high, "Low": low, "Close": close, "Volume": 1.0},
-                         index=pd.to_datetime(time_ms, unit="ms"))
+    frame = pd.DataFrame(
+        {"Open": open_, "High": high, "Low": low, "Close": close, "Volume": 1.0},
+        index=pd.to_datetime(time_ms, unit="ms"),
+    )
     tp, sl = PARAMS.take_profit_pct / 100, PARAMS.stop_loss_pct / 100
     stp, ssl = PARAMS.short_tp / 100, PARAMS.short_sl / 100
 
@@ -92,8 +101,14 @@ def _replay(time_ms, high, low, close, sides):
     for t in stats._trades.itertuples():
         long = t.Size > 0
         gross = t.ExitPrice / t.EntryPrice - 1 if long else 1 - t.ExitPrice / t.EntryPrice
-        out.append({"side": "LONG" if long else "SHORT", "entry_bar": int(t.EntryBar), "exit_bar": int(t.ExitBar),
-                    "gross_return": float(gross)})
+        out.append(
+            {
+                "side": "LONG" if long else "SHORT",
+                "entry_bar": int(t.EntryBar),
+                "exit_bar": int(t.ExitBar),
+                "gross_return": float(gross),
+            }
+        )
     return out
 
 
@@ -115,8 +130,17 @@ def test_simulation_matches_backtesting_py(candles):
     rebuilt = price_path(feats, FEATURE_NAMES)
     barriers = Barriers(FW, PARAMS.take_profit_pct, PARAMS.stop_loss_pct, PARAMS.short_tp, PARAMS.short_sl)
     off_long, off_short, _ = exit_offsets(*rebuilt, rows, barriers, long_r, short_r)
-    sim = simulate(rows, y_prob, timestamps, long_r, short_r, rows + off_long, rows + off_short,
-                   threshold=None, fee_pct=FEE_PCT)
+    sim = simulate(
+        rows,
+        y_prob,
+        timestamps,
+        long_r,
+        short_r,
+        rows + off_long,
+        rows + off_short,
+        threshold=None,
+        fee_pct=FEE_PCT,
+    )
 
     sides = np.zeros(len(close), dtype=np.int64)
     pred = y_prob.argmax(axis=1)

@@ -31,8 +31,8 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-
 from conftest import stop_process
+
 from trainer_core.manifest import parse_set
 from trainer_core.testing import TINY_SETTINGS, training_ready_name
 
@@ -162,8 +162,13 @@ def write_manifest(folder: Path, pairs=(*GOOD, BAD), output: str = "out", plugin
             entries.append({"pair": BAD, "data": {"loader": "training-ready", "path": str(missing)}})
         else:
             entries.append(pair)
-    doc = {"version": 1, "output": str(folder / output), "batch": {"max_retries": 1, **(batch or {})},
-           "defaults": tiny_defaults(), "pairs": entries}
+    doc = {
+        "version": 1,
+        "output": str(folder / output),
+        "batch": {"max_retries": 1, **(batch or {})},
+        "defaults": tiny_defaults(),
+        "pairs": entries,
+    }
     if plugins:
         doc["plugins"] = list(plugins)
     path = folder / "m.yaml"
@@ -191,11 +196,18 @@ def trainer_batch(*args, env: dict | None = None, timeout: int = 300) -> SimpleN
     """`trainer batch ARGS` in a subprocess: Ray starts and stops there, not in pytest."""
     proc = subprocess.run(
         [sys.executable, "-m", "trainer_core.cli", "batch", *map(str, args)],
-        capture_output=True, text=True, env=env or base_env(), timeout=timeout,
+        capture_output=True,
+        text=True,
+        env=env or base_env(),
+        timeout=timeout,
     )
     out = ANSI.sub("", proc.stdout)
-    return SimpleNamespace(code=proc.returncode, out=out, err=ANSI.sub("", proc.stderr),
-                           both=f"--- stdout\n{out}\n--- stderr\n{ANSI.sub('', proc.stderr)[-4000:]}")
+    return SimpleNamespace(
+        code=proc.returncode,
+        out=out,
+        err=ANSI.sub("", proc.stderr),
+        both=f"--- stdout\n{out}\n--- stderr\n{ANSI.sub('', proc.stderr)[-4000:]}",
+    )
 
 
 def progress(out: str, state: str, pair: str) -> list[str]:
@@ -204,7 +216,7 @@ def progress(out: str, state: str, pair: str) -> list[str]:
     Ray's log thread and the driver share stdout, so a worker's line sometimes lacks its newline
     when a progress line follows it: the pattern is searched, not anchored at the line start."""
     pattern = re.compile(rf"\[\d\d:\d\d(?::\d\d)?\] {state}\s+{pair}\b")
-    return [line[pattern.search(line).start():] for line in out.splitlines() if pattern.search(line)]
+    return [line[pattern.search(line).start() :] for line in out.splitlines() if pattern.search(line)]
 
 
 def table(out: str) -> dict[str, list[str]]:
@@ -215,7 +227,7 @@ def table(out: str) -> dict[str, list[str]]:
         return {}
     rows = {}
     start = headers[-1]
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.strip():
             break
         cells = line.split()
@@ -225,11 +237,15 @@ def table(out: str) -> dict[str, list[str]]:
 
 def snapshot(out: Path) -> dict:
     """What a re-run must (not) touch: each good pair's marker bytes and model mtime, the summary."""
-    snap = {"summary": json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else None}
+    snap = {
+        "summary": json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else None
+    }
     for pair in GOOD:
         marker, model = out / pair / "_SUCCESS.json", out / pair / model_name(pair)
-        snap[pair] = (marker.read_bytes() if marker.exists() else None,
-                      model.stat().st_mtime_ns if model.exists() else None)
+        snap[pair] = (
+            marker.read_bytes() if marker.exists() else None,
+            model.stat().st_mtime_ns if model.exists() else None,
+        )
     return snap
 
 
@@ -271,9 +287,19 @@ def batch(tmp_path_factory):
     after_forced = snapshot(out)
     with pytest.MonkeyPatch.context() as mp:  # the in-process --dry-run tests import the plugin too
         mp.syspath_prepend(str(root))
-        yield SimpleNamespace(root=root, manifest=manifest, out=out, first=first, after_first=after_first,
-                              html=html, again=again, after_again=after_again, forced=forced,
-                              after_forced=after_forced, hooks=seen)
+        yield SimpleNamespace(
+            root=root,
+            manifest=manifest,
+            out=out,
+            first=first,
+            after_first=after_first,
+            html=html,
+            again=again,
+            after_again=after_again,
+            forced=forced,
+            after_forced=after_forced,
+            hooks=seen,
+        )
 
 
 def test_first_run_exits_1_and_reports_every_pair_as_it_goes(batch):
@@ -291,7 +317,9 @@ def test_first_run_exits_1_and_reports_every_pair_as_it_goes(batch):
         assert rows[pair][:2] == ["trained", "1"]
         assert rows[pair][-1] == str(batch.out / pair)
     assert rows[BAD][0] == "failed" and "data path not found" in " ".join(rows[BAD])
-    assert re.search(r"^2 trained, 1 failed in \d+s\. Summary: .*summary\.json, .*summary\.html$", r.out, re.M), r.out
+    assert re.search(
+        r"^2 trained, 1 failed in \d+s\. Summary: .*summary\.json, .*summary\.html$", r.out, re.M
+    ), r.out
 
 
 def test_summary_json_has_a_row_per_pair(batch):
@@ -373,7 +401,9 @@ def test_force_only_retrains_that_pair_alone(batch):
     assert "BTCUSDT" not in r.out and BAD not in r.out
     assert list(table(r.out)) == ["ETHUSDT"]
     assert batch.after_forced["BTCUSDT"] == batch.after_first["BTCUSDT"]
-    assert batch.after_forced["ETHUSDT"][1] != batch.after_first["ETHUSDT"][1], "ETHUSDT's model was not rewritten"
+    assert batch.after_forced["ETHUSDT"][1] != batch.after_first["ETHUSDT"][1], (
+        "ETHUSDT's model was not rewritten"
+    )
     assert [row["pair"] for row in batch.after_forced["summary"]["pairs"]] == ["ETHUSDT"]
     assert batch.after_forced["summary"]["counts"] == {"trained": 1}
 
@@ -398,9 +428,11 @@ def test_hook_trainer_before_batch(batch):
 
 
 def test_hook_trainer_after_batch(batch):
-    expected = {"first": {"BTCUSDT": "trained", "ETHUSDT": "trained", BAD: "failed"},
-                "again": {"BTCUSDT": "skipped", "ETHUSDT": "skipped", BAD: "failed"},
-                "forced": {"ETHUSDT": "trained"}}
+    expected = {
+        "first": {"BTCUSDT": "trained", "ETHUSDT": "trained", BAD: "failed"},
+        "again": {"BTCUSDT": "skipped", "ETHUSDT": "skipped", BAD: "failed"},
+        "forced": {"ETHUSDT": "trained"},
+    }
     for run, statuses in expected.items():
         events = batch.hooks[run]
         (after,) = hooks_named(events, "after_batch")
@@ -510,8 +542,10 @@ def test_dry_run_says_the_code_changed_and_what(batch, trainer, tmp_path, monkey
     old = hashlib.sha256(source.encode()).hexdigest()[:12]
     new = hashlib.sha256((edited / f"{RECORDER}.py").read_bytes()).hexdigest()[:12]
     for pair in GOOD:
-        assert plan[pair] == (f"would train: the code changed (plugin {RECORDER}: {RECORDER} sha256:{old} -> "
-                              f"{RECORDER} sha256:{new})"), result.output
+        assert plan[pair] == (
+            f"would train: the code changed (plugin {RECORDER}: {RECORDER} sha256:{old} -> "
+            f"{RECORDER} sha256:{new})"
+        ), result.output
 
     monkeypatch.delitem(sys.modules, RECORDER, raising=False)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(edited)])
@@ -539,10 +573,15 @@ def test_a_batch_that_fails_its_preflight_touches_nothing(batch, trainer, tmp_pa
     assert {"summary.json", "summary.html"} <= set(before)
     markers = {pair: batch.out.joinpath(pair, "_SUCCESS.json").read_bytes() for pair in GOOD}
     cases = {
-        ("--set", "reporters=[metadata, histroy]"): "BTCUSDT (and 2 more pair(s)): Unknown reporter 'histroy'",
+        (
+            "--set",
+            "reporters=[metadata, histroy]",
+        ): "BTCUSDT (and 2 more pair(s)): Unknown reporter 'histroy'",
         ("--set", "balance.method=undersampel"): "Unknown balancer 'undersampel'",
-        ("--set", "resources.cpus=64"): ("BTCUSDT, ETHUSDT, BADUSDT each ask for 64 CPU(s) and 0 GPU(s) on one "
-                                         "node, but the largest node of this machine has 2 CPU(s) and 0 GPU(s)"),
+        ("--set", "resources.cpus=64"): (
+            "BTCUSDT, ETHUSDT, BADUSDT each ask for 64 CPU(s) and 0 GPU(s) on one "
+            "node, but the largest node of this machine has 2 CPU(s) and 0 GPU(s)"
+        ),
         ("--set", "resources.gpus=1"): "each ask for 1 CPU(s) and 1 GPU(s) on one node",
     }
     outputs = {}
@@ -555,8 +594,14 @@ def test_a_batch_that_fails_its_preflight_touches_nothing(batch, trainer, tmp_pa
         assert "Submitted" not in result.output and "PAIR" not in result.output
         assert_untouched(before, batch.out)
         outputs[args[1]] = result.output
-    assert "Hint: Ask for what a node has: --set resources.cpus=2 --set resources.gpus=0" in outputs["resources.cpus=64"]
-    assert "Hint: Ask for what a node has: --set resources.cpus=1 --set resources.gpus=0" in outputs["resources.gpus=1"]
+    assert (
+        "Hint: Ask for what a node has: --set resources.cpus=2 --set resources.gpus=0"
+        in outputs["resources.cpus=64"]
+    )
+    assert (
+        "Hint: Ask for what a node has: --set resources.cpus=1 --set resources.gpus=0"
+        in outputs["resources.gpus=1"]
+    )
     for pair in GOOD:
         assert batch.out.joinpath(pair, "_SUCCESS.json").read_bytes() == markers[pair]
 
@@ -594,7 +639,11 @@ def test_demo_manifest_validates(trainer):
 
 # -- a Ray head started with `ray start` ------------------------------------------------------
 
-S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def _pids_using(marker: str) -> list[int]:
@@ -628,9 +677,26 @@ def ray_head(tmp_path_factory):
     log = tmp_path_factory.mktemp("ray-head") / "ray-head.log"
     with open(log, "wb") as fh:
         head = subprocess.Popen(
-            [tool("ray"), "start", "--head", "--block", "--port", str(port), "--node-ip-address", "127.0.0.1",
-             "--num-cpus", "3", "--disable-usage-stats", "--include-dashboard=false", "--temp-dir", temp_dir],
-            stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            [
+                tool("ray"),
+                "start",
+                "--head",
+                "--block",
+                "--port",
+                str(port),
+                "--node-ip-address",
+                "127.0.0.1",
+                "--num-cpus",
+                "3",
+                "--disable-usage-stats",
+                "--include-dashboard=false",
+                "--temp-dir",
+                temp_dir,
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
     try:
         deadline = time.time() + 120
@@ -661,10 +727,19 @@ def test_batch_joins_a_ray_head_by_address_and_by_ray_address(tmp_path, ray_head
     for pair in GOOD:
         assert progress(r.out, "trained", pair), r.both
         assert (tmp_path / "out" / pair / "_SUCCESS.json").is_file()
-    assert rows_by_pair(json.loads((tmp_path / "out" / "summary.json").read_text()))["ETHUSDT"]["status"] == "trained"
+    assert (
+        rows_by_pair(json.loads((tmp_path / "out" / "summary.json").read_text()))["ETHUSDT"]["status"]
+        == "trained"
+    )
 
-    r = trainer_batch(manifest, "--only", "BTCUSDT", "--output", tmp_path / "again",
-                      env={**ray_head.env, "RAY_ADDRESS": ray_head.address})
+    r = trainer_batch(
+        manifest,
+        "--only",
+        "BTCUSDT",
+        "--output",
+        tmp_path / "again",
+        env={**ray_head.env, "RAY_ADDRESS": ray_head.address},
+    )
     assert r.code == 0, r.both
     assert "Submitted 1 pair(s) to Ray (3 CPUs, 0 GPUs)" in r.out, r.both
     assert progress(r.out, "trained", "BTCUSDT"), r.both
@@ -674,8 +749,9 @@ def test_batch_joins_a_ray_head_by_address_and_by_ray_address(tmp_path, ray_head
 def test_an_unreachable_address_fails_fast_keeps_the_last_summary_and_calls_after_batch(tmp_path):
     log = tmp_path / "hooks.jsonl"
     write_recorder(tmp_path, log)
-    manifest = write_manifest(tmp_path, pairs=["ETHUSDT"], plugins=[RECORDER],
-                              batch={"reporters": ["summary", "recorder"]})
+    manifest = write_manifest(
+        tmp_path, pairs=["ETHUSDT"], plugins=[RECORDER], batch={"reporters": ["summary", "recorder"]}
+    )
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "summary.json").write_text('{"last": "run"}\n')
     for address in ("127.0.0.1:1", f"127.0.0.1:{free_port()}"):  # nothing listens there
@@ -705,8 +781,9 @@ def s3(tmp_path_factory):
     endpoint = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "wb") as fh:
-        server = subprocess.Popen([tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                                  stdout=fh, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=fh, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.time() + 60
         while True:
@@ -720,10 +797,20 @@ def s3(tmp_path_factory):
                     pytest.fail(f"moto_server did not start:\n{log.read_text()[-3000:]}")
                 time.sleep(0.2)
         bucket = "pair-trainer-test"
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                     aws_secret_access_key="testing").create_bucket(Bucket=bucket)
-        fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=endpoint, skip_instance_cache=True,
-                               use_listings_cache=False)
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket=bucket)
+        fs = s3fs.S3FileSystem(
+            key="testing",
+            secret="testing",
+            endpoint_url=endpoint,
+            skip_instance_cache=True,
+            use_listings_cache=False,
+        )
         # fsspec reads FSSPEC_{PROTOCOL}_{KWARG} into its config: endpoint_url for every s3:// it opens
         env = base_env(**S3_CREDENTIALS, FSSPEC_S3_ENDPOINT_URL=endpoint)
         yield SimpleNamespace(endpoint=endpoint, bucket=bucket, fs=fs, env=env)
@@ -741,8 +828,14 @@ def test_batch_to_s3_commits_the_pair_and_resumes(tmp_path, s3):
     assert progress(r.out, "trained", "ETHUSDT"), r.both
     assert f"Summary: {url}/summary.json, {url}/summary.html" in r.out
     fs = s3.fs
-    for key in ("ETHUSDT/_SUCCESS.json", f"ETHUSDT/{model_name('ETHUSDT')}", f"ETHUSDT/metadata_{tag('ETHUSDT')}.json",
-                f"ETHUSDT/scaler_{tag('ETHUSDT')}.json", "summary.json", "summary.html"):
+    for key in (
+        "ETHUSDT/_SUCCESS.json",
+        f"ETHUSDT/{model_name('ETHUSDT')}",
+        f"ETHUSDT/metadata_{tag('ETHUSDT')}.json",
+        f"ETHUSDT/scaler_{tag('ETHUSDT')}.json",
+        "summary.json",
+        "summary.html",
+    ):
         assert fs.exists(f"{prefix}/{key}"), f"{key} missing; the bucket has {fs.find(prefix)}"
     assert not (tmp_path / "out").exists(), "nothing goes to the manifest's local output"
 
@@ -769,8 +862,9 @@ def test_batch_to_s3_commits_the_pair_and_resumes(tmp_path, s3):
 def test_batch_on_a_cluster_writes_to_the_drivers_s3_endpoint(tmp_path, ray_head, s3):
     manifest = write_manifest(tmp_path, pairs=["BTCUSDT"])
     prefix = f"{s3.bucket}/cluster"
-    r = trainer_batch(manifest, "--output", f"s3://{prefix}", "--address", ray_head.address,
-                      env={**ray_head.env, **s3.env})
+    r = trainer_batch(
+        manifest, "--output", f"s3://{prefix}", "--address", ray_head.address, env={**ray_head.env, **s3.env}
+    )
     assert r.code == 0, r.both
     assert s3.fs.exists(f"{prefix}/BTCUSDT/_SUCCESS.json")
 
@@ -796,7 +890,10 @@ def test_a_worker_killed_mid_training_is_retried_and_resumes(tmp_path, sig):
     doc["defaults"]["train"]["epochs"] = 3
     doc["defaults"]["train"]["early_stopping_patience"] = 10
     manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
-    env = {**base_env(), "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **base_env(),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])),
+    }
     r = trainer_batch(manifest, env=env)
     assert (tmp_path / "killed-once").exists(), r.both  # the first attempt really died
     assert r.code == 0, r.both
@@ -812,15 +909,23 @@ def test_a_worker_killed_mid_training_is_retried_and_resumes(tmp_path, sig):
 def test_ctrl_c_cancels_running_pairs_and_says_so(tmp_path):
     log = tmp_path / "hooks.jsonl"
     write_recorder(tmp_path, log)
-    manifest = write_manifest(tmp_path, pairs=["ETHUSDT", "BTCUSDT"], plugins=[RECORDER],
-                              batch={"reporters": ["summary", "recorder"]})
+    manifest = write_manifest(
+        tmp_path,
+        pairs=["ETHUSDT", "BTCUSDT"],
+        plugins=[RECORDER],
+        batch={"reporters": ["summary", "recorder"]},
+    )
     doc = yaml.safe_load(manifest.read_text())
     doc["defaults"]["train"]["epochs"] = 200  # long enough to be interrupted
     doc["defaults"]["train"]["early_stopping_patience"] = 500
     manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
-    proc = subprocess.Popen([sys.executable, "-m", "trainer_core.cli", "batch", str(manifest)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=with_path(base_env(), tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer_core.cli", "batch", str(manifest)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=with_path(base_env(), tmp_path),
+    )
     seen = []
     try:
         for line in proc.stdout:
@@ -848,14 +953,24 @@ def test_ctrl_c_cancels_running_pairs_and_says_so(tmp_path):
 # -- scheduling on a 2-CPU local Ray, and what reaches the terminal ---------------------------
 
 #: lines TensorFlow and Ray print on their own at start-up, which a user cannot act on
-NOISE = ("oneDNN custom operations", "cuInit", "absl::InitializeLog", "I0000 ", "W0000 ",
-         "Token authentication is enabled", "Could not find cuda drivers")
+NOISE = (
+    "oneDNN custom operations",
+    "cuInit",
+    "absl::InitializeLog",
+    "I0000 ",
+    "W0000 ",
+    "Token authentication is enabled",
+    "Could not find cuda drivers",
+)
 
 
 def max_overlap(events: list[dict]) -> int:
     """The most pairs between their before_pair and after_pair at one moment."""
-    marks = sorted([(e["t"], 1) for e in events if e["hook"] == "before_pair"]
-                   + [(e["t"], -1) for e in events if e["hook"] == "after_pair"], key=lambda m: (m[0], m[1]))
+    marks = sorted(
+        [(e["t"], 1) for e in events if e["hook"] == "before_pair"]
+        + [(e["t"], -1) for e in events if e["hook"] == "after_pair"],
+        key=lambda m: (m[0], m[1]),
+    )
     now = most = 0
     for _, step in marks:
         now += step
@@ -880,8 +995,9 @@ def test_four_one_cpu_pairs_on_two_cpus_train_two_at_a_time_quietly(tmp_path):
     assert max_overlap(events) <= 2, events
     waiting = [line for pair in pairs for line in progress(r.out, "waiting", pair)]
     assert waiting, r.both  # two pairs wait for the first two
-    assert re.search(r"not started after \d\d:\d\d: waits for 1 CPU\(s\) and 0 GPU\(s\); free now 0 of 2 CPUs",
-                     waiting[0]), waiting
+    assert re.search(
+        r"not started after \d\d:\d\d: waits for 1 CPU\(s\) and 0 GPU\(s\); free now 0 of 2 CPUs", waiting[0]
+    ), waiting
     for pair in pairs:
         assert f"[{pair}] Loaded " in r.out and progress(r.out, "trained", pair)
     for noise in NOISE:
@@ -893,14 +1009,29 @@ def test_trainer_run_is_quiet_unless_verbose(tmp_path):
 
     inputs = tmp_path / "inputs"
     write_training_ready(inputs, "ETHUSDT", rows=600, seed=1)
-    args = [sys.executable, "-m", "trainer_core.cli", "run", "--pair", "ETHUSDT", "--data", str(inputs),
-            "--output", str(tmp_path / "out"), "--epochs", "1"]
+    args = [
+        sys.executable,
+        "-m",
+        "trainer_core.cli",
+        "run",
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        str(inputs),
+        "--output",
+        str(tmp_path / "out"),
+        "--epochs",
+        "1",
+    ]
     for text in TINY_SETTINGS:
         args += ["--set", text]
-    proc = subprocess.run(args + ["--set", "train.verbose=2"], capture_output=True, text=True, env=base_env(),
-                          timeout=300)
+    proc = subprocess.run(
+        args + ["--set", "train.verbose=2"], capture_output=True, text=True, env=base_env(), timeout=300
+    )
     both = proc.stdout + proc.stderr
     assert proc.returncode == 0, both
-    assert "Done: " in proc.stdout and " - val_loss: " in proc.stdout  # the trainer's own and the epoch's lines stay
+    assert (
+        "Done: " in proc.stdout and " - val_loss: " in proc.stdout
+    )  # the trainer's own and the epoch's lines stay
     for noise in NOISE:
         assert noise not in both, f"{noise!r} reached the terminal:\n{both}"

@@ -9,13 +9,13 @@ import zipfile
 import numpy as np
 import polars as pl
 import pytest
-
 from conftest import SHARED_DATA, tiny_args
+
 from trainer_core.candles import read_candles
 from trainer_core.errors import DataError
+from trainer_core.manifest import default_manifest
 from trainer_plugins.features.seed import compute_features
 from trainer_plugins.labelers.tp_sl import LabelParams, compute_labels
-from trainer_core.manifest import default_manifest
 
 needs_real_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="real candles in ../shared/data/ohlcv")
 
@@ -33,10 +33,10 @@ def reference_features(c, h, l, v, ma_short, ma_long):
             vch = 100.0 if v[t] > 0 else 0.0
         row = [(h[t] - pc) / pc * 100, (l[t] - pc) / pc * 100, (c[t] - pc) / pc * 100, vch]
         for series, length in ((c, ma_short), (c, ma_long)):
-            window = series[max(0, t - length + 1): t + 1]
+            window = series[max(0, t - length + 1) : t + 1]
             row.append(series[t] / (sum(window) / len(window)))
         for length in (ma_short, ma_long):
-            window = v[max(0, t - length + 1): t + 1]
+            window = v[max(0, t - length + 1) : t + 1]
             mean = sum(window) / len(window)
             row.append(v[t] / mean if mean > 0 else 1.0)
         rows.append(row)
@@ -168,8 +168,25 @@ def _binance_rows(n=50, start_ms=1_704_067_200_000, unit=1):
 
 
 def _csv(rows, header):
-    head = ",".join(["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
-                     "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore"]) + "\n"
+    head = (
+        ",".join(
+            [
+                "open_time",
+                "open",
+                "high",
+                "low",
+                "close",
+                "volume",
+                "close_time",
+                "quote_volume",
+                "count",
+                "taker_buy_volume",
+                "taker_buy_quote_volume",
+                "ignore",
+            ]
+        )
+        + "\n"
+    )
     body = "".join(",".join(str(x) for x in r) + "\n" for r in rows)
     return (head if header else "") + body
 
@@ -192,10 +209,15 @@ def test_every_candle_format_reads_the_same_series(tmp_path):
     with zipfile.ZipFile(zpath, "w") as zf:
         zf.writestr("ETHUSDT-1m-2024-01.csv", _csv(rows, False))
     paths.append(zpath)
-    frame = pl.DataFrame({
-        "date": pl.Series(expected_ms).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"),
-        **{k: [r[i] for r in rows] for i, k in enumerate(("open", "high", "low", "close", "volume"), start=1)},
-    })
+    frame = pl.DataFrame(
+        {
+            "date": pl.Series(expected_ms).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"),
+            **{
+                k: [r[i] for r in rows]
+                for i, k in enumerate(("open", "high", "low", "close", "volume"), start=1)
+            },
+        }
+    )
     frame.write_ipc(tmp_path / "ETH_USDT-1m-futures.feather")
     paths.append(tmp_path / "ETH_USDT-1m-futures.feather")
     frame.rename({"date": "timestamp"}).write_parquet(tmp_path / "ETHUSDT-1m.parquet")
@@ -225,7 +247,12 @@ def test_a_folder_of_monthly_files_is_one_series(tmp_path):
 
 
 def _write_parquet(tmp_path, rows, name="ETHUSDT-1m.parquet"):
-    frame = pl.DataFrame({k: [r[i] for r in rows] for i, k in enumerate(("timestamp", "open", "high", "low", "close", "volume"))})
+    frame = pl.DataFrame(
+        {
+            k: [r[i] for r in rows]
+            for i, k in enumerate(("timestamp", "open", "high", "low", "close", "volume"))
+        }
+    )
     path = tmp_path / name
     frame.write_parquet(path)
     return path
@@ -286,14 +313,18 @@ def test_gap_policies(tmp_path):
         pair_data_from_candles(candles, default_manifest().resolve("ETHUSDT", sets=base))
     assert "Set data.gaps to fill" in err.value.hint
 
-    filled = pair_data_from_candles(candles, default_manifest().resolve("ETHUSDT", sets=[*base, "data.gaps=fill"]))
+    filled = pair_data_from_candles(
+        candles, default_manifest().resolve("ETHUSDT", sets=[*base, "data.gaps=fill"])
+    )
     assert len(filled) == 199 and filled.extra["filled_candles"] == 4
     assert np.all(np.diff(filled.timestamps.astype(np.int64)) == 60_000)
     filled_rows = slice(99, 103)  # feature rows start at candle 1
     assert (filled.labels[filled_rows] == -1).all()  # flagged: history, never a target
     assert (filled.features[filled_rows, 2] == 0).all()  # flat candles: no close change
 
-    split = pair_data_from_candles(candles, default_manifest().resolve("ETHUSDT", sets=[*base, "data.gaps=split"]))
+    split = pair_data_from_candles(
+        candles, default_manifest().resolve("ETHUSDT", sets=[*base, "data.gaps=split"])
+    )
     assert split.extra["segments"] == 2 and split.breaks.tolist() == [99]
     # no label horizon crosses the gap: the 5 rows before it have no label
     assert (split.labels[94:99] == -1).all() and split.labels[93] >= 0
@@ -311,16 +342,39 @@ def test_prepare_then_run_equals_ohlcv_loader(trainer, tmp_path):
     frame = pl.read_parquet(SHARED_DATA / "SOLUSDT-1m.parquet").slice(0, 4000)
     candles = tmp_path / "SOLUSDT-1m.parquet"
     frame.write_parquet(candles)
-    common = ["--set", "labels.future_window=30", "--set", "labels.take_profit_pct=0.3", "--set", "labels.stop_loss_pct=0.3"]
-    result = trainer("prepare", "--pair", "SOLUSDT", "--data", candles, "--output", tmp_path / "inputs", *common)
+    common = [
+        "--set",
+        "labels.future_window=30",
+        "--set",
+        "labels.take_profit_pct=0.3",
+        "--set",
+        "labels.stop_loss_pct=0.3",
+    ]
+    result = trainer(
+        "prepare", "--pair", "SOLUSDT", "--data", candles, "--output", tmp_path / "inputs", *common
+    )
     assert result.exit_code == 0, result.output
     assert "4,000 candles -> 3,999 rows" in result.output
     prepared = tmp_path / "inputs" / "SOLUSDT_TF-1m__FW-030__SL-030__TP-030__training_ready.feather"
     assert prepared.exists()
     out = tmp_path / "out"
     tiny = tiny_args()  # later --set values win, so `common` overrides its future_window
-    a = trainer("run", "--pair", "SOLUSDT", "--data", tmp_path / "inputs", "--output", out / "a", *tiny, *common)
-    b = trainer("run", "--pair", "SOLUSDT", "--data", candles, "--output", out / "b", "--set", "data.loader=ohlcv", *tiny, *common)
+    a = trainer(
+        "run", "--pair", "SOLUSDT", "--data", tmp_path / "inputs", "--output", out / "a", *tiny, *common
+    )
+    b = trainer(
+        "run",
+        "--pair",
+        "SOLUSDT",
+        "--data",
+        candles,
+        "--output",
+        out / "b",
+        "--set",
+        "data.loader=ohlcv",
+        *tiny,
+        *common,
+    )
     assert a.exit_code == 0, a.output
     assert b.exit_code == 0, b.output
     tag = "SOLUSDT_FW030_SL030_TP030"
@@ -346,9 +400,16 @@ def test_synthetic_market_is_reproducible_per_pair():
     # volatility clusters: absolute returns are autocorrelated, raw returns hardly
     absr = np.abs(r) - np.abs(r).mean()
     assert np.corrcoef(absr[:-1], absr[1:])[0, 1] > 0.05
-    spec = default_manifest().resolve("BTCUSDT", sets=["data.loader=synthetic", "data.params.rows=3000",
-                                                      "labels.future_window=30", "labels.take_profit_pct=0.3",
-                                                      "labels.stop_loss_pct=0.3"])
+    spec = default_manifest().resolve(
+        "BTCUSDT",
+        sets=[
+            "data.loader=synthetic",
+            "data.params.rows=3000",
+            "labels.future_window=30",
+            "labels.take_profit_pct=0.3",
+            "labels.stop_loss_pct=0.3",
+        ],
+    )
     data = SyntheticLoader().load(spec)
     assert len(data) == 2999 and data.features.dtype == np.float32
     assert set(np.unique(data.labels)) == {-1, 0, 1, 2}

@@ -22,8 +22,8 @@ import click
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from conftest import REPO
+
 from trainer_core import __version__
 from trainer_core.manifest import load_manifest, manifest_from_dict
 
@@ -76,7 +76,9 @@ def validate_kubernetes(obj: dict) -> None:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             where = "/".join(str(p) for p in exc.path)
-            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} is invalid for Kubernetes {version} at {where}: {exc.message}")
+            pytest.fail(
+                f"{obj['kind']}/{obj['metadata']['name']} is invalid for Kubernetes {version} at {where}: {exc.message}"
+            )
 
 
 # -- KubeRay's RayJob ---------------------------------------------------------------------------------
@@ -85,30 +87,75 @@ def validate_kubernetes(obj: dict) -> None:
 # which generate the CRD. Pod templates are Kubernetes PodTemplateSpecs: checked with the schemas.
 
 RAYJOB_SPEC = {
-    "activeDeadlineSeconds": int, "backoffLimit": int, "clusterSelector": dict, "deletionStrategy": dict,
-    "entrypoint": str, "entrypointNumCpus": (int, float), "entrypointNumGpus": (int, float),
-    "entrypointResources": str, "jobId": str, "managedBy": str, "metadata": dict, "rayClusterSpec": dict,
-    "runtimeEnvYAML": str, "schedule": str, "shutdownAfterJobFinishes": bool, "submissionMode": str,
-    "submitterConfig": dict, "submitterPodTemplate": dict, "suspend": bool, "ttlSecondsAfterFinished": int,
+    "activeDeadlineSeconds": int,
+    "backoffLimit": int,
+    "clusterSelector": dict,
+    "deletionStrategy": dict,
+    "entrypoint": str,
+    "entrypointNumCpus": (int, float),
+    "entrypointNumGpus": (int, float),
+    "entrypointResources": str,
+    "jobId": str,
+    "managedBy": str,
+    "metadata": dict,
+    "rayClusterSpec": dict,
+    "runtimeEnvYAML": str,
+    "schedule": str,
+    "shutdownAfterJobFinishes": bool,
+    "submissionMode": str,
+    "submitterConfig": dict,
+    "submitterPodTemplate": dict,
+    "suspend": bool,
+    "ttlSecondsAfterFinished": int,
 }
 #: the RayJob fields KubeRay 1.1 already had (submissionMode is new in 1.1): docs/deploy.md's minimum
 KUBERAY_1_1 = {
-    "activeDeadlineSeconds", "clusterSelector", "entrypoint", "entrypointNumCpus", "entrypointNumGpus",
-    "entrypointResources", "jobId", "metadata", "rayClusterSpec", "runtimeEnvYAML", "shutdownAfterJobFinishes",
-    "submissionMode", "submitterPodTemplate", "suspend", "ttlSecondsAfterFinished",
+    "activeDeadlineSeconds",
+    "clusterSelector",
+    "entrypoint",
+    "entrypointNumCpus",
+    "entrypointNumGpus",
+    "entrypointResources",
+    "jobId",
+    "metadata",
+    "rayClusterSpec",
+    "runtimeEnvYAML",
+    "shutdownAfterJobFinishes",
+    "submissionMode",
+    "submitterPodTemplate",
+    "suspend",
+    "ttlSecondsAfterFinished",
 }
 SUBMISSION_MODES = {"K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"}
 RAYCLUSTER_SPEC = {
-    "headGroupSpec": dict, "workerGroupSpecs": list, "rayVersion": str, "enableInTreeAutoscaling": bool,
-    "autoscalerOptions": dict, "headServiceAnnotations": dict, "suspend": bool, "authOptions": dict,
+    "headGroupSpec": dict,
+    "workerGroupSpecs": list,
+    "rayVersion": str,
+    "enableInTreeAutoscaling": bool,
+    "autoscalerOptions": dict,
+    "headServiceAnnotations": dict,
+    "suspend": bool,
+    "authOptions": dict,
 }
 #: RayCluster's authOptions (KubeRay 1.5.1 added it; rayVersion must be 2.52 or newer)
 AUTH_OPTIONS = {"mode": str, "secretName": str, "enableK8sTokenAuth": bool}
 AUTH_MODES = {"disabled", "token"}
-HEAD_GROUP = {"serviceType": str, "headService": dict, "enableIngress": bool, "rayStartParams": dict, "template": dict}
+HEAD_GROUP = {
+    "serviceType": str,
+    "headService": dict,
+    "enableIngress": bool,
+    "rayStartParams": dict,
+    "template": dict,
+}
 WORKER_GROUP = {
-    "groupName": str, "replicas": int, "minReplicas": int, "maxReplicas": int, "numOfHosts": int,
-    "rayStartParams": dict, "template": dict, "scaleStrategy": dict,
+    "groupName": str,
+    "replicas": int,
+    "minReplicas": int,
+    "maxReplicas": int,
+    "numOfHosts": int,
+    "rayStartParams": dict,
+    "template": dict,
+    "scaleStrategy": dict,
 }
 # required in the CRD (json tags without omitempty); rayStartParams was required up to KubeRay 1.2
 RAYCLUSTER_REQUIRED = {"headGroupSpec"}
@@ -130,7 +177,9 @@ def check_fields(obj: dict, fields: dict, required: set, where: str) -> None:
 
 
 def validate_pod_template(template: dict, where: str) -> None:
-    validate_kubernetes({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": where.lower()}, "template": template})
+    validate_kubernetes(
+        {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": where.lower()}, "template": template}
+    )
 
 
 def check_rayjob(obj: dict) -> None:
@@ -138,7 +187,9 @@ def check_rayjob(obj: dict) -> None:
     assert set(obj) <= {"apiVersion", "kind", "metadata", "spec"}
     spec = obj["spec"]
     check_fields(spec, RAYJOB_SPEC, set(), "spec")
-    assert set(spec) <= KUBERAY_1_1, f"spec uses fields newer than KubeRay 1.1: {sorted(set(spec) - KUBERAY_1_1)}"
+    assert set(spec) <= KUBERAY_1_1, (
+        f"spec uses fields newer than KubeRay 1.1: {sorted(set(spec) - KUBERAY_1_1)}"
+    )
     assert spec.get("submissionMode", "K8sJobMode") in SUBMISSION_MODES
     if "submitterPodTemplate" in spec:
         validate_pod_template(spec["submitterPodTemplate"], "submitterPodTemplate")
@@ -156,7 +207,9 @@ def check_rayjob(obj: dict) -> None:
         groups.append((f"workerGroupSpecs[{i}]", group))
     for where, group in groups:
         params = group["rayStartParams"]
-        assert all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()), f"{where}.rayStartParams: strings only"
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()), (
+            f"{where}.rayStartParams: strings only"
+        )
         validate_pod_template(group["template"], where.split("[")[0])
 
 
@@ -172,7 +225,11 @@ def k8s_files() -> list[Path]:
 
 
 def kustomization_dirs() -> list[Path]:
-    return sorted(p.parent for p in K8S.rglob("kustomization.yaml") if yaml.safe_load(p.read_text())["kind"] == "Kustomization")
+    return sorted(
+        p.parent
+        for p in K8S.rglob("kustomization.yaml")
+        if yaml.safe_load(p.read_text())["kind"] == "Kustomization"
+    )
 
 
 def the(objects: list[dict], kind: str) -> dict:
@@ -181,7 +238,9 @@ def the(objects: list[dict], kind: str) -> dict:
 
 
 def kustomize(path: Path) -> list[dict]:
-    proc = subprocess.run([tool("kubectl"), "kustomize", str(path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [tool("kubectl"), "kustomize", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, f"kubectl kustomize {path} failed:\n{proc.stderr}"
     return docs_of(proc.stdout)
 
@@ -283,10 +342,21 @@ def test_the_image_component_points_every_pod_at_your_registry(tmp_path):
     copy = tmp_path / "k8s"
     shutil.copytree(K8S, copy)
     component = copy / "image" / "kustomization.yaml"
-    component.write_text(component.read_text().replace("newName: pair-trainer", "newName: registry.example.com/ml/pair-trainer"))
-    for folder, flavours in ((copy, {"gpu"}), (copy / "rayjob", {"cpu", "gpu"}), (copy / "data-shell", {"cpu"})):
+    component.write_text(
+        component.read_text().replace(
+            "newName: pair-trainer", "newName: registry.example.com/ml/pair-trainer"
+        )
+    )
+    for folder, flavours in (
+        (copy, {"gpu"}),
+        (copy / "rayjob", {"cpu", "gpu"}),
+        (copy / "data-shell", {"cpu"}),
+    ):
         images = re.findall(r"image: (\S+)", yaml.safe_dump_all(kustomize(folder)))
-        assert set(images) == {f"registry.example.com/ml/pair-trainer:{__version__}-{f}" for f in flavours}, (folder, images)
+        assert set(images) == {f"registry.example.com/ml/pair-trainer:{__version__}-{f}" for f in flavours}, (
+            folder,
+            images,
+        )
 
 
 def test_the_objects_fit_together():
@@ -299,7 +369,10 @@ def test_the_objects_fit_together():
         "data-shell/pod.yaml": [{"spec": files["data-shell/pod.yaml"][0]["spec"]}],
         "rayjob/rayjob.yaml": [
             files["rayjob/rayjob.yaml"][0]["spec"]["rayClusterSpec"]["headGroupSpec"]["template"],
-            *(g["template"] for g in files["rayjob/rayjob.yaml"][0]["spec"]["rayClusterSpec"]["workerGroupSpecs"]),
+            *(
+                g["template"]
+                for g in files["rayjob/rayjob.yaml"][0]["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+            ),
         ],
     }
     for name, templates in pods.items():
@@ -307,10 +380,14 @@ def test_the_objects_fit_together():
             volumes = {v["name"]: v for v in template["spec"]["volumes"]}
             container = template["spec"]["containers"][0]
             mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-            assert volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"], name
+            assert (
+                volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+            ), name
             assert volumes[mounts["/etc/trainer"]]["configMap"]["name"] == configmap["metadata"]["name"], name
             assert "emptyDir" in volumes[mounts["/tmp"]], name
-            assert container["workingDir"] == "/data" and {"name": "HOME", "value": "/tmp"} in container["env"], name
+            assert (
+                container["workingDir"] == "/data" and {"name": "HOME", "value": "/tmp"} in container["env"]
+            ), name
             gpu = "nvidia.com/gpu" in container["resources"]["limits"]
             assert container["image"] == f"pair-trainer:{__version__}-{'gpu' if gpu else 'cpu'}", name
             assert template["spec"]["securityContext"]["runAsUser"] == 10001, name
@@ -324,15 +401,28 @@ def test_the_indexed_job_keeps_its_contract():
     assert spec["completions"] == len(load_manifest(str(REPO / ALL_PAIRS)).pairs) == 42
     assert spec["backoffLimitPerIndex"] == load_manifest(str(REPO / ALL_PAIRS)).batch["max_retries"]
     rules = spec["podFailurePolicy"]["rules"]
-    assert rules[0] == {"action": "FailIndex", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2]}}
+    assert rules[0] == {
+        "action": "FailIndex",
+        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2]},
+    }
     # 143 = 128 + SIGTERM, which dumb-init passes on: preempted or deleted, retried without counting
-    assert rules[1] == {"action": "Ignore", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [PREEMPTED]}}
-    assert rules[2] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert rules[1] == {
+        "action": "Ignore",
+        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [PREEMPTED]},
+    }
+    assert rules[2] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     assert pod["securityContext"] == {
-        "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
-        "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"},
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
     (container,) = pod["containers"]
     assert container["name"] == "trainer"
@@ -345,8 +435,11 @@ def test_the_indexed_job_keeps_its_contract():
         assert container["resources"][level]["nvidia.com/gpu"] == 1
         assert {"cpu", "memory"} <= set(container["resources"][level])
     assert container["securityContext"] == {
-        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
@@ -359,7 +452,11 @@ def test_the_rayjob_runs_trainer_batch_on_gpu_workers():
     worker = workers["template"]["spec"]["containers"][0]
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
-    assert cluster["rayVersion"] == dockerfile_args("gpu")["RAY_VERSION"] == dockerfile_args("cpu")["RAY_VERSION"]
+    assert (
+        cluster["rayVersion"]
+        == dockerfile_args("gpu")["RAY_VERSION"]
+        == dockerfile_args("cpu")["RAY_VERSION"]
+    )
 
 
 # -- trainer k8s render -------------------------------------------------------------------------------
@@ -383,8 +480,13 @@ def test_render_demo_asks_for_the_manifest_s_one_cpu_and_no_gpu(cli):
     account, configmap, job = render(cli, DEMO)
     container, pod = container_of(job), job["spec"]["template"]["spec"]
     # resources: {cpus: 1, gpus: 0}, memory unset: 4Gi per CPU
-    assert container["resources"] == {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "1", "memory": "4Gi"}}
-    assert container["image"] == f"pair-trainer:{__version__}-cpu", "no GPU: the image without NVIDIA variables"
+    assert container["resources"] == {
+        "requests": {"cpu": "1", "memory": "4Gi"},
+        "limits": {"cpu": "1", "memory": "4Gi"},
+    }
+    assert container["image"] == f"pair-trainer:{__version__}-cpu", (
+        "no GPU: the image without NVIDIA variables"
+    )
     assert "tolerations" not in pod, "a CPU pod must not be let onto tainted GPU nodes"
     # everything else is k8s/job.yaml's, filled in for the demo
     expected_cm = docs_of((K8S / "base" / "configmap.yaml").read_text())[0]
@@ -410,17 +512,22 @@ def write(tmp_path, text: str) -> Path:
 
 
 def test_render_takes_cpu_memory_and_gpus_from_the_manifest_the_largest_pair_s(cli, tmp_path):
-    path = write(tmp_path, (
-        "version: 1\ndefaults: {resources: {cpus: 2, gpus: 1, memory: 12Gi}}\n"
-        "pairs: [ETHUSDT, {pair: BTCUSDT, resources: {cpus: 6, memory: 24576Mi, gpus: 2}}, "
-        "{pair: SOLUSDT, resources: {cpus: 0.5, memory: 20G}}]\n"
-    ))
+    path = write(
+        tmp_path,
+        (
+            "version: 1\ndefaults: {resources: {cpus: 2, gpus: 1, memory: 12Gi}}\n"
+            "pairs: [ETHUSDT, {pair: BTCUSDT, resources: {cpus: 6, memory: 24576Mi, gpus: 2}}, "
+            "{pair: SOLUSDT, resources: {cpus: 0.5, memory: 20G}}]\n"
+        ),
+    )
     _, _, job = render(cli, path)
     container = container_of(job)
     wanted = {"cpu": "6", "memory": "24576Mi", "nvidia.com/gpu": 2}  # 24576Mi (24 GiB) > 20G > 12Gi
     assert container["resources"] == {"requests": wanted, "limits": wanted}
     assert container["image"] == f"pair-trainer:{__version__}-gpu"
-    assert job["spec"]["template"]["spec"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert job["spec"]["template"]["spec"]["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
     validate_kubernetes(job)
     # a retry of just the small pair asks only for what it needs
     _, _, retry = render(cli, path, "--indexes", "2", "--name", "retry")
@@ -434,7 +541,10 @@ def test_render_takes_cpu_memory_and_gpus_from_the_manifest_the_largest_pair_s(c
 
 
 def test_render_refuses_a_fraction_of_a_gpu_and_names_the_ways_out(cli, tmp_path):
-    for path in (ALL_PAIRS, write(tmp_path, "version: 1\npairs: [ETHUSDT, {pair: BTCUSDT, resources: {gpus: 1.5}}]\n")):
+    for path in (
+        ALL_PAIRS,
+        write(tmp_path, "version: 1\npairs: [ETHUSDT, {pair: BTCUSDT, resources: {gpus: 1.5}}]\n"),
+    ):
         result = invoke(cli, "k8s", "render", path)
         assert result.exit_code == 2, result.output
         first, hint = result.output.strip().splitlines()
@@ -447,10 +557,29 @@ def test_render_refuses_a_fraction_of_a_gpu_and_names_the_ways_out(cli, tmp_path
 
 def test_render_options(cli):
     account, configmap, job = render(
-        cli, ALL_PAIRS, "--image", "registry.example.com/ml/pair-trainer:0.1.0-gpu", "--claim", "shared-data",
-        "--namespace", "ml-train", "--name", "retry-1", "--parallelism", "2", "--indexes", "40,1,3-4", "--gpus", "1",
+        cli,
+        ALL_PAIRS,
+        "--image",
+        "registry.example.com/ml/pair-trainer:0.1.0-gpu",
+        "--claim",
+        "shared-data",
+        "--namespace",
+        "ml-train",
+        "--name",
+        "retry-1",
+        "--parallelism",
+        "2",
+        "--indexes",
+        "40,1,3-4",
+        "--gpus",
+        "1",
     )
-    assert account["metadata"]["namespace"] == configmap["metadata"]["namespace"] == job["metadata"]["namespace"] == "ml-train"
+    assert (
+        account["metadata"]["namespace"]
+        == configmap["metadata"]["namespace"]
+        == job["metadata"]["namespace"]
+        == "ml-train"
+    )
     assert configmap["metadata"]["name"] == job["metadata"]["name"] == "retry-1"
     pod = job["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == "registry.example.com/ml/pair-trainer:0.1.0-gpu"
@@ -462,35 +591,51 @@ def test_render_options(cli):
     # the retry's manifest lists just those pairs, with their own settings, in the original order
     original = load_manifest(ALL_PAIRS)
     subset = manifest_from_dict(yaml.safe_load(configmap["data"]["manifest.yaml"]))
-    assert subset.pair_names == [original.pairs[i].pair for i in (1, 3, 4, 40)] == ["ETHUSDT", "SOLUSDT", "XRPUSDT", "PEPEUSDT"]
+    assert (
+        subset.pair_names
+        == [original.pairs[i].pair for i in (1, 3, 4, 40)]
+        == ["ETHUSDT", "SOLUSDT", "XRPUSDT", "PEPEUSDT"]
+    )
     assert subset.resolve("PEPEUSDT").config_hash == original.resolve("PEPEUSDT").config_hash
     for obj in (account, configmap, job):
         validate_kubernetes(obj)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--name", "Trainer_All"], "--name 'Trainer_All' is not a valid Kubernetes name"),
-    (["--name", "x" * 51], "is not a valid Kubernetes name"),
-    (["--namespace", "ML"], "--namespace 'ML' is not a valid Kubernetes name"),
-    (["--claim", "data volume"], "--claim 'data volume' is not a valid Kubernetes name"),
-    (["--image", "my image"], "is not an image reference"),
-    (["--indexes", "42", "--name", "r"], "'42' is outside the manifest's 42 pair(s) (0..41)"),
-    (["--indexes", "5-2", "--name", "r"], "'5-2' is outside"),
-    (["--indexes", "1,x", "--name", "r"], "'x' is not an index or a range"),
-    (["--indexes", "1"], "--indexes needs --name"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--name", "Trainer_All"], "--name 'Trainer_All' is not a valid Kubernetes name"),
+        (["--name", "x" * 51], "is not a valid Kubernetes name"),
+        (["--namespace", "ML"], "--namespace 'ML' is not a valid Kubernetes name"),
+        (["--claim", "data volume"], "--claim 'data volume' is not a valid Kubernetes name"),
+        (["--image", "my image"], "is not an image reference"),
+        (["--indexes", "42", "--name", "r"], "'42' is outside the manifest's 42 pair(s) (0..41)"),
+        (["--indexes", "5-2", "--name", "r"], "'5-2' is outside"),
+        (["--indexes", "1,x", "--name", "r"], "'x' is not an index or a range"),
+        (["--indexes", "1"], "--indexes needs --name"),
+    ],
+)
 def test_render_refuses_bad_options_with_exit_2_and_a_hint(cli, args, message):
     result = invoke(cli, "k8s", "render", ALL_PAIRS, *args)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Hint: " in result.output
 
 
-@pytest.mark.parametrize("manifest, message", [
-    ("version: 1\noutput: /home/me/artifacts\npairs: [ETHUSDT]\n", "output '/home/me/artifacts' is outside the volume"),
-    ("version: 1\ndefaults: {data: {path: /srv/inputs/}}\npairs: [ETHUSDT]\n", "ETHUSDT: data.path '/srv/inputs/' is outside"),
-    ("version: 1\npairs: []\n", "the manifest lists no pairs"),
-    ("version: 1\npairs: [ETHUSDT]\ndefaults: {train: {epochs: 0}}\n", "defaults.train.epochs"),
-])
+@pytest.mark.parametrize(
+    "manifest, message",
+    [
+        (
+            "version: 1\noutput: /home/me/artifacts\npairs: [ETHUSDT]\n",
+            "output '/home/me/artifacts' is outside the volume",
+        ),
+        (
+            "version: 1\ndefaults: {data: {path: /srv/inputs/}}\npairs: [ETHUSDT]\n",
+            "ETHUSDT: data.path '/srv/inputs/' is outside",
+        ),
+        ("version: 1\npairs: []\n", "the manifest lists no pairs"),
+        ("version: 1\npairs: [ETHUSDT]\ndefaults: {train: {epochs: 0}}\n", "defaults.train.epochs"),
+    ],
+)
 def test_render_refuses_manifests_the_pods_could_not_run(cli, tmp_path, manifest, message):
     path = tmp_path / "m.yaml"
     path.write_text(manifest)
@@ -501,7 +646,9 @@ def test_render_refuses_manifests_the_pods_could_not_run(cli, tmp_path, manifest
 
 def test_render_accepts_paths_on_the_volume_and_urls(cli, tmp_path):
     path = tmp_path / "m.yaml"
-    path.write_text("version: 1\noutput: s3://bucket/runs\ndefaults: {data: {path: '/data/inputs/{pair}.feather'}}\npairs: [ETHUSDT]\n")
+    path.write_text(
+        "version: 1\noutput: s3://bucket/runs\ndefaults: {data: {path: '/data/inputs/{pair}.feather'}}\npairs: [ETHUSDT]\n"
+    )
     (job,) = [o for o in render(cli, path) if o["kind"] == "Job"]
     assert job["metadata"]["name"] == "trainer-m" and job["spec"]["completions"] == 1
 
@@ -525,14 +672,38 @@ def test_render_from_the_installed_command_stays_light():
 
 def test_render_works_from_the_wheel_without_the_repository(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist"), str(REPO)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(tmp_path / "dist"),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     (wheel,) = (tmp_path / "dist").glob("pair_trainer-*.whl")
     site = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--target", str(site), str(wheel)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-compile",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     code = (
         "import sys, trainer_plugins.commands.k8s as k\n"
@@ -541,14 +712,16 @@ def test_render_works_from_the_wheel_without_the_repository(tmp_path):
         f"main(['k8s', 'render', {str(REPO / DEMO)!r}])\n"
     )
     env = dict(os.environ, PYTHONPATH=str(site))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert [o["kind"] for o in docs_of(proc.stdout)] == ["ServiceAccount", "ConfigMap", "Job"]
 
 
 def test_every_render_option_is_in_manifest_md(cli):
     text = (REPO / "docs" / "manifest.md").read_text(encoding="utf-8")
-    section = text[text.index("### trainer k8s render"):]
+    section = text[text.index("### trainer k8s render") :]
     section = section[: section.index("\n### ", 1)]
     group = cli.commands["k8s"]
     for name, command in group.commands.items():
@@ -566,7 +739,9 @@ def test_the_jobs_command_line_is_accepted(cli):
     job = docs_of((K8S / "job.yaml").read_text())[0]
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     for index in (0, 41):
-        local = [a.replace("$(JOB_COMPLETION_INDEX)", str(index)).replace(POD_MANIFEST, ALL_PAIRS) for a in args]
+        local = [
+            a.replace("$(JOB_COMPLETION_INDEX)", str(index)).replace(POD_MANIFEST, ALL_PAIRS) for a in args
+        ]
         ctx = parse(cli, local)
         assert ctx.command.name == "run" and ctx.params["index"] == index
         result = invoke(cli, *local, "--config-test")  # resolves pair `index`, reads no data
@@ -604,13 +779,20 @@ def test_the_images_command_line_is_accepted(cli, flavour):
 
 def dockerfile_args(flavour: str = "gpu") -> dict:
     return dict(
-        a.split("=", 1) for word, a in dockerfile_instructions(DOCKERFILES[flavour]) if word == "ARG" and "=" in a
+        a.split("=", 1)
+        for word, a in dockerfile_instructions(DOCKERFILES[flavour])
+        if word == "ARG" and "=" in a
     )
 
 
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
 def test_hadolint_passes(flavour):
-    proc = subprocess.run([tool("hadolint"), "--no-color", str(DOCKERFILES[flavour])], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [tool("hadolint"), "--no-color", str(DOCKERFILES[flavour])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
 
 
@@ -619,16 +801,23 @@ def test_the_images_are_multi_stage_non_root_and_quiet(flavour):
     steps = dockerfile_instructions(DOCKERFILES[flavour])
     froms = [a for word, a in steps if word == "FROM"]
     assert len(froms) == 2 and froms[0].endswith(" AS wheel")
-    final = steps[max(i for i, (word, _) in enumerate(steps) if word == "FROM"):]
-    assert not any(word == "COPY" for word, _ in final), "the image gets the wheel through a bind mount, nothing else"
+    final = steps[max(i for i, (word, _) in enumerate(steps) if word == "FROM") :]
+    assert not any(word == "COPY" for word, _ in final), (
+        "the image gets the wheel through a bind mount, nothing else"
+    )
     (run,) = [a for word, a in final if word == "RUN"]
     assert "--mount=type=bind,from=wheel" in run
-    assert "pip install --no-cache-dir --constraint /constraints.txt --requirement /wheels/requirements.txt" in run
+    assert (
+        "pip install --no-cache-dir --constraint /constraints.txt --requirement /wheels/requirements.txt"
+        in run
+    )
     extra = "[and-cuda]" if flavour == "gpu" else ""
     assert f'"tensorflow{extra}==${{TENSORFLOW_VERSION}}"' in run and '"ray[default]==${RAY_VERSION}"' in run
     assert '"dumb-init==${DUMB_INIT_VERSION}"' in run
     users = [a for word, a in steps if word == "USER"]
-    assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), "a numeric non-root USER, so runAsNonRoot can check it"
+    assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), (
+        "a numeric non-root USER, so runAsNonRoot can check it"
+    )
     env = " ".join(a for word, a in final if word == "ENV")
     assert "TF_CPP_MIN_LOG_LEVEL=2" in env
     assert ("NVIDIA_VISIBLE_DEVICES=all" in env) == (flavour == "gpu")
@@ -651,14 +840,20 @@ def test_the_two_images_differ_only_in_tensorflow_s_cuda():
 
 
 def test_dockerignore_keeps_what_the_images_copy():
-    lines = [l.strip() for l in (REPO / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    lines = [
+        l.strip()
+        for l in (REPO / ".dockerignore").read_text().splitlines()
+        if l.strip() and not l.startswith("#")
+    ]
     assert lines[0] == "*", "an allow-list: everything else stays out of the build context"
     kept = {l[1:].rstrip("/") for l in lines if l.startswith("!")}
     for path in DOCKERFILES.values():
         for word, args in dockerfile_instructions(path):
             if word == "COPY" and not args.startswith("--from"):
                 for source in args.split()[:-1]:
-                    assert source.rstrip("/") in kept, f"{path.name} copies {source}, which .dockerignore leaves out"
+                    assert source.rstrip("/") in kept, (
+                        f"{path.name} copies {source}, which .dockerignore leaves out"
+                    )
                     assert (REPO / source).exists()
 
 
@@ -680,11 +875,15 @@ def trainer_argv(words: list[str]) -> list[str] | None:
     """The `trainer` arguments of `trainer ...`, `kubectl exec POD -- trainer ...` or `docker run ... IMAGE ...`."""
     if words[:1] == ["trainer"]:
         return words[1:]
-    if words[:2] == ["kubectl", "exec"] and "--" in words and words[words.index("--") + 1:][:1] == ["trainer"]:
-        return words[words.index("--") + 2:]
+    if (
+        words[:2] == ["kubectl", "exec"]
+        and "--" in words
+        and words[words.index("--") + 1 :][:1] == ["trainer"]
+    ):
+        return words[words.index("--") + 2 :]
     if words[:2] == ["docker", "run"]:
         images = [i for i, w in enumerate(words) if "/pair-trainer:" in w]
-        return words[images[0] + 1:] if images else None
+        return words[images[0] + 1 :] if images else None
     return None
 
 
@@ -702,7 +901,9 @@ def test_deploy_md_commands_name_what_the_repo_ships(cli):
             if words[:2] in (["kubectl", "apply"], ["kubectl", "delete"]) and flag in words:
                 target = words[words.index(flag) + 1]
                 if target != "-":
-                    assert (REPO / target).exists(), f"docs/deploy.md applies {target}, which the repo does not have"
+                    assert (REPO / target).exists(), (
+                        f"docs/deploy.md applies {target}, which the repo does not have"
+                    )
         if words[:2] == ["docker", "build"]:
             assert (REPO / words[words.index("-f") + 1]).is_file()
     assert trainer_lines >= 8
@@ -712,7 +913,7 @@ def test_deploy_md_commands_name_what_the_repo_ships(cli):
 
 def test_deploy_md_says_what_each_exit_code_means_to_kubernetes():
     text = DEPLOY_DOC.read_text(encoding="utf-8")
-    section = text[text.index("## Exit codes"):]
+    section = text[text.index("## Exit codes") :]
     rows = {}
     for line in section.splitlines():
         if line.startswith("| `"):
@@ -764,7 +965,9 @@ def test_the_wheel_is_installed_with_the_object_store_extras(flavour):
     steps = dockerfile_instructions(DOCKERFILES[flavour])
     wheel_stage = [a for w, a in steps if w == "RUN"][0]
     # requirements.txt names the wheel with its extras: pair-trainer[s3,gcs] @ file:///wheels/...
-    assert "printf 'pair-trainer[s3,gcs] @ file://%s\\n' /wheels/*.whl > /wheels/requirements.txt" in wheel_stage
+    assert (
+        "printf 'pair-trainer[s3,gcs] @ file://%s\\n' /wheels/*.whl > /wheels/requirements.txt" in wheel_stage
+    )
     pyproject = (REPO / "pyproject.toml").read_text()
     assert re.search(r'^s3 = \[.*"s3fs', pyproject, re.M) and re.search(r'^gcs = \[.*"gcsfs', pyproject, re.M)
     pins = constraints()
@@ -779,9 +982,9 @@ def test_the_constraints_pin_tensorflow_ray_and_nvidia_s_cuda_wheels():
     nvidia = {n: v for n, v in pins.items() if n.startswith("nvidia-")}
     for wheel in ("nvidia-cuda-runtime-cu12", "nvidia-cudnn-cu12", "nvidia-nccl-cu12", "nvidia-cublas-cu12"):
         assert wheel in nvidia, f"{wheel} is not pinned"
-    assert len(set(v.split(".")[0] + "." + v.split(".")[1] for n, v in nvidia.items() if "cuda-" in n)) == 1, (
-        "the CUDA toolkit wheels disagree on the CUDA version"
-    )
+    assert (
+        len(set(v.split(".")[0] + "." + v.split(".")[1] for n, v in nvidia.items() if "cuda-" in n)) == 1
+    ), "the CUDA toolkit wheels disagree on the CUDA version"
     # docs/deploy.md lists what the image gets, and the driver it needs
     text = DEPLOY_DOC.read_text(encoding="utf-8")
     for name, version in nvidia.items():
@@ -825,8 +1028,10 @@ def pod_templates(obj: dict) -> list[tuple[str, dict]]:
         return [(name, obj["spec"]["template"]["spec"])]
     if obj["kind"] == "RayJob":
         cluster = obj["spec"]["rayClusterSpec"]
-        out = [(f"{name} submitter", obj["spec"]["submitterPodTemplate"]["spec"]),
-               (f"{name} head", cluster["headGroupSpec"]["template"]["spec"])]
+        out = [
+            (f"{name} submitter", obj["spec"]["submitterPodTemplate"]["spec"]),
+            (f"{name} head", cluster["headGroupSpec"]["template"]["spec"]),
+        ]
         out += [(f"{name} {g['groupName']}", g["template"]["spec"]) for g in cluster["workerGroupSpecs"]]
         return out
     return []
@@ -851,14 +1056,18 @@ def test_only_pods_that_request_a_gpu_run_the_gpu_image(cli):
             env = {e["name"]: e.get("value") for e in container.get("env", [])}
             assert env.get("NVIDIA_VISIBLE_DEVICES") in (None, "void"), where
             if not gpus:
-                assert "tolerations" not in pod or all(t["key"] != "nvidia.com/gpu" for t in pod["tolerations"]), where
+                assert "tolerations" not in pod or all(
+                    t["key"] != "nvidia.com/gpu" for t in pod["tolerations"]
+                ), where
     assert seen == {"cpu", "gpu"}
     cpu_env = " ".join(a for w, a in dockerfile_instructions(DOCKERFILES["cpu"]) if w == "ENV")
     assert "NVIDIA_" not in cpu_env
     # the head and the submitter: the CPU image, with the same Ray as the GPU workers
     rayjob = the(kustomize(K8S / "rayjob"), "RayJob")
     assert rayjob["spec"]["submitterPodTemplate"]["spec"]["containers"][0]["image"].endswith("-cpu")
-    assert rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"].endswith("-cpu")
+    assert rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0][
+        "image"
+    ].endswith("-cpu")
     assert dockerfile_args("cpu")["RAY_VERSION"] == dockerfile_args("gpu")["RAY_VERSION"]
 
 
@@ -932,7 +1141,9 @@ def test_the_ray_dashboard_wants_a_token_and_only_the_ray_pods_reach_it():
     submitter = rayjob["spec"]["submitterPodTemplate"]["metadata"]["labels"]
     shell = the(kustomize(K8S / "data-shell"), "Pod")["metadata"]["labels"]
     job = the(kustomize(K8S), "Job")["spec"]["template"]["metadata"]["labels"]
-    assert labels_match(policy["spec"]["podSelector"], head) and labels_match(policy["spec"]["podSelector"], workers)
+    assert labels_match(policy["spec"]["podSelector"], head) and labels_match(
+        policy["spec"]["podSelector"], workers
+    )
     assert not labels_match(policy["spec"]["podSelector"], submitter)
     for port in (8265, 6379, 10001, 52365):
         assert admitted(policy, workers, port) and admitted(policy, head, port), port
@@ -951,7 +1162,11 @@ COMPONENTS = ["pull-secret", "priority-class", "gpu-nodes", "deadline"]
 def test_the_optional_patches_apply_and_validate(tmp_path):
     copy = tmp_path / "k8s"
     shutil.copytree(K8S, copy)
-    for folder, prefix in ((copy, "components"), (copy / "rayjob", "../components"), (copy / "data-shell", "../components")):
+    for folder, prefix in (
+        (copy, "components"),
+        (copy / "rayjob", "../components"),
+        (copy / "data-shell", "../components"),
+    ):
         kustomization = folder / "kustomization.yaml"
         names = COMPONENTS if folder.name != "data-shell" else ["pull-secret"]
         kustomization.write_text(kustomization.read_text() + "".join(f"  - {prefix}/{n}\n" for n in names))
@@ -979,7 +1194,7 @@ def test_the_optional_patches_apply_and_validate(tmp_path):
 
 def test_deploy_md_documents_the_preemption_exit_code():
     text = DEPLOY_DOC.read_text(encoding="utf-8")
-    section = text[text.index("## Exit codes"):]
+    section = text[text.index("## Exit codes") :]
     (row,) = [l for l in section.splitlines() if l.startswith(f"| `{PREEMPTED}`")]
     assert "SIGTERM" in row and "Ignore" in row
     assert "dumb-init" in text

@@ -148,7 +148,9 @@ def metadata_keys() -> tuple[list[str], list[str]]:
         for sub, sub_value in zip(value.keys, value.values):
             if sub is None:  # **helper(...): the helper's own returned keys
                 assert isinstance(sub_value, ast.Call) and sub_value.func.id in functions
-                nested += [f"{key.value}.{k.value}" for k in _returned_dict(functions[sub_value.func.id]).keys]
+                nested += [
+                    f"{key.value}.{k.value}" for k in _returned_dict(functions[sub_value.func.id]).keys
+                ]
             else:
                 nested.append(f"{key.value}.{sub.value}")
     return top, nested

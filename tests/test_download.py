@@ -48,13 +48,22 @@ def simulated(pair: str, start: str, minutes: int) -> pl.DataFrame:
 def kline_zip(frame: pl.DataFrame, inner: str) -> bytes:
     """A zip holding a header-less 12-column kline CSV, as the archive publishes them."""
     t = frame["timestamp"]
-    csv = pl.DataFrame({
-        "open_time": t, "open": frame["open"], "high": frame["high"], "low": frame["low"],
-        "close": frame["close"], "volume": frame["volume"], "close_time": t + 59_999,
-        "quote_volume": frame["volume"] * frame["close"], "count": pl.Series([7] * len(frame)),
-        "taker_buy_volume": frame["volume"] / 2, "taker_buy_quote_volume": frame["volume"] * frame["close"] / 2,
-        "ignore": pl.Series([0] * len(frame)),
-    }).write_csv(include_header=False)
+    csv = pl.DataFrame(
+        {
+            "open_time": t,
+            "open": frame["open"],
+            "high": frame["high"],
+            "low": frame["low"],
+            "close": frame["close"],
+            "volume": frame["volume"],
+            "close_time": t + 59_999,
+            "quote_volume": frame["volume"] * frame["close"],
+            "count": pl.Series([7] * len(frame)),
+            "taker_buy_volume": frame["volume"] / 2,
+            "taker_buy_quote_volume": frame["volume"] * frame["close"] / 2,
+            "ignore": pl.Series([0] * len(frame)),
+        }
+    ).write_csv(include_header=False)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(inner, csv)
@@ -118,7 +127,7 @@ class Archive:
                     return  # hang up: the client sees fewer bytes than announced
                 if self.path in archive.slow:
                     for i in range(0, len(payload), 4096):
-                        self.wfile.write(payload[i:i + 4096])
+                        self.wfile.write(payload[i : i + 4096])
                         time.sleep(0.01)
                     return
                 self.wfile.write(payload)
@@ -128,8 +137,15 @@ class Archive:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def add(self, pair: str, timeframe: str, period: str, frame: pl.DataFrame, market: str = "spot",
-            checksum: str | None = None) -> str:
+    def add(
+        self,
+        pair: str,
+        timeframe: str,
+        period: str,
+        frame: pl.DataFrame,
+        market: str = "spot",
+        checksum: str | None = None,
+    ) -> str:
         kind = "monthly" if len(period) == 7 else "daily"
         name = f"{pair}-{timeframe}-{period}.zip"
         path = f"/data/{'spot' if market == 'spot' else 'futures/um'}/{kind}/klines/{pair}/{timeframe}/{name}"
@@ -162,7 +178,9 @@ def publish(archive: Archive, pair: str = PAIR, days=DAYS) -> pl.DataFrame:
     for day in days:
         part = frame.filter((pl.col("timestamp") >= ms(day)) & (pl.col("timestamp") < ms(day) + 86_400_000))
         archive.add(pair, "1m", day, part)
-    published = [pl.col("timestamp") < ms("2024-02-01")] + [pl.col("timestamp") // 86_400_000 == ms(d) // 86_400_000 for d in days]
+    published = [pl.col("timestamp") < ms("2024-02-01")] + [
+        pl.col("timestamp") // 86_400_000 == ms(d) // 86_400_000 for d in days
+    ]
     return frame.filter(pl.any_horizontal(published))
 
 
@@ -189,15 +207,26 @@ def trainer(cli):
 
 def download(trainer, archive, out, *args, end=DAYS[-1], pairs=(PAIR,)):
     pair_args = [a for p in pairs for a in ("--pair", p)]
-    return trainer("download", *pair_args, "--start", "2024-01-01", "--end", end, "--output", out,
-                   "--base-url", archive.url, *args)
+    return trainer(
+        "download",
+        *pair_args,
+        "--start",
+        "2024-01-01",
+        "--end",
+        end,
+        "--output",
+        out,
+        "--base-url",
+        archive.url,
+        *args,
+    )
 
 
 def table(text: str) -> dict[str, list[str]]:
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["PAIR", "MONTHS", "DAYS"])
     rows = {}
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         cells = line.split()
         if not cells or not re.fullmatch(r"[A-Z0-9]+", cells[0]) or len(cells) != 8:
             break
@@ -205,7 +234,14 @@ def table(text: str) -> dict[str, list[str]]:
     return rows
 
 
-PREPARE_SETS = ("--set", "labels.future_window=30", "--set", "features.ma_short=60", "--set", "features.ma_long=1440")
+PREPARE_SETS = (
+    "--set",
+    "labels.future_window=30",
+    "--set",
+    "features.ma_short=60",
+    "--set",
+    "features.ma_long=1440",
+)
 
 
 # -- the tests -----------------------------------------------------------------------------------
@@ -224,7 +260,15 @@ def test_download_then_prepare_equals_preparing_the_candles(trainer, archive, tm
     names = sorted(p.name for p in folder.iterdir())
     zips = [f"{PAIR}-1m-2024-01.zip", *(f"{PAIR}-1m-{d}.zip" for d in DAYS)]
     assert names == sorted([*zips, *(z + ".CHECKSUM" for z in zips)])  # no .part, no daily January
-    assert table(result.text)[PAIR] == ["1", "3", f"{len(source):,}", "2024-01-01T00:00:00Z", "2024-02-03T23:59:00Z", "0", "0"]
+    assert table(result.text)[PAIR] == [
+        "1",
+        "3",
+        f"{len(source):,}",
+        "2024-01-01T00:00:00Z",
+        "2024-02-03T23:59:00Z",
+        "0",
+        "0",
+    ]
     # the cut-off archive was resumed from where it stopped, not fetched again from the start
     ranges = [r for p, r in archive.requests if p == day3]
     assert ranges[0] is None and ranges[1] and int(ranges[1].split("=")[1].rstrip("-")) > 0
@@ -233,7 +277,16 @@ def test_download_then_prepare_equals_preparing_the_candles(trainer, archive, tm
     # prepare from the download and from the candles themselves: the same features and labels
     source.write_parquet(tmp_path / f"{PAIR}-1m.parquet")
     a = trainer("prepare", "--pair", PAIR, "--data", folder, "--output", tmp_path / "a", *PREPARE_SETS)
-    b = trainer("prepare", "--pair", PAIR, "--data", tmp_path / f"{PAIR}-1m.parquet", "--output", tmp_path / "b", *PREPARE_SETS)
+    b = trainer(
+        "prepare",
+        "--pair",
+        PAIR,
+        "--data",
+        tmp_path / f"{PAIR}-1m.parquet",
+        "--output",
+        tmp_path / "b",
+        *PREPARE_SETS,
+    )
     assert a.exit_code == 0 and b.exit_code == 0, a.text + b.text
     (fa,), (fb,) = (tmp_path / "a").glob("*.feather"), (tmp_path / "b").glob("*.feather")
     assert fa.name == fb.name
@@ -243,8 +296,16 @@ def test_download_then_prepare_equals_preparing_the_candles(trainer, archive, tm
     # the ohlcv loader finds the pair's folder by name in data.path
     from trainer_plugins.loaders.ohlcv import OhlcvLoader
 
-    spec = default_manifest().resolve(PAIR, sets=["data.loader=ohlcv", f"data.path={out}", "labels.future_window=30",
-                                                  "features.ma_short=60", "features.ma_long=1440"])
+    spec = default_manifest().resolve(
+        PAIR,
+        sets=[
+            "data.loader=ohlcv",
+            f"data.path={out}",
+            "labels.future_window=30",
+            "features.ma_short=60",
+            "features.ma_long=1440",
+        ],
+    )
     data = OhlcvLoader().load(spec)
     assert np.array_equal(data.features, prepared.select(data.feature_names).to_numpy())
     assert OhlcvLoader().fingerprint(spec) == data.sha256
@@ -273,7 +334,12 @@ def test_a_month_extended_day_by_day_stays_daily_and_a_whole_month_is_one_archiv
     frame = simulated(PAIR, "2024-03-01", 31 * 1440)
     for d in range(1, 32):
         day = f"2024-03-{d:02d}"
-        archive.add(PAIR, "1m", day, frame.filter((pl.col("timestamp") >= ms(day)) & (pl.col("timestamp") < ms(day) + 86_400_000)))
+        archive.add(
+            PAIR,
+            "1m",
+            day,
+            frame.filter((pl.col("timestamp") >= ms(day)) & (pl.col("timestamp") < ms(day) + 86_400_000)),
+        )
     archive.add(PAIR, "1m", "2024-03", frame)
     out = tmp_path / "d"
     args = ("--pair", PAIR, "--output", out, "--base-url", archive.url)
@@ -283,8 +349,19 @@ def test_a_month_extended_day_by_day_stays_daily_and_a_whole_month_is_one_archiv
     assert table(result.text)[PAIR][:3] == ["0", "31", f"{31 * 1440:,}"]  # no candle twice
     assert not any(p.endswith("2024-03.zip") for p in archive.fetched())
     whole = tmp_path / "w"
-    result = trainer("download", "--pair", PAIR, "--output", whole, "--base-url", archive.url,
-                     "--start", "2024-03-01", "--end", "2024-03-31")
+    result = trainer(
+        "download",
+        "--pair",
+        PAIR,
+        "--output",
+        whole,
+        "--base-url",
+        archive.url,
+        "--start",
+        "2024-03-01",
+        "--end",
+        "2024-03-31",
+    )
     assert sorted(p.name for p in (whole / PAIR).glob("*.zip")) == [f"{PAIR}-1m-2024-03.zip"]
 
 
@@ -320,12 +397,23 @@ def test_missing_archives_are_reported_per_pair(trainer, archive, tmp_path):
     frame = simulated("ETHUSDT", "2024-01-15", 17 * 1440)
     for d in range(15, 32):
         day = f"2024-01-{d:02d}"
-        archive.add("ETHUSDT", "1m", day, frame.filter((pl.col("timestamp") >= ms(day)) & (pl.col("timestamp") < ms(day) + 86_400_000)))
+        archive.add(
+            "ETHUSDT",
+            "1m",
+            day,
+            frame.filter((pl.col("timestamp") >= ms(day)) & (pl.col("timestamp") < ms(day) + 86_400_000)),
+        )
     out = tmp_path / "downloads"
     result = download(trainer, archive, out, end="2024-01-31", pairs=("BTCUSDT", "ETHUSDT"))
     assert result.exit_code == 0, result.text
     rows = table(result.text)
-    assert rows["ETHUSDT"][:5] == ["0", "17", f"{17 * 1440:,}", "2024-01-15T00:00:00Z", "2024-01-31T23:59:00Z"]
+    assert rows["ETHUSDT"][:5] == [
+        "0",
+        "17",
+        f"{17 * 1440:,}",
+        "2024-01-15T00:00:00Z",
+        "2024-01-31T23:59:00Z",
+    ]
     assert "ETHUSDT: 14 archive(s) not published: ETHUSDT-1m-2024-01-01.zip" in result.text
     result = download(trainer, archive, out, pairs=("BTCUSDT", "ETHUSDT", "NOPEUSDT"))
     assert result.exit_code == 1, result.text
@@ -344,9 +432,25 @@ def test_an_interrupted_download_leaves_only_a_part_file_and_resumes(archive, tm
     archive.stall.add(jan)
     out = tmp_path / "downloads"
     env = {**os.environ, "TRAINER_DOWNLOAD_URL": archive.url}
-    proc = subprocess.Popen([sys.executable, "-m", "trainer_core.cli", "download", "--pair", PAIR, "--start", "2024-01-01",
-                             "--end", "2024-01-31", "--output", str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trainer_core.cli",
+            "download",
+            "--pair",
+            PAIR,
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-31",
+            "--output",
+            str(out),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     part = out / PAIR / f"{PAIR}-1m-2024-01.zip.part"
     half = len(archive.files[jan]) // 2
     deadline = time.time() + 30
@@ -363,8 +467,18 @@ def test_an_interrupted_download_leaves_only_a_part_file_and_resumes(archive, tm
     kept = part.stat().st_size
     archive.stall.clear()
     archive.requests.clear()
-    result = trainer("download", "--pair", PAIR, "--start", "2024-01-01", "--end", "2024-01-31", "--output", out,
-                     env={"TRAINER_DOWNLOAD_URL": archive.url})
+    result = trainer(
+        "download",
+        "--pair",
+        PAIR,
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-01-31",
+        "--output",
+        out,
+        env={"TRAINER_DOWNLOAD_URL": archive.url},
+    )
     assert result.exit_code == 0, result.text
     assert [r for p, r in archive.requests if p == jan] == [f"bytes={kept}-"]  # resumed, not restarted
     assert (out / PAIR / f"{PAIR}-1m-2024-01.zip").read_bytes() == archive.files[jan]
@@ -390,15 +504,42 @@ def test_futures_and_other_timeframes_come_from_their_own_paths(trainer, archive
     for day, offset in (("2024-01-01", 0), ("2024-01-02", 24)):
         archive.add(PAIR, "1h", day, hourly.slice(offset, 24), market="futures-um")
     out = tmp_path / "downloads"
-    result = trainer("download", "--pair", PAIR, "--start", "2024-01-01", "--end", "2024-01-02", "--output", out,
-                     "--market", "futures-um", "--timeframe", "1h", "--base-url", archive.url)
+    result = trainer(
+        "download",
+        "--pair",
+        PAIR,
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-01-02",
+        "--output",
+        out,
+        "--market",
+        "futures-um",
+        "--timeframe",
+        "1h",
+        "--base-url",
+        archive.url,
+    )
     assert result.exit_code == 0, result.text
     assert all("/data/futures/um/" in p for p in archive.fetched())
-    assert sorted(p.name for p in (out / "futures" / PAIR).glob("*.zip")) == [f"{PAIR}-1h-2024-01-01.zip", f"{PAIR}-1h-2024-01-02.zip"]
+    assert sorted(p.name for p in (out / "futures" / PAIR).glob("*.zip")) == [
+        f"{PAIR}-1h-2024-01-01.zip",
+        f"{PAIR}-1h-2024-01-02.zip",
+    ]
     assert table(result.text)[PAIR][2] == "48"
-    spec = default_manifest().resolve(PAIR, sets=["data.loader=ohlcv", f"data.path={out}", "data.timeframe=1h",
-                                                  "data.params.market=futures-um", "labels.future_window=3",
-                                                  "features.ma_short=3", "features.ma_long=6"])
+    spec = default_manifest().resolve(
+        PAIR,
+        sets=[
+            "data.loader=ohlcv",
+            f"data.path={out}",
+            "data.timeframe=1h",
+            "data.params.market=futures-um",
+            "labels.future_window=3",
+            "features.ma_short=3",
+            "features.ma_long=6",
+        ],
+    )
     from trainer_plugins.loaders.ohlcv import OhlcvLoader
 
     assert len(OhlcvLoader().load(spec)) == 47
@@ -433,7 +574,7 @@ def test_download_help_imports_neither_tensorflow_nor_ray():
     assert proc.returncode == 0, proc.stderr
     assert "--base-url" in proc.stdout and "TRAINER_DOWNLOAD_URL" in proc.stdout
     line = next(l for l in proc.stdout.splitlines() if l.startswith("MODULES="))
-    assert json.loads(line[len("MODULES="):]) == []
+    assert json.loads(line[len("MODULES=") :]) == []
     assert time.monotonic() - started < 15
 
 
@@ -446,24 +587,74 @@ def test_batch_on_the_laptop_manifest_trains_from_the_download(archive, tmp_path
     for pair in everyone:
         frame = simulated(pair, "2024-01-01", 2 * 1440)
         for day in ("2024-01-01", "2024-01-02"):
-            archive.add(pair, "1m", day, frame.filter((pl.col("timestamp") >= ms(day)) & (pl.col("timestamp") < ms(day) + 86_400_000)))
-    env = {**os.environ, "TRAINER_DOWNLOAD_URL": archive.url, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+            archive.add(
+                pair,
+                "1m",
+                day,
+                frame.filter((pl.col("timestamp") >= ms(day)) & (pl.col("timestamp") < ms(day) + 86_400_000)),
+            )
+    env = {
+        **os.environ,
+        "TRAINER_DOWNLOAD_URL": archive.url,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
     env = {k: v for k, v in env.items() if not k.startswith("RAY_ADDRESS")}
     downloads = tmp_path / "downloads"
-    got = subprocess.run([sys.executable, "-m", "trainer_core.cli", "download", "--manifest", str(REPO / "manifests" / "laptop.yaml"),
-                          "--start", "2024-01-01", "--end", "2024-01-02", "--output", str(downloads)],
-                         capture_output=True, text=True, env=env, timeout=120)
+    got = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer_core.cli",
+            "download",
+            "--manifest",
+            str(REPO / "manifests" / "laptop.yaml"),
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-02",
+            "--output",
+            str(downloads),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert got.returncode == 0, got.stdout + got.stderr
     assert all((downloads / p / f"{p}-1m-2024-01-02.zip").exists() for p in everyone)
     from conftest import TINY_SETTINGS
 
-    sets = [*TINY_SETTINGS, "train.epochs=1", "features.ma_short=60", "features.ma_long=240",
-            f"data.path={downloads}", "data.start=2024-01-01", "data.end=2024-01-02", "resources.cpus=1"]
+    sets = [
+        *TINY_SETTINGS,
+        "train.epochs=1",
+        "features.ma_short=60",
+        "features.ma_long=240",
+        f"data.path={downloads}",
+        "data.start=2024-01-01",
+        "data.end=2024-01-02",
+        "resources.cpus=1",
+    ]
     args = [a for s in sets for a in ("--set", s)]
     out = tmp_path / "artifacts"
-    proc = subprocess.run([sys.executable, "-m", "trainer_core.cli", "batch", str(REPO / "manifests" / "laptop.yaml"),
-                           "--only", ",".join(pairs), "--output", str(out), *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer_core.cli",
+            "batch",
+            str(REPO / "manifests" / "laptop.yaml"),
+            "--only",
+            ",".join(pairs),
+            "--output",
+            str(out),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for pair in pairs:
         success = json.loads((out / pair / "_SUCCESS.json").read_text())

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-
 from conftest import success_markers, tiny_args
+
 from trainer_core.testing import training_ready_frame, training_ready_name, write_training_ready
 
 
@@ -22,7 +22,11 @@ def run_with(trainer, tmp_path, data, *extra):
 
 def write_frame(tmp_path, frame, name=None):
     folder = tmp_path / "inputs"
-    return write_training_ready(folder, "ETHUSDT", frame=frame) if name is None else _write_named(folder, frame, name)
+    return (
+        write_training_ready(folder, "ETHUSDT", frame=frame)
+        if name is None
+        else _write_named(folder, frame, name)
+    )
 
 
 def _write_named(folder, frame, name):
@@ -157,7 +161,10 @@ def test_malformed_manifest(trainer, tmp_path):
 def test_unknown_plugin_names(trainer, tmp_path, inputs):
     result = run_with(trainer, tmp_path, inputs, "--set", "balance.method=smote")
     assert result.exit_code == 2
-    assert "Unknown balancer 'smote' (set by balance.method). Known balancers: class-weights, none, undersample" in result.output
+    assert (
+        "Unknown balancer 'smote' (set by balance.method). Known balancers: class-weights, none, undersample"
+        in result.output
+    )
     result = run_with(trainer, tmp_path, inputs, "--set", "reporters=[metadata, pdf]")
     assert result.exit_code == 2 and "Unknown reporter 'pdf'" in result.output
     manifest = tmp_path / "m.yaml"
@@ -177,8 +184,19 @@ def test_debug_shows_the_traceback(tmp_path):
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "trainer_core.cli", "--debug", "run", "--pair", "ETHUSDT", "--data", str(tmp_path / "nope"),
-           "--output", str(tmp_path / "out")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainer_core.cli",
+        "--debug",
+        "run",
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        str(tmp_path / "nope"),
+        "--output",
+        str(tmp_path / "out"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "DataError" in proc.stderr
@@ -195,7 +213,7 @@ def test_failed_training_exits_1_and_keeps_the_previous_artifacts(trainer, tmp_p
     before = {p.name: p.read_bytes() for p in (out / "ETHUSDT").iterdir() if p.is_file()}
 
     (tmp_path / "broken_model_plugin.py").write_text(
-        '''
+        """
 import keras
 from trainer_core import hookimpl
 
@@ -222,12 +240,16 @@ def trainer_keras_callbacks(spec, pair_dir):
         def on_epoch_end(self, epoch, logs=None):
             raise RuntimeError("disk on fire")
     return [Fail()]
-'''
+"""
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     manifest = tmp_path / "m.yaml"
-    manifest.write_text("version: 1\nplugins: [broken_model_plugin]\ndefaults: {model: {builder: broken}}\npairs: [ETHUSDT]\n")
-    result = trainer("run", "--manifest", manifest, "--pair", "ETHUSDT", "--data", inputs, "--output", out, *tiny_args())
+    manifest.write_text(
+        "version: 1\nplugins: [broken_model_plugin]\ndefaults: {model: {builder: broken}}\npairs: [ETHUSDT]\n"
+    )
+    result = trainer(
+        "run", "--manifest", manifest, "--pair", "ETHUSDT", "--data", inputs, "--output", out, *tiny_args()
+    )
     assert result.exit_code == 1
     assert "training failed: RuntimeError: disk on fire" in result.output
     after = {p.name: p.read_bytes() for p in (out / "ETHUSDT").iterdir() if p.is_file()}

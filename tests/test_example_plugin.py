@@ -56,9 +56,21 @@ def installed(tmp_path_factory) -> Path:
     """The example distribution, built and installed into a private folder (use it via PYTHONPATH)."""
     target = tmp_path_factory.mktemp("site")
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(EXAMPLE)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert (target / "trainer_example" / "__init__.py").is_file()
@@ -83,7 +95,13 @@ def test_the_example_plugin_is_not_listed_without_the_distribution():
 
 @pytest.mark.parametrize(
     "allow, loaded",
-    [("", False), ("example", True), ("trainer_example", True), ("some-other,example", True), ("other", False)],
+    [
+        ("", False),
+        ("example", True),
+        ("trainer_example", True),
+        ("some-other,example", True),
+        ("other", False),
+    ],
 )
 def test_trainer_load_plugins_allow_list(installed, allow, loaded):
     result = run_trainer("plugins", pythonpath=[installed], TRAINER_LOAD_PLUGINS=allow)
@@ -123,8 +141,19 @@ def test_a_manifest_selects_the_example_builder_and_balancer(installed, tmp_path
 
     out = tmp_path / "out"
     result = run_trainer(
-        "run", "--manifest", manifest, "--pair", "ETHUSDT", "--data", data, "--output", out, "--epochs", "1",
-        *set_args, pythonpath=[installed],
+        "run",
+        "--manifest",
+        manifest,
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        data,
+        "--output",
+        out,
+        "--epochs",
+        "1",
+        *set_args,
+        pythonpath=[installed],
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Model 'tiny-gru'" in result.stdout
@@ -142,8 +171,19 @@ def test_a_manifest_selects_the_example_builder_and_balancer(installed, tmp_path
 
 def test_a_bad_parameter_for_the_example_builder_fails_before_training(installed, tmp_path):
     result = run_trainer(
-        "run", "--pair", "ETHUSDT", "--data", tmp_path, "--output", tmp_path / "out", "--config-test",
-        "--set", "model.builder=tiny-gru", "--set", "model.params.units=0", pythonpath=[installed],
+        "run",
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        tmp_path,
+        "--output",
+        tmp_path / "out",
+        "--config-test",
+        "--set",
+        "model.builder=tiny-gru",
+        "--set",
+        "model.params.units=0",
+        pythonpath=[installed],
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "model.params.units: expected an integer >= 1, got 0." in result.stderr
@@ -219,7 +259,8 @@ def test_writing_plugins_quotes_the_example_files_exactly():
         (m["path"], m["body"])
         for m in re.finditer(
             r"<!-- quote: (?P<path>\S+) -->\s*\n(?P<fence>`{3,})[a-z]*\n(?P<body>.*?)^(?P=fence)[ \t]*$",
-            text, re.DOTALL | re.MULTILINE,
+            text,
+            re.DOTALL | re.MULTILINE,
         )
     ]
     quoted = {path for path, _ in quotes}
@@ -229,4 +270,6 @@ def test_writing_plugins_quotes_the_example_files_exactly():
         "plugins/examples/trainer-example/README.md",
     } <= quoted
     for path, block in quotes:
-        assert block == (REPO / path).read_text(encoding="utf-8"), f"docs/writing-plugins.md quotes {path} out of date"
+        assert block == (REPO / path).read_text(encoding="utf-8"), (
+            f"docs/writing-plugins.md quotes {path} out of date"
+        )

@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import polars as pl
 import pytest
-
 from conftest import SHARED_DATA, tiny_args
+
 from trainer_plugins.loaders.synthetic import simulate
 
 PLUGIN = '''
@@ -80,8 +80,16 @@ def own_features(frame: pl.DataFrame) -> np.ndarray:
 
 def candle_frame(rows: int, seed: int = 3) -> pl.DataFrame:
     t, o, h, low, c, v = simulate("ETHUSDT", rows, seed=seed, start="2024-03-01")
-    return pl.DataFrame({"timestamp": pl.Series(t).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"),
-                         "open": o, "high": h, "low": low, "close": c, "volume": v})
+    return pl.DataFrame(
+        {
+            "timestamp": pl.Series(t).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"),
+            "open": o,
+            "high": h,
+            "low": low,
+            "close": c,
+            "volume": v,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +107,31 @@ def plugin_model(tmp_path_factory):
     candles.parent.mkdir()
     frame.write_parquet(candles)
     manifest = root / "m.yaml"
-    manifest.write_text("version: 1\nplugins: [two_features]\npairs: [ETHUSDT]\n"
-                        "defaults:\n  data: {loader: ohlcv}\n"
-                        "  features: {set: returns}\n  labels: {method: return-sign, params: {horizon: 10}}\n")
-    result = CliRunner().invoke(cli, ["run", "--manifest", str(manifest), "--pair", "ETHUSDT", "--data", str(candles),
-                                      "--output", str(root / "out"), *tiny_args(),
-                                      "--set", "data.start=2024-03-01", "--set", "data.end=2024-03-02"],
-                                catch_exceptions=False)
+    manifest.write_text(
+        "version: 1\nplugins: [two_features]\npairs: [ETHUSDT]\n"
+        "defaults:\n  data: {loader: ohlcv}\n"
+        "  features: {set: returns}\n  labels: {method: return-sign, params: {horizon: 10}}\n"
+    )
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--manifest",
+            str(manifest),
+            "--pair",
+            "ETHUSDT",
+            "--data",
+            str(candles),
+            "--output",
+            str(root / "out"),
+            *tiny_args(),
+            "--set",
+            "data.start=2024-03-01",
+            "--set",
+            "data.end=2024-03-02",
+        ],
+        catch_exceptions=False,
+    )
     try:
         assert result.exit_code == 0, result.output
         yield root, frame, candles, root / "out" / "ETHUSDT"
@@ -122,7 +148,9 @@ def test_hook_trainer_register_feature_sets(plugin_model):
     assert model.input_shape == (None, 8, 2)
     spec = json.loads((model_dir / f"spec_{TAG}.json").read_text())
     assert spec["feature_names"] == ["close_change", "range_pct"]
-    assert spec["features"]["set"] == "returns" and spec["features"]["origin"].startswith("two_features sha256:")
+    assert spec["features"]["set"] == "returns" and spec["features"]["origin"].startswith(
+        "two_features sha256:"
+    )
     assert spec["features"]["plugin"] == "two_features"
     assert spec["required_history"] == 8 + 1
 
@@ -142,14 +170,18 @@ def test_hook_trainer_register_labelers(plugin_model):
 
 
 @pytest.mark.slow
-def test_predict_on_later_candles_reproduces_the_model_on_independent_windows(plugin_model, trainer, tmp_path):
+def test_predict_on_later_candles_reproduces_the_model_on_independent_windows(
+    plugin_model, trainer, tmp_path
+):
     import keras
 
     root, frame, candles, model_dir = plugin_model
     later = frame.filter(pl.col("timestamp") >= pl.datetime(2024, 3, 3, time_zone="UTC"))
     later_file = tmp_path / "ETHUSDT-1m.parquet"
     later.write_parquet(later_file)
-    result = trainer("predict", "--model-dir", model_dir, "--data", later_file, "--output", tmp_path / "p.parquet")
+    result = trainer(
+        "predict", "--model-dir", model_dir, "--data", later_file, "--output", tmp_path / "p.parquet"
+    )
     assert result.exit_code == 0, result.output
     got = pl.read_parquet(tmp_path / "p.parquet")
     assert got.height == later.height - 8  # row 0 has no feature, window 8
@@ -159,7 +191,9 @@ def test_predict_on_later_candles_reproduces_the_model_on_independent_windows(pl
     scaled = ((feats - np.array(scaler["center"])) / np.array(scaler["scale"])).astype(np.float32)
     windows = np.lib.stride_tricks.sliding_window_view(scaled, 8, axis=0).transpose(0, 2, 1)
     expected = keras.models.load_model(model_dir / f"model_{TAG}.keras").predict(windows, verbose=0)
-    np.testing.assert_allclose(got.select("p_short", "p_hold", "p_long").to_numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        got.select("p_short", "p_hold", "p_long").to_numpy(), expected, rtol=1e-5, atol=1e-6
+    )
     assert got["timestamp"][0] == later["timestamp"][8]
 
 
@@ -168,7 +202,9 @@ def test_predict_latest_needs_required_history_and_matches_predict(plugin_model,
     from trainer_core import DataError, load_pair_model
 
     root, frame, candles, model_dir = plugin_model
-    result = trainer("predict", "--model-dir", model_dir, "--data", candles, "--output", tmp_path / "all.parquet")
+    result = trainer(
+        "predict", "--model-dir", model_dir, "--data", candles, "--output", tmp_path / "all.parquet"
+    )
     assert result.exit_code == 0, result.output
     last = pl.read_parquet(tmp_path / "all.parquet").row(-1, named=True)
     model = load_pair_model(model_dir)
@@ -186,8 +222,23 @@ def test_predict_latest_needs_required_history_and_matches_predict(plugin_model,
 def test_a_missing_feature_set_plugin_is_named_at_predict(plugin_model, tmp_path):
     root, frame, candles, model_dir = plugin_model
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    run = subprocess.run([sys.executable, "-m", "trainer_core.cli", "predict", "--model-dir", str(model_dir),
-                          "--data", str(candles)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer_core.cli",
+            "predict",
+            "--model-dir",
+            str(model_dir),
+            "--data",
+            str(candles),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert run.returncode == 2, run.stdout + run.stderr
     assert "two_features" in run.stderr and "Traceback" not in run.stderr
 
@@ -215,14 +266,21 @@ def test_predict_latest_for_the_seed_set_needs_ma_long_history(trainer, tmp_path
 # -- seed+context on real candles -----------------------------------------------------------------
 
 needs_real_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="real candles in ../shared/data/ohlcv")
-CONTEXT = ["--set", "features.set=seed+context", "--set", "features.params={pairs: [BTCUSDT], ma_short: 30, ma_long: 120}"]
+CONTEXT = [
+    "--set",
+    "features.set=seed+context",
+    "--set",
+    "features.params={pairs: [BTCUSDT], ma_short: 30, ma_long: 120}",
+]
 
 
 def _context_folder(tmp_path, rows=3000):
     folder = tmp_path / "candles"
     folder.mkdir()
     for pair in ("ETHUSDT", "BTCUSDT"):
-        pl.read_parquet(SHARED_DATA / f"{pair}-1m.parquet").slice(10_000, rows).write_parquet(folder / f"{pair}-1m.parquet")
+        pl.read_parquet(SHARED_DATA / f"{pair}-1m.parquet").slice(10_000, rows).write_parquet(
+            folder / f"{pair}-1m.parquet"
+        )
     return folder
 
 
@@ -233,13 +291,21 @@ def test_context_features_never_see_a_later_context_candle(tmp_path):
     from trainer_core.manifest import default_manifest
 
     folder = _context_folder(tmp_path, rows=1500)
-    sets = ["data.loader=ohlcv", f"data.path={folder}", "features.set=seed+context",
-            "features.params={pairs: [BTCUSDT], ma_short: 30, ma_long: 120}", "labels.future_window=5"]
+    sets = [
+        "data.loader=ohlcv",
+        f"data.path={folder}",
+        "features.set=seed+context",
+        "features.params={pairs: [BTCUSDT], ma_short: 30, ma_long: 120}",
+        "labels.future_window=5",
+    ]
     spec = default_manifest().resolve("ETHUSDT", sets=sets)
     eth = read_candles(folder, "ETHUSDT", "1m")
     btc = read_candles(folder, "BTCUSDT", "1m")
     base = pair_data_from_candles(eth, spec, context={"BTCUSDT": btc})
-    assert base.features.shape[1] == 10 and base.feature_names[-2:] == ("btcusdt_close_change", "btcusdt_volume_change")
+    assert base.features.shape[1] == 10 and base.feature_names[-2:] == (
+        "btcusdt_close_change",
+        "btcusdt_volume_change",
+    )
     assert np.isfinite(base.features).all()
     t = 900
     changed = btc.take(np.arange(len(btc)))
@@ -268,15 +334,28 @@ def test_seed_context_trains_ethusdt_with_btcusdt_context(trainer, tmp_path):
 
     folder = _context_folder(tmp_path)
     out = tmp_path / "out"
-    result = trainer("run", "--pair", "ETHUSDT", "--data", folder, "--output", out, "--set", "data.loader=ohlcv",
-                     *CONTEXT, *tiny_args())
+    result = trainer(
+        "run",
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        folder,
+        "--output",
+        out,
+        "--set",
+        "data.loader=ohlcv",
+        *CONTEXT,
+        *tiny_args(),
+    )
     assert result.exit_code == 0, result.output
     model_dir = out / "ETHUSDT"
     tag = "ETHUSDT_FW005_SL050_TP100"
     assert keras.models.load_model(model_dir / f"model_{tag}.keras").input_shape == (None, 8, 10)
     spec = json.loads((model_dir / f"spec_{tag}.json").read_text())
     assert spec["features"]["context_pairs"] == ["BTCUSDT"]
-    result = trainer("predict", "--model-dir", model_dir, "--data", folder / "ETHUSDT-1m.parquet", "--last", "5")
+    result = trainer(
+        "predict", "--model-dir", model_dir, "--data", folder / "ETHUSDT-1m.parquet", "--last", "5"
+    )
     assert result.exit_code == 0, result.output
     assert "5 predictions" in result.output
 
@@ -284,8 +363,17 @@ def test_seed_context_trains_ethusdt_with_btcusdt_context(trainer, tmp_path):
 @pytest.mark.slow
 def test_prepare_uses_the_selected_feature_set_and_labeler(plugin_model, trainer, tmp_path):
     root, frame, candles, model_dir = plugin_model
-    result = trainer("prepare", "--manifest", root / "m.yaml", "--pair", "ETHUSDT", "--data", candles,
-                     "--output", tmp_path / "inputs")
+    result = trainer(
+        "prepare",
+        "--manifest",
+        root / "m.yaml",
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        candles,
+        "--output",
+        tmp_path / "inputs",
+    )
     assert result.exit_code == 0, result.output
     written = tmp_path / "inputs" / "ETHUSDT_TF-1m__SIGN010__training_ready.feather"
     table = pl.read_ipc(written)

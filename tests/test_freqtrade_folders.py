@@ -6,7 +6,6 @@ Inf prices and a file named after another pair."""
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import zipfile
 from pathlib import Path
@@ -14,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-
 from conftest import tiny_args
+
 from trainer_core.candles import read_candles
 from trainer_core.errors import DataError
 from trainer_core.manifest import default_manifest
@@ -31,8 +30,16 @@ def candles(seed: int, minutes: int = 3000, step_min: int = 1) -> pl.DataFrame:
     high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 5e-4, minutes)))
     low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 5e-4, minutes)))
     t = START_MS + np.arange(minutes, dtype=np.int64) * 60_000 * step_min
-    return pl.DataFrame({"t": t, "open": open_, "high": high, "low": low, "close": close,
-                         "volume": rng.uniform(1, 100, minutes)})
+    return pl.DataFrame(
+        {
+            "t": t,
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": rng.uniform(1, 100, minutes),
+        }
+    )
 
 
 def freqtrade_frame(frame: pl.DataFrame) -> pl.DataFrame:
@@ -80,7 +87,9 @@ def binance(tmp_path_factory) -> Path:
     write(hourly, root / "futures" / "BTC_USDT_USDT-1h-index.feather", "feather")
     write(candles(21, 10, 480), root / "futures" / "BTC_USDT_USDT-8h-funding_rate.feather", "feather")
     write(hourly, root / "futures" / "LTC_USDT_USDT-1h-mark.feather", "feather")
-    pl.DataFrame({"timestamp": [START_MS], "price": [1.0], "amount": [2.0]}).write_ipc(root / "BTC_USDT-trades.feather")
+    pl.DataFrame({"timestamp": [START_MS], "price": [1.0], "amount": [2.0]}).write_ipc(
+        root / "BTC_USDT-trades.feather"
+    )
     return root
 
 
@@ -106,7 +115,9 @@ def test_each_pair_timeframe_and_market_reads_its_own_file(binance, key):
 
 def test_prepare_reads_the_folder_by_pair_timeframe_and_market(trainer, binance, tmp_path):
     def prepare(pair, *extra):
-        return trainer("prepare", "--pair", pair, "--data", binance, "--output", tmp_path / pair, *SETS, *extra)
+        return trainer(
+            "prepare", "--pair", pair, "--data", binance, "--output", tmp_path / pair, *SETS, *extra
+        )
 
     result = prepare("BTCUSDT")  # 1m and 5m files side by side: no "duplicated candle times"
     assert result.exit_code == 0, result.output
@@ -114,10 +125,12 @@ def test_prepare_reads_the_folder_by_pair_timeframe_and_market(trainer, binance,
     assert "futures candles are there too" in result.output  # and how to read those
     result = prepare("BTCUSDT", "--set", "data.timeframe=5m")
     assert result.exit_code == 0 and "600 candles -> 599 rows" in result.output, result.output
-    futures = trainer("prepare", "--pair", "BTCUSDT", "--data", binance / "futures", "--output", tmp_path / "futures", *SETS)
+    futures = trainer(
+        "prepare", "--pair", "BTCUSDT", "--data", binance / "futures", "--output", tmp_path / "futures", *SETS
+    )
     assert futures.exit_code == 0, futures.output
-    spot_file, = (tmp_path / "BTCUSDT").glob("*_TF-1m_*.feather")
-    futures_file, = (tmp_path / "futures").glob("*.feather")
+    (spot_file,) = (tmp_path / "BTCUSDT").glob("*_TF-1m_*.feather")
+    (futures_file,) = (tmp_path / "futures").glob("*.feather")
     assert not pl.read_ipc(spot_file).equals(pl.read_ipc(futures_file))  # another market, other candles
     for pair in ("ETHUSDT", "SOLUSDT", "XRPUSDT", "LTCUSDT"):
         result = prepare(pair)
@@ -135,9 +148,18 @@ def test_ohlcv_loader_reads_the_folder(binance):
 
     loader = OhlcvLoader()
     for (pair, timeframe, market), (name, _, _) in LAYOUT.items():
-        spec = default_manifest().resolve(pair, sets=[
-            "data.loader=ohlcv", f"data.path={binance}", f"data.timeframe={timeframe}", f"data.params.market={market}",
-            "labels.future_window=10", "features.ma_short=30", "features.ma_long=120"])
+        spec = default_manifest().resolve(
+            pair,
+            sets=[
+                "data.loader=ohlcv",
+                f"data.path={binance}",
+                f"data.timeframe={timeframe}",
+                f"data.params.market={market}",
+                "labels.future_window=10",
+                "features.ma_short=30",
+                "features.ma_long=120",
+            ],
+        )
         data = loader.load(spec)
         assert data.source == str(binance / name) and len(data) == (2999 if timeframe == "1m" else 599)
         assert loader.fingerprint(spec) == data.sha256
@@ -166,24 +188,33 @@ def test_monthly_and_daily_archives_of_the_same_days_read_each_candle_once(tmp_p
     assert np.array_equal(c.time_ms, frame["t"].to_numpy())
     (note,) = notes
     assert "4,320 candle(s) are in two files with the same values" in note
-    assert "overlapping: ETHUSDT-1m-2024-01-29.zip, ETHUSDT-1m-2024-01-30.zip, ETHUSDT-1m-2024-01-31.zip, ETHUSDT-1m-2024-01.zip)" in note
+    assert (
+        "overlapping: ETHUSDT-1m-2024-01-29.zip, ETHUSDT-1m-2024-01-30.zip, ETHUSDT-1m-2024-01-31.zip, ETHUSDT-1m-2024-01.zip)"
+        in note
+    )
     # an overlap that disagrees is an error naming both files
     changed = frame.slice(30 * 1440, 1440).with_columns(pl.col("close") * 1.01, pl.col("high") * 1.02)
     _zip(folder / "ETHUSDT-1m-2024-01-31.zip", changed)
-    with pytest.raises(DataError, match="1,440 candle time.s. appear in two files with different values") as err:
+    with pytest.raises(
+        DataError, match="1,440 candle time.s. appear in two files with different values"
+    ) as err:
         read_candles(tmp_path, "ETHUSDT", "1m", echo=notes.append)
     assert "ETHUSDT-1m-2024-01-31.zip and ETHUSDT-1m-2024-01.zip" in err.value.message
 
 
 def test_infinite_prices_are_refused(trainer, tmp_path):
     frame = candles(1, 200).with_columns(
-        pl.when(pl.int_range(pl.len()) == 50).then(float("inf")).otherwise(pl.col("high")).alias("high"))
+        pl.when(pl.int_range(pl.len()) == 50).then(float("inf")).otherwise(pl.col("high")).alias("high")
+    )
     path = tmp_path / "ETHUSDT-1m.parquet"
     frame.rename({"t": "timestamp"}).write_parquet(path)
     result = trainer("prepare", "--pair", "ETHUSDT", "--data", path, "--output", tmp_path / "out")
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
-    assert lines[0].startswith("Error: ") and "1 candle(s) with an infinite high price, first at 2024-01-01T00:50:00Z" in lines[0]
+    assert (
+        lines[0].startswith("Error: ")
+        and "1 candle(s) with an infinite high price, first at 2024-01-01T00:50:00Z" in lines[0]
+    )
     assert lines[1].startswith("Hint: ") and len(lines) == 2
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
@@ -194,7 +225,16 @@ def test_a_file_named_after_another_pair_is_warned_about(trainer, binance, tmp_p
     result = trainer("prepare", "--pair", "BTCUSDT", "--data", archive, "--output", tmp_path / "a", *SETS)
     assert result.exit_code == 0, result.output
     assert "Warning: ETHUSDT-1m-2024-01.zip is named after ETHUSDT, not BTCUSDT" in result.output
-    result = trainer("prepare", "--pair", "BTCUSDT", "--data", binance / "ETH_USDT-1m.json", "--output", tmp_path / "b", *SETS)
+    result = trainer(
+        "prepare",
+        "--pair",
+        "BTCUSDT",
+        "--data",
+        binance / "ETH_USDT-1m.json",
+        "--output",
+        tmp_path / "b",
+        *SETS,
+    )
     assert result.exit_code == 0 and "is named after ETH_USDT, not BTCUSDT" in result.output, result.output
     for ok in (binance / "futures" / "BTC_USDT_USDT-1m-futures.feather", binance / "BTC_USDT-1m.feather"):
         result = trainer("prepare", "--pair", "BTCUSDT", "--data", ok, "--output", tmp_path / "c", *SETS)
@@ -202,14 +242,29 @@ def test_a_file_named_after_another_pair_is_warned_about(trainer, binance, tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pair, extra", [
-    ("BTCUSDT", ["--set", "data.params.market=futures-um"]),  # futures, feather, beside 5m and mark files
-    ("ETHUSDT", ["--set", "data.timeframe=5m", "--set", "split.validation=0.4"]),  # spot json, 5m
-])
+@pytest.mark.parametrize(
+    "pair, extra",
+    [
+        ("BTCUSDT", ["--set", "data.params.market=futures-um"]),  # futures, feather, beside 5m and mark files
+        ("ETHUSDT", ["--set", "data.timeframe=5m", "--set", "split.validation=0.4"]),  # spot json, 5m
+    ],
+)
 def test_train_from_the_freqtrade_folder(trainer, binance, tmp_path, pair, extra):
     out = tmp_path / "out"
-    result = trainer("run", "--pair", pair, "--data", binance, "--output", out, "--set", "data.loader=ohlcv",
-                     *tiny_args(), *SETS, *extra)
+    result = trainer(
+        "run",
+        "--pair",
+        pair,
+        "--data",
+        binance,
+        "--output",
+        out,
+        "--set",
+        "data.loader=ohlcv",
+        *tiny_args(),
+        *SETS,
+        *extra,
+    )
     assert result.exit_code == 0, result.output
     (marker,) = out.glob(f"{pair}/_SUCCESS.json")
     (meta_path,) = out.glob(f"{pair}/metadata_*.json")

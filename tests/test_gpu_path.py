@@ -18,11 +18,13 @@ def test_builtin_lstm_layers_are_cudnn_eligible():
 def test_settings_that_fall_off_the_cudnn_kernel_are_named():
     import keras
 
-    model = keras.Sequential([
-        keras.Input((10, 8)),
-        keras.layers.LSTM(4, recurrent_dropout=0.1, activation="relu", name="slow"),
-        keras.layers.Dense(3, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((10, 8)),
+            keras.layers.LSTM(4, recurrent_dropout=0.1, activation="relu", name="slow"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     (layer,) = device_report(model, [], "float32")["lstm_layers"]
     assert layer["name"] == "slow" and not layer["cudnn_eligible"]
     assert layer["reasons"] == ["activation is not tanh", "recurrent_dropout is not 0"]

@@ -14,11 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from trainer_core import Balance, ConfigError, DataError, PairData, PluginError, hookimpl
-from trainer_core.manifest import default_manifest
 from trainer_core.pipeline import check_components, run_pair
 from trainer_core.testing import registered_plugin, tiny_spec, write_training_ready
-
-
 
 
 def registration_plugin(hook_name: str, component_name: str, factory):
@@ -142,7 +139,7 @@ def test_a_duplicate_name_is_rejected_naming_both_plugins():
     plugin = registration_plugin("trainer_register_balancers", "undersample", FirstThird)
     with registered_plugin(plugin, name="impostor") as plugins:
         with pytest.raises(PluginError) as caught:
-            plugins.registry
+            _ = plugins.registry
     message = str(caught.value)
     assert "'undersample' is registered twice" in message
     assert "'trainer_plugins.balancers.undersample'" in message and "'impostor'" in message
@@ -152,7 +149,7 @@ def test_components_register_in_plugin_order():
     plugin = registration_plugin("trainer_register_balancers", "undersample", FirstThird)
     with registered_plugin(plugin, name="impostor") as plugins:
         with pytest.raises(PluginError) as caught:
-            plugins.registry
+            _ = plugins.registry
     # the built-in was registered first, so the newcomer is the duplicate
     assert "by plugin 'trainer_plugins.balancers.undersample' and by plugin 'impostor'" in str(caught.value)
 
@@ -162,7 +159,10 @@ def test_an_unknown_name_lists_the_known_ones():
     with registered_plugin(plugin, name="throwaway-model") as plugins:
         with pytest.raises(PluginError) as caught:
             plugins.create("model", "transformer")
-    assert str(caught.value) == "Unknown model 'transformer' (set by model.builder). Known models: checked, lstm."
+    assert (
+        str(caught.value)
+        == "Unknown model 'transformer' (set by model.builder). Known models: checked, lstm."
+    )
     assert "trainer plugins" in caught.value.hint
 
 
@@ -173,8 +173,10 @@ def test_a_failing_registration_hook_names_its_plugin():
             raise RuntimeError("boom")
 
     with registered_plugin(Broken(), name="broken-plugin") as plugins:
-        with pytest.raises(PluginError, match=r"Plugin 'broken-plugin' failed in trainer_register_loaders: boom"):
-            plugins.registry
+        with pytest.raises(
+            PluginError, match=r"Plugin 'broken-plugin' failed in trainer_register_loaders: boom"
+        ):
+            _ = plugins.registry
 
 
 def test_hook_trainer_register_commands():

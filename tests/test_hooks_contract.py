@@ -70,10 +70,14 @@ def test_every_hook_is_documented_with_its_exact_signature(name):
 def test_the_doc_names_no_hook_that_does_not_exist():
     text = HOOKS_DOC.read_text(encoding="utf-8")
     headed = set(doc_sections())
-    assert headed - set(HOOKS) == set(), f"docs/hooks.md documents hooks that do not exist: {headed - set(HOOKS)}"
+    assert headed - set(HOOKS) == set(), (
+        f"docs/hooks.md documents hooks that do not exist: {headed - set(HOOKS)}"
+    )
     # any hook-shaped name anywhere on the page (signatures, examples, prose) must be a real hook
     mentioned = set(re.findall(r"\btrainer_(?:register|before|after|on|keras)_\w+", text))
-    assert mentioned - set(HOOKS) == set(), f"docs/hooks.md names unknown hooks: {sorted(mentioned - set(HOOKS))}"
+    assert mentioned - set(HOOKS) == set(), (
+        f"docs/hooks.md names unknown hooks: {sorted(mentioned - set(HOOKS))}"
+    )
     called = set(re.findall(r"\b(trainer_\w+)\(", text))
     assert called - set(HOOKS) == set(), f"docs/hooks.md calls unknown hooks: {sorted(called - set(HOOKS))}"
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from trainer_core.errors import ConfigError
-from trainer_core.manifest import DEFAULTS, default_manifest, load_manifest, manifest_from_dict, normalize_pair
+from trainer_core.manifest import (
+    DEFAULTS,
+    default_manifest,
+    load_manifest,
+    manifest_from_dict,
+    normalize_pair,
+)
 
 
 def write(tmp_path, text, name="m.yaml"):
@@ -17,7 +25,11 @@ def write(tmp_path, text, name="m.yaml"):
 def test_defaults_are_the_seeds():
     spec = default_manifest().resolve("ETHUSDT")
     assert spec.train.epochs == 100 and spec.train.batch_size == 256 and spec.train.sequence_length == 120
-    assert spec.labels.future_window == 120 and spec.labels.take_profit_pct == 1.0 and spec.labels.stop_loss_pct == 0.5
+    assert (
+        spec.labels.future_window == 120
+        and spec.labels.take_profit_pct == 1.0
+        and spec.labels.stop_loss_pct == 0.5
+    )
     assert list(spec.model.params["lstm_units"]) == [128, 64, 32] and spec.model.params["dropout"] == 0.3
     assert spec.tag == "ETHUSDT_FW120_SL050_TP100"
     assert spec.scaling.scaler == "robust" and spec.balance.method == "undersample"
@@ -55,7 +67,7 @@ pairs:
 
 def test_spec_is_frozen():
     spec = default_manifest().resolve("ETHUSDT")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         spec.pair = "BTCUSDT"
     with pytest.raises(AttributeError):
         spec.train.epochs = 3
@@ -70,7 +82,10 @@ def test_config_hash_tracks_what_is_trained():
     assert base.config_hash == m.resolve("ETHUSDT").config_hash
     assert base.config_hash != m.resolve("ETHUSDT", sets=["train.epochs=5"]).config_hash
     # where the data lie and how many cores a pair gets do not change the model
-    assert base.config_hash == m.resolve("ETHUSDT", sets=["resources.cpus=4"], flags={"data.path": "x/"}).config_hash
+    assert (
+        base.config_hash
+        == m.resolve("ETHUSDT", sets=["resources.cpus=4"], flags={"data.path": "x/"}).config_hash
+    )
 
 
 def test_unknown_key_names_its_dotted_path(tmp_path):
@@ -93,16 +108,28 @@ def test_unknown_key_names_its_dotted_path(tmp_path):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("defaults: {train: {epochs: ten}}", "defaults.train.epochs: expected an integer >= 1 and <= 100,000, got 'ten' (str)"),
+        (
+            "defaults: {train: {epochs: ten}}",
+            "defaults.train.epochs: expected an integer >= 1 and <= 100,000, got 'ten' (str)",
+        ),
         ("defaults: {train: {epochs: 2.5}}", "expected an integer >= 1 and <= 100,000, got 2.5 (float)"),
-        ("defaults: {split: {validation: 1.5}}", "defaults.split.validation: expected a number >= 0.000001 and <= 0.9"),
-        ("defaults: {scaling: {scaler: log}}", "defaults.scaling.scaler: expected one of 'robust', 'standard'"),
+        (
+            "defaults: {split: {validation: 1.5}}",
+            "defaults.split.validation: expected a number >= 0.000001 and <= 0.9",
+        ),
+        (
+            "defaults: {scaling: {scaler: log}}",
+            "defaults.scaling.scaler: expected one of 'robust', 'standard'",
+        ),
         ("defaults: {train: {learning_rate: true}}", "expected a number > 0 and <= 10, got True (bool)"),
         ("defaults: {data: {start: 2024-13-01}}", "not valid YAML: month must be in 1..12"),
         ("defaults: {data: {start: 01.02.2024}}", "defaults.data.start: expected a date YYYY-MM-DD"),
         ("defaults: {reporters: metadata}", "defaults.reporters: expected a list of names"),
         ("defaults: {train: [1, 2]}", "defaults.train: expected a mapping of settings"),
-        ("defaults: {balance: {class_weights: {5: 1.0}}}", "defaults.balance.class_weights: expected 'balanced' or a mapping"),
+        (
+            "defaults: {balance: {class_weights: {5: 1.0}}}",
+            "defaults.balance.class_weights: expected 'balanced' or a mapping",
+        ),
     ],
 )
 def test_wrong_type_names_expected_type(tmp_path, text, expected):
@@ -125,7 +152,9 @@ def test_yaml_is_read_with_the_safe_loader(tmp_path):
         load_manifest(path)
 
 
-@pytest.mark.parametrize("raw, expected", [("ETH/USDT", "ETHUSDT"), ("eth-usdt", "ETHUSDT"), ("BTCUSDT", "BTCUSDT")])
+@pytest.mark.parametrize(
+    "raw, expected", [("ETH/USDT", "ETHUSDT"), ("eth-usdt", "ETHUSDT"), ("BTCUSDT", "BTCUSDT")]
+)
 def test_pair_names_normalise(raw, expected):
     assert normalize_pair(raw) == expected
 
@@ -145,7 +174,9 @@ def test_duplicate_pairs_and_bad_version():
 
 def test_set_values_are_yaml_and_checked():
     m = default_manifest()
-    spec = m.resolve("ETHUSDT", sets=["model.params.lstm_units=[8, 4]", "balance.class_weights={0: 2, 1: 1, 2: 2}"])
+    spec = m.resolve(
+        "ETHUSDT", sets=["model.params.lstm_units=[8, 4]", "balance.class_weights={0: 2, 1: 1, 2: 2}"]
+    )
     assert list(spec.model.params["lstm_units"]) == [8, 4]
     assert dict(spec.balance.class_weights) == {0: 2.0, 1: 1.0, 2: 2.0}
     with pytest.raises(ConfigError, match="--set train.epochs=abc: train.epochs: expected an integer"):
@@ -157,11 +188,25 @@ def test_set_values_are_yaml_and_checked():
 
 
 def test_defaults_table_matches_design_sections():
-    assert list(DEFAULTS) == ["data", "labels", "features", "split", "scaling", "balance", "model", "train", "evaluation", "resources", "reporters"]
+    assert list(DEFAULTS) == [
+        "data",
+        "labels",
+        "features",
+        "split",
+        "scaling",
+        "balance",
+        "model",
+        "train",
+        "evaluation",
+        "resources",
+        "reporters",
+    ]
 
 
 def test_validate_command(tmp_path, trainer):
-    good = write(tmp_path, "version: 1\npairs: [ETHUSDT, BTC/USDT]\ndefaults: {train: {epochs: 3}}\n", "good.yaml")
+    good = write(
+        tmp_path, "version: 1\npairs: [ETHUSDT, BTC/USDT]\ndefaults: {train: {epochs: 3}}\n", "good.yaml"
+    )
     result = trainer("validate", good)
     assert result.exit_code == 0, result.output
     assert "OK, 2 pair(s)" in result.output and "BTCUSDT" in result.output
@@ -176,7 +221,9 @@ def test_validate_command(tmp_path, trainer):
 
 
 def test_config_test_prints_resolved_spec(trainer):
-    result = trainer("run", "--pair", "ETH/USDT", "--epochs", "4", "--set", "train.sequence_length=60", "--config-test")
+    result = trainer(
+        "run", "--pair", "ETH/USDT", "--epochs", "4", "--set", "train.sequence_length=60", "--config-test"
+    )
     assert result.exit_code == 0, result.output
     assert "pair: ETHUSDT" in result.output
     assert "epochs: 4" in result.output and "sequence_length: 60" in result.output
@@ -184,7 +231,13 @@ def test_config_test_prints_resolved_spec(trainer):
 
 
 def test_model_params_belong_to_their_builder():
-    m = manifest_from_dict({"version": 1, "defaults": {"model": {"builder": "other", "params": {"units": 5}}}, "pairs": ["ETHUSDT"]})
+    m = manifest_from_dict(
+        {
+            "version": 1,
+            "defaults": {"model": {"builder": "other", "params": {"units": 5}}},
+            "pairs": ["ETHUSDT"],
+        }
+    )
     assert dict(m.resolve("ETHUSDT").model.params) == {"units": 5}  # none of the lstm's defaults leak in
     spec = default_manifest().resolve("ETHUSDT", sets=["model.builder=other"])
     assert dict(spec.model.params) == {}

@@ -149,7 +149,14 @@ def test_minimum_rows_is_constant_time_and_the_split_refuses_a_huge_embargo():
 
     start = time.perf_counter()
     for embargo in (10**8, 99_999_999_999_999):
-        for validation, test in ((0.2, 0.0), (0.2, 0.1), (0.999999, 0.0), (1e-9, 0.1), (1e-300, 0.0), (0.2, 1e-300)):
+        for validation, test in (
+            (0.2, 0.0),
+            (0.2, 0.1),
+            (0.999999, 0.0),
+            (1e-9, 0.1),
+            (1e-300, 0.0),
+            (0.2, 1e-300),
+        ):
             need = minimum_rows(120, embargo, validation, test)
             assert need > embargo
     assert time.perf_counter() - start < FAST
@@ -184,7 +191,9 @@ def _minimum_rows_by_counting(window, embargo, validation, test):
 def test_minimum_rows_equals_the_row_by_row_search(window, embargo, validation, test):
     if validation + test >= 0.99:
         return
-    assert minimum_rows(window, embargo, validation, test) == _minimum_rows_by_counting(window, embargo, validation, test)
+    assert minimum_rows(window, embargo, validation, test) == _minimum_rows_by_counting(
+        window, embargo, validation, test
+    )
 
 
 # -- YAML aliases and nesting -----------------------------------------------------------------
@@ -196,17 +205,24 @@ def test_a_billion_laughs_under_model_params_fails_fast(tmp_path, trainer):
     assert f"holds more than {MAX_NODES:,} values once its aliases are expanded at line" in message
     assert "alias" in hint and seconds < FAST
     assert_one_line_and_hint(trainer("validate", path), "holds more than")
-    assert_one_line_and_hint(trainer("run", "--manifest", path, "--pair", "ETHUSDT", "--config-test"), "aliases")
+    assert_one_line_and_hint(
+        trainer("run", "--manifest", path, "--pair", "ETHUSDT", "--config-test"), "aliases"
+    )
 
 
 @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 5000, 50_000])
 def test_a_deeply_nested_manifest_fails_fast(tmp_path, trainer, depth):
-    path = write(tmp_path, f"version: 1\npairs: [ETHUSDT]\ndefaults: {{model: {{params: {{x: {deep_list(depth)}}}}}}}\n")
+    path = write(
+        tmp_path,
+        f"version: 1\npairs: [ETHUSDT]\ndefaults: {{model: {{params: {{x: {deep_list(depth)}}}}}}}\n",
+    )
     message, hint, seconds = refused(load_manifest, path)
     assert f"nests deeper than {MAX_DEPTH} levels at line 3" in message and seconds < FAST
     if depth == 5000:
         assert_one_line_and_hint(trainer("validate", path), "nests deeper")
-        assert_one_line_and_hint(trainer("run", "--manifest", path, "--pair", "ETHUSDT", "--config-test"), "nests")
+        assert_one_line_and_hint(
+            trainer("run", "--manifest", path, "--pair", "ETHUSDT", "--config-test"), "nests"
+        )
 
 
 def test_deep_block_mappings_and_aliases_that_nest_too_deep_fail_fast(tmp_path):
@@ -215,7 +231,9 @@ def test_deep_block_mappings_and_aliases_that_nest_too_deep_fail_fast(tmp_path):
     assert "nests deeper than" in refused(load_manifest, path)[0]
     # each anchor alone is shallow; used inside one another they pass the limit
     anchors = ["a0: &a0 [[[[[[[[1]]]]]]]]"] + [f"a{i}: &a{i} [[[[[[[[*a{i - 1}]]]]]]]]" for i in range(1, 10)]
-    path = write(tmp_path, "version: 1\npairs: [ETHUSDT]\ndefaults: {model: {params: {" + ", ".join(anchors) + "}}}\n")
+    path = write(
+        tmp_path, "version: 1\npairs: [ETHUSDT]\ndefaults: {model: {params: {" + ", ".join(anchors) + "}}}\n"
+    )
     message, _, seconds = refused(load_manifest, path)
     assert "nests deeper than" in message and seconds < FAST
 
@@ -234,7 +252,8 @@ def test_set_values_are_limited_like_a_manifest(trainer):
         message, hint, seconds = refused(parse_set, text)
         assert "nests deeper than" in message and hint and seconds < FAST
     assert_one_line_and_hint(
-        trainer("run", "--pair", "ETHUSDT", "--set", f"model.params.x={deep_list(5000)}", "--config-test"), "nests"
+        trainer("run", "--pair", "ETHUSDT", "--set", f"model.params.x={deep_list(5000)}", "--config-test"),
+        "nests",
     )
 
 
@@ -248,18 +267,28 @@ def test_a_manifest_built_in_python_is_limited_too():
     nested: list = []
     for _ in range(5000):
         nested = [nested]
-    message, _, seconds = refused(manifest_from_dict, {"pairs": ["ETHUSDT"], "defaults": {"model": {"params": {"x": nested}}}})
+    message, _, seconds = refused(
+        manifest_from_dict, {"pairs": ["ETHUSDT"], "defaults": {"model": {"params": {"x": nested}}}}
+    )
     assert "nests deeper than" in message and seconds < FAST
     cyclic: dict = {}
     cyclic["self"] = cyclic
-    assert "nests deeper than" in refused(manifest_from_dict, {"pairs": ["ETHUSDT"], "defaults": {"data": {"params": cyclic}}})[0]
+    assert (
+        "nests deeper than"
+        in refused(manifest_from_dict, {"pairs": ["ETHUSDT"], "defaults": {"data": {"params": cyclic}}})[0]
+    )
 
 
 def test_params_and_pairs_are_bounded():
     params = {f"k{i}": i for i in range(300)}
-    message, _, _ = refused(manifest_from_dict, {"pairs": ["ETHUSDT"], "defaults": {"data": {"params": params}}})
+    message, _, _ = refused(
+        manifest_from_dict, {"pairs": ["ETHUSDT"], "defaults": {"data": {"params": params}}}
+    )
     assert "defaults.data.params: expected a mapping of at most 200 values" in message
-    names = ["".join(p) for p in itertools.islice(itertools.product(string.ascii_uppercase, repeat=4), MAX_PAIRS + 1)]
+    names = [
+        "".join(p)
+        for p in itertools.islice(itertools.product(string.ascii_uppercase, repeat=4), MAX_PAIRS + 1)
+    ]
     message, _, _ = refused(manifest_from_dict, {"pairs": names})
     assert f"a manifest holds at most {MAX_PAIRS:,}" in message
     start = time.perf_counter()

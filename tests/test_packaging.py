@@ -13,7 +13,8 @@ from conftest import REPO
 def test_wheel_ships_exactly_trainer_core_and_trainer_plugins(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(REPO)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     (wheel,) = tmp_path.glob("pair_trainer-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -38,7 +39,7 @@ def _modules_after(args: list[str]) -> tuple[int, set[str], str]:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     line = next(l for l in proc.stdout.splitlines() if l.startswith("MODULES="))
-    return proc.returncode, set(json.loads(line[len("MODULES="):])), proc.stdout + proc.stderr
+    return proc.returncode, set(json.loads(line[len("MODULES=") :])), proc.stdout + proc.stderr
 
 
 def test_help_imports_neither_tensorflow_nor_ray():
@@ -50,7 +51,12 @@ def test_help_imports_neither_tensorflow_nor_ray():
 def test_commands_that_do_not_train_stay_light(tmp_path):
     manifest = tmp_path / "m.yaml"
     manifest.write_text("version: 1\npairs: [ETHUSDT, BTCUSDT]\n")
-    for args in (["plugins"], ["validate", str(manifest)], ["run", "--pair", "ETHUSDT", "--config-test"], ["run", "-h"]):
+    for args in (
+        ["plugins"],
+        ["validate", str(manifest)],
+        ["run", "--pair", "ETHUSDT", "--config-test"],
+        ["run", "-h"],
+    ):
         code, heavy, output = _modules_after(args)
         assert code == 0, output
         assert heavy == set(), f"trainer {' '.join(args)} imported {heavy}"

@@ -33,7 +33,9 @@ def test_built_in_plugins_import_only_what_trainer_core_exports(path):
     exported = set(trainer_core.__all__)
     for line, module, names in trainer_core_imports(path):
         where = f"{path.relative_to(REPO)}:{line}"
-        assert module == "trainer_core", f"{where} imports {module}; plugins use `from trainer_core import ...`"
+        assert module == "trainer_core", (
+            f"{where} imports {module}; plugins use `from trainer_core import ...`"
+        )
         unknown = [n for n in names if n not in exported]
         assert not unknown, f"{where} imports {unknown}, which trainer_core does not export (__all__)"
 
@@ -56,12 +58,16 @@ def test_every_export_is_documented():
     assert missing == []
 
 
-@pytest.mark.parametrize("cls_name", ["ArtifactWriter", "PairResult", "PairData", "Balance", "PairModel", "BatchReport"])
+@pytest.mark.parametrize(
+    "cls_name", ["ArtifactWriter", "PairResult", "PairData", "Balance", "PairModel", "BatchReport"]
+)
 def test_public_methods_a_plugin_author_calls_are_documented(cls_name):
     cls = getattr(trainer_core, cls_name)
     undocumented = [
-        name for name, member in vars(cls).items()
-        if not name.startswith("_") and (inspect.isfunction(member) or isinstance(member, property))
+        name
+        for name, member in vars(cls).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(member) or isinstance(member, property))
         and not ((member.fget if isinstance(member, property) else member).__doc__ or "").strip()
     ]
     assert undocumented == [], f"{cls_name}: {undocumented}"
@@ -70,12 +76,22 @@ def test_public_methods_a_plugin_author_calls_are_documented(cls_name):
 def test_testing_helpers_are_documented():
     import trainer_core.testing as testing
 
-    for name in ("registered_plugin", "tiny_spec", "training_ready_frame", "write_training_ready", "training_ready_name"):
+    for name in (
+        "registered_plugin",
+        "tiny_spec",
+        "training_ready_frame",
+        "write_training_ready",
+        "training_ready_name",
+    ):
         assert (getattr(testing, name).__doc__ or "").strip(), name
 
 
 def test_no_engine_module_names_a_reporter_file():
     pattern = re.compile(r"confusion_matrix_|trading_")
-    offenders = [f"{p.relative_to(REPO)}:{i}" for p in (REPO / "trainer_core").rglob("*.py")
-                 for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    offenders = [
+        f"{p.relative_to(REPO)}:{i}"
+        for p in (REPO / "trainer_core").rglob("*.py")
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert offenders == []

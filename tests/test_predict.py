@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-
 from conftest import SHARED_DATA, tiny_args, write_model_builder_plugin
+
 from trainer_core.testing import training_ready_frame, write_training_ready
 
 TAG = "ETHUSDT_FW005_SL050_TP100"
@@ -25,7 +25,17 @@ def model_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     write_training_ready(root / "inputs", "ETHUSDT", rows=700, seed=11)
     result = CliRunner().invoke(
-        cli, ["run", "--pair", "ETHUSDT", "--data", str(root / "inputs"), "--output", str(root / "out"), *tiny_args()],
+        cli,
+        [
+            "run",
+            "--pair",
+            "ETHUSDT",
+            "--data",
+            str(root / "inputs"),
+            "--output",
+            str(root / "out"),
+            *tiny_args(),
+        ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
@@ -52,7 +62,15 @@ def test_predict_equals_the_saved_model_on_independent_windows(model_dir, traine
     assert result.exit_code == 0, result.output
     assert "293 predictions" in result.output  # 300 rows, window 8: the first full window ends at row 7
     predictions = pl.read_parquet(out)
-    assert predictions.columns == ["row", "timestamp", "p_short", "p_hold", "p_long", "predicted", "predicted_label"]
+    assert predictions.columns == [
+        "row",
+        "timestamp",
+        "p_short",
+        "p_hold",
+        "p_long",
+        "predicted",
+        "predicted_label",
+    ]
     expected = independent_probabilities(model_dir, pl.read_ipc(new))
     got = predictions.select(["p_short", "p_hold", "p_long"]).to_numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
@@ -83,7 +101,10 @@ def test_data_with_other_parameters_are_refused(model_dir, trainer, tmp_path):
     other = write_training_ready(tmp_path / "other", "ETHUSDT", rows=100, fw=60)
     result = trainer("predict", "--model-dir", model_dir, "--data", other)
     assert result.exit_code == 2
-    assert "made with future_window 60, the model ETHUSDT_FW005_SL050_TP100 with future_window 5" in result.output
+    assert (
+        "made with future_window 60, the model ETHUSDT_FW005_SL050_TP100 with future_window 5"
+        in result.output
+    )
     missing = tmp_path / "missing.parquet"
     training_ready_frame(100).drop("price_to_ma43200").write_parquet(missing)
     result = trainer("predict", "--model-dir", model_dir, "--data", missing)
@@ -112,8 +133,22 @@ def test_altered_artifacts_are_refused(model_dir, trainer, tmp_path):
 def test_walk_forward_folds_are_purged_and_reported(trainer, tmp_path):
     write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=1200, seed=2)
     out = tmp_path / "out"
-    result = trainer("run", "--pair", "ETHUSDT", "--data", tmp_path / "inputs", "--output", out, *tiny_args(),
-                     "--set", "split.mode=walk-forward", "--set", "split.folds=3", "--set", "split.validation=0.2")
+    result = trainer(
+        "run",
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        tmp_path / "inputs",
+        "--output",
+        out,
+        *tiny_args(),
+        "--set",
+        "split.mode=walk-forward",
+        "--set",
+        "split.folds=3",
+        "--set",
+        "split.validation=0.2",
+    )
     assert result.exit_code == 0, result.output
     assert "Fold 1/3" in result.output and "Fold 3/3 (saved)" in result.output
     meta = json.loads((out / "ETHUSDT" / f"metadata_{TAG}.json").read_text())
@@ -130,13 +165,17 @@ def test_walk_forward_folds_are_purged_and_reported(trainer, tmp_path):
         va, sb = a["split"]["validation_targets"], b["split"]
         # validation blocks never overlap, nor the next fold's purged region
         assert va["last_row"] < sb["validation_start_row"] - sb["embargo_rows"]
-        assert a["split"]["train_targets"]["count"] < sb["train_targets"]["count"]  # expanding training window
+        assert (
+            a["split"]["train_targets"]["count"] < sb["train_targets"]["count"]
+        )  # expanding training window
     # the saved model is the last fold's: its split is the metadata's split
     assert folds[-1]["split"] == meta["split"]
     assert folds[-1]["accuracy"] == pytest.approx(meta["metrics"]["validation"]["accuracy"])
     spread = meta["walk_forward"]["spread"]["accuracy"]
     accs = [f["accuracy"] for f in folds]
-    assert spread["mean"] == pytest.approx(np.mean(accs)) and spread["std"] == pytest.approx(np.std(accs, ddof=1))
+    assert spread["mean"] == pytest.approx(np.mean(accs)) and spread["std"] == pytest.approx(
+        np.std(accs, ddof=1)
+    )
     trading = json.loads((out / "ETHUSDT" / f"trading_{TAG}.json").read_text())
     assert trading["walk_forward"]["folds"] == folds
 
@@ -150,21 +189,42 @@ def test_a_pair_trained_without_reporters_predicts_the_same(model_dir, trainer, 
 
     write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=700, seed=11)  # the model_dir fixture's data
     out = tmp_path / "out"
-    result = trainer("run", "--pair", "ETHUSDT", "--data", tmp_path / "inputs", "--output", out, *tiny_args(),
-                     "--set", "reporters=[]")
+    result = trainer(
+        "run",
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        tmp_path / "inputs",
+        "--output",
+        out,
+        *tiny_args(),
+        "--set",
+        "reporters=[]",
+    )
     assert result.exit_code == 0, result.output
     bare = out / "ETHUSDT"
     assert sorted(p.name for p in bare.iterdir() if p.is_file()) == [
-        "_SUCCESS.json", f"model_{TAG}.keras", f"scaler_{TAG}.json", f"spec_{TAG}.json"]
+        "_SUCCESS.json",
+        f"model_{TAG}.keras",
+        f"scaler_{TAG}.json",
+        f"spec_{TAG}.json",
+    ]
     assert trainer("verify", out).exit_code == 0
     new = write_training_ready(tmp_path / "new", "ETHUSDT", rows=300, seed=99)
     for folder, name in ((bare, "bare.parquet"), (model_dir, "full.parquet")):
         result = trainer("predict", "--model-dir", folder, "--data", new, "--output", tmp_path / name)
         assert result.exit_code == 0, result.output
-    bare_pred, full_pred = pl.read_parquet(tmp_path / "bare.parquet"), pl.read_parquet(tmp_path / "full.parquet")
+    bare_pred, full_pred = (
+        pl.read_parquet(tmp_path / "bare.parquet"),
+        pl.read_parquet(tmp_path / "full.parquet"),
+    )
     assert bare_pred.height == 293
-    np.testing.assert_allclose(bare_pred.select("p_short", "p_hold", "p_long").to_numpy(),
-                               full_pred.select("p_short", "p_hold", "p_long").to_numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        bare_pred.select("p_short", "p_hold", "p_long").to_numpy(),
+        full_pred.select("p_short", "p_hold", "p_long").to_numpy(),
+        rtol=1e-6,
+        atol=1e-7,
+    )
     frame = training_ready_frame(200, seed=5)
     assert load_pair_model(bare).predict(frame).equals(load_pair_model(bare).predict(frame))
     spec = json.loads((bare / f"spec_{TAG}.json").read_text())
@@ -223,8 +283,19 @@ def test_predict_on_candles_after_the_training_window(trainer, tmp_path):
     frame = pl.read_parquet(SHARED_DATA / "ETHUSDT-1m.parquet").slice(0, 4 * 1440)  # 2025-05-04 15:33 on
     candles = tmp_path / "ETHUSDT-1m.parquet"
     frame.write_parquet(candles)
-    settings = ["--set", "data.loader=ohlcv", "--set", "features.ma_short=30", "--set", "features.ma_long=120",
-                "--set", "data.start=2025-05-05", "--set", "data.end=2025-05-06", *tiny_args()]
+    settings = [
+        "--set",
+        "data.loader=ohlcv",
+        "--set",
+        "features.ma_short=30",
+        "--set",
+        "features.ma_long=120",
+        "--set",
+        "data.start=2025-05-05",
+        "--set",
+        "data.end=2025-05-06",
+        *tiny_args(),
+    ]
     out = tmp_path / "out"
     result = trainer("run", "--pair", "ETHUSDT", "--data", candles, "--output", out, *settings)
     assert result.exit_code == 0, result.output
@@ -241,11 +312,24 @@ def test_predict_on_candles_after_the_training_window(trainer, tmp_path):
     october_like = tmp_path / "later" / "ETHUSDT-1m.parquet"
     october_like.parent.mkdir()
     later.write_parquet(october_like)
-    result = trainer("predict", "--model-dir", model, "--data", october_like, "--output", tmp_path / "later.parquet")
+    result = trainer(
+        "predict", "--model-dir", model, "--data", october_like, "--output", tmp_path / "later.parquet"
+    )
     assert result.exit_code == 0, result.output
     assert pl.read_parquet(tmp_path / "later.parquet").height == later.height - 8
-    result = trainer("predict", "--model-dir", model, "--data", candles, "--start", "2025-05-07",
-                     "--end", "2025-05-07", "--output", tmp_path / "day.parquet")
+    result = trainer(
+        "predict",
+        "--model-dir",
+        model,
+        "--data",
+        candles,
+        "--start",
+        "2025-05-07",
+        "--end",
+        "2025-05-07",
+        "--output",
+        tmp_path / "day.parquet",
+    )
     assert result.exit_code == 0, result.output
     day = pl.read_parquet(tmp_path / "day.parquet")
     assert day.height == 1440 and str(day["timestamp"][0]).startswith("2025-05-07 00:00:00")
@@ -264,17 +348,26 @@ def test_predict_on_candles_after_the_training_window(trainer, tmp_path):
 
 @pytest.mark.slow
 def test_a_lambda_layer_is_refused_before_training(trainer, tmp_path, inputs, monkeypatch):
-    write_model_builder_plugin(tmp_path, "lambda_model_plugin", "with-lambda", """
+    write_model_builder_plugin(
+        tmp_path,
+        "lambda_model_plugin",
+        "with-lambda",
+        """
 x = keras.Input(input_shape)
 y = keras.layers.Flatten()(keras.layers.Lambda(lambda t: t * 2.0)(x))
 return keras.Model(x, keras.layers.Dense(n_classes, activation='softmax')(y))
-""")
+""",
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     manifest = tmp_path / "m.yaml"
-    manifest.write_text("version: 1\nplugins: [lambda_model_plugin]\ndefaults: {model: {builder: with-lambda}}\n"
-                        "pairs: [ETHUSDT]\n")
+    manifest.write_text(
+        "version: 1\nplugins: [lambda_model_plugin]\ndefaults: {model: {builder: with-lambda}}\n"
+        "pairs: [ETHUSDT]\n"
+    )
     out = tmp_path / "out"
-    result = trainer("run", "--manifest", manifest, "--pair", "ETHUSDT", "--data", inputs, "--output", out, *tiny_args())
+    result = trainer(
+        "run", "--manifest", manifest, "--pair", "ETHUSDT", "--data", inputs, "--output", out, *tiny_args()
+    )
     assert result.exit_code == 2, result.output
     assert "Lambda layer" in result.output and "safe mode" in result.output
     assert "Traceback" not in result.output and "Epoch 1" not in result.output
@@ -282,8 +375,18 @@ return keras.Model(x, keras.layers.Dense(n_classes, activation='softmax')(y))
 
 
 def test_too_few_validation_targets_is_an_error(trainer, tmp_path, inputs):
-    result = trainer("run", "--pair", "ETHUSDT", "--data", inputs, "--output", tmp_path / "out", *tiny_args(),
-                     "--set", "split.validation=0.02")
+    result = trainer(
+        "run",
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        inputs,
+        "--output",
+        tmp_path / "out",
+        *tiny_args(),
+        "--set",
+        "split.validation=0.02",
+    )
     assert result.exit_code == 2, result.output
     assert "validation target(s); at least 30 are needed" in result.output  # 5 % of 600 labelled rows
     assert "split.min_validation_targets" in result.output
@@ -291,8 +394,20 @@ def test_too_few_validation_targets_is_an_error(trainer, tmp_path, inputs):
 
 
 def test_nan_class_weights_are_refused_before_training(trainer, tmp_path, inputs):
-    result = trainer("run", "--pair", "ETHUSDT", "--data", inputs, "--output", tmp_path / "out", *tiny_args(),
-                     "--set", "balance.method=class-weights", "--set", "balance.class_weights={0: .nan, 1: 1.0, 2: 1.0}")
+    result = trainer(
+        "run",
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        inputs,
+        "--output",
+        tmp_path / "out",
+        *tiny_args(),
+        "--set",
+        "balance.method=class-weights",
+        "--set",
+        "balance.class_weights={0: .nan, 1: 1.0, 2: 1.0}",
+    )
     assert result.exit_code == 2, result.output
     assert "class_weights" in result.output or "class weights" in result.output
     assert "loss became NaN" not in result.output and "Traceback" not in result.output

@@ -8,16 +8,15 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from conftest import mounted_tmpfs, success_markers, tiny_args, write_slow_epochs_plugin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import mounted_tmpfs, success_markers, tiny_args, write_slow_epochs_plugin
 from trainer_core.errors import TrainerError
 from trainer_core.manifest import default_manifest, load_manifest
 from trainer_core.testing import training_ready_frame, training_ready_name, write_training_ready
@@ -49,17 +48,24 @@ def test_verify_finds_truncated_altered_and_half_written_pairs(trainer, inputs, 
     (out / "BTCUSDT" / "model_BTCUSDT.keras").write_bytes(b"partial")
     result = trainer("verify", out)
     assert result.exit_code == 1
-    assert f"FAILED  ETHUSDT: history_{TAG}.csv does not match its checksum; model_{TAG}.keras does not match" in result.output
+    assert (
+        f"FAILED  ETHUSDT: history_{TAG}.csv does not match its checksum; model_{TAG}.keras does not match"
+        in result.output
+    )
     assert "FAILED  BTCUSDT: no _SUCCESS.json: the run did not complete" in result.output
     assert "0 of 2 pair(s) complete and intact." in result.output
 
     manifest = tmp_path / "m.yaml"
-    manifest.write_text(f"version: 1\noutput: {out}\npairs: [ETHUSDT, BTCUSDT]\n"
-                        f"defaults:\n  data: {{path: {inputs}}}\n  labels: {{future_window: 5}}\n"
-                        "  model: {params: {lstm_units: [4], dense_units: [4]}}\n"
-                        "  train: {sequence_length: 8, batch_size: 64, verbose: 0, epochs: 1}\n  balance: {min_per_class: 0}\n")
+    manifest.write_text(
+        f"version: 1\noutput: {out}\npairs: [ETHUSDT, BTCUSDT]\n"
+        f"defaults:\n  data: {{path: {inputs}}}\n  labels: {{future_window: 5}}\n"
+        "  model: {params: {lstm_units: [4], dense_units: [4]}}\n"
+        "  train: {sequence_length: 8, batch_size: 64, verbose: 0, epochs: 1}\n  balance: {min_per_class: 0}\n"
+    )
     plan = trainer("batch", manifest, "--dry-run")
-    assert f"ETHUSDT        would train: artifact history_{TAG}.csv does not match its checksum" in plan.output
+    assert (
+        f"ETHUSDT        would train: artifact history_{TAG}.csv does not match its checksum" in plan.output
+    )
     assert "BTCUSDT        would train: no completed run" in plan.output  # never skipped without the marker
 
 
@@ -117,9 +123,23 @@ def test_two_runs_of_one_pair_never_mix(tmp_path):
     write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=800, seed=6)
     module = write_slow_epochs_plugin(tmp_path, 2.0)
     (tmp_path / "m.yaml").write_text(f"version: 1\nplugins: [{module}]\npairs: [ETHUSDT]\n")
-    cmd = [sys.executable, "-m", "trainer_core.cli", "run", "--manifest", str(tmp_path / "m.yaml"), "--pair", "ETHUSDT",
-           "--data", str(tmp_path / "inputs"), "--output", str(tmp_path / "out"), *tiny_args(epochs=2),
-           "--set", "train.verbose=2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainer_core.cli",
+        "run",
+        "--manifest",
+        str(tmp_path / "m.yaml"),
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        str(tmp_path / "inputs"),
+        "--output",
+        str(tmp_path / "out"),
+        *tiny_args(epochs=2),
+        "--set",
+        "train.verbose=2",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(tmp_path)}
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines = []
@@ -137,7 +157,9 @@ def test_two_runs_of_one_pair_never_mix(tmp_path):
     marker = json.loads((pair / "_SUCCESS.json").read_text())
     meta = json.loads((pair / f"metadata_{TAG}.json").read_text())
     assert meta["training"]["completed_epochs"] == 2
-    assert set(marker["artifacts"]) == {p.relative_to(pair).as_posix() for p in pair.rglob("*") if p.is_file()} - {"_SUCCESS.json"}
+    assert set(marker["artifacts"]) == {
+        p.relative_to(pair).as_posix() for p in pair.rglob("*") if p.is_file()
+    } - {"_SUCCESS.json"}
     assert not (tmp_path / "out" / ".trainer-staging").exists()  # the lock went with the run
 
 
@@ -164,13 +186,35 @@ def test_same_seed_same_targets_and_first_epoch_loss(trainer, inputs, tmp_path):
 
 # -- fuzzing -----------------------------------------------------------------------------------
 
-yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**6), st.floats(allow_nan=True),
-                         st.text(max_size=12))
-yaml_values = st.recursive(yaml_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                                  st.dictionaries(st.text(max_size=10), inner, max_size=4)),
-                           max_leaves=12)
-known_keys = st.sampled_from(["version", "output", "plugins", "batch", "defaults", "pairs", "train", "data", "labels",
-                              "epochs", "loader", "pair", "split", "model", "params"])
+yaml_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-10, 10**6), st.floats(allow_nan=True), st.text(max_size=12)
+)
+yaml_values = st.recursive(
+    yaml_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+known_keys = st.sampled_from(
+    [
+        "version",
+        "output",
+        "plugins",
+        "batch",
+        "defaults",
+        "pairs",
+        "train",
+        "data",
+        "labels",
+        "epochs",
+        "loader",
+        "pair",
+        "split",
+        "model",
+        "params",
+    ]
+)
 manifests = st.dictionaries(known_keys, yaml_values, max_size=6)
 
 
@@ -208,8 +252,11 @@ def _loaders():
 
 
 def _load(loader_name: str, path: Path):
-    spec = default_manifest().resolve("ETHUSDT", sets=["labels.future_window=5", f"data.loader={loader_name}"],
-                                      flags={"data.path": str(path)})
+    spec = default_manifest().resolve(
+        "ETHUSDT",
+        sets=["labels.future_window=5", f"data.loader={loader_name}"],
+        flags={"data.path": str(path)},
+    )
     return _loaders()[loader_name].load(spec)
 
 
@@ -222,8 +269,11 @@ def _mangle(frame: pl.DataFrame, how: int, data: st.DataObject) -> pl.DataFrame:
         return frame.with_columns(pl.col(c).cast(pl.String))
     if how == 2:  # a column of random floats, NaN and Inf included
         c = data.draw(st.sampled_from(cols))
-        values = data.draw(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=frame.height,
-                                    max_size=frame.height))
+        values = data.draw(
+            st.lists(
+                st.floats(allow_nan=True, allow_infinity=True), min_size=frame.height, max_size=frame.height
+            )
+        )
         return frame.with_columns(pl.Series(c, values, dtype=pl.Float64))
     if how == 3:  # rows shuffled
         return frame.sample(fraction=1.0, shuffle=True, seed=data.draw(st.integers(0, 100)))
@@ -242,7 +292,9 @@ def test_fuzz_loaders_with_wrong_files(tmp_path, data):
     else:
         t = np.arange(40) * 60_000 + 1_700_000_000_000
         c = 100 + np.cumsum(np.random.default_rng(1).normal(0, 0.1, 40))
-        frame = pl.DataFrame({"timestamp": t, "open": c, "high": c + 0.1, "low": c - 0.1, "close": c, "volume": c * 0 + 5.0})
+        frame = pl.DataFrame(
+            {"timestamp": t, "open": c, "high": c + 0.1, "low": c - 0.1, "close": c, "volume": c * 0 + 5.0}
+        )
         name = f"ETHUSDT-1m.{fmt}"
     path = tmp_path / name
     if kind == "bytes":
@@ -291,7 +343,9 @@ def test_a_lock_left_by_a_dead_holder_is_taken_over(tmp_path):
         out.prepare({"config_hash": "x"})
         out.discard_outputs()
         # another node stopped refreshing its lock
-        out = lock_with({"host": "node-7", "pid": 12345, "since": "long ago"}, age=artifacts.LOCK_STALE_SECONDS + 5)
+        out = lock_with(
+            {"host": "node-7", "pid": 12345, "since": "long ago"}, age=artifacts.LOCK_STALE_SECONDS + 5
+        )
         out.prepare({"config_hash": "x"})
         out.discard_outputs()
         out = lock_with({"host": "node-7", "pid": 12345, "since": "a minute ago"}, age=60)

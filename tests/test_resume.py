@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 import csv
 import json
 import os
@@ -12,7 +10,9 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import success_markers, write_slow_epochs_plugin
+
 from trainer_core.testing import write_training_ready
 
 EPOCHS = 5
@@ -20,9 +20,24 @@ EPOCHS = 5
 
 def _command(tmp_path):
     return [
-        sys.executable, "-m", "trainer_core.cli", "run", "--manifest", str(tmp_path / "m.yaml"), "--pair", "ETHUSDT",
-        "--data", str(tmp_path / "inputs"), "--output", str(tmp_path / "out"), "--epochs", str(EPOCHS),
-        "--set", "train.verbose=2", "--set", "train.early_stopping_patience=50",
+        sys.executable,
+        "-m",
+        "trainer_core.cli",
+        "run",
+        "--manifest",
+        str(tmp_path / "m.yaml"),
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        str(tmp_path / "inputs"),
+        "--output",
+        str(tmp_path / "out"),
+        "--epochs",
+        str(EPOCHS),
+        "--set",
+        "train.verbose=2",
+        "--set",
+        "train.early_stopping_patience=50",
     ]
 
 
@@ -41,7 +56,9 @@ def _slow_run_setup(tmp_path) -> dict:
 def _signal_at_epoch_3(tmp_path, env: dict, sig: int) -> tuple[int, str, float]:
     """Run `trainer run`, send ``sig`` when epoch 3 starts; its exit code, output, and the seconds
     from the signal to its exit."""
-    proc = subprocess.Popen(_command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        _command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     seen = []
     deadline = time.time() + 120
     signalled = None
@@ -87,8 +104,15 @@ def test_killed_run_resumes_at_the_next_epoch(tmp_path):
     val = [float(r["val_accuracy"]) for r in rows]
     assert meta["training"]["best_epoch"] == val.index(max(val)) + 1
     # nothing temporary or from the backup is left anywhere
-    leftovers = [p for p in out.rglob("*") if ".tmp" in p.name or "backup" in p.parts or p.name.endswith(".partial.json")
-                 or p.name == ".trainer-staging" or p.name.endswith(".lock")]
+    leftovers = [
+        p
+        for p in out.rglob("*")
+        if ".tmp" in p.name
+        or "backup" in p.parts
+        or p.name.endswith(".partial.json")
+        or p.name == ".trainer-staging"
+        or p.name.endswith(".lock")
+    ]
     assert leftovers == []
     assert set(json.loads((pair / "_SUCCESS.json").read_text())["artifacts"]) >= {
         p.name for p in pair.iterdir() if p.is_file() and p.name != "_SUCCESS.json"
@@ -101,7 +125,9 @@ def test_sigterm_stops_at_the_step_keeps_the_backup_and_the_rerun_resumes(tmp_pa
     import re
 
     env = _slow_run_setup(tmp_path)
-    returncode, output, took = _signal_at_epoch_3(tmp_path, env, signal.SIGTERM)  # epoch 3's steps are running
+    returncode, output, took = _signal_at_epoch_3(
+        tmp_path, env, signal.SIGTERM
+    )  # epoch 3's steps are running
     assert returncode == 143, output
     assert took < 10, f"{took:.1f}s from SIGTERM to exit (Kubernetes' default grace is 30 s)"
     assert "stopped by SIGTERM" in output and "Run the same command again" in output

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import success_markers, tiny_args, write_model_builder_plugin
+
 from trainer_core.artifacts import sha256_file
 from trainer_core.scaling import Scaler
 from trainer_core.testing import training_ready_frame, write_training_ready
@@ -29,7 +29,8 @@ def trained(tmp_path_factory):
     write_training_ready(inputs, "ETHUSDT", rows=700, seed=3)
     out = root / "out"
     result = CliRunner().invoke(
-        cli, ["run", "--pair", "ETHUSDT", "--data", str(inputs), "--output", str(out), *tiny_args(epochs=2)],
+        cli,
+        ["run", "--pair", "ETHUSDT", "--data", str(inputs), "--output", str(out), *tiny_args(epochs=2)],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
@@ -40,12 +41,22 @@ def trained(tmp_path_factory):
 def test_every_artifact_is_written(trained):
     _, pair_dir, output = trained
     names = sorted(p.name for p in pair_dir.iterdir())
-    assert names == sorted([
-        "_SUCCESS.json", "logs", f"model_{TAG}.keras", f"scaler_{TAG}.json", f"spec_{TAG}.json",
+    assert names == sorted(
+        [
+            "_SUCCESS.json",
+            "logs",
+            f"model_{TAG}.keras",
+            f"scaler_{TAG}.json",
+            f"spec_{TAG}.json",
             f"metadata_{TAG}.json",
-        f"history_{TAG}.csv", f"confusion_matrix_{TAG}.json", f"confusion_matrix_{TAG}.png",
-        f"trading_{TAG}.json", f"trading_{TAG}.png", f"trading_{TAG}.html",
-    ])
+            f"history_{TAG}.csv",
+            f"confusion_matrix_{TAG}.json",
+            f"confusion_matrix_{TAG}.png",
+            f"trading_{TAG}.json",
+            f"trading_{TAG}.png",
+            f"trading_{TAG}.html",
+        ]
+    )
     assert any((pair_dir / "logs").rglob("events.out.tfevents.*"))
     # nothing temporary is left behind, in the pair folder or the output root
     assert not [p for p in pair_dir.parent.rglob("*") if ".tmp-" in p.name or p.name == ".trainer-staging"]
@@ -91,7 +102,10 @@ def test_metadata_contents(trained):
     assert meta["data"]["sha256"] == sha256_file(data_file)
     assert meta["data"]["rows"] == 700
     assert meta["data"]["time_range"] == ["2024-01-01T00:00:00Z", "2024-01-01T11:39:00Z"]
-    before, after = meta["balancing"]["train_class_counts_before"], meta["balancing"]["train_class_counts_after"]
+    before, after = (
+        meta["balancing"]["train_class_counts_before"],
+        meta["balancing"]["train_class_counts_after"],
+    )
     assert sum(before.values()) == meta["split"]["train_targets"]["count"]
     assert len(set(after.values())) == 1  # undersampled to the minority class (floor 0 in the tiny settings)
     assert min(before.values()) == after["SHORT"]
@@ -137,7 +151,9 @@ def test_confusion_matrix_on_the_whole_validation_set(trained):
 def test_success_marker_checksums_every_artifact(trained):
     _, pair_dir, _ = trained
     marker = json.loads((pair_dir / "_SUCCESS.json").read_text())
-    files = {p.relative_to(pair_dir).as_posix() for p in pair_dir.rglob("*") if p.is_file()} - {"_SUCCESS.json"}
+    files = {p.relative_to(pair_dir).as_posix() for p in pair_dir.rglob("*") if p.is_file()} - {
+        "_SUCCESS.json"
+    }
     assert set(marker["artifacts"]) == files
     for name, info in marker["artifacts"].items():
         assert info["sha256"] == sha256_file(pair_dir / name)
@@ -171,7 +187,9 @@ def test_rerun_replaces_artifacts_whole(trained, trainer):
     root, pair_dir, _ = trained
     out = pair_dir.parent
     first = json.loads((pair_dir / "_SUCCESS.json").read_text())
-    result = trainer("run", "--pair", "ETHUSDT", "--data", root / "inputs", "--output", out, *tiny_args(epochs=1))
+    result = trainer(
+        "run", "--pair", "ETHUSDT", "--data", root / "inputs", "--output", out, *tiny_args(epochs=1)
+    )
     assert result.exit_code == 0, result.output
     second = json.loads((pair_dir / "_SUCCESS.json").read_text())
     assert second["artifacts"] != first["artifacts"]
@@ -189,8 +207,12 @@ def test_parquet_and_csv_load_the_same(tmp_path, ext):
     feather = write_training_ready(tmp_path / "a", rows=300, seed=5)
     other = write_training_ready(tmp_path / "b", rows=300, seed=5, ext=ext)
     spec = default_manifest().resolve("ETHUSDT", sets=["labels.future_window=5"])
-    a = TrainingReadyLoader().load(spec.__class__(**{**spec.__dict__, "data": type(spec.data)({**spec.data, "path": str(feather)})}))
-    b = TrainingReadyLoader().load(spec.__class__(**{**spec.__dict__, "data": type(spec.data)({**spec.data, "path": str(other)})}))
+    a = TrainingReadyLoader().load(
+        spec.__class__(**{**spec.__dict__, "data": type(spec.data)({**spec.data, "path": str(feather)})})
+    )
+    b = TrainingReadyLoader().load(
+        spec.__class__(**{**spec.__dict__, "data": type(spec.data)({**spec.data, "path": str(other)})})
+    )
     np.testing.assert_allclose(a.features, b.features, rtol=1e-6)
     assert np.array_equal(a.labels, b.labels)
     assert np.array_equal(a.timestamps, b.timestamps)
@@ -237,9 +259,25 @@ def trainer_register_balancers(register):
     listed = trainer("plugins", "--manifest", manifest)
     assert "flat-dense" in listed.output and "my_test_plugin" in listed.output
     out = tmp_path / "out"
-    result = trainer("run", "--manifest", manifest, "--pair", "ETHUSDT", "--data", inputs, "--output", out,
-                     "--epochs", "1", "--set", "train.sequence_length=8", "--set", "labels.future_window=5",
-                     "--set", "train.verbose=0")
+    result = trainer(
+        "run",
+        "--manifest",
+        manifest,
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        inputs,
+        "--output",
+        out,
+        "--epochs",
+        "1",
+        "--set",
+        "train.sequence_length=8",
+        "--set",
+        "labels.future_window=5",
+        "--set",
+        "train.verbose=0",
+    )
     assert result.exit_code == 0, result.output
     meta = json.loads(next((out / "ETHUSDT").glob("metadata_*.json")).read_text())
     assert meta["model"]["builder"] == "flat-dense" and meta["model"]["params"] == {"units": 5}
@@ -249,17 +287,34 @@ def trainer_register_balancers(register):
 
 @pytest.mark.slow
 def test_a_model_that_predicts_one_class_is_flagged(trainer, tmp_path, inputs, monkeypatch):
-    write_model_builder_plugin(tmp_path, "hold_only_model", "hold-only", """
+    write_model_builder_plugin(
+        tmp_path,
+        "hold_only_model",
+        "hold-only",
+        """
 x = keras.Input(input_shape)
 hold = keras.initializers.Constant([0.0, 50.0, 0.0])  # HOLD wins every row, whatever the input
 out = keras.layers.Dense(n_classes, activation='softmax', kernel_initializer='zeros', bias_initializer=hold)
 return keras.Model(x, out(keras.layers.Flatten()(x)))
-""")
+""",
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     manifest = tmp_path / "m.yaml"
-    manifest.write_text("version: 1\nplugins: [hold_only_model]\ndefaults: {model: {builder: hold-only}}\npairs: [ETHUSDT]\n")
-    result = trainer("run", "--manifest", manifest, "--pair", "ETHUSDT", "--data", inputs, "--output", tmp_path / "out",
-                     *tiny_args())
+    manifest.write_text(
+        "version: 1\nplugins: [hold_only_model]\ndefaults: {model: {builder: hold-only}}\npairs: [ETHUSDT]\n"
+    )
+    result = trainer(
+        "run",
+        "--manifest",
+        manifest,
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        inputs,
+        "--output",
+        tmp_path / "out",
+        *tiny_args(),
+    )
     assert result.exit_code == 0, result.output
     assert "MCC 0.000" in result.output and "signals LONG 0 / SHORT 0" in result.output
     assert "Warning: the model predicts HOLD only" in result.output

@@ -31,8 +31,14 @@ from trainer_plugins.reporters.trading import trading_metrics
 EX_CLOSE = [100.0, 100.8, 100.5, 100.6, 100.7, 101.0, 100.9, 100.9]
 EX_HIGH = [100.2, 101.1, 100.9, 101.1, 100.9, 101.2, 101.3, 101.0]
 EX_LOW = [99.8, 100.0, 100.3, 99.4, 100.5, 100.6, 100.8, 100.8]
-EX_PROB = [[0.20, 0.18, 0.62], [0.55, 0.30, 0.15], [0.71, 0.20, 0.09],
-           [0.10, 0.10, 0.80], [0.22, 0.20, 0.58], [0.10, 0.80, 0.10]]
+EX_PROB = [
+    [0.20, 0.18, 0.62],
+    [0.55, 0.30, 0.15],
+    [0.71, 0.20, 0.09],
+    [0.10, 0.10, 0.80],
+    [0.22, 0.20, 0.58],
+    [0.10, 0.80, 0.10],
+]
 EX_BARRIERS = Barriers(2, 1.0, 0.5, 1.0, 0.5)
 
 
@@ -43,8 +49,17 @@ def worked_example(threshold=None):
     ts = np.datetime64("2024-01-01T10:00", "ms") + np.arange(8) * np.timedelta64(60_000, "ms")
     off_long, off_short, adjusted = exit_offsets(close, high, low, rows, EX_BARRIERS, long_r, short_r)
     assert adjusted == 0
-    sim = simulate(rows, np.asarray(EX_PROB), ts, long_r, short_r, rows + off_long, rows + off_short,
-                   threshold=threshold, fee_pct=0.1)
+    sim = simulate(
+        rows,
+        np.asarray(EX_PROB),
+        ts,
+        long_r,
+        short_r,
+        rows + off_long,
+        rows + off_short,
+        threshold=threshold,
+        fee_pct=0.1,
+    )
     return sim, off_long, off_short, long_r, short_r
 
 
@@ -58,7 +73,9 @@ def test_worked_example_of_the_docs():
     trades = [(t["side"], t["entry_time"][11:16], t["exit_time"][11:16]) for t in sim["trades"]]
     # row 1 (SHORT) and row 3 (LONG 0.80) are exit candles: no entry there; row 5 is HOLD
     assert trades == [("LONG", "10:00", "10:01"), ("SHORT", "10:02", "10:03"), ("LONG", "10:04", "10:06")]
-    assert [t["net_return"] for t in sim["trades"]] == pytest.approx([0.009, -0.006, 100.9 / 100.7 - 1 - 0.001])
+    assert [t["net_return"] for t in sim["trades"]] == pytest.approx(
+        [0.009, -0.006, 100.9 / 100.7 - 1 - 0.001]
+    )
     assert sim["signals"] == 5 and sim["n_trades"] == 3
     assert sim["win_rate"] == pytest.approx(2 / 3)
     assert sim["total_net_return"] == pytest.approx(0.0039860973, abs=1e-10)
@@ -72,7 +89,10 @@ def test_worked_example_of_the_docs():
 def test_worked_example_with_a_threshold():
     sim, *_ = worked_example(threshold=0.6)
     # 0.58 (row 4) is below 0.6; row 3's 0.80 is the exit candle of the SHORT: two trades only
-    assert [(t["side"], t["entry_time"][11:16]) for t in sim["trades"]] == [("LONG", "10:00"), ("SHORT", "10:02")]
+    assert [(t["side"], t["entry_time"][11:16]) for t in sim["trades"]] == [
+        ("LONG", "10:00"),
+        ("SHORT", "10:02"),
+    ]
     assert sim["total_net_return"] == pytest.approx(0.003) and sim["threshold"] == 0.6
 
 
@@ -119,8 +139,9 @@ def test_a_touch_lost_to_float32_rounding_follows_the_recorded_outcome():
     low = np.array([100.0, 99.9, 100.1, 100.0])
     long_r = np.array([0.01, np.nan, np.nan, np.nan])
     short_r = np.array([-0.005, np.nan, np.nan, np.nan])  # the short was stopped on candle 1
-    off_long, _, adjusted = exit_offsets(close, high, low, np.array([0]), Barriers(3, 1.0, 0.5, 1.0, 0.5),
-                                         long_r, short_r)
+    off_long, _, adjusted = exit_offsets(
+        close, high, low, np.array([0]), Barriers(3, 1.0, 0.5, 1.0, 0.5), long_r, short_r
+    )
     assert off_long.tolist() == [1] and adjusted == 1
 
 
@@ -155,9 +176,16 @@ def test_trading_metrics_claim_nothing_below_min_signals():
     y_prob[:, 1] = 0.8
     y_prob[:12, :] = [0.1, 0.1, 0.8]  # 12 LONG predictions, 9 of them right
     y_true[:9], y_true[9:12] = 2, 1
-    report = trading_metrics(y_true, y_prob, train_class_counts={"SHORT": 1, "HOLD": 1, "LONG": 1},
-                             take_profit_pct=1.0, stop_loss_pct=0.5, short_take_profit_pct=1.0,
-                             short_stop_loss_pct=0.5, fee_pct=0.1)
+    report = trading_metrics(
+        y_true,
+        y_prob,
+        train_class_counts={"SHORT": 1, "HOLD": 1, "LONG": 1},
+        take_profit_pct=1.0,
+        stop_loss_pct=0.5,
+        short_take_profit_pct=1.0,
+        short_stop_loss_pct=0.5,
+        fee_pct=0.1,
+    )
     long = report["break_even"]["LONG"]
     assert long["precision"] == pytest.approx(0.75) and long["n"] == 12
     assert long["verdict"] == "too few signals (12)" and long["beats_break_even"] is False
@@ -193,12 +221,18 @@ def test_random_entries_p_value_separates_timing_from_luck():
     # a perfect timer: 200 trades that all win 1 %
     perfect = random_entries(rows, exits, exits, long_r, short_r, model_total=200 * 0.009, **kw)
     assert perfect["p_value"] == pytest.approx(1 / 301) and perfect["beats_share"] == 1.0
-    typical = random_entries(rows, exits, exits, long_r, short_r, model_total=perfect["mean_total_net_return"], **kw)
+    typical = random_entries(
+        rows, exits, exits, long_r, short_r, model_total=perfect["mean_total_net_return"], **kw
+    )
     assert 0.2 < typical["p_value"] < 0.8
     # random trades here: half win 1 %, half lose 0.5 %, each pays 0.1 %: mean 0.15 % a trade
     assert perfect["mean_total_net_return"] == pytest.approx(200 * 0.0015, abs=0.03)
     again = random_entries(rows, exits, exits, long_r, short_r, model_total=0.0, **kw)
     assert again["mean_total_net_return"] == perfect["mean_total_net_return"]  # seeded
     assert perfect["draws_with_fewer_trades"] == 0
-    assert random_entries(rows, exits, exits, long_r, short_r, model_total=0.0,
-                          **{**kw, "n_trades": 0})["p_value"] is None
+    assert (
+        random_entries(rows, exits, exits, long_r, short_r, model_total=0.0, **{**kw, "n_trades": 0})[
+            "p_value"
+        ]
+        is None
+    )

@@ -17,7 +17,12 @@ from trainer_plugins.balancers.undersample import Undersample
 
 @pytest.mark.parametrize(
     "n, window, fw, embargo, validation, test",
-    [(1000, 10, 5, 5, 0.2, 0.0), (5000, 120, 120, 120, 0.2, 0.0), (3000, 30, 20, 60, 0.25, 0.1), (777, 7, 13, 0, 0.3, 0.0)],
+    [
+        (1000, 10, 5, 5, 0.2, 0.0),
+        (5000, 120, 120, 120, 0.2, 0.0),
+        (3000, 30, 20, 60, 0.25, 0.1),
+        (777, 7, 13, 0, 0.3, 0.0),
+    ],
 )
 def test_split_is_purged_and_chronological(n, window, fw, embargo, validation, test):
     labels = np.random.default_rng(0).integers(0, 3, n).astype(np.int8)
@@ -39,7 +44,7 @@ def test_split_is_purged_and_chronological(n, window, fw, embargo, validation, t
     else:
         assert len(s.test_idx) == 0
         # every labelled row from the validation start on is a validation target
-        assert len(s.val_idx) == int(np.sum(labels[s.val_start:] >= 0))
+        assert len(s.val_idx) == int(np.sum(labels[s.val_start :] >= 0))
 
 
 def test_too_few_rows_names_the_numbers():
@@ -48,7 +53,11 @@ def test_too_few_rows_names_the_numbers():
     with pytest.raises(DataError) as err:
         purged_split(labels, 120, 120, 120, 0.2, where="ETHUSDT")
     msg = err.value.message
-    assert f"{need - 1:,} rows are too few" in msg and "sequence_length 120" in msg and f"at least {need:,}" in msg
+    assert (
+        f"{need - 1:,} rows are too few" in msg
+        and "sequence_length 120" in msg
+        and f"at least {need:,}" in msg
+    )
     purged_split(np.zeros(need, dtype=np.int8), 120, 120, 120, 0.2)  # one more row is enough
 
 

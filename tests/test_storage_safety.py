@@ -28,7 +28,7 @@ from trainer_core.artifacts import (
     engine_files,
     read_marker,
 )
-from trainer_core.errors import StorageError, TrainerError
+from trainer_core.errors import StorageError
 from trainer_core.locks import LOCK_STALE_SECONDS
 from trainer_core.storage import check_output_access, file_sha256, open_storage
 from trainer_core.verify import verify_pair
@@ -45,7 +45,13 @@ def write_pair(out: Path, pair: str = "ETHUSDT", tag: str = TAG, extra: dict | N
     for name in (*engine_files(tag), f"history_{tag}.csv"):
         (folder / name).write_bytes(f"{name} contents\n".encode())
     artifacts = {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in folder.iterdir()}
-    marker = {"pair": pair, "tag": tag, "config_hash": "sha256:aaa", "data_sha256": None, "artifacts": artifacts}
+    marker = {
+        "pair": pair,
+        "tag": tag,
+        "config_hash": "sha256:aaa",
+        "data_sha256": None,
+        "artifacts": artifacts,
+    }
     (folder / SUCCESS).write_text(json.dumps({**marker, **(extra or {})}))
     return folder
 
@@ -58,8 +64,7 @@ WRONG_SHAPES = {
     '"x"': "it is a string, not an object",
     "null": "it is null, not an object",
     '{"artifacts": []}': "'artifacts' is an array, not an object of file checksums",
-    '{"pair": "ETHUSDT", "tag": "%s", "artifacts": {"model_%s.keras": []}}' % (TAG, TAG):
-        f"artifact model_{TAG}.keras has no valid sha256",
+    f'{{"pair": "ETHUSDT", "tag": "{TAG}", "artifacts": {{"model_{TAG}.keras": []}}}}': f"artifact model_{TAG}.keras has no valid sha256",
     '{"pair": "ETHUSDT", "tag": "%s", "art': "not valid JSON (JSONDecodeError)",
 }
 
@@ -93,14 +98,24 @@ def test_a_marker_that_leaves_out_an_engine_file_is_not_complete(trainer, tmp_pa
 
 
 def test_marker_mappings_are_type_checked(tmp_path):
-    folder = write_pair(tmp_path / "out", extra={"metrics": {"val_accuracy": 0.5}, "figures": {"trading": {"pnl": 1}},
-                                                 "code": {"trainer": "0.1.0"}})
+    folder = write_pair(
+        tmp_path / "out",
+        extra={
+            "metrics": {"val_accuracy": 0.5},
+            "figures": {"trading": {"pnl": 1}},
+            "code": {"trainer": "0.1.0"},
+        },
+    )
     marker = read_marker((folder / SUCCESS).read_bytes(), str(folder))
     assert marker["figures"] == {"trading": {"pnl": 1}} and marker["metrics"]["val_accuracy"] == 0.5
     good = json.loads((folder / SUCCESS).read_text())
-    for field, value, reason in (("metrics", [1], "'metrics' is not an object"), ("code", "x", "'code' is not an object"),
-                                 ("figures", {"trading": 3}, "'figures.trading' is not an object"),
-                                 ("started", 5, "'started' is not a string"), ("tag", "../x", "tag '../x' is not a plain name")):
+    for field, value, reason in (
+        ("metrics", [1], "'metrics' is not an object"),
+        ("code", "x", "'code' is not an object"),
+        ("figures", {"trading": 3}, "'figures.trading' is not an object"),
+        ("started", 5, "'started' is not a string"),
+        ("tag", "../x", "tag '../x' is not a plain name"),
+    ):
         with pytest.raises(MarkerError, match=reason.replace("(", r"\(").replace(".", r"\.")) as caught:
             read_marker(json.dumps({**good, field: value}), str(folder))
         assert caught.value.exit_code == 2 and caught.value.hint
@@ -109,8 +124,19 @@ def test_marker_mappings_are_type_checked(tmp_path):
 # -- artifact names -----------------------------------------------------------------------------
 
 
-HOSTILE_NAMES = ["../outside.txt", "/etc/hostname", "logs/../../outside.txt", "a\\..\\b", "x\x00y", "..hidden",
-                 "", ".", "logs//x", "a/" * 9 + "b", "tab\there"]
+HOSTILE_NAMES = [
+    "../outside.txt",
+    "/etc/hostname",
+    "logs/../../outside.txt",
+    "a\\..\\b",
+    "x\x00y",
+    "..hidden",
+    "",
+    ".",
+    "logs//x",
+    "a/" * 9 + "b",
+    "tab\there",
+]
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
@@ -120,7 +146,11 @@ def test_hostile_artifact_names_are_refused(name):
 
 
 def test_nested_plain_names_are_accepted():
-    for name in ("logs/train/events.out.tfevents.1795640654.vm.7256.0.v2", f"model_{TAG}.keras", "report 1.html"):
+    for name in (
+        "logs/train/events.out.tfevents.1795640654.vm.7256.0.v2",
+        f"model_{TAG}.keras",
+        "report 1.html",
+    ):
         assert check_artifact_name(name) == name
 
 
@@ -152,24 +182,48 @@ def test_a_writer_refuses_a_name_that_leaves_its_folder(tmp_path):
 
 # -- fuzzing the marker -------------------------------------------------------------------------
 
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20))
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)), max_leaves=20)
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
 hostile_names = st.one_of(
-    st.sampled_from(HOSTILE_NAMES + [f"model_{TAG}.keras", f"scaler_{TAG}.json", f"spec_{TAG}.json", "logs/x"]),
+    st.sampled_from(
+        HOSTILE_NAMES + [f"model_{TAG}.keras", f"scaler_{TAG}.json", f"spec_{TAG}.json", "logs/x"]
+    ),
     st.lists(st.sampled_from(list("./\\\x00ab:~") + ["..", "é", "\u202e"]), max_size=12).map("".join),
     st.text(max_size=30),
 )
 digests = st.one_of(st.just("sha256:" + "0" * 64), st.text(max_size=10), json_scalars)
-artifact_maps = st.dictionaries(hostile_names, st.one_of(
-    st.fixed_dictionaries({"sha256": digests, "bytes": st.one_of(st.integers(-2, 10**6), json_scalars)}), json_values),
-    max_size=6)
+artifact_maps = st.dictionaries(
+    hostile_names,
+    st.one_of(
+        st.fixed_dictionaries({"sha256": digests, "bytes": st.one_of(st.integers(-2, 10**6), json_scalars)}),
+        json_values,
+    ),
+    max_size=6,
+)
 markers = st.one_of(
     json_values,
-    st.fixed_dictionaries({"pair": st.one_of(st.just("ETHUSDT"), json_values), "tag": st.one_of(st.just(TAG), hostile_names),
-                           "artifacts": st.one_of(artifact_maps, json_values)},
-                          optional={"figures": json_values, "metrics": json_values, "code": json_values,
-                                    "started": json_values, "data_sha256": json_values}),
+    st.fixed_dictionaries(
+        {
+            "pair": st.one_of(st.just("ETHUSDT"), json_values),
+            "tag": st.one_of(st.just(TAG), hostile_names),
+            "artifacts": st.one_of(artifact_maps, json_values),
+        },
+        optional={
+            "figures": json_values,
+            "metrics": json_values,
+            "code": json_values,
+            "started": json_values,
+            "data_sha256": json_values,
+        },
+    ),
 )
 
 
@@ -218,7 +272,10 @@ def test_a_link_at_the_pairs_staging_folder_is_never_followed(tmp_path):
     out = ArtifactWriter(tmp_path / "out", "ETHUSDT", TAG)
     with pytest.raises(StorageError) as caught:
         out.prepare(ATTEMPT_ID)
-    assert f"{staging / 'ETHUSDT'} is a link, where the pair's staging folder of ETHUSDT should be" in caught.value.message
+    assert (
+        f"{staging / 'ETHUSDT'} is a link, where the pair's staging folder of ETHUSDT should be"
+        in caught.value.message
+    )
     assert (target / "data.txt").read_text() == "keep me" and sorted(os.listdir(target)) == ["data.txt"]
     assert (staging / "ETHUSDT").is_symlink()
     assert not out.lock_path.exists()  # the lock went with the failure
@@ -228,7 +285,9 @@ def test_a_file_or_link_where_the_pair_folder_should_be_is_an_error(tmp_path):
     root = tmp_path / "out"
     root.mkdir()
     (root / "ETHUSDT").write_text("not a folder")
-    with pytest.raises(StorageError, match=f"{root / 'ETHUSDT'} is a file, where the pair's folder of ETHUSDT"):
+    with pytest.raises(
+        StorageError, match=f"{root / 'ETHUSDT'} is a file, where the pair's folder of ETHUSDT"
+    ):
         ArtifactWriter(root, "ETHUSDT", TAG).prepare(ATTEMPT_ID)
     assert (root / "ETHUSDT").read_text() == "not a folder" and sorted(os.listdir(root)) == ["ETHUSDT"]
     elsewhere = tmp_path / "elsewhere"
@@ -262,7 +321,9 @@ def test_links_inside_the_staging_folder_are_removed_not_followed(tmp_path):
 # -- the resume backup ---------------------------------------------------------------------------
 
 
-def _stage_backup(out: ArtifactWriter, weights: bytes | None, epoch_json: str = '{"epoch": 1, "batch": 0}') -> None:
+def _stage_backup(
+    out: ArtifactWriter, weights: bytes | None, epoch_json: str = '{"epoch": 1, "batch": 0}'
+) -> None:
     out.dir.mkdir(parents=True, exist_ok=True)
     (out.dir / ATTEMPT).write_text(json.dumps(ATTEMPT_ID))
     (out.dir / BACKUP).mkdir(exist_ok=True)
@@ -294,14 +355,19 @@ def test_an_unreadable_backup_is_discarded_with_a_warning(tmp_path):
         _stage_backup(out, weights)
         lines: list[str] = []
         assert out.prepare(ATTEMPT_ID, echo=lines.append) is False, label
-        assert len(lines) == 1 and lines[0].startswith("Warning: ETHUSDT: the backup of the interrupted run cannot be read")
+        assert len(lines) == 1 and lines[0].startswith(
+            "Warning: ETHUSDT: the backup of the interrupted run cannot be read"
+        )
         assert reason in lines[0] and lines[0].endswith("discarding it and starting over."), lines
         assert sorted(os.listdir(out.dir)) == [ATTEMPT], label  # started over: only the new attempt record
         out.discard_outputs()
     out = ArtifactWriter(tmp_path / "out", "ETHUSDT", TAG)
     _stage_backup(out, good, epoch_json="")  # Keras' epoch record cut short
     lines = []
-    assert out.prepare(ATTEMPT_ID, echo=lines.append) is False and "training_metadata.json is not valid JSON" in lines[0]
+    assert (
+        out.prepare(ATTEMPT_ID, echo=lines.append) is False
+        and "training_metadata.json is not valid JSON" in lines[0]
+    )
     out.discard_outputs()
 
 
@@ -393,7 +459,9 @@ def test_a_lock_dated_in_the_future_by_another_host_is_stale(tmp_path):
     out = ArtifactWriter(tmp_path / "out", "ETHUSDT", TAG)
     for ahead, held in ((LOCK_STALE_SECONDS + 60, False), (86400 * 365, False), (60, True)):
         out.staging_root.mkdir(parents=True, exist_ok=True)
-        out.lock_path.write_text(json.dumps({"host": "node-7", "pid": 4242, "since": "2099-01-01T00:00:00+00:00"}))
+        out.lock_path.write_text(
+            json.dumps({"host": "node-7", "pid": 4242, "since": "2099-01-01T00:00:00+00:00"})
+        )
         t = time.time() + ahead
         os.utime(out.lock_path, (t, t))
         if held:
@@ -414,7 +482,9 @@ def test_local_outputs_that_cannot_be_written_are_refused_before_training(tmp_pa
     blocker.write_text("x")
     with pytest.raises(StorageError, match=f"The output {blocker} is not a folder"):
         check_output_access(blocker)
-    with pytest.raises(StorageError, match=f"The output {blocker / 'out'} cannot be created: {blocker} is not a folder"):
+    with pytest.raises(
+        StorageError, match=f"The output {blocker / 'out'} cannot be created: {blocker} is not a folder"
+    ):
         check_output_access(blocker / "out")
     check_output_access(tmp_path / "new" / "out")  # will be created by the run; the check creates nothing
     assert not (tmp_path / "new").exists() and sorted(os.listdir(tmp_path)) == ["a-file"]
@@ -451,8 +521,9 @@ def s3(tmp_path_factory):
     moto = Path(sys.executable).with_name("moto_server")
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}  # the three IAM calls below
     with open(log, "wb") as fh:
-        server = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=fh, stderr=subprocess.STDOUT,
-                                  env=env)
+        server = subprocess.Popen(
+            [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=fh, stderr=subprocess.STDOUT, env=env
+        )
     try:
         deadline = time.time() + 60
         while True:
@@ -463,20 +534,40 @@ def s3(tmp_path_factory):
                 if server.poll() is not None or time.time() > deadline:
                     pytest.fail(f"moto_server did not start:\n{log.read_text()[-3000:]}")
                 time.sleep(0.2)
-        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup",
-                           aws_secret_access_key="setup")
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+        )
         iam.create_user(UserName="trainer")
         key = iam.create_access_key(UserName="trainer")["AccessKey"]
-        iam.put_user_policy(UserName="trainer", PolicyName="all", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        iam.put_user_policy(
+            UserName="trainer",
+            PolicyName="all",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+            ),
+        )
         creds = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
         bucket = "pair-trainer-access"
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
-                     aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket=bucket)
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+        ).create_bucket(Bucket=bucket)
         import s3fs
 
-        fs = s3fs.S3FileSystem(key=creds["AWS_ACCESS_KEY_ID"], secret=creds["AWS_SECRET_ACCESS_KEY"], endpoint_url=endpoint,
-                               skip_instance_cache=True, use_listings_cache=False)
+        fs = s3fs.S3FileSystem(
+            key=creds["AWS_ACCESS_KEY_ID"],
+            secret=creds["AWS_SECRET_ACCESS_KEY"],
+            endpoint_url=endpoint,
+            skip_instance_cache=True,
+            use_listings_cache=False,
+        )
 
         @contextmanager
         def fsspec_config():
@@ -484,14 +575,20 @@ def s3(tmp_path_factory):
             import fsspec.config
 
             saved = dict(fsspec.config.conf.get("s3", {}))
-            fsspec.config.conf["s3"] = {"endpoint_url": endpoint, "key": creds["AWS_ACCESS_KEY_ID"],
-                                        "secret": creds["AWS_SECRET_ACCESS_KEY"], "skip_instance_cache": True}
+            fsspec.config.conf["s3"] = {
+                "endpoint_url": endpoint,
+                "key": creds["AWS_ACCESS_KEY_ID"],
+                "secret": creds["AWS_SECRET_ACCESS_KEY"],
+                "skip_instance_cache": True,
+            }
             try:
                 yield
             finally:
                 fsspec.config.conf["s3"] = saved
 
-        yield SimpleNamespace(endpoint=endpoint, bucket=bucket, creds=creds, fs=fs, fsspec_config=fsspec_config)
+        yield SimpleNamespace(
+            endpoint=endpoint, bucket=bucket, creds=creds, fs=fs, fsspec_config=fsspec_config
+        )
     finally:
         stop_process(server)
 
@@ -512,9 +609,17 @@ print("OK")
 def _check_in_process_env(url: str, s3, **creds) -> subprocess.CompletedProcess:
     """The access check in a fresh process whose only credentials are ``creds`` (none: none at all)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FSSPEC_"))}
-    env.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-               AWS_DEFAULT_REGION="us-east-1", FSSPEC_S3_ENDPOINT_URL=s3.endpoint, **creds)
-    return subprocess.run([sys.executable, "-c", CHECK, url], capture_output=True, text=True, env=env, timeout=60)
+    env.update(
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_DEFAULT_REGION="us-east-1",
+        FSSPEC_S3_ENDPOINT_URL=s3.endpoint,
+        **creds,
+    )
+    return subprocess.run(
+        [sys.executable, "-c", CHECK, url], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def test_object_store_access_problems_are_one_line_each(s3):
@@ -525,16 +630,25 @@ def test_object_store_access_problems_are_one_line_each(s3):
 
     cases = {
         "no credentials": ({}, f"ERROR No credentials to reach the output {url}.", "AWS_ACCESS_KEY_ID"),
-        "wrong credentials": ({"AWS_ACCESS_KEY_ID": "AKIAWRONGWRONG", "AWS_SECRET_ACCESS_KEY": "nope"},
-                              f"ERROR Access to the output {url} was refused while trying to list", "Check the credentials"),
+        "wrong credentials": (
+            {"AWS_ACCESS_KEY_ID": "AKIAWRONGWRONG", "AWS_SECRET_ACCESS_KEY": "nope"},
+            f"ERROR Access to the output {url} was refused while trying to list",
+            "Check the credentials",
+        ),
     }
     for label, (creds, line, hint) in cases.items():
         r = _check_in_process_env(url, s3, **creds)
         assert r.returncode == 1, (label, r.stdout, r.stderr)
-        assert r.stdout.startswith(line) and hint in r.stdout and "Traceback" not in r.stderr, (label, r.stdout, r.stderr)
+        assert r.stdout.startswith(line) and hint in r.stdout and "Traceback" not in r.stderr, (
+            label,
+            r.stdout,
+            r.stderr,
+        )
     missing = f"s3://no-such-bucket-{os.getpid()}/runs"
     r = _check_in_process_env(missing, s3, **s3.creds)
-    assert r.returncode == 1 and r.stdout.startswith(f"ERROR The output's bucket does not exist: {missing}."), r.stdout + r.stderr
+    assert r.returncode == 1 and r.stdout.startswith(
+        f"ERROR The output's bucket does not exist: {missing}."
+    ), r.stdout + r.stderr
 
 
 # -- end to end: a backup cut short by a full disk ------------------------------------------------
@@ -552,15 +666,19 @@ def test_a_run_after_a_backup_cut_short_starts_over(trainer, inputs, tmp_path):
     marker = json.loads((out / "ETHUSDT" / SUCCESS).read_text())
     staged = out / ".trainer-staging" / "ETHUSDT"
     (staged / BACKUP).mkdir(parents=True)
-    (staged / ATTEMPT).write_text(json.dumps({"config_hash": marker["config_hash"], "data_sha256": marker["data_sha256"]}))
+    (staged / ATTEMPT).write_text(
+        json.dumps({"config_hash": marker["config_hash"], "data_sha256": marker["data_sha256"]})
+    )
     (staged / BACKUP / "latest.weights.h5").write_bytes(b"")
     (staged / BACKUP / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
     (staged / "epochs.partial.json").write_text('{"0": {"loss": 1.0, "seconds": 1.0, "train_seconds": 1.0}}')
 
     again = trainer("run", "--pair", "ETHUSDT", "--data", inputs, "--output", out, *tiny_args())
     assert again.exit_code == 0, again.output
-    assert ("Warning: ETHUSDT: the backup of the interrupted run cannot be read (backup/latest.weights.h5 is empty); "
-            "discarding it and starting over.") in again.output
+    assert (
+        "Warning: ETHUSDT: the backup of the interrupted run cannot be read (backup/latest.weights.h5 is empty); "
+        "discarding it and starting over."
+    ) in again.output
     assert "Resuming" not in again.output and "file signature" not in again.output
     assert trainer("verify", out).exit_code == 0
     assert not (out / ".trainer-staging").exists()

@@ -29,21 +29,48 @@ def side(wins: int, n: int, break_even: float = 0.4) -> dict:
 
 
 def trading(pair: str, long: dict, short: dict, sim: dict | None, mcc: float = 0.1) -> dict:
-    return {"split": "test", "mcc": mcc, "macro_f1": 0.4, "baseline_hold_macro_f1": 0.25,
-            "report": f"trading_{pair}_FW010_SL030_TP030.html", "LONG": long, "SHORT": short, "simulation": sim}
+    return {
+        "split": "test",
+        "mcc": mcc,
+        "macro_f1": 0.4,
+        "baseline_hold_macro_f1": 0.25,
+        "report": f"trading_{pair}_FW010_SL030_TP030.html",
+        "LONG": long,
+        "SHORT": short,
+        "simulation": sim,
+    }
 
 
 def metrics(acc: float, mcc: float, bal: float, short: int, hold: int, long: int) -> dict:
     used = [name for name, n in (("SHORT", short), ("HOLD", hold), ("LONG", long)) if n]
-    return {"val_accuracy": acc, "val_loss": 1.05, "val_samples": short + hold + long, "epochs": 3, "best_epoch": 2,
-            "mcc": mcc, "balanced_accuracy": bal, "predicted": {"SHORT": short, "HOLD": hold, "LONG": long},
-            "single_class": used[0] if len(used) == 1 else None}
+    return {
+        "val_accuracy": acc,
+        "val_loss": 1.05,
+        "val_samples": short + hold + long,
+        "epochs": 3,
+        "best_epoch": 2,
+        "mcc": mcc,
+        "balanced_accuracy": bal,
+        "predicted": {"SHORT": short, "HOLD": hold, "LONG": long},
+        "single_class": used[0] if len(used) == 1 else None,
+    }
 
 
 def row(pair: str, status: str = "trained", **values) -> dict:
-    base = {"pair": pair, "status": status, "reason": status, "error": None, "hint": None, "exit_code": None,
-            "seconds": 12.3, "metrics": {}, "figures": {}, "artifacts": f"/out/{pair}", "tag": f"{pair}_FW010",
-            "trained_at": "2026-12-01T10:00:00+00:00"}
+    base = {
+        "pair": pair,
+        "status": status,
+        "reason": status,
+        "error": None,
+        "hint": None,
+        "exit_code": None,
+        "seconds": 12.3,
+        "metrics": {},
+        "figures": {},
+        "artifacts": f"/out/{pair}",
+        "tag": f"{pair}_FW010",
+        "trained_at": "2026-12-01T10:00:00+00:00",
+    }
     base.update(values)
     return base
 
@@ -52,34 +79,102 @@ def rows() -> list[dict]:
     """Six pairs in manifest order: a failed one first, then pairs whose figures a quant would read
     differently from their accuracy."""
     return [
-        row("BADUSDT", "failed", reason="error", error="BADUSDT: data path not found: /in.",
-            hint="Pass --data.", exit_code=2, artifacts=None, tag=None, trained_at=None),
+        row(
+            "BADUSDT",
+            "failed",
+            reason="error",
+            error="BADUSDT: data path not found: /in.",
+            hint="Pass --data.",
+            exit_code=2,
+            artifacts=None,
+            tag=None,
+            trained_at=None,
+        ),
         # HOLD for every row: the highest accuracy, MCC 0, no signal at all
-        row("XRPUSDT", metrics=metrics(0.61, 0.0, 0.333, 0, 8520, 0),
-            figures={"trading": trading("XRPUSDT", side(0, 0), side(0, 0), None, mcc=0.0)}),
+        row(
+            "XRPUSDT",
+            metrics=metrics(0.61, 0.0, 0.333, 0, 8520, 0),
+            figures={"trading": trading("XRPUSDT", side(0, 0), side(0, 0), None, mcc=0.0)},
+        ),
         # 9 right of 12 LONG predictions: 0.75 against 0.40, but too few to say anything
-        row("ETHUSDT", metrics=metrics(0.48, 0.031, 0.36, 0, 8508, 12),
-            figures={"trading": trading("ETHUSDT", side(9, 12), side(0, 0),
-                                        {"n_trades": 9, "total_net_return": 0.012, "max_drawdown": 0.004,
-                                         "random_entry_p_value": 0.41})}),
+        row(
+            "ETHUSDT",
+            metrics=metrics(0.48, 0.031, 0.36, 0, 8508, 12),
+            figures={
+                "trading": trading(
+                    "ETHUSDT",
+                    side(9, 12),
+                    side(0, 0),
+                    {
+                        "n_trades": 9,
+                        "total_net_return": 0.012,
+                        "max_drawdown": 0.004,
+                        "random_entry_p_value": 0.41,
+                    },
+                )
+            },
+        ),
         # LONG for every row of a rising market: its precision "beats" break-even, which is no skill
-        row("SOLUSDT", metrics=metrics(0.44, 0.0, 0.333, 0, 0, 8520),
-            figures={"trading": trading("SOLUSDT", side(3800, 8520), side(0, 0),
-                                        {"n_trades": 700, "total_net_return": 0.093, "max_drawdown": 0.05,
-                                         "random_entry_p_value": 0.5})}),
+        row(
+            "SOLUSDT",
+            metrics=metrics(0.44, 0.0, 0.333, 0, 0, 8520),
+            figures={
+                "trading": trading(
+                    "SOLUSDT",
+                    side(3800, 8520),
+                    side(0, 0),
+                    {
+                        "n_trades": 700,
+                        "total_net_return": 0.093,
+                        "max_drawdown": 0.05,
+                        "random_entry_p_value": 0.5,
+                    },
+                )
+            },
+        ),
         # a model whose LONG signals beat break-even, SHORT signals do not
-        row("BTCUSDT", metrics=metrics(0.52, 0.121, 0.47, 300, 7820, 400),
-            figures={"trading": trading("BTCUSDT", side(220, 400), side(110, 300),
-                                        {"n_trades": 85, "total_net_return": 0.0734, "max_drawdown": 0.021,
-                                         "random_entry_p_value": 0.012})}),
+        row(
+            "BTCUSDT",
+            metrics=metrics(0.52, 0.121, 0.47, 300, 7820, 400),
+            figures={
+                "trading": trading(
+                    "BTCUSDT",
+                    side(220, 400),
+                    side(110, 300),
+                    {
+                        "n_trades": 85,
+                        "total_net_return": 0.0734,
+                        "max_drawdown": 0.021,
+                        "random_entry_p_value": 0.012,
+                    },
+                )
+            },
+        ),
         # skipped: its marker's figures come from an older trading reporter (no count, no verdict)
-        row("ADAUSDT", "skipped", reason="completed with the same settings and data", seconds=None,
-            metrics={"val_accuracy": 0.5, "val_loss": 1.0, "val_samples": 970, "epochs": 2, "best_epoch": 2,
-                     "mcc": 0.05},
-            figures={"trading": {"mcc": 0.05, "macro_f1": 0.4, "baseline_hold_macro_f1": 0.2,
-                                 "report": "trading_ADAUSDT.html",
-                                 "LONG": {"precision": 0.45, "break_even": 0.4, "edge": 0.05},
-                                 "SHORT": {"precision": None, "break_even": 0.4, "edge": None}}}),
+        row(
+            "ADAUSDT",
+            "skipped",
+            reason="completed with the same settings and data",
+            seconds=None,
+            metrics={
+                "val_accuracy": 0.5,
+                "val_loss": 1.0,
+                "val_samples": 970,
+                "epochs": 2,
+                "best_epoch": 2,
+                "mcc": 0.05,
+            },
+            figures={
+                "trading": {
+                    "mcc": 0.05,
+                    "macro_f1": 0.4,
+                    "baseline_hold_macro_f1": 0.2,
+                    "report": "trading_ADAUSDT.html",
+                    "LONG": {"precision": 0.45, "break_even": 0.4, "edge": 0.05},
+                    "SHORT": {"precision": None, "break_even": 0.4, "edge": None},
+                }
+            },
+        ),
     ]
 
 
@@ -115,10 +210,19 @@ def write_summary(tmp_path: Path, sort: str = "mcc") -> tuple[dict, str, dict[st
     manifest.write_text("version: 1\npairs: [BADUSDT, XRPUSDT, ETHUSDT, SOLUSDT, BTCUSDT, ADAUSDT]\n")
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    batch = BatchReport(manifest=load_manifest(str(manifest)), output=str(out), storage=open_storage(str(out)),
-                        started="2026-12-01T10:00:00+00:00", finished="2026-12-01T10:01:00+00:00", seconds=60.0,
-                        interrupted=False, exit_code=1, counts={"failed": 1, "trained": 4, "skipped": 1},
-                        rows=rows(), sort=sort)
+    batch = BatchReport(
+        manifest=load_manifest(str(manifest)),
+        output=str(out),
+        storage=open_storage(str(out)),
+        started="2026-12-01T10:00:00+00:00",
+        finished="2026-12-01T10:01:00+00:00",
+        seconds=60.0,
+        interrupted=False,
+        exit_code=1,
+        counts={"failed": 1, "trained": 4, "skipped": 1},
+        rows=rows(),
+        sort=sort,
+    )
     SummaryReporter().report_batch(batch)
     doc = json.loads((out / "summary.json").read_text())
     page = (out / "summary.html").read_text()
@@ -136,27 +240,51 @@ def test_pairs_are_sorted_by_mcc_by_default_failed_last(tmp_path):
     assert "Sorted by MCC, best first; failed and cancelled pairs last" in page
     assert doc["sort"] == "mcc" and doc["order"] == order
     # summary.json keeps the manifest's order and every field it had
-    assert [r["pair"] for r in doc["pairs"]] == ["BADUSDT", "XRPUSDT", "ETHUSDT", "SOLUSDT", "BTCUSDT", "ADAUSDT"]
+    assert [r["pair"] for r in doc["pairs"]] == [
+        "BADUSDT",
+        "XRPUSDT",
+        "ETHUSDT",
+        "SOLUSDT",
+        "BTCUSDT",
+        "ADAUSDT",
+    ]
     for r in doc["pairs"]:
-        assert {"pair", "status", "reason", "error", "hint", "exit_code", "seconds", "metrics", "trading",
-                "artifacts", "confusion_matrix_png", "trained_at"} <= set(r)
+        assert {
+            "pair",
+            "status",
+            "reason",
+            "error",
+            "hint",
+            "exit_code",
+            "seconds",
+            "metrics",
+            "trading",
+            "artifacts",
+            "confusion_matrix_png",
+            "trained_at",
+        } <= set(r)
     assert doc["format"] == "pair-trainer batch summary v1" and doc["counts"]["failed"] == 1
 
 
-@pytest.mark.parametrize("sort, expected", [
-    ("total_net_return", ["SOLUSDT", "BTCUSDT", "ETHUSDT", "XRPUSDT", "ADAUSDT", "BADUSDT"]),
-    ("val_accuracy", ["XRPUSDT", "BTCUSDT", "ADAUSDT", "ETHUSDT", "SOLUSDT", "BADUSDT"]),
-    ("random_entry_p_value", ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "BADUSDT"]),
-    ("pair", ["ADAUSDT", "BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BADUSDT"]),
-])
+@pytest.mark.parametrize(
+    "sort, expected",
+    [
+        ("total_net_return", ["SOLUSDT", "BTCUSDT", "ETHUSDT", "XRPUSDT", "ADAUSDT", "BADUSDT"]),
+        ("val_accuracy", ["XRPUSDT", "BTCUSDT", "ADAUSDT", "ETHUSDT", "SOLUSDT", "BADUSDT"]),
+        ("random_entry_p_value", ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "BADUSDT"]),
+        ("pair", ["ADAUSDT", "BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BADUSDT"]),
+    ],
+)
 def test_the_sort_key_the_user_picks_orders_the_page(tmp_path, sort, expected):
     doc, page, _, order = write_summary(tmp_path, sort)
     assert order == expected
     assert doc["sort"] == sort and doc["order"] == expected
     # a pair without the figure (no simulation: XRPUSDT, ADAUSDT) comes after those with it
     if sort == "total_net_return":
-        assert "Sorted by the simulation&#x27;s total net return, best first" in page or \
-            "Sorted by the simulation's total net return, best first" in page
+        assert (
+            "Sorted by the simulation&#x27;s total net return, best first" in page
+            or "Sorted by the simulation's total net return, best first" in page
+        )
 
 
 def test_only_a_side_whose_interval_clears_break_even_gets_a_check_mark(tmp_path):
@@ -187,7 +315,9 @@ def test_a_single_class_model_is_flagged_and_claims_nothing(tmp_path):
     doc, _, cells, _ = write_summary(tmp_path)
     xrp, sol = cells["XRPUSDT"], cells["SOLUSDT"]
     assert "predicts HOLD only" in xrp["Pair"] and "predicts LONG only" in sol["Pair"]
-    assert xrp["MCC"] == "0.000" and xrp["Signals LONG / SHORT"] == "0 / 0" and xrp["Val. accuracy"] == "0.6100"
+    assert (
+        xrp["MCC"] == "0.000" and xrp["Signals LONG / SHORT"] == "0 / 0" and xrp["Val. accuracy"] == "0.6100"
+    )
     assert xrp["LONG precision vs break-even"].startswith("no signals: the model predicts HOLD only")
     # SOLUSDT's LONG precision (3,800 of 8,520) clears break-even, but a model that always says LONG
     # has no skill: the flag overrides the verdict
@@ -196,7 +326,9 @@ def test_a_single_class_model_is_flagged_and_claims_nothing(tmp_path):
     assert "no claim: the model predicts LONG only" in long and CHECK not in long and "beats" not in long
     by_pair = {r["pair"]: r for r in doc["pairs"]}
     assert by_pair["SOLUSDT"]["warning"] == "predicts LONG only"
-    assert by_pair["SOLUSDT"]["trading"]["LONG"]["verdict"] == "beats break-even"  # the report's own figure kept
+    assert (
+        by_pair["SOLUSDT"]["trading"]["LONG"]["verdict"] == "beats break-even"
+    )  # the report's own figure kept
     assert by_pair["SOLUSDT"]["trading"]["LONG"]["claim"] == "no claim: the model predicts LONG only"
     assert by_pair["XRPUSDT"]["metrics"]["single_class"] == "HOLD" and by_pair["BTCUSDT"]["warning"] is None
 
@@ -204,21 +336,36 @@ def test_a_single_class_model_is_flagged_and_claims_nothing(tmp_path):
 def test_the_simulation_scores_and_signal_counts_are_shown(tmp_path):
     doc, _, cells, _ = write_summary(tmp_path)
     btc = cells["BTCUSDT"]
-    assert (btc["Trades"], btc["Total net return"], btc["Max drawdown"], btc["Random-entry p-value"]) == \
-        ("85", "7.34 %", "2.10 %", "0.012")
-    assert (btc["MCC"], btc["Balanced accuracy"], btc["Signals LONG / SHORT"]) == ("0.121", "0.470", "400 / 300")
+    assert (btc["Trades"], btc["Total net return"], btc["Max drawdown"], btc["Random-entry p-value"]) == (
+        "85",
+        "7.34 %",
+        "2.10 %",
+        "0.012",
+    )
+    assert (btc["MCC"], btc["Balanced accuracy"], btc["Signals LONG / SHORT"]) == (
+        "0.121",
+        "0.470",
+        "400 / 300",
+    )
     assert "test slice" in btc["SHORT precision vs break-even"]
     assert cells["XRPUSDT"]["Trades"] == ""  # no simulation recorded
     bad = cells["BADUSDT"]
     assert bad["Status"] == "failed" and "data path not found" in bad["Reason / error"] and bad["MCC"] == ""
     sim = {r["pair"]: r for r in doc["pairs"]}["BTCUSDT"]["trading"]["simulation"]
-    assert sim == {"n_trades": 85, "total_net_return": 0.0734, "max_drawdown": 0.021, "random_entry_p_value": 0.012}
+    assert sim == {
+        "n_trades": 85,
+        "total_net_return": 0.0734,
+        "max_drawdown": 0.021,
+        "random_entry_p_value": 0.012,
+    }
 
 
 def test_figures_without_a_verdict_get_no_check_mark(tmp_path):
     _, _, cells, _ = write_summary(tmp_path)
     long = cells["ADAUSDT"]["LONG precision vs break-even"]
-    assert long.startswith("0.450 vs break-even 0.400") and "no verdict recorded" in long and CHECK not in long
+    assert (
+        long.startswith("0.450 vs break-even 0.400") and "no verdict recorded" in long and CHECK not in long
+    )
 
 
 # -- `trainer batch` end to end ----------------------------------------------------------------
@@ -250,23 +397,47 @@ def test_trainer_batch_table_shows_the_scores_flags_one_class_and_sorts(tmp_path
     from test_batch import base_env, progress, table, tiny_defaults, trainer_batch, with_path
 
     (tmp_path / "hold_only.py").write_text(HOLD_ONLY)
-    doc = {"version": 1, "output": str(tmp_path / "out"), "plugins": ["hold_only"], "batch": {"max_retries": 0},
-           "defaults": tiny_defaults(),
-           "pairs": [{"pair": "XRPUSDT", "model": {"builder": "hold-only"}}, "ETHUSDT"]}
+    doc = {
+        "version": 1,
+        "output": str(tmp_path / "out"),
+        "plugins": ["hold_only"],
+        "batch": {"max_retries": 0},
+        "defaults": tiny_defaults(),
+        "pairs": [{"pair": "XRPUSDT", "model": {"builder": "hold-only"}}, "ETHUSDT"],
+    }
     manifest = tmp_path / "m.yaml"
     manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
     env = with_path(base_env(TRAINER_RAY_NUM_CPUS="2"), tmp_path)
     r = trainer_batch(manifest, "--sort", "pair", env=env)
     assert r.code == 0, r.both
     (line,) = progress(r.out, "trained", "XRPUSDT")
-    assert re.search(r"val_accuracy \d\.\d{4}, 1 epoch\(s\), [\d.]+s, MCC 0\.000, balanced accuracy 0\.333, "
-                     r"signals LONG 0 / SHORT 0; predicts HOLD only", line), line
+    assert re.search(
+        r"val_accuracy \d\.\d{4}, 1 epoch\(s\), [\d.]+s, MCC 0\.000, balanced accuracy 0\.333, "
+        r"signals LONG 0 / SHORT 0; predicts HOLD only",
+        line,
+    ), line
     (line,) = progress(r.out, "trained", "ETHUSDT")
-    assert re.search(r"MCC -?\d\.\d{3}, balanced accuracy \d\.\d{3}, signals LONG [\d,]+ / SHORT [\d,]+", line), line
+    assert re.search(
+        r"MCC -?\d\.\d{3}, balanced accuracy \d\.\d{3}, signals LONG [\d,]+ / SHORT [\d,]+", line
+    ), line
     assert "predicts" not in line
     header = next(x for x in r.out.splitlines() if x.startswith("PAIR "))
-    assert header.split() == ["PAIR", "STATUS", "EPOCHS", "VAL_ACC", "MCC", "BAL_ACC", "LONG", "SHORT", "VAL_LOSS",
-                              "TIME", "WARNING", "ARTIFACTS", "/", "ERROR"]
+    assert header.split() == [
+        "PAIR",
+        "STATUS",
+        "EPOCHS",
+        "VAL_ACC",
+        "MCC",
+        "BAL_ACC",
+        "LONG",
+        "SHORT",
+        "VAL_LOSS",
+        "TIME",
+        "WARNING",
+        "ARTIFACTS",
+        "/",
+        "ERROR",
+    ]
     rows = table(r.out)
     assert list(rows) == ["ETHUSDT", "XRPUSDT"], r.both  # --sort pair
     xrp = rows["XRPUSDT"]

@@ -13,12 +13,12 @@ from trainer_plugins.reporters.trading import break_even, trading_metrics
 
 Y_TRUE = [2, 2, 0, 1, 2, 0]
 Y_PROB = [
-    [0.1, 0.2, 0.7],    # LONG 0.70, right
+    [0.1, 0.2, 0.7],  # LONG 0.70, right
     [0.2, 0.35, 0.45],  # LONG 0.45, right
-    [0.5, 0.3, 0.2],    # SHORT 0.50, right
-    [0.1, 0.3, 0.6],    # LONG 0.60, wrong (HOLD)
-    [0.6, 0.3, 0.1],    # SHORT 0.60, wrong (LONG)
-    [0.3, 0.4, 0.3],    # HOLD 0.40, wrong (SHORT)
+    [0.5, 0.3, 0.2],  # SHORT 0.50, right
+    [0.1, 0.3, 0.6],  # LONG 0.60, wrong (HOLD)
+    [0.6, 0.3, 0.1],  # SHORT 0.60, wrong (LONG)
+    [0.3, 0.4, 0.3],  # HOLD 0.40, wrong (SHORT)
 ]
 LONG_RET = [0.01, 0.01, -0.005, 0.002, 0.01, -0.005]
 SHORT_RET = [-0.005, -0.005, 0.01, -0.002, -0.005, 0.01]
@@ -27,10 +27,17 @@ SHORT_RET = [-0.005, -0.005, 0.01, -0.002, -0.005, 0.01]
 @pytest.fixture(scope="module")
 def report():
     return trading_metrics(
-        Y_TRUE, Y_PROB,
+        Y_TRUE,
+        Y_PROB,
         train_class_counts={"SHORT": 20, "HOLD": 60, "LONG": 20},
-        take_profit_pct=1.0, stop_loss_pct=0.5, short_take_profit_pct=1.0, short_stop_loss_pct=0.5,
-        fee_pct=0.1, thresholds=(0.4, 0.5, 0.6, 0.7, 0.9), long_return=LONG_RET, short_return=SHORT_RET,
+        take_profit_pct=1.0,
+        stop_loss_pct=0.5,
+        short_take_profit_pct=1.0,
+        short_stop_loss_pct=0.5,
+        fee_pct=0.1,
+        thresholds=(0.4, 0.5, 0.6, 0.7, 0.9),
+        long_return=LONG_RET,
+        short_return=SHORT_RET,
         calibration_bins=10,
     )
 
@@ -41,7 +48,9 @@ def test_model_scores(report):
     assert m["per_class"]["SHORT"]["precision"] == pytest.approx(1 / 2)
     assert m["per_class"]["HOLD"]["precision"] == 0
     assert m["per_class"]["LONG"]["precision"] == pytest.approx(2 / 3)
-    assert [m["per_class"][c]["recall"] for c in ("SHORT", "HOLD", "LONG")] == pytest.approx([1 / 2, 0, 2 / 3])
+    assert [m["per_class"][c]["recall"] for c in ("SHORT", "HOLD", "LONG")] == pytest.approx(
+        [1 / 2, 0, 2 / 3]
+    )
     assert m["per_class"]["LONG"]["f1"] == pytest.approx(2 / 3)
     assert m["macro_f1"] == pytest.approx((0.5 + 0 + 2 / 3) / 3)
     assert m["balanced_accuracy"] == pytest.approx((0.5 + 0 + 2 / 3) / 3)
@@ -73,8 +82,12 @@ def test_baselines(report):
     assert rnd["priors"] == pytest.approx({"SHORT": 0.2, "HOLD": 0.6, "LONG": 0.2})
     # expected confusion = true counts [2,1,3] x priors [.2,.6,.2]
     assert rnd["accuracy"] == pytest.approx((2 * 0.2 + 1 * 0.6 + 3 * 0.2) / 6)
-    assert [rnd["per_class"][c]["precision"] for c in ("SHORT", "HOLD", "LONG")] == pytest.approx([1 / 3, 1 / 6, 1 / 2])
-    assert [rnd["per_class"][c]["recall"] for c in ("SHORT", "HOLD", "LONG")] == pytest.approx([0.2, 0.6, 0.2])
+    assert [rnd["per_class"][c]["precision"] for c in ("SHORT", "HOLD", "LONG")] == pytest.approx(
+        [1 / 3, 1 / 6, 1 / 2]
+    )
+    assert [rnd["per_class"][c]["recall"] for c in ("SHORT", "HOLD", "LONG")] == pytest.approx(
+        [0.2, 0.6, 0.2]
+    )
     assert rnd["mcc"] == pytest.approx(0, abs=1e-12)
     assert rnd["log_loss"] == pytest.approx(-(5 * math.log(0.2) + math.log(0.6)) / 6)
 
@@ -101,8 +114,16 @@ def test_signals_by_threshold_including_none(report):
     assert long[0.5]["signals"] == 2 and long[0.5]["precision"] == pytest.approx(0.5)
     assert long[0.6]["signals"] == 2  # 0.6 >= 0.6 counts
     assert long[0.7]["signals"] == 1 and long[0.7]["mean_net_return"] == pytest.approx(0.009)
-    assert long[0.9] == {"signals": 0, "precision": None, "wilson_low": None, "wilson_high": None, "p_value": None,
-                         "verdict": "no signals", "mean_return": None, "mean_net_return": None}
+    assert long[0.9] == {
+        "signals": 0,
+        "precision": None,
+        "wilson_low": None,
+        "wilson_high": None,
+        "p_value": None,
+        "verdict": "no signals",
+        "mean_return": None,
+        "mean_net_return": None,
+    }
     short = {t: rows[t]["SHORT"] for t in rows}
     assert short[0.4]["signals"] == 2 and short[0.4]["mean_return"] == pytest.approx(0.0025)
     assert short[0.6]["signals"] == 1 and short[0.6]["precision"] == 0
@@ -121,9 +142,14 @@ def test_calibration_table(report):
 
 def test_without_returns_and_with_no_predictions_of_a_side():
     report = trading_metrics(
-        [1, 1, 0], [[0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.3, 0.6, 0.1]],
+        [1, 1, 0],
+        [[0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.3, 0.6, 0.1]],
         train_class_counts={"SHORT": 1, "HOLD": 1, "LONG": 1},
-        take_profit_pct=1.0, stop_loss_pct=1.0, short_take_profit_pct=1.0, short_stop_loss_pct=1.0, fee_pct=0.0,
+        take_profit_pct=1.0,
+        stop_loss_pct=1.0,
+        short_take_profit_pct=1.0,
+        short_stop_loss_pct=1.0,
+        fee_pct=0.0,
     )
     assert report["returns_available"] is False
     assert report["break_even"]["LONG"]["precision"] is None and report["break_even"]["LONG"]["edge"] is None
@@ -133,23 +159,67 @@ def test_without_returns_and_with_no_predictions_of_a_side():
 
 REAL_CANDLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "ohlcv"
 SMALL_REAL_RUN = [
-    "--set", "data.loader=ohlcv", "--set", "data.start=2025-05-10", "--set", "data.end=2025-05-12",
-    "--set", "train.sequence_length=8", "--set", "train.batch_size=128", "--set", "model.params.lstm_units=[4]",
-    "--set", "model.params.dense_units=[4]", "--set", "balance.min_per_class=0",
-    "--set", "labels.future_window=30", "--set", "labels.take_profit_pct=0.4", "--set", "labels.stop_loss_pct=0.3",
-    "--set", "features.ma_short=60", "--set", "features.ma_long=600", "--set", "split.test=0.2",
-    "--set", "split.min_validation_targets=200", "--set", "train.verbose=0",
+    "--set",
+    "data.loader=ohlcv",
+    "--set",
+    "data.start=2025-05-10",
+    "--set",
+    "data.end=2025-05-12",
+    "--set",
+    "train.sequence_length=8",
+    "--set",
+    "train.batch_size=128",
+    "--set",
+    "model.params.lstm_units=[4]",
+    "--set",
+    "model.params.dense_units=[4]",
+    "--set",
+    "balance.min_per_class=0",
+    "--set",
+    "labels.future_window=30",
+    "--set",
+    "labels.take_profit_pct=0.4",
+    "--set",
+    "labels.stop_loss_pct=0.3",
+    "--set",
+    "features.ma_short=60",
+    "--set",
+    "features.ma_long=600",
+    "--set",
+    "split.test=0.2",
+    "--set",
+    "split.min_validation_targets=200",
+    "--set",
+    "train.verbose=0",
 ]
-SIMULATION_KEYS = {"threshold", "fee_pct", "trades", "n_trades", "win_rate", "total_net_return", "max_drawdown",
-                   "sharpe_per_trade"}
+SIMULATION_KEYS = {
+    "threshold",
+    "fee_pct",
+    "trades",
+    "n_trades",
+    "win_rate",
+    "total_net_return",
+    "max_drawdown",
+    "sharpe_per_trade",
+}
 
 
 @pytest.mark.slow
 def test_real_pair_report_shows_its_simulation_on_the_test_slice(tmp_path, trainer):
     if not (REAL_CANDLES / "ETHUSDT-1m.parquet").exists():
         pytest.skip("no real candles in ../shared/data/ohlcv")
-    result = trainer("run", "--pair", "ETHUSDT", "--data", REAL_CANDLES, "--output", tmp_path, "--epochs", "1",
-                     *SMALL_REAL_RUN)
+    result = trainer(
+        "run",
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        REAL_CANDLES,
+        "--output",
+        tmp_path,
+        "--epochs",
+        "1",
+        *SMALL_REAL_RUN,
+    )
     assert result.exit_code == 0, result.output
     pair_dir = tmp_path / "ETHUSDT"
     tag = "ETHUSDT_FW030_SL030_TP040"
@@ -164,7 +234,10 @@ def test_real_pair_report_shows_its_simulation_on_the_test_slice(tmp_path, train
     rnd = sim["baselines"]["random_entry"]
     assert rnd["n_trades"] == sim["n_trades"] and 0 < rnd["p_value"] <= 1
     page = (pair_dir / f"trading_{tag}.html").read_text()
-    assert "Trade simulation (test slice)" in page and 'id="simulation-chart" src="data:image/png;base64,' in page
+    assert (
+        "Trade simulation (test slice)" in page
+        and 'id="simulation-chart" src="data:image/png;base64,' in page
+    )
     assert "p-value, better than random timing" in page and "Test slice</b>, untouched" in page
     figures = json.loads((pair_dir / "_SUCCESS.json").read_text())["figures"]["trading"]
     assert figures["simulation"]["n_trades"] == sim["n_trades"]
@@ -177,14 +250,29 @@ def test_real_pair_report_shows_its_simulation_on_the_test_slice(tmp_path, train
 def test_report_without_test_slice_or_returns_says_so(tmp_path, trainer, inputs):
     from conftest import tiny_args
 
-    result = trainer("run", "--pair", "ETHUSDT", "--data", inputs, "--output", tmp_path, *tiny_args(1),
-                     "--set", "split.min_validation_targets=50")
+    result = trainer(
+        "run",
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        inputs,
+        "--output",
+        tmp_path,
+        *tiny_args(1),
+        "--set",
+        "split.min_validation_targets=50",
+    )
     assert result.exit_code == 0, result.output
     page = next((tmp_path / "ETHUSDT").glob("trading_*.html")).read_text()
     report = json.loads(next((tmp_path / "ETHUSDT").glob("trading_*.json")).read_text())
-    assert report["split"] == "validation" and "chosen and measured on the same" in report["threshold_choice"]["note"]
+    assert (
+        report["split"] == "validation"
+        and "chosen and measured on the same" in report["threshold_choice"]["note"]
+    )
     assert "thresholds are chosen and measured on the same rows" in page
-    assert report["simulation"] == {"available": False,
-                                    "reason": "the data carry no realised returns (long_return / short_return)"}
+    assert report["simulation"] == {
+        "available": False,
+        "reason": "the data carry no realised returns (long_return / short_return)",
+    }
     assert "No simulation: the data carry no realised returns" in page
     assert "simulation-chart" not in page

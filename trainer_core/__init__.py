@@ -4,8 +4,6 @@ Plugins import what they need from here, and only from here (a test checks the b
 ``from trainer_core import hookimpl, PairData, Balance``.
 """
 
-from .version import __version__
-
 from .artifacts import ArtifactWriter  # noqa: E402
 from .batch import BatchReport  # noqa: E402
 from .candles import (  # noqa: E402
@@ -30,11 +28,13 @@ from .errors import (  # noqa: E402
     reject_unknown,
 )
 from .features import pair_data_from_candles  # noqa: E402
-from .formats import NAME_RE as TRAINING_READY_NAME_RE, pct_from_code, read_table  # noqa: E402
+from .formats import NAME_RE as TRAINING_READY_NAME_RE  # noqa: E402
+from .formats import pct_from_code, read_table
 from .hookspecs import hookimpl  # noqa: E402
 from .inference import PairModel, load_pair_model  # noqa: E402
 from .manifest import PairSpec, load_manifest, normalize_pair, training_ready_name  # noqa: E402
 from .pipeline import Balance, Evaluation, PairResult, versions  # noqa: E402
+from .version import __version__
 
 __all__ = [
     "__version__",

@@ -21,8 +21,9 @@ import stat
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from .errors import DataError, StorageError
 from .locks import LOCK_HEARTBEAT_SECONDS, LOCK_STALE_SECONDS, PairLock  # noqa: F401 (re-exported)
@@ -126,12 +127,24 @@ def check_artifact_name(name: Any, where: str = "the marker") -> str:
 
 
 def _plain_component(part: str) -> bool:
-    return (bool(part) and part != "." and not part.startswith("..") and len(part.encode("utf-8", "replace")) <= 255
-            and not any(c == "\\" or ord(c) < 32 or ord(c) == 127 for c in part))
+    return (
+        bool(part)
+        and part != "."
+        and not part.startswith("..")
+        and len(part.encode("utf-8", "replace")) <= 255
+        and not any(c == "\\" or ord(c) < 32 or ord(c) == 127 for c in part)
+    )
 
 
 def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
@@ -168,7 +181,11 @@ def read_marker(raw: bytes | str, where: str, require: tuple[str, ...] | None = 
     _plain(marker.get("pair"), "pair", where)
     for name, info in artifacts.items():
         check_artifact_name(name, where)
-        if not isinstance(info, dict) or not isinstance(info.get("sha256"), str) or not _DIGEST.fullmatch(info["sha256"]):
+        if (
+            not isinstance(info, dict)
+            or not isinstance(info.get("sha256"), str)
+            or not _DIGEST.fullmatch(info["sha256"])
+        ):
             raise MarkerError(where, f"artifact {name[:80]} has no valid sha256")
         size = info.get("bytes")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -363,8 +380,11 @@ class ArtifactWriter:
     # -- lifecycle ---------------------------------------------------------------------
     def _check_layout(self) -> None:
         """Links and files where this writer's folders should be are errors, never followed or moved."""
-        for path, what in ((self.staging_root, "the staging folder"), (self.dir, "the pair's staging folder"),
-                           (self.final_dir, "the pair's folder")):
+        for path, what in (
+            (self.staging_root, "the staging folder"),
+            (self.dir, "the pair's staging folder"),
+            (self.final_dir, "the pair's folder"),
+        ):
             if path is not None and os.path.lexists(path) and not _is_real_dir(path):
                 kind = "a link" if os.path.islink(path) else "a file"
                 raise StorageError(
@@ -383,8 +403,9 @@ class ArtifactWriter:
             with contextlib.suppress(OSError):
                 self.staging_root.rmdir()  # only when empty
 
-    def prepare(self, attempt: Mapping[str, Any], force: bool = False,
-                echo: Callable[[str], None] | None = None) -> bool:
+    def prepare(
+        self, attempt: Mapping[str, Any], force: bool = False, echo: Callable[[str], None] | None = None
+    ) -> bool:
         """Lock and create the staging folder; keep a resumable backup only from the same attempt.
 
         ``attempt`` identifies the run (settings and data hashes); a staged backup is resumed only
@@ -414,8 +435,10 @@ class ArtifactWriter:
                     if problem is None:
                         resumable = True
                     else:
-                        echo(f"Warning: {self.pair}: the backup of the interrupted run cannot be read "
-                             f"({problem}); discarding it and starting over.")
+                        echo(
+                            f"Warning: {self.pair}: the backup of the interrupted run cannot be read "
+                            f"({problem}); discarding it and starting over."
+                        )
                 for child in self.dir.iterdir():
                     if resumable and child.name in RESUME_KEEP and not child.is_symlink():
                         continue

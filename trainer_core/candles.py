@@ -15,9 +15,9 @@ import json
 import re
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -25,8 +25,18 @@ from .errors import ConfigError, DataError
 
 OHLCV = ("open", "high", "low", "close", "volume")
 BINANCE_COLUMNS = (
-    "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
-    "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
 )
 TIME_NAMES = ("timestamp", "date", "datetime", "time", "open_time")
 CANDLE_SUFFIXES = (".csv", ".zip", ".parquet", ".feather", ".json", ".gz", ".arrow", ".ipc")
@@ -39,7 +49,22 @@ MARKETS = ("spot", "futures-um")
 #: freqtrade's files beside a futures pair's candles that hold other series (mark and index
 #: prices, funding rates) or trades, never the pair's candles
 NOT_CANDLES = frozenset({"mark", "index", "premiumindex", "funding_rate", "fundingrate", "trades"})
-QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "USD", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL", "JPY", "DAI")
+QUOTES = (
+    "USDT",
+    "USDC",
+    "FDUSD",
+    "BUSD",
+    "TUSD",
+    "USD",
+    "BTC",
+    "ETH",
+    "BNB",
+    "EUR",
+    "TRY",
+    "BRL",
+    "JPY",
+    "DAI",
+)
 NAME_RE = re.compile(r"^(?P<symbol>[A-Za-z0-9_]+)(?:-(?P<tf>[0-9]+[smhdwM]))?(?:-(?P<rest>.+))?$")
 PERIOD_RE = re.compile(r"^\d{4}-\d{2}(?:-\d{2})?$")
 
@@ -65,9 +90,11 @@ class Candles:
     def __len__(self) -> int:
         return len(self.time_ms)
 
-    def take(self, mask_or_idx) -> "Candles":
+    def take(self, mask_or_idx) -> Candles:
         """The candles at ``mask_or_idx`` (a boolean mask or row indices), same sources and sha256."""
-        return Candles(*(getattr(self, k)[mask_or_idx] for k in ("time_ms", *OHLCV)), self.sources, self.sha256)
+        return Candles(
+            *(getattr(self, k)[mask_or_idx] for k in ("time_ms", *OHLCV)), self.sources, self.sha256
+        )
 
 
 def _to_ms(values: np.ndarray) -> np.ndarray:
@@ -106,10 +133,13 @@ def _frame_to_candles(frame, where: str) -> Candles:
             time_ms = parsed.cast(pl.Int64).to_numpy()
         values = [frame.get_column(cols[c]).cast(pl.Float64).to_numpy() for c in OHLCV]
     except Exception as exc:
-        raise DataError(f"{where}: cannot read the candle columns ({str(exc).splitlines()[0]}).",
-                        f"Expected {EXPECTED}.") from None
+        raise DataError(
+            f"{where}: cannot read the candle columns ({str(exc).splitlines()[0]}).", f"Expected {EXPECTED}."
+        ) from None
     if ts.null_count() or any(np.isnan(v).any() for v in values):
-        raise DataError(f"{where}: missing values in the candle columns.", "Every candle needs a time, OHLC and volume.")
+        raise DataError(
+            f"{where}: missing values in the candle columns.", "Every candle needs a time, OHLC and volume."
+        )
     return Candles(np.asarray(time_ms, dtype=np.int64), *values, sources=[where])
 
 
@@ -125,10 +155,14 @@ def _read_csv_bytes(data: bytes, where: str) -> Candles:
     try:
         frame = pl.read_csv(io.BytesIO(data), has_header=has_header, infer_schema_length=10000)
     except Exception as exc:
-        raise DataError(f"{where}: not a readable CSV ({str(exc).splitlines()[0]}).", f"Expected {EXPECTED}.") from None
+        raise DataError(
+            f"{where}: not a readable CSV ({str(exc).splitlines()[0]}).", f"Expected {EXPECTED}."
+        ) from None
     if not has_header:
         if frame.width == 12 or frame.width == 6:
-            frame.columns = list(BINANCE_COLUMNS[: frame.width]) if frame.width == 12 else ["open_time", *OHLCV]
+            frame.columns = (
+                list(BINANCE_COLUMNS[: frame.width]) if frame.width == 12 else ["open_time", *OHLCV]
+            )
         else:
             raise DataError(
                 f"{where}: a CSV without header with {frame.width} columns is not a known candle layout.",
@@ -144,8 +178,10 @@ def _read_json(data: bytes, where: str) -> Candles:
     except Exception:
         raise DataError(f"{where}: not a freqtrade JSON candle file.", f"Expected {EXPECTED}.") from None
     if arr.ndim != 2 or arr.shape[1] < 6 or len(arr) == 0:
-        raise DataError(f"{where}: a JSON candle file is a list of [time_ms, open, high, low, close, volume] rows.",
-                        f"Expected {EXPECTED}.")
+        raise DataError(
+            f"{where}: a JSON candle file is a list of [time_ms, open, high, low, close, volume] rows.",
+            f"Expected {EXPECTED}.",
+        )
     return Candles(_to_ms(arr[:, 0]), *(arr[:, i] for i in range(1, 6)), sources=[where])
 
 
@@ -166,7 +202,8 @@ def read_candle_file(path: Path) -> Candles:
                 if len(names) != 1:
                     raise DataError(
                         f"{where}: a candle archive holds one CSV; this one holds {len(names)} files"
-                        + (f" ({', '.join(names[:5])})" if names else "") + ".",
+                        + (f" ({', '.join(names[:5])})" if names else "")
+                        + ".",
                         "Unpack it, or keep one CSV per archive as the exchange publishes them.",
                     )
                 return _read_csv_bytes(zf.read(names[0]), f"{where}:{names[0]}")
@@ -188,7 +225,9 @@ def read_candle_file(path: Path) -> Candles:
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(f"{where}: cannot read the file ({str(exc).splitlines()[0]}).", f"Expected {EXPECTED}.") from None
+        raise DataError(
+            f"{where}: cannot read the file ({str(exc).splitlines()[0]}).", f"Expected {EXPECTED}."
+        ) from None
     if suffix == ".json" or head.lstrip()[:1] == b"[":
         return _read_json(path.read_bytes(), where)
     return _read_csv_bytes(path.read_bytes(), where)
@@ -240,7 +279,11 @@ def symbol_market(symbol: str, pair: str) -> str | None:
 
 def _looks_like_pair(symbol: str) -> bool:
     joined = symbol.replace("_", "")
-    return 4 <= len(joined) <= 24 and joined.isalnum() and any(joined.endswith(q) or f"_{q}" in symbol for q in QUOTES)
+    return (
+        4 <= len(joined) <= 24
+        and joined.isalnum()
+        and any(joined.endswith(q) or f"_{q}" in symbol for q in QUOTES)
+    )
 
 
 @dataclass
@@ -271,8 +314,13 @@ def _scan(folder: Path, pair: str, in_futures: bool) -> list[_Found]:
     return found
 
 
-def pair_files(folder: Path, pair: str, timeframe: str | None = None, market: str | None = None,
-               echo: Callable[[str], None] | None = None) -> list[Path]:
+def pair_files(
+    folder: Path,
+    pair: str,
+    timeframe: str | None = None,
+    market: str | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> list[Path]:
     """The files of `folder` that hold `pair`'s candles at `timeframe` (any timeframe when None).
 
     Looked for in `folder/PAIR/` (what `trainer download` writes), else in `folder` itself
@@ -292,8 +340,10 @@ def pair_files(folder: Path, pair: str, timeframe: str | None = None, market: st
     else:
         chosen = spot or futures
         if spot and any(f.market == "futures" for f in found) and echo:
-            echo(f"Note: {pair}: reading the spot candles in {folder}; futures candles are there too "
-                 f"(the ohlcv loader's data.params.market: futures-um reads those, as does --data {folder / 'futures'}).")
+            echo(
+                f"Note: {pair}: reading the spot candles in {folder}; futures candles are there too "
+                f"(the ohlcv loader's data.params.market: futures-um reads those, as does --data {folder / 'futures'})."
+            )
     timeframes = sorted({f.name.timeframe for f in chosen if f.name.timeframe}, key=_tf_order)
     if timeframe is not None:
         picked = [f for f in chosen if f.name.timeframe in (None, timeframe)]
@@ -305,7 +355,9 @@ def pair_files(folder: Path, pair: str, timeframe: str | None = None, market: st
         chosen = picked
     elif len(timeframes) > 1 and "1m" in timeframes:  # the trainer's own timeframe, when nobody said
         if echo:
-            echo(f"Note: {pair}: reading the 1m files of {folder} (it also holds {', '.join(t for t in timeframes if t != '1m')}).")
+            echo(
+                f"Note: {pair}: reading the 1m files of {folder} (it also holds {', '.join(t for t in timeframes if t != '1m')})."
+            )
         chosen = [f for f in chosen if f.name.timeframe in (None, "1m")]
     elif len(timeframes) > 1:
         raise DataError(
@@ -338,12 +390,19 @@ def _candidates(folder: Path, pair: str) -> list[_Found]:
     return found + [f for f in futures if f.path not in seen]
 
 
-def candle_files(path: str | Path, pair: str, timeframe: str | None = None, market: str | None = None,
-                 echo: Callable[[str], None] | None = None) -> list[Path]:
+def candle_files(
+    path: str | Path,
+    pair: str,
+    timeframe: str | None = None,
+    market: str | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> list[Path]:
     """The file itself, or the pair's files in a folder (see `pair_files`; a clear error when there are none)."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise DataError(f"{pair}: candle data not found: {path}.", "Pass --data with a candle file or a folder of them.")
+        raise DataError(
+            f"{pair}: candle data not found: {path}.", "Pass --data with a candle file or a folder of them."
+        )
     if not path.is_dir():
         return [path]
     if market is not None and market not in (*MARKETS, "futures"):
@@ -389,13 +448,20 @@ def _warn_other_symbol(path: Path, pair: str, inner: list[str], echo: Callable[[
         parsed = parse_candle_name(Path(name).name)
         if parsed and (parsed.timeframe or parsed.period) and _looks_like_pair(parsed.symbol):
             if symbol_market(parsed.symbol, pair) is None:
-                echo(f"Warning: {path.name} is named after {parsed.symbol}, not {pair}: "
-                     f"check that --pair and --data belong together.")
+                echo(
+                    f"Warning: {path.name} is named after {parsed.symbol}, not {pair}: "
+                    f"check that --pair and --data belong together."
+                )
             return
 
 
-def read_candles(path: str | Path, pair: str, timeframe: str | None = None, market: str | None = None,
-                 echo: Callable[[str], None] | None = None) -> Candles:
+def read_candles(
+    path: str | Path,
+    pair: str,
+    timeframe: str | None = None,
+    market: str | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Candles:
     """One pair's candles from a file or a folder (see `candle_files`), sorted, each candle once.
 
     The same candle in two files (a monthly archive beside the daily ones of its days,
@@ -407,11 +473,13 @@ def read_candles(path: str | Path, pair: str, timeframe: str | None = None, mark
     parts = [read_candle_file(f) for f in files]
     if len(files) == 1 and Path(path).is_file():
         prefix = f"{files[0]}:"
-        inner = [s[len(prefix):] for s in parts[0].sources if s.startswith(prefix)]  # the CSV inside a zip
+        inner = [s[len(prefix) :] for s in parts[0].sources if s.startswith(prefix)]  # the CSV inside a zip
         _warn_other_symbol(files[0], pair, inner, echo)
     keys = ("time_ms", *OHLCV)
-    merged = Candles(*(np.concatenate([getattr(p, k) for p in parts]) for k in keys),
-                     sources=[s for p in parts for s in p.sources])
+    merged = Candles(
+        *(np.concatenate([getattr(p, k) for p in parts]) for k in keys),
+        sources=[s for p in parts for s in p.sources],
+    )
     if len(files) > 1:
         origin = np.concatenate([np.full(len(p), i, dtype=np.int32) for i, p in enumerate(parts)])
         order = np.argsort(merged.time_ms, kind="stable")
@@ -438,8 +506,10 @@ def _drop_copies(c: Candles, origin: np.ndarray, files: list[Path], pair: str, e
         )
     names = sorted({files[origin[i - 1]].name for i in dup} | {files[origin[i]].name for i in dup})
     shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-    echo(f"Note: {pair}: {len(dup):,} candle(s) are in two files with the same values (overlapping: {shown}); "
-         "each is read once.")
+    echo(
+        f"Note: {pair}: {len(dup):,} candle(s) are in two files with the same values (overlapping: {shown}); "
+        "each is read once."
+    )
     keep = np.ones(len(c), dtype=bool)
     keep[dup] = False
     return c.take(keep)
@@ -480,7 +550,10 @@ def check_candles(c: Candles, timeframe: str, where: str) -> GapReport:
         idx = np.flatnonzero(mask)
         if len(idx):
             i = int(idx[0])
-            raise DataError(f"{where}: {len(idx):,} {what}, first at {_iso(c.time_ms[min(i + 1, n - 1)])} (row {i + 1}).", hint)
+            raise DataError(
+                f"{where}: {len(idx):,} {what}, first at {_iso(c.time_ms[min(i + 1, n - 1)])} (row {i + 1}).",
+                hint,
+            )
 
     first(diffs < 0, "candles out of time order", "Sort the candles by open time.")
     first(diffs == 0, "duplicated candle times", "Remove the duplicates; each open time must appear once.")
@@ -489,14 +562,18 @@ def check_candles(c: Candles, timeframe: str, where: str) -> GapReport:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             what = "volume" if name == "volume" else f"{name} price"
-            raise DataError(f"{where}: {int(bad.sum()):,} candle(s) with an infinite {what}, first at {_iso(c.time_ms[i])} (row {i}).",
-                            "Prices and volumes must be finite numbers: the file is damaged, download it again.")
+            raise DataError(
+                f"{where}: {int(bad.sum()):,} candle(s) with an infinite {what}, first at {_iso(c.time_ms[i])} (row {i}).",
+                "Prices and volumes must be finite numbers: the file is damaged, download it again.",
+            )
     for name in ("open", "high", "low", "close"):
         bad = ~(getattr(c, name) > 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{where}: {int(bad.sum()):,} candle(s) with a {name} price <= 0, first at {_iso(c.time_ms[i])} (row {i}).",
-                            "Prices must be positive.")
+            raise DataError(
+                f"{where}: {int(bad.sum()):,} candle(s) with a {name} price <= 0, first at {_iso(c.time_ms[i])} (row {i}).",
+                "Prices must be positive.",
+            )
     checks = (
         (c.high < np.maximum(c.open, c.close), "candle(s) with high below open or close"),
         (c.low > np.minimum(c.open, c.close), "candle(s) with low above open or close"),
@@ -505,8 +582,10 @@ def check_candles(c: Candles, timeframe: str, where: str) -> GapReport:
     for mask, what in checks:
         if mask.any():
             i = int(np.flatnonzero(mask)[0])
-            raise DataError(f"{where}: {int(mask.sum()):,} {what}, first at {_iso(c.time_ms[i])} (row {i}).",
-                            "The candles are inconsistent; download them again.")
+            raise DataError(
+                f"{where}: {int(mask.sum()):,} {what}, first at {_iso(c.time_ms[i])} (row {i}).",
+                "The candles are inconsistent; download them again.",
+            )
     irregular = (diffs % step) != 0
     if irregular.any():
         i = int(np.flatnonzero(irregular)[0])
@@ -533,9 +612,16 @@ def fill_gaps(c: Candles, timeframe: str) -> tuple[Candles, np.ndarray]:
     present[pos] = True
     src = np.cumsum(present) - 1  # the last real candle at or before each slot
     close = c.close[src]
-    out = Candles(full, np.where(present, c.open[src], close), np.where(present, c.high[src], close),
-                  np.where(present, c.low[src], close), close, np.where(present, c.volume[src], 0.0),
-                  c.sources, c.sha256)
+    out = Candles(
+        full,
+        np.where(present, c.open[src], close),
+        np.where(present, c.high[src], close),
+        np.where(present, c.low[src], close),
+        close,
+        np.where(present, c.volume[src], 0.0),
+        c.sources,
+        c.sha256,
+    )
     return out, ~present
 
 

@@ -52,7 +52,11 @@ def _set_debug(ctx, param, value):
 
 
 debug_option = click.option(
-    "--debug", is_flag=True, expose_value=False, callback=_set_debug, is_eager=True,
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    callback=_set_debug,
+    is_eager=True,
     help="Show the full traceback of an error (and every line TensorFlow and Ray print).",
 )
 
@@ -66,7 +70,12 @@ def _set_verbose(ctx, param, value):
 
 
 verbose_option = click.option(
-    "-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbose, is_eager=True,
+    "-v",
+    "--verbose",
+    is_flag=True,
+    expose_value=False,
+    callback=_set_verbose,
+    is_eager=True,
     help="Also show TensorFlow's and Ray's own start-up lines (hidden by default).",
 )
 
@@ -79,9 +88,13 @@ def _no_manifest_plugins(ctx, param, value):
 
 
 no_manifest_plugins_option = click.option(
-    "--no-manifest-plugins", is_flag=True, expose_value=False, callback=_no_manifest_plugins, is_eager=True,
+    "--no-manifest-plugins",
+    is_flag=True,
+    expose_value=False,
+    callback=_no_manifest_plugins,
+    is_eager=True,
     help="Refuse to import the modules a manifest names in `plugins:` (they run code; same as "
-         "TRAINER_MANIFEST_PLUGINS=0).",
+    "TRAINER_MANIFEST_PLUGINS=0).",
 )
 
 
@@ -116,17 +129,38 @@ def _plugins(extra=()):
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
-@click.option("--pair", "pair", metavar="PAIR", help="The pair to train, e.g. ETHUSDT (ETH/USDT is accepted).")
-@click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="A YAML manifest; without it the built-in defaults (the original trainer's settings) are used.")
-@click.option("--index", type=int, metavar="I",
-              help="Train pair number I (from 0) of the manifest instead of naming it (Kubernetes Indexed Jobs).")
-@click.option("--data", "data_path", metavar="PATH", help="Training data: a file, or a folder holding {PAIR}_TF-... files.")
+@click.option(
+    "--pair", "pair", metavar="PAIR", help="The pair to train, e.g. ETHUSDT (ETH/USDT is accepted)."
+)
+@click.option(
+    "--manifest",
+    "manifest_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="A YAML manifest; without it the built-in defaults (the original trainer's settings) are used.",
+)
+@click.option(
+    "--index",
+    type=int,
+    metavar="I",
+    help="Train pair number I (from 0) of the manifest instead of naming it (Kubernetes Indexed Jobs).",
+)
+@click.option(
+    "--data",
+    "data_path",
+    metavar="PATH",
+    help="Training data: a file, or a folder holding {PAIR}_TF-... files.",
+)
 @click.option("--output", "output", metavar="DIR", help="Output root; the pair's artifacts go to DIR/PAIR/.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs (train.epochs).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Batch size (train.batch_size).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override any manifest setting, e.g. --set train.sequence_length=60 (repeatable).")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any manifest setting, e.g. --set train.sequence_length=60 (repeatable).",
+)
 @click.option("--config-test", is_flag=True, help="Print the resolved settings and exit without training.")
 @debug_option
 @verbose_option
@@ -144,9 +178,13 @@ def run(pair, manifest_path, index, data_path, output, epochs, batch_size, sets,
     manifest = _load_manifest(manifest_path)
     if index is not None:
         if pair:
-            raise ConfigError("Give either --pair or --index, not both.", "--index picks a pair of the manifest.")
+            raise ConfigError(
+                "Give either --pair or --index, not both.", "--index picks a pair of the manifest."
+            )
         if not manifest_path:
-            raise ConfigError("--index needs --manifest.", "--index I trains pair I (from 0) of the manifest's pairs.")
+            raise ConfigError(
+                "--index needs --manifest.", "--index I trains pair I (from 0) of the manifest's pairs."
+            )
         if not 0 <= index < len(manifest.pairs):
             raise ConfigError(
                 f"--index {index} is out of range: the manifest has {len(manifest.pairs)} pair(s) (0..{len(manifest.pairs) - 1}).",
@@ -179,21 +217,45 @@ def run(pair, manifest_path, index, data_path, output, epochs, batch_size, sets,
         from .errors import TrainingError
 
         raise TrainingError(
-            f"{spec.pair}: training failed: {type(exc).__name__}: {exc}", "Run again with --debug for the traceback."
+            f"{spec.pair}: training failed: {type(exc).__name__}: {exc}",
+            "Run again with --debug for the traceback.",
         ) from exc
     click.echo(f"Done: {result.pair_dir}")
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
-@click.option("--pair", "pair", required=True, metavar="PAIR", help="The pair, e.g. ETHUSDT (ETH/USDT is accepted).")
-@click.option("--data", "data_path", required=True, metavar="CANDLES",
-              help="A candle file (Binance CSV/zip, freqtrade Feather/JSON, Parquet/CSV) or a folder of the pair's files.")
-@click.option("--output", "output", default="inputs/", show_default=True, metavar="DIR",
-              help="Folder for the training-ready file.")
-@click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Take labels.*, features.* and data.* settings from this manifest.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a setting, e.g. --set labels.future_window=60 (repeatable).")
+@click.option(
+    "--pair", "pair", required=True, metavar="PAIR", help="The pair, e.g. ETHUSDT (ETH/USDT is accepted)."
+)
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    metavar="CANDLES",
+    help="A candle file (Binance CSV/zip, freqtrade Feather/JSON, Parquet/CSV) or a folder of the pair's files.",
+)
+@click.option(
+    "--output",
+    "output",
+    default="inputs/",
+    show_default=True,
+    metavar="DIR",
+    help="Folder for the training-ready file.",
+)
+@click.option(
+    "--manifest",
+    "manifest_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Take labels.*, features.* and data.* settings from this manifest.",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a setting, e.g. --set labels.future_window=60 (repeatable).",
+)
 @debug_option
 def prepare(pair, data_path, output, manifest_path, sets):
     """Turn 1-minute candles into a training-ready file: features, labels and realised returns.
@@ -235,17 +297,36 @@ def prepare(pair, data_path, output, manifest_path, sets):
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
-@click.option("--address", metavar="ADDR",
-              help="A Ray cluster to join (host:port or ray://host:10001); default: RAY_ADDRESS, else a local Ray.")
+@click.option(
+    "--address",
+    metavar="ADDR",
+    help="A Ray cluster to join (host:port or ray://host:10001); default: RAY_ADDRESS, else a local Ray.",
+)
 @click.option("--only", metavar="P1,P2", help="Only these pairs of the manifest.")
-@click.option("--force", is_flag=True, help="Retrain pairs that already completed with the same settings and data.")
+@click.option(
+    "--force", is_flag=True, help="Retrain pairs that already completed with the same settings and data."
+)
 @click.option("--dry-run", is_flag=True, help="Print what would run and why, then exit.")
-@click.option("--output", "output", metavar="DIR_OR_URL", help="Output root (overrides the manifest's output).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting for every pair (repeatable).")
-@click.option("--sort", "sort", type=click.Choice(list(SORT_FIGURES)), default=DEFAULT_SORT, show_default=True,
-              metavar="FIGURE",
-              help=f"Order the final table and summary.html by this figure, best first: {', '.join(SORT_FIGURES)} "
-                   "(pair: by name); failed and cancelled pairs last.")
+@click.option(
+    "--output", "output", metavar="DIR_OR_URL", help="Output root (overrides the manifest's output)."
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a setting for every pair (repeatable).",
+)
+@click.option(
+    "--sort",
+    "sort",
+    type=click.Choice(list(SORT_FIGURES)),
+    default=DEFAULT_SORT,
+    show_default=True,
+    metavar="FIGURE",
+    help=f"Order the final table and summary.html by this figure, best first: {', '.join(SORT_FIGURES)} "
+    "(pair: by name); failed and cancelled pairs last.",
+)
 @debug_option
 @verbose_option
 @no_manifest_plugins_option
@@ -287,14 +368,35 @@ def batch(manifest_path, address, only, force, dry_run, output, sets, sort):
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
-@click.option("--model-dir", "model_dir", required=True, metavar="DIR_OR_URL",
-              help="A trained pair's folder (OUTPUT/PAIR, with _SUCCESS.json); an fsspec URL works too.")
-@click.option("--data", "data_path", required=True, metavar="FILE",
-              help="A training-ready file (the 8 feature columns) or raw candles of the pair.")
-@click.option("--output", "output", metavar="FILE", type=click.Path(dir_okay=False),
-              help="Write the predictions here (.parquet, .csv or .feather); default: print a preview.")
-@click.option("--start", metavar="DATE", help="Only predictions from this UTC date/time on (the history before it still feeds the windows).")
-@click.option("--end", metavar="DATE", help="Only predictions up to this UTC date (the whole day) or date/time.")
+@click.option(
+    "--model-dir",
+    "model_dir",
+    required=True,
+    metavar="DIR_OR_URL",
+    help="A trained pair's folder (OUTPUT/PAIR, with _SUCCESS.json); an fsspec URL works too.",
+)
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    metavar="FILE",
+    help="A training-ready file (the 8 feature columns) or raw candles of the pair.",
+)
+@click.option(
+    "--output",
+    "output",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Write the predictions here (.parquet, .csv or .feather); default: print a preview.",
+)
+@click.option(
+    "--start",
+    metavar="DATE",
+    help="Only predictions from this UTC date/time on (the history before it still feeds the windows).",
+)
+@click.option(
+    "--end", metavar="DATE", help="Only predictions up to this UTC date (the whole day) or date/time."
+)
 @click.option("--last", "last", type=click.IntRange(min=1), metavar="N", help="Only the last N predictions.")
 @debug_option
 @verbose_option
@@ -333,10 +435,17 @@ def predict(model_dir, data_path, output, start, end, last):
         path = Path(output)
         tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
         suffix = path.suffix.lower()
-        writers = {".parquet": predictions.write_parquet, ".csv": predictions.write_csv,
-                   ".feather": predictions.write_ipc, ".arrow": predictions.write_ipc}
+        writers = {
+            ".parquet": predictions.write_parquet,
+            ".csv": predictions.write_csv,
+            ".feather": predictions.write_ipc,
+            ".arrow": predictions.write_ipc,
+        }
         if suffix not in writers:
-            raise ConfigError(f"--output {output}: unknown file type {suffix or '(none)'}.", "Use .parquet, .csv or .feather.")
+            raise ConfigError(
+                f"--output {output}: unknown file type {suffix or '(none)'}.",
+                "Use .parquet, .csv or .feather.",
+            )
         try:
             writers[suffix](tmp)
             os.replace(tmp, path)
@@ -367,7 +476,9 @@ def verify(output):
 
     results = verify_output(output)
     if not results:
-        raise ConfigError(f"No pair folders under {output}.", "Pass the output root that holds the PAIR/ folders.")
+        raise ConfigError(
+            f"No pair folders under {output}.", "Pass the output root that holds the PAIR/ folders."
+        )
     bad = 0
     for pair, problems in results:
         if problems:
@@ -382,8 +493,13 @@ def verify(output):
 
 @cli.command(name="plugins", context_settings=CONTEXT_SETTINGS)
 @click.option("--kind", type=click.Choice(list(KINDS)), help="Only this kind of component.")
-@click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Also load the plugin modules this manifest names.")
+@click.option(
+    "--manifest",
+    "manifest_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Also load the plugin modules this manifest names.",
+)
 @no_manifest_plugins_option
 def plugins_command(kind, manifest_path):
     """List every registered component with its kind and the plugin that registered it.
@@ -395,7 +511,10 @@ def plugins_command(kind, manifest_path):
     extra = _load_manifest(manifest_path).plugins if manifest_path else ()
     plugins = _plugins(extra)
     rows = [(r.kind, r.name, r.plugin, r.description) for r in plugins.registry if kind in (None, r.kind)]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(("KIND", "NAME", "PLUGIN"))]
+    widths = [
+        max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+        for i, h in enumerate(("KIND", "NAME", "PLUGIN"))
+    ]
     click.echo(f"{'KIND':<{widths[0]}}  {'NAME':<{widths[1]}}  {'PLUGIN':<{widths[2]}}  DESCRIPTION")
     for row in rows:
         click.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -91,7 +90,9 @@ def validate_pair_data(data: PairData, where: str) -> PairData:
     if ts.shape != (n,):
         raise DataError(f"{where}: {ts.shape[0] if ts.ndim else 0} timestamps for {n} rows.")
     if n == 0:
-        raise DataError(f"{where}: the data have no rows.", "Check the file, or the data.start/data.end range.")
+        raise DataError(
+            f"{where}: the data have no rows.", "Check the file, or the data.start/data.end range."
+        )
 
     feats = np.ascontiguousarray(feats, dtype=np.float32)
     finite = np.isfinite(feats)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -72,8 +73,10 @@ def label_tag(spec, plugins) -> str:
     _, _, labeler, lparams = components(spec, plugins)
     tag = str(labeler.tag(lparams))
     if not TAG_RE.match(tag) or ".." in tag:
-        raise PluginError(f"Labeler {labeler_name(spec)!r} returned the tag {tag!r}, which is not a plain name.",
-                          "A tag may hold letters, digits, '_', '-' and '.' only.")
+        raise PluginError(
+            f"Labeler {labeler_name(spec)!r} returned the tag {tag!r}, which is not a plain name.",
+            "A tag may hold letters, digits, '_', '-' and '.' only.",
+        )
     return tag
 
 
@@ -95,11 +98,16 @@ def history_of(feature_set, params) -> int:
 def _frame(candles):
     import polars as pl
 
-    return pl.DataFrame({
-        "timestamp": pl.Series(candles.time_ms).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"),
-        "open": candles.open, "high": candles.high, "low": candles.low, "close": candles.close,
-        "volume": candles.volume,
-    })
+    return pl.DataFrame(
+        {
+            "timestamp": pl.Series(candles.time_ms).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"),
+            "open": candles.open,
+            "high": candles.high,
+            "low": candles.low,
+            "close": candles.close,
+            "volume": candles.volume,
+        }
+    )
 
 
 def _aligned(frame, other):
@@ -117,18 +125,24 @@ def compute_rows(frame, feature_set, fparams, labeler, lparams, context: dict | 
         feats = feature_set.compute(frame, fparams)
     feats = np.asarray(feats)
     if feats.shape != (n, len(columns)):
-        raise PluginError(f"{where}: feature set returned shape {feats.shape}, expected ({n}, {len(columns)}) "
-                          f"for columns {columns}.")
+        raise PluginError(
+            f"{where}: feature set returned shape {feats.shape}, expected ({n}, {len(columns)}) "
+            f"for columns {columns}."
+        )
     feats = feats.astype(np.float32, copy=False)
     if labeler is None:
         return feats, None, None, None
     out = labeler.compute(frame, lparams)
     if not isinstance(out, tuple) or len(out) != 3:
-        raise PluginError(f"{where}: labeler returned {type(out).__name__}; expected (labels, long_return, short_return).")
+        raise PluginError(
+            f"{where}: labeler returned {type(out).__name__}; expected (labels, long_return, short_return)."
+        )
     labels, long_ret, short_ret = (np.asarray(a) for a in out)
     if labels.shape != (n,) or long_ret.shape != (n,) or short_ret.shape != (n,):
-        raise PluginError(f"{where}: labeler returned arrays of shapes {labels.shape}, {long_ret.shape}, "
-                          f"{short_ret.shape}; expected ({n},) each.")
+        raise PluginError(
+            f"{where}: labeler returned arrays of shapes {labels.shape}, {long_ret.shape}, "
+            f"{short_ret.shape}; expected ({n},) each."
+        )
     if not np.isin(labels, (NO_LABEL, 0, 1, 2)).all():
         raise PluginError(f"{where}: labeler returned labels outside -1, 0, 1, 2.")
     return feats, labels.astype(np.int8), long_ret.astype(np.float64), short_ret.astype(np.float64)
@@ -142,17 +156,30 @@ def read_context(spec, feature_set, fparams) -> dict:
     from .candles import read_candles
 
     if spec.data_path is None:
-        raise ConfigError(f"{spec.pair}: feature set {feature_set_name(spec)!r} needs context pairs "
-                          f"{', '.join(pairs)} but data.path is not set.", "Point data.path at the folder of all pairs.")
+        raise ConfigError(
+            f"{spec.pair}: feature set {feature_set_name(spec)!r} needs context pairs "
+            f"{', '.join(pairs)} but data.path is not set.",
+            "Point data.path at the folder of all pairs.",
+        )
     import os
 
-    folder = spec.data_path if os.path.isdir(os.path.expanduser(spec.data_path)) else os.path.dirname(spec.data_path)
+    folder = (
+        spec.data_path
+        if os.path.isdir(os.path.expanduser(spec.data_path))
+        else os.path.dirname(spec.data_path)
+    )
     market = dict(spec.data.params or {}).get("market")
     return {p: read_candles(folder, p, spec.data.timeframe, market) for p in pairs}
 
 
-def pair_data_from_candles(candles, spec, plugins=None, context: dict | None = None, source: str | None = None,
-                           with_labels: bool = True) -> PairData:
+def pair_data_from_candles(
+    candles,
+    spec,
+    plugins=None,
+    context: dict | None = None,
+    source: str | None = None,
+    with_labels: bool = True,
+) -> PairData:
     """Candles -> `PairData` with the pair's feature set, labeler, date range and gap policy.
 
     ``context`` maps each context pair to its `Candles` (read from the data path when not given).
@@ -171,7 +198,9 @@ def pair_data_from_candles(candles, spec, plugins=None, context: dict | None = N
         if spec.data.start:
             keep &= candles.time_ms >= np.datetime64(spec.data.start, "ms").astype(np.int64)
         if spec.data.end:
-            keep &= candles.time_ms < (np.datetime64(spec.data.end, "ms") + np.timedelta64(1, "D")).astype(np.int64)
+            keep &= candles.time_ms < (np.datetime64(spec.data.end, "ms") + np.timedelta64(1, "D")).astype(
+                np.int64
+            )
         candles = candles.take(keep)
     report = check_candles(candles, timeframe, where)
     policy = check_policy(spec.data.gaps)
@@ -199,8 +228,9 @@ def pair_data_from_candles(candles, spec, plugins=None, context: dict | None = N
             continue
         frame = frame_all.slice(lo, hi - lo)
         ctx = {p: a.slice(lo, hi - lo) for p, a in aligned_all.items()} if aligned_all is not None else None
-        feats, labels, long_ret, short_ret = compute_rows(frame, feature_set, fparams, labeler if with_labels else None,
-                                                          lparams, ctx, where)
+        feats, labels, long_ret, short_ret = compute_rows(
+            frame, feature_set, fparams, labeler if with_labels else None, lparams, ctx, where
+        )
         if labels is None:
             labels = np.full(hi - lo, NO_LABEL, dtype=np.int8)
             long_ret = short_ret = np.full(hi - lo, np.nan)
@@ -222,8 +252,10 @@ def pair_data_from_candles(candles, spec, plugins=None, context: dict | None = N
             parts["sr"].append(short_ret[a:b])
             rows += b - a
     if not rows:
-        raise DataError(f"{where}: too few candles to compute features (need at least "
-                        f"{int(feature_set.warmup(fparams)) + 1} in a row).")
+        raise DataError(
+            f"{where}: too few candles to compute features (need at least "
+            f"{int(feature_set.warmup(fparams)) + 1} in a row)."
+        )
     recorded = dict(labeler.label_params(lparams)) if hasattr(labeler, "label_params") else dict(lparams)
     recorded.update({k: v for k, v in fparams.items() if isinstance(v, (int, float, str))})
     return PairData(

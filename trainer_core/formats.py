@@ -23,9 +23,13 @@ def read_table(path: Path):
     import polars as pl
 
     suffix = path.suffix.lower()
-    readers = {".feather": ("Feather (Arrow IPC)", pl.read_ipc), ".ipc": ("Feather (Arrow IPC)", pl.read_ipc),
-               ".arrow": ("Feather (Arrow IPC)", pl.read_ipc), ".parquet": ("Parquet", pl.read_parquet),
-               ".csv": ("CSV", pl.read_csv)}
+    readers = {
+        ".feather": ("Feather (Arrow IPC)", pl.read_ipc),
+        ".ipc": ("Feather (Arrow IPC)", pl.read_ipc),
+        ".arrow": ("Feather (Arrow IPC)", pl.read_ipc),
+        ".parquet": ("Parquet", pl.read_parquet),
+        ".csv": ("CSV", pl.read_csv),
+    }
     if suffix not in readers:
         raise DataError(
             f"Cannot read {path.name}: unknown file type {suffix or '(none)'}.",

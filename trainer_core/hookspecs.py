@@ -6,8 +6,9 @@ Every hook is prefixed ``trainer_``. Plugins implement them with ``@trainer_core
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import SUCCESS, sha256_file
-from .data import CLASS_NAMES, FEATURE_NAMES, DataError
+from .data import CLASS_NAMES, DataError
 from .errors import ConfigError, StorageError
 from .scaling import Scaler
 from .storage import is_url, open_storage
@@ -66,8 +66,11 @@ class PairModel:
         try:
             plugins = Plugins.load(self.info.get("plugins") or self.spec.get("plugins") or ())
         except PluginError as exc:
-            raise PluginError(f"{self.tag}: the model was trained with plugin modules that cannot be loaded "
-                              f"now: {exc.message}", "Make those modules importable (PYTHONPATH), then predict.") from exc
+            raise PluginError(
+                f"{self.tag}: the model was trained with plugin modules that cannot be loaded "
+                f"now: {exc.message}",
+                "Make those modules importable (PYTHONPATH), then predict.",
+            ) from exc
         for kind, key, setting in (("feature-set", "features", "set"), ("labeler", "labels", "method")):
             recorded = self.info.get(key) or {}
             name = recorded.get(setting) or self.spec[key].get(setting)
@@ -81,8 +84,8 @@ class PairModel:
                     f"{self.tag}: the model was trained with the {kind} {name!r} from {origin}, which is not "
                     "installed here.",
                     "Make the plugin module that registers it importable (PYTHONPATH), then predict."
-                    if "sha256:" in origin or origin.startswith("an unknown") else
-                    f"Install it (pip install {origin.split()[0]}) or make its module importable, then predict.",
+                    if "sha256:" in origin or origin.startswith("an unknown")
+                    else f"Install it (pip install {origin.split()[0]}) or make its module importable, then predict.",
                 ) from None
         return plugins
 
@@ -120,25 +123,48 @@ class PairModel:
             )
         missing = [p for p in self.context_pairs if not context or p not in context]
         if missing:
-            raise DataError(f"{self.tag}: predict_latest needs the candles of {', '.join(missing)} too (context=...).")
+            raise DataError(
+                f"{self.tag}: predict_latest needs the candles of {', '.join(missing)} too (context=...)."
+            )
         frame = frame.tail(need)
         where = f"{self.pair} (latest candles)"
         ctx = None
         if self.context_pairs:
-            ctx = {p: _frame_to_candles(context[p] if isinstance(context[p], pl.DataFrame) else pl.from_pandas(context[p]),
-                                        f"{p} (context)") for p in self.context_pairs}
+            ctx = {
+                p: _frame_to_candles(
+                    context[p] if isinstance(context[p], pl.DataFrame) else pl.from_pandas(context[p]),
+                    f"{p} (context)",
+                )
+                for p in self.context_pairs
+            }
         spec = self.prediction_spec()
-        data = pair_data_from_candles(_frame_to_candles(frame, where), spec, self.plugins(), context=ctx,
-                                      source=where, with_labels=False)
-        if len(data) < self.sequence_length or (data.breaks is not None and len(data.breaks)
-                                                 and data.breaks[-1] > len(data) - self.sequence_length):
-            raise DataError(f"{where}: the last {self.sequence_length} candles do not all have complete features "
-                            "(a gap, or missing context candles).", "Pass gap-free candles.")
-        out = self.predict_features(data.features[-self.sequence_length:], None)
+        data = pair_data_from_candles(
+            _frame_to_candles(frame, where),
+            spec,
+            self.plugins(),
+            context=ctx,
+            source=where,
+            with_labels=False,
+        )
+        if len(data) < self.sequence_length or (
+            data.breaks is not None
+            and len(data.breaks)
+            and data.breaks[-1] > len(data) - self.sequence_length
+        ):
+            raise DataError(
+                f"{where}: the last {self.sequence_length} candles do not all have complete features "
+                "(a gap, or missing context candles).",
+                "Pass gap-free candles.",
+            )
+        out = self.predict_features(data.features[-self.sequence_length :], None)
         row = out.row(-1, named=True)
-        return {"timestamp": data.timestamps[-1].astype("datetime64[ms]").item().replace(tzinfo=dt.timezone.utc),
-                "p_short": row["p_short"], "p_hold": row["p_hold"], "p_long": row["p_long"],
-                "predicted_label": row["predicted_label"]}
+        return {
+            "timestamp": data.timestamps[-1].astype("datetime64[ms]").item().replace(tzinfo=dt.timezone.utc),
+            "p_short": row["p_short"],
+            "p_hold": row["p_hold"],
+            "p_long": row["p_long"],
+            "predicted_label": row["predicted_label"],
+        }
 
     @property
     def label_params(self) -> dict:
@@ -174,7 +200,11 @@ class PairModel:
 
         if not isinstance(frame, pl.DataFrame):
             try:
-                frame = pl.from_pandas(frame) if hasattr(frame, "to_numpy") and not isinstance(frame, np.ndarray) else frame
+                frame = (
+                    pl.from_pandas(frame)
+                    if hasattr(frame, "to_numpy") and not isinstance(frame, np.ndarray)
+                    else frame
+                )
             except Exception:
                 pass
         if not isinstance(frame, pl.DataFrame):
@@ -203,7 +233,9 @@ class PairModel:
                 break
         return np.ascontiguousarray(feats), ts
 
-    def predict_features(self, features: np.ndarray, timestamps: np.ndarray | None = None, batch_size: int = 2048):
+    def predict_features(
+        self, features: np.ndarray, timestamps: np.ndarray | None = None, batch_size: int = 2048
+    ):
         """Probabilities for every row with a full window (rows sequence_length-1 ..), gaps respected."""
         import polars as pl
 
@@ -224,7 +256,9 @@ class PairModel:
                 rows = rows[crossed[rows] - crossed[rows - w + 1] == 0]
         scaled = self.scaler.transform(features)
         if len(rows):
-            ds = window_dataset(scaled, np.zeros(n, np.int32), rows, w, batch_size, shuffle=False, with_labels=False)
+            ds = window_dataset(
+                scaled, np.zeros(n, np.int32), rows, w, batch_size, shuffle=False, with_labels=False
+            )
             probs = self.model.predict(ds, verbose=0).astype(np.float32)
         else:
             probs = np.zeros((0, 3), np.float32)
@@ -235,7 +269,9 @@ class PairModel:
             out[f"p_{name.lower()}"] = probs[:, i]
         pred = probs.argmax(axis=1) if len(rows) else np.zeros(0, np.int64)
         out["predicted"] = pred.astype(np.int8)
-        out["predicted_label"] = np.array(CLASS_NAMES, dtype=object)[pred] if len(rows) else np.array([], dtype=object)
+        out["predicted_label"] = (
+            np.array(CLASS_NAMES, dtype=object)[pred] if len(rows) else np.array([], dtype=object)
+        )
         return pl.DataFrame(out)
 
     def predict(self, frame, where: str = "data"):
@@ -261,14 +297,21 @@ def _marker(raw: bytes, where: str) -> dict:
             marker = json.loads(raw)
         except ValueError:
             marker = None
-    if not isinstance(marker, dict) or not isinstance(marker.get("artifacts"), dict) or not isinstance(
-            marker.get("tag"), str):
-        raise StorageError(f"{where}/{SUCCESS} is not a valid completion marker.",
-                           "Retrain the pair (`trainer batch` or `trainer run`).")
+    if (
+        not isinstance(marker, dict)
+        or not isinstance(marker.get("artifacts"), dict)
+        or not isinstance(marker.get("tag"), str)
+    ):
+        raise StorageError(
+            f"{where}/{SUCCESS} is not a valid completion marker.",
+            "Retrain the pair (`trainer batch` or `trainer run`).",
+        )
     if not TAG_RE.fullmatch(marker["tag"]) or ".." in marker["tag"]:
         # the tag becomes part of file names read and written here: never a path
-        raise StorageError(f"{where}/{SUCCESS} names the tag {marker['tag']!r}, which is not a plain name.",
-                           "The marker was altered; retrain the pair.")
+        raise StorageError(
+            f"{where}/{SUCCESS} names the tag {marker['tag']!r}, which is not a plain name.",
+            "The marker was altered; retrain the pair.",
+        )
     return marker
 
 
@@ -281,7 +324,10 @@ def _fetch(location: str) -> tuple[Path, dict, tempfile.TemporaryDirectory | Non
     if not is_url(location):
         path = Path(location).expanduser()
         if not path.is_dir():
-            raise ConfigError(f"Model folder not found: {path}.", "Pass --model-dir OUTPUT/PAIR (the folder with _SUCCESS.json).")
+            raise ConfigError(
+                f"Model folder not found: {path}.",
+                "Pass --model-dir OUTPUT/PAIR (the folder with _SUCCESS.json).",
+            )
         marker_path = path / SUCCESS
         if not marker_path.is_file():
             raise DataError(
@@ -292,7 +338,9 @@ def _fetch(location: str) -> tuple[Path, dict, tempfile.TemporaryDirectory | Non
     storage = open_storage(location)
     raw = storage.read_bytes(SUCCESS)
     if raw is None:
-        raise StorageError(f"No {SUCCESS} at {location}: not a completed pair.", "Pass the pair's folder URL.")
+        raise StorageError(
+            f"No {SUCCESS} at {location}: not a completed pair.", "Pass the pair's folder URL."
+        )
     marker = _marker(raw, location)
     tmp = tempfile.TemporaryDirectory(prefix="trainer-model-")
     for name in _engine_names(marker["tag"]):
@@ -300,7 +348,9 @@ def _fetch(location: str) -> tuple[Path, dict, tempfile.TemporaryDirectory | Non
             continue  # reported as missing below, with the checksums
         data = storage.read_bytes(name)
         if data is None:
-            raise StorageError(f"{location}/{name} is missing.", "Retrain the pair (`trainer batch` resumes it).")
+            raise StorageError(
+                f"{location}/{name} is missing.", "Retrain the pair (`trainer batch` resumes it)."
+            )
         (Path(tmp.name) / name).write_bytes(data)
     return Path(tmp.name), marker, tmp
 
@@ -317,12 +367,16 @@ def load_pair_model(path: str | Path) -> PairModel:
         for name in _engine_names(tag):
             info = marker["artifacts"].get(name)
             if info is None:
-                raise DataError(f"{path}: {SUCCESS} does not list {name}.",
-                                "The pair was trained by an older trainer or its marker was altered; retrain it.")
+                raise DataError(
+                    f"{path}: {SUCCESS} does not list {name}.",
+                    "The pair was trained by an older trainer or its marker was altered; retrain it.",
+                )
             actual = folder / name
             if not actual.exists() or sha256_file(actual) != info.get("sha256"):
-                raise DataError(f"{path}/{name} does not match its checksum in {SUCCESS}.",
-                                "The artifacts were altered or truncated; retrain the pair.")
+                raise DataError(
+                    f"{path}/{name} does not match its checksum in {SUCCESS}.",
+                    "The artifacts were altered or truncated; retrain the pair.",
+                )
         try:
             spec_file = json.loads((folder / f"spec_{tag}.json").read_text())
             scaler = Scaler.from_json(json.loads((folder / f"scaler_{tag}.json").read_text()))
@@ -330,8 +384,10 @@ def load_pair_model(path: str | Path) -> PairModel:
             feature_names = tuple(spec_file["feature_names"])
             spec_file["spec"]["data"]["timeframe"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{path}: the model's spec or scaler file cannot be read ({type(exc).__name__}: {exc}).",
-                            "Retrain the pair.") from exc
+            raise DataError(
+                f"{path}: the model's spec or scaler file cannot be read ({type(exc).__name__}: {exc}).",
+                "Retrain the pair.",
+            ) from exc
         import os
 
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -352,8 +408,14 @@ def load_pair_model(path: str | Path) -> PairModel:
             # keras has read the model into memory; the downloaded copies can go
             tmp.cleanup()
     return PairModel(
-        pair=marker.get("pair", spec_file["pair"]), tag=tag, model=model, scaler=scaler,
-        sequence_length=sequence_length, feature_names=feature_names, info=spec_file, location=str(path),
+        pair=marker.get("pair", spec_file["pair"]),
+        tag=tag,
+        model=model,
+        scaler=scaler,
+        sequence_length=sequence_length,
+        feature_names=feature_names,
+        info=spec_file,
+        location=str(path),
     )
 
 
@@ -369,7 +431,9 @@ def read_for_prediction(model: PairModel, path: str | Path):
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"Data file not found: {path}.", "Pass --data with a training-ready file or candles.")
-    from .formats import NAME_RE, pct_from_code as _pct, read_table as read_frame
+    from .formats import NAME_RE
+    from .formats import pct_from_code as _pct
+    from .formats import read_table as read_frame
 
     if path.is_file() and path.suffix.lower() in (".feather", ".parquet", ".csv", ".arrow", ".ipc"):
         try:
@@ -381,11 +445,19 @@ def read_for_prediction(model: PairModel, path: str | Path):
         if frame is not None and any(c in frame.columns for c in model.feature_names):
             found = NAME_RE.match(path.name)
             if found:
-                model.check_compatible({"future_window": int(found["fw"]), "stop_loss_pct": _pct(found["sl"]),
-                                        "take_profit_pct": _pct(found["tp"])}, str(path))
+                model.check_compatible(
+                    {
+                        "future_window": int(found["fw"]),
+                        "stop_loss_pct": _pct(found["sl"]),
+                        "take_profit_pct": _pct(found["tp"]),
+                    },
+                    str(path),
+                )
                 if found["pair"] != model.pair:
-                    raise DataError(f"{path.name} holds {found['pair']}, the model is for {model.pair}.",
-                                    "Predict a pair with its own model.")
+                    raise DataError(
+                        f"{path.name} holds {found['pair']}, the model is for {model.pair}.",
+                        "Predict a pair with its own model.",
+                    )
             return frame.drop([c for c in frame.columns if c.startswith("label_")])
     # raw candles: the model's own feature set and labeler turn them into features
     from .candles import read_candles
@@ -393,8 +465,7 @@ def read_for_prediction(model: PairModel, path: str | Path):
 
     spec = model.prediction_spec(path)
     candles = read_candles(path, model.pair, spec.data.timeframe, dict(spec.data.params or {}).get("market"))
-    data = pair_data_from_candles(candles, spec, model.plugins(),
-                                  with_labels=False)
+    data = pair_data_from_candles(candles, spec, model.plugins(), with_labels=False)
     columns = {"timestamp": pl.Series(data.timestamps).dt.replace_time_zone("UTC")}
     for i, name in enumerate(data.feature_names):
         columns[name] = data.features[:, i]
@@ -409,8 +480,10 @@ def select_time(predictions, start: str | None = None, end: str | None = None):
     if not start and not end:
         return predictions
     if "timestamp" not in predictions.columns:
-        raise ConfigError("--start/--end need timestamps, and these data have none.",
-                          "Drop --start/--end, or pass data with a timestamp column.")
+        raise ConfigError(
+            "--start/--end need timestamps, and these data have none.",
+            "Drop --start/--end, or pass data with a timestamp column.",
+        )
     ts = predictions.get_column("timestamp")
     zone = getattr(ts.dtype, "time_zone", None)
     keep = pl.lit(True)
@@ -429,8 +502,10 @@ def _bound(text: str, flag: str):
     try:
         value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"{flag} {text!r} is not a date or time.",
-                          f"Use {flag} 2024-10-01 or {flag} 2024-10-01T12:00 (UTC).") from None
+        raise ConfigError(
+            f"{flag} {text!r} is not a date or time.",
+            f"Use {flag} 2024-10-01 or {flag} 2024-10-01T12:00 (UTC).",
+        ) from None
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return value

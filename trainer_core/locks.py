@@ -46,7 +46,7 @@ class PairLock:
         self.held = False
         self._stop: threading.Event | None = None
 
-    def __enter__(self) -> "PairLock":
+    def __enter__(self) -> PairLock:
         self.acquire()
         return self
 
@@ -55,8 +55,11 @@ class PairLock:
 
     def acquire(self) -> None:
         """Take the lock (or take over a stale one); StorageError naming the holder if it is held."""
-        me = {"host": socket.gethostname(), "pid": os.getpid(),
-              "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        me = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
         flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
         for _ in range(2):
             try:
@@ -76,8 +79,10 @@ class PairLock:
             self.held = True
             self._start_heartbeat()
             return
-        raise StorageError(f"Cannot take the lock {self.path}: another run keeps taking it.",
-                           f"Retry, or delete {self.path} if no run of {self.pair} is active.")
+        raise StorageError(
+            f"Cannot take the lock {self.path}: another run keeps taking it.",
+            f"Retry, or delete {self.path} if no run of {self.pair} is active.",
+        )
 
     def _read_holder(self) -> dict:
         if self.path.is_symlink() or not self.path.is_file():
@@ -97,8 +102,12 @@ class PairLock:
         `LOCK_STALE_SECONDS`, so it cannot block a pair for as long as the skew lasts.
         """
         pid = holder.get("pid")
-        if holder.get("host") == me["host"] and isinstance(pid, int) and not isinstance(pid, bool) and (
-                pid == me["pid"] or not _pid_alive(pid)):
+        if (
+            holder.get("host") == me["host"]
+            and isinstance(pid, int)
+            and not isinstance(pid, bool)
+            and (pid == me["pid"] or not _pid_alive(pid))
+        ):
             return True
         try:
             age = time.time() - self.path.lstat().st_mtime

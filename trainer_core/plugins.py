@@ -7,7 +7,8 @@ import importlib
 import inspect
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -185,7 +186,7 @@ class Plugins:
         self._registry: Registry | None = None
 
     @classmethod
-    def load(cls, extra_plugins: Iterable[str] = (), **kwargs: Any) -> "Plugins":
+    def load(cls, extra_plugins: Iterable[str] = (), **kwargs: Any) -> Plugins:
         """A facade over :func:`get_plugin_manager` (built-ins, entry points, then ``extra_plugins``)."""
         return cls(get_plugin_manager(extra_plugins, **kwargs))
 
@@ -197,8 +198,10 @@ class Plugins:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             self.pm.unregister(plugin)
-            raise PluginError(f"A plugin implements a hook that does not exist: {exc}.",
-                              "Check the hook name against docs/hooks.md.") from exc
+            raise PluginError(
+                f"A plugin implements a hook that does not exist: {exc}.",
+                "Check the hook name against docs/hooks.md.",
+            ) from exc
 
     def unregister(self, plugin: object) -> None:
         """Remove a plugin added with :meth:`register`; its components leave the registry."""
@@ -242,7 +245,7 @@ class Plugins:
         return self.registry.create(kind, name)
 
     # -- what produced a run ----------------------------------------------
-    def code_fingerprint(self, spec: "PairSpec") -> dict[str, str]:
+    def code_fingerprint(self, spec: PairSpec) -> dict[str, str]:
         """What code a pair's run uses, for the resume check: a changed value means retrain.
 
         ``{"trainer": version, "loader NAME": origin, "balancer NAME": ..., "model NAME": ...,
@@ -255,9 +258,16 @@ class Plugins:
         from .version import __version__
 
         out = {"trainer": __version__}
-        used = [("loader", spec.data.loader), ("balancer", spec.balance.method), ("model", spec.model.builder)]
+        used = [
+            ("loader", spec.data.loader),
+            ("balancer", spec.balance.method),
+            ("model", spec.model.builder),
+        ]
         used += [("reporter", name) for name in spec.reporters]
-        used += [("feature-set", spec.features.get("set", "seed")), ("labeler", spec.labels.get("method", "tp-sl"))]
+        used += [
+            ("feature-set", spec.features.get("set", "seed")),
+            ("labeler", spec.labels.get("method", "tp-sl")),
+        ]
         for kind, name in used:
             try:
                 registration = self.registry.get(kind, name)
@@ -286,32 +296,32 @@ class Plugins:
         return _source_digest(plugin) if plugin is not None else f"{plugin_name} (not loaded)"
 
     # -- CLI ---------------------------------------------------------------
-    def register_commands(self, cli: "click.Group") -> None:
+    def register_commands(self, cli: click.Group) -> None:
         """Let every plugin add its Click commands to the ``trainer`` group."""
         self.pm.hook.trainer_register_commands(cli=cli)
 
     # -- lifecycle ---------------------------------------------------------
-    def before_batch(self, manifest: "Manifest", specs: Iterable["PairSpec"]) -> None:
+    def before_batch(self, manifest: Manifest, specs: Iterable[PairSpec]) -> None:
         """Call ``trainer_before_batch`` (``specs`` always arrives as a tuple)."""
         self.pm.hook.trainer_before_batch(manifest=manifest, specs=tuple(specs))
 
-    def after_batch(self, manifest: "Manifest", results: Sequence[Mapping[str, Any]]) -> None:
+    def after_batch(self, manifest: Manifest, results: Sequence[Mapping[str, Any]]) -> None:
         """Call ``trainer_after_batch`` with one outcome row per pair."""
         self.pm.hook.trainer_after_batch(manifest=manifest, results=results)
 
-    def before_pair(self, spec: "PairSpec") -> None:
+    def before_pair(self, spec: PairSpec) -> None:
         """Call ``trainer_before_pair``; a `TrainerError` raised there stops the pair."""
         self.pm.hook.trainer_before_pair(spec=spec)
 
-    def after_pair(self, spec: "PairSpec", result: Any) -> None:
+    def after_pair(self, spec: PairSpec, result: Any) -> None:
         """Call ``trainer_after_pair`` with the committed pair's `PairResult`."""
         self.pm.hook.trainer_after_pair(spec=spec, result=result)
 
-    def on_pair_error(self, spec: "PairSpec", error: BaseException) -> None:
+    def on_pair_error(self, spec: PairSpec, error: BaseException) -> None:
         """Call ``trainer_on_pair_error`` before the error propagates."""
         self.pm.hook.trainer_on_pair_error(spec=spec, error=error)
 
-    def keras_callbacks(self, spec: "PairSpec", pair_dir: Any) -> list:
+    def keras_callbacks(self, spec: PairSpec, pair_dir: Any) -> list:
         """Every plugin's extra Keras callbacks for this pair, concatenated (None adds nothing)."""
         callbacks = []
         for extra in self.pm.hook.trainer_keras_callbacks(spec=spec, pair_dir=pair_dir):

@@ -20,7 +20,9 @@ def training_ready_filename(spec) -> str:
     lab = spec.labels
     if spec.label_tag is not None and spec.tag != spec.with_label_tag(None).tag:
         return f"{spec.pair}_TF-{spec.data.timeframe}__{spec.label_tag}__training_ready.feather"
-    return training_ready_name(spec.pair, spec.data.timeframe, lab.future_window, lab.stop_loss_pct, lab.take_profit_pct)
+    return training_ready_name(
+        spec.pair, spec.data.timeframe, lab.future_window, lab.stop_loss_pct, lab.take_profit_pct
+    )
 
 
 def frame_from_pair_data(data: PairData):
@@ -56,5 +58,7 @@ def write_training_ready(data: PairData, spec, folder: str | Path) -> Path:
             if tmp.exists():
                 tmp.unlink()
     except OSError as exc:
-        raise StorageError(f"Cannot write to {folder}: {exc.strerror or exc}.", "Check the --output folder.") from exc
+        raise StorageError(
+            f"Cannot write to {folder}: {exc.strerror or exc}.", "Check the --output folder."
+        ) from exc
     return final

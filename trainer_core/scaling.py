@@ -39,7 +39,7 @@ class Scaler:
         }
 
     @classmethod
-    def from_json(cls, doc: dict) -> "Scaler":
+    def from_json(cls, doc: dict) -> Scaler:
         """A scaler from a `to_json` document; a `DataError` when it is not one."""
         try:
             return cls(

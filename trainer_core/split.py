@@ -234,8 +234,10 @@ def walk_forward_splits(
         train = rows[usable & (rows < start - embargo)]
         val = rows[usable & (rows >= start) & (rows < end)]
         if len(train) == 0 or len(val) == 0:
-            raise DataError(f"{where}: walk-forward fold {k + 1} has no labelled training or validation targets.",
-                            "Use more labelled data or fewer folds.")
+            raise DataError(
+                f"{where}: walk-forward fold {k + 1} has no labelled training or validation targets.",
+                "Use more labelled data or fewer folds.",
+            )
         out.append(Split(n, window, future_window, embargo, start, None, train, val, rows[:0]))
     return out
 

@@ -14,8 +14,8 @@ import errno
 import hashlib
 import os
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from .errors import StorageError
 
@@ -78,7 +78,7 @@ class LocalStorage:
 
     def __init__(self, root: str | Path):
         root = str(root)
-        self.path = Path(root[len("file://"):] if root.startswith("file://") else root).expanduser()
+        self.path = Path(root[len("file://") :] if root.startswith("file://") else root).expanduser()
 
     def __repr__(self):
         return str(self.path)
@@ -101,7 +101,9 @@ class LocalStorage:
             final.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(final, data)
         except OSError as exc:
-            raise StorageError(f"Cannot write {final}: {exc.strerror or exc}.", "Check the output location.") from exc
+            raise StorageError(
+                f"Cannot write {final}: {exc.strerror or exc}.", "Check the output location."
+            ) from exc
 
     def sha256(self, rel: str) -> str | None:
         """The file's ``"sha256:<hex>"``, or None when it is not a regular file."""
@@ -153,14 +155,18 @@ class FsspecStorage:
         try:
             self.fs.pipe_file(self._p(rel), data)
         except Exception as exc:
-            raise StorageError(f"Cannot write {self.url(rel)}: {exc}.", "Check the bucket, credentials and endpoint.") from exc
+            raise StorageError(
+                f"Cannot write {self.url(rel)}: {exc}.", "Check the bucket, credentials and endpoint."
+            ) from exc
 
     def sha256(self, rel: str) -> str | None:
         """The object's ``"sha256:<hex>"``, or None when it does not exist."""
         data = self.read_bytes(rel)
         return None if data is None else bytes_sha256(data)
 
-    def publish(self, local_dir: Path, rel: str, marker_name: str, names: Iterable[str] | None = None) -> None:
+    def publish(
+        self, local_dir: Path, rel: str, marker_name: str, names: Iterable[str] | None = None
+    ) -> None:
         """Upload a staged pair folder: old marker removed first, every file, then the marker.
 
         ``names`` (relative paths) limits the upload to those files, so that what stays in the
@@ -185,8 +191,10 @@ class FsspecStorage:
                     self.fs.rm_file(stale)
             self.fs.put_file(str(local_dir / marker_name), f"{target}/{marker_name}")
         except Exception as exc:
-            raise StorageError(f"Cannot upload the artifacts to {self.url(rel)}: {exc}.",
-                               "Check the bucket, credentials and endpoint.") from exc
+            raise StorageError(
+                f"Cannot upload the artifacts to {self.url(rel)}: {exc}.",
+                "Check the bucket, credentials and endpoint.",
+            ) from exc
 
 
 Storage = LocalStorage | FsspecStorage
@@ -274,25 +282,48 @@ def _explain_url_error(exc: BaseException, url: str, step: str) -> tuple[str, st
         seen = seen.__cause__ or seen.__context__
     names = {type(e).__name__ for e in chain}
     text = " ".join(str(e) for e in chain)
-    creds_hint = ("Give the trainer credentials for the bucket (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-                  "AWS_PROFILE or an instance role) and check the endpoint (FSSPEC_S3_ENDPOINT_URL).")
+    creds_hint = (
+        "Give the trainer credentials for the bucket (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+        "AWS_PROFILE or an instance role) and check the endpoint (FSSPEC_S3_ENDPOINT_URL)."
+    )
     if "NoCredentialsError" in names or "Unable to locate credentials" in text:
         return f"No credentials to reach the output {url}.", creds_hint
     if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
-        return (f"The output's bucket does not exist: {url}.",
-                "Create the bucket, or fix the name in --output / `output:`.")
-    if isinstance(exc, PermissionError) or names & {"AccessDenied", "Forbidden"} or any(
-            w in text for w in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "403")):
-        return (f"Access to the output {url} was refused while trying to {step} ({_first_line(exc)}).",
-                "Check the credentials and that they may list, write and delete objects under that prefix.")
+        return (
+            f"The output's bucket does not exist: {url}.",
+            "Create the bucket, or fix the name in --output / `output:`.",
+        )
+    if (
+        isinstance(exc, PermissionError)
+        or names & {"AccessDenied", "Forbidden"}
+        or any(
+            w in text
+            for w in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "403")
+        )
+    ):
+        return (
+            f"Access to the output {url} was refused while trying to {step} ({_first_line(exc)}).",
+            "Check the credentials and that they may list, write and delete objects under that prefix.",
+        )
     if isinstance(exc, FileNotFoundError):
-        return (f"The output's bucket does not exist: {url}.",
-                "Create the bucket, or fix the name in --output / `output:`.")
-    if names & {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError"}:
-        return (f"Cannot reach the storage of the output {url} ({_first_line(exc)}).",
-                "Check the endpoint (FSSPEC_S3_ENDPOINT_URL) and the network.")
-    return (f"Cannot {step} the output {url}: {type(exc).__name__}: {_first_line(exc)}.",
-            "Check the bucket, credentials and endpoint.")
+        return (
+            f"The output's bucket does not exist: {url}.",
+            "Create the bucket, or fix the name in --output / `output:`.",
+        )
+    if names & {
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ClientConnectorError",
+        "ConnectionRefusedError",
+    }:
+        return (
+            f"Cannot reach the storage of the output {url} ({_first_line(exc)}).",
+            "Check the endpoint (FSSPEC_S3_ENDPOINT_URL) and the network.",
+        )
+    return (
+        f"Cannot {step} the output {url}: {type(exc).__name__}: {_first_line(exc)}.",
+        "Check the bucket, credentials and endpoint.",
+    )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,17 +1,18 @@
 """Helpers for testing plugins (and the trainer itself): throwaway plugins, tiny specs and data.
 
-    from trainer_core.testing import registered_plugin, tiny_spec, write_training_ready
+from trainer_core.testing import registered_plugin, tiny_spec, write_training_ready
 
-    data = write_training_ready(tmp_path / "inputs")
-    with registered_plugin(MyPlugin(), name="my-plugin") as plugins:
-        result = run_pair(tiny_spec(data.parent, tmp_path / "out", "model.builder=my-model"), plugins)
+data = write_training_ready(tmp_path / "inputs")
+with registered_plugin(MyPlugin(), name="my-plugin") as plugins:
+    result = run_pair(tiny_spec(data.parent, tmp_path / "out", "model.builder=my-model"), plugins)
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -49,8 +50,9 @@ def registered_plugin(plugin, name: str | None = None, plugins: Plugins | None =
         plugins.unregister(plugin)
 
 
-def tiny_spec(data: str | Path, output: str | Path, *sets: str, pair: str = "ETHUSDT", epochs: int = 1,
-              manifest=None) -> "PairSpec":
+def tiny_spec(
+    data: str | Path, output: str | Path, *sets: str, pair: str = "ETHUSDT", epochs: int = 1, manifest=None
+) -> PairSpec:
     """A resolved spec that trains in seconds: `TINY_SETTINGS`, ``epochs`` epochs, then ``sets``
     (``"model.builder=my-model"``...), with ``data`` as ``data.path`` and ``output`` as the output.
 
@@ -66,15 +68,18 @@ def tiny_spec(data: str | Path, output: str | Path, *sets: str, pair: str = "ETH
     )
 
 
-def training_ready_name(pair: str, fw: int = 5, sl_pct: float = 0.5, tp_pct: float = 1.0, tf: str = "1m",
-                        ext: str = "feather") -> str:
+def training_ready_name(
+    pair: str, fw: int = 5, sl_pct: float = 0.5, tp_pct: float = 1.0, tf: str = "1m", ext: str = "feather"
+) -> str:
     """The seed's file name: ``ETHUSDT_TF-1m__FW-005__SL-050__TP-100__training_ready.feather``."""
     from .manifest import training_ready_name as name
 
     return name(pair, tf, fw, sl_pct, tp_pct, ext=ext)
 
 
-def training_ready_frame(rows: int = 600, seed: int = 0, start: str = "2024-01-01", with_timestamp: bool = True):
+def training_ready_frame(
+    rows: int = 600, seed: int = 0, start: str = "2024-01-01", with_timestamp: bool = True
+):
     """A polars frame in the seed's training-ready layout, with labels the features partly predict."""
     import polars as pl
 
@@ -95,7 +100,7 @@ def training_ready_frame(rows: int = 600, seed: int = 0, start: str = "2024-01-0
     labels = np.where(score > 0.15, 2, np.where(score < -0.15, 0, 1))
     data = {}
     if with_timestamp:
-        data["timestamp"] = (np.datetime64(start, "ms") + np.arange(rows) * np.timedelta64(60_000, "ms"))
+        data["timestamp"] = np.datetime64(start, "ms") + np.arange(rows) * np.timedelta64(60_000, "ms")
     for name in FEATURE_NAMES:
         data[name] = np.asarray(cols[name], dtype=np.float32)
     for k in range(3):
@@ -103,9 +108,17 @@ def training_ready_frame(rows: int = 600, seed: int = 0, start: str = "2024-01-0
     return pl.DataFrame(data)
 
 
-def write_training_ready(folder: str | Path, pair: str = "ETHUSDT", rows: int = 600, seed: int = 0,
-                         fw: int = 5, sl_pct: float = 0.5, tp_pct: float = 1.0, ext: str = "feather",
-                         frame=None) -> Path:
+def write_training_ready(
+    folder: str | Path,
+    pair: str = "ETHUSDT",
+    rows: int = 600,
+    seed: int = 0,
+    fw: int = 5,
+    sl_pct: float = 0.5,
+    tp_pct: float = 1.0,
+    ext: str = "feather",
+    frame=None,
+) -> Path:
     """Write a tiny seed-format file for ``pair`` into ``folder`` and return its path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,4 +8,12 @@ resources fit the nodes, `driver.py` (`BatchRun`) runs the lifecycle in the driv
 from .driver import BatchReport, BatchRun, check_reachable
 from .planning import Plan, absolute_paths, plan_pair, select_pairs
 
-__all__ = ["BatchReport", "BatchRun", "Plan", "absolute_paths", "check_reachable", "plan_pair", "select_pairs"]
+__all__ = [
+    "BatchReport",
+    "BatchRun",
+    "Plan",
+    "absolute_paths",
+    "check_reachable",
+    "plan_pair",
+    "select_pairs",
+]

@@ -35,8 +35,10 @@ def local_num_cpus() -> int | None:
     except ValueError:
         n = 0
     if n < 1:
-        raise ConfigError(f"{RAY_NUM_CPUS_ENV}={value!r}: expected a whole number of CPUs >= 1.",
-                          f"For example {RAY_NUM_CPUS_ENV}=2, or unset it to use every core.")
+        raise ConfigError(
+            f"{RAY_NUM_CPUS_ENV}={value!r}: expected a whole number of CPUs >= 1.",
+            f"For example {RAY_NUM_CPUS_ENV}=2, or unset it to use every core.",
+        )
     return n
 
 
@@ -56,8 +58,11 @@ def this_machine() -> Node:
 
 def ray_nodes(ray) -> list[Node]:
     """The alive nodes of the joined Ray cluster."""
-    return [Node(float(n.get("Resources", {}).get("CPU", 0)), float(n.get("Resources", {}).get("GPU", 0)))
-            for n in ray.nodes() if n.get("Alive")]
+    return [
+        Node(float(n.get("Resources", {}).get("CPU", 0)), float(n.get("Resources", {}).get("GPU", 0)))
+        for n in ray.nodes()
+        if n.get("Alive")
+    ]
 
 
 def cluster_autoscales() -> bool:
@@ -88,17 +93,22 @@ def _fmt(x: float) -> str:
 def check_fit(specs: list[PairSpec], nodes: list[Node], where: str) -> None:
     """Raise a ConfigError when some pair's cpus+gpus fit on no single node."""
     if not nodes:
-        raise ConfigError(f"{where} has no alive node.", "Start the cluster's nodes, or leave out --address "
-                          "to use a local Ray.")
-    misfits = [s for s in specs
-               if not any(s.resources.cpus <= n.cpus and s.resources.gpus <= n.gpus for n in nodes)]
+        raise ConfigError(
+            f"{where} has no alive node.",
+            "Start the cluster's nodes, or leave out --address to use a local Ray.",
+        )
+    misfits = [
+        s for s in specs if not any(s.resources.cpus <= n.cpus and s.resources.gpus <= n.gpus for n in nodes)
+    ]
     if not misfits:
         return
     first = misfits[0]
     cpus, gpus = first.resources.cpus, first.resources.gpus
     same = [s.pair for s in misfits if (s.resources.cpus, s.resources.gpus) == (cpus, gpus)]
     names = ", ".join(same[:5]) + (f" and {len(same) - 5} more" if len(same) > 5 else "")
-    largest = max(nodes, key=lambda n: (n.gpus, n.cpus)) if gpus else max(nodes, key=lambda n: (n.cpus, n.gpus))
+    largest = (
+        max(nodes, key=lambda n: (n.gpus, n.cpus)) if gpus else max(nodes, key=lambda n: (n.cpus, n.gpus))
+    )
     biggest_cpus = max(n.cpus for n in nodes)
     fit_gpus = min(gpus, largest.gpus) if largest.gpus else 0
     fit_cpus = min(cpus, largest.cpus if fit_gpus else biggest_cpus)

@@ -12,8 +12,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigError, TrainerError
 from ..manifest import Manifest, PairSpec
@@ -37,8 +38,14 @@ DEFAULT_SCHEDULE_TIMEOUT = 600
 #: the figures `trainer batch --sort` orders pairs by, each with whether a larger value is better
 #: (those sort descending, the others ascending; `pair` alphabetically)
 SORT_FIGURES = {
-    "mcc": True, "balanced_accuracy": True, "val_accuracy": True, "val_loss": False,
-    "total_net_return": True, "max_drawdown": False, "random_entry_p_value": False, "pair": False,
+    "mcc": True,
+    "balanced_accuracy": True,
+    "val_accuracy": True,
+    "val_loss": False,
+    "total_net_return": True,
+    "max_drawdown": False,
+    "random_entry_p_value": False,
+    "pair": False,
 }
 DEFAULT_SORT = "mcc"
 
@@ -116,8 +123,20 @@ class BatchReport:
 
 
 def _row(pair: str, status: str, reason: str = "", **values: Any) -> dict:
-    row = {"pair": pair, "status": status, "reason": reason, "error": None, "hint": None, "exit_code": None,
-           "seconds": None, "metrics": {}, "figures": {}, "artifacts": None, "tag": None, "trained_at": None}
+    row = {
+        "pair": pair,
+        "status": status,
+        "reason": reason,
+        "error": None,
+        "hint": None,
+        "exit_code": None,
+        "seconds": None,
+        "metrics": {},
+        "figures": {},
+        "artifacts": None,
+        "tag": None,
+        "trained_at": None,
+    }
     row.update({k: v for k, v in values.items() if k in row})
     return row
 
@@ -139,14 +158,18 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
         return
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
-        raise ConfigError(f"Ray address {address!r} is not host:port.",
-                          "For example --address 10.0.0.5:6379 (the port of `ray start --head --port`).")
+        raise ConfigError(
+            f"Ray address {address!r} is not host:port.",
+            "For example --address 10.0.0.5:6379 (the port of `ray start --head --port`).",
+        )
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise ConfigError(f"Cannot reach the Ray cluster at {address}: {exc.strerror or exc}.",
-                          "Check --address / RAY_ADDRESS: the head's port (`ray start --head --port`, "
-                          "default 6379) must be reachable from here.") from None
+        raise ConfigError(
+            f"Cannot reach the Ray cluster at {address}: {exc.strerror or exc}.",
+            "Check --address / RAY_ADDRESS: the head's port (`ray start --head --port`, "
+            "default 6379) must be reachable from here.",
+        ) from None
 
 
 class BatchRun:
@@ -156,10 +179,19 @@ class BatchRun:
     ran); ``dry_run(force)`` prints the plan and the problems without running anything.
     """
 
-    def __init__(self, manifest: Manifest, specs: list[PairSpec], plugins: Plugins,
-                 echo: Callable[[str], None] = print, address: str | None = None, sort: str = DEFAULT_SORT):
+    def __init__(
+        self,
+        manifest: Manifest,
+        specs: list[PairSpec],
+        plugins: Plugins,
+        echo: Callable[[str], None] = print,
+        address: str | None = None,
+        sort: str = DEFAULT_SORT,
+    ):
         if sort not in SORT_FIGURES:
-            raise ConfigError(f"Cannot sort pairs by {sort!r}.", f"Sort by one of: {', '.join(SORT_FIGURES)}.")
+            raise ConfigError(
+                f"Cannot sort pairs by {sort!r}.", f"Sort by one of: {', '.join(SORT_FIGURES)}."
+            )
         self.sort = sort
         self.manifest = manifest
         self.specs = [absolute_paths(s) for s in specs]
@@ -224,7 +256,9 @@ class BatchRun:
             fatal.append(exc)
         self.echo(f"{len(plans)} pair(s) in {self.manifest.path}, output {self.output}:")
         for p in plans:
-            self.echo(f"  {p.spec.pair:<14} {'would train' if p.action == 'train' else 'would skip'}: {p.reason}")
+            self.echo(
+                f"  {p.spec.pair:<14} {'would train' if p.action == 'train' else 'would skip'}: {p.reason}"
+            )
             problems = component_problems(p.spec, self.plugins)
             if problems:
                 fatal.append(ConfigError(f"{p.spec.pair}: {problems[0]}"))
@@ -239,9 +273,13 @@ class BatchRun:
                 self.echo(f"  {'':<14}   problem: {problem}")
         if fatal:
             first = fatal[0]
-            raise ConfigError(f"The batch would not start: {first.message}" if len(fatal) == 1 else
-                              f"The batch would not start ({len(fatal)} problems, listed above); the first: "
-                              f"{first.message}", first.hint)
+            raise ConfigError(
+                f"The batch would not start: {first.message}"
+                if len(fatal) == 1
+                else f"The batch would not start ({len(fatal)} problems, listed above); the first: "
+                f"{first.message}",
+                first.hint,
+            )
         return 0
 
     def _cluster_nodes_for_dry_run(self, fatal: list) -> list | None:
@@ -292,15 +330,16 @@ class BatchRun:
         self.echo("Interrupted: cancelling the running pairs; finished pairs keep their artifacts.")
         if pending:
             ray = sys.modules.get("ray")
-            for ref, spec in pending.items():
+            for ref in pending:
                 try:
                     ray.cancel(ref, force=True)
                 except Exception:  # cancelling is best effort; the row says what happened
                     pass
         for spec in self.specs:
             if spec.pair not in self.rows:
-                self.rows[spec.pair] = _row(spec.pair, "cancelled", "interrupted (Ctrl-C)",
-                                            error="cancelled before it finished")
+                self.rows[spec.pair] = _row(
+                    spec.pair, "cancelled", "interrupted (Ctrl-C)", error="cancelled before it finished"
+                )
 
     # -- progress ----------------------------------------------------------------------------
     def _line(self, state: str, pair: str, detail: str, total: int) -> None:
@@ -312,15 +351,24 @@ class BatchRun:
         eta = ""
         if finished and len(finished) < to_run:
             eta = f", ETA {_clock(elapsed / len(finished) * (to_run - len(finished)))}"
-        self.echo(f"[{_clock(elapsed)}] {state:<9} {pair:<14} {detail}  ({len(finished)}/{to_run} done, "
-                  f"{failed} failed{eta})")
+        self.echo(
+            f"[{_clock(elapsed)}] {state:<9} {pair:<14} {detail}  ({len(finished)}/{to_run} done, "
+            f"{failed} failed{eta})"
+        )
 
     # -- running -----------------------------------------------------------------------------
     def _skipped_row(self, p: Plan) -> dict:
         marker = p.marker or {}
-        return _row(p.spec.pair, "skipped", p.reason, metrics=dict(marker.get("metrics") or {}),
-                    figures=dict(marker.get("figures") or {}), artifacts=open_storage(p.spec.output).url(p.spec.pair),
-                    tag=marker.get("tag") or p.spec.tag, trained_at=marker.get("finished"))
+        return _row(
+            p.spec.pair,
+            "skipped",
+            p.reason,
+            metrics=dict(marker.get("metrics") or {}),
+            figures=dict(marker.get("figures") or {}),
+            artifacts=open_storage(p.spec.output).url(p.spec.pair),
+            tag=marker.get("tag") or p.spec.tag,
+            trained_at=marker.get("finished"),
+        )
 
     def _run(self, plans: list[Plan]) -> None:
         total = len(plans)
@@ -345,13 +393,18 @@ class BatchRun:
             submitted = time.time()
             for p in todo:
                 ref = task.options(
-                    num_cpus=p.spec.resources.cpus, num_gpus=p.spec.resources.gpus, max_retries=retries,
-                    retry_exceptions=False, name=f"train {p.spec.pair}",
+                    num_cpus=p.spec.resources.cpus,
+                    num_gpus=p.spec.resources.gpus,
+                    max_retries=retries,
+                    retry_exceptions=False,
+                    name=f"train {p.spec.pair}",
                 ).remote(p.spec.to_dict(), progress, p.reason == "--force")
                 pending[ref] = p.spec
             resources = ray.cluster_resources()
-            self.echo(f"Submitted {len(pending)} pair(s) to Ray "
-                      f"({resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)")
+            self.echo(
+                f"Submitted {len(pending)} pair(s) to Ray "
+                f"({resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)"
+            )
             running: set[str] = set()
             waited: dict[str, float] = {}
             try:
@@ -371,7 +424,9 @@ class BatchRun:
             if started_here:
                 ray.shutdown()
 
-    def _report_waiting(self, ray, pending: dict, running: set, waited: dict, submitted: float, total: int) -> None:
+    def _report_waiting(
+        self, ray, pending: dict, running: set, waited: dict, submitted: float, total: int
+    ) -> None:
         """A pair Ray has not started within batch.schedule_timeout gets a line, once per timeout."""
         now = time.time()
         timeout = self.schedule_timeout
@@ -384,11 +439,14 @@ class BatchRun:
             waited[spec.pair] = now
             free = ray.available_resources()
             total_res = ray.cluster_resources()
-            self._line("waiting", spec.pair,
-                       f"not started after {_clock(now - submitted)}: waits for {spec.resources.cpus:g} CPU(s) "
-                       f"and {spec.resources.gpus:g} GPU(s); free now {free.get('CPU', 0):g} of "
-                       f"{total_res.get('CPU', 0):g} CPUs, {free.get('GPU', 0):g} of {total_res.get('GPU', 0):g} GPUs",
-                       total)
+            self._line(
+                "waiting",
+                spec.pair,
+                f"not started after {_clock(now - submitted)}: waits for {spec.resources.cpus:g} CPU(s) "
+                f"and {spec.resources.gpus:g} GPU(s); free now {free.get('CPU', 0):g} of "
+                f"{total_res.get('CPU', 0):g} CPUs, {free.get('GPU', 0):g} of {total_res.get('GPU', 0):g} GPUs",
+                total,
+            )
 
     def _init_ray(self, ray) -> bool:
         if ray.is_initialized():
@@ -397,12 +455,20 @@ class BatchRun:
         level = logging.INFO if verbose() else logging.ERROR  # Ray's start-up and token lines
         try:
             if self.address:
-                ray.init(address=self.address, runtime_env={"env_vars": env} if env else None,
-                         log_to_driver=True, logging_level=level)
+                ray.init(
+                    address=self.address,
+                    runtime_env={"env_vars": env} if env else None,
+                    log_to_driver=True,
+                    logging_level=level,
+                )
             else:
                 # a local Ray started on demand; its workers inherit this process's environment
-                ray.init(include_dashboard=False, log_to_driver=True, logging_level=level,
-                         num_cpus=cluster.local_num_cpus())
+                ray.init(
+                    include_dashboard=False,
+                    log_to_driver=True,
+                    logging_level=level,
+                    num_cpus=cluster.local_num_cpus(),
+                )
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConfigError(
                 f"Cannot connect to the Ray cluster at {self.address or 'a new local Ray'}: {exc}",
@@ -419,12 +485,18 @@ class BatchRun:
             row = _row(spec.pair, "cancelled", "cancelled", error="cancelled before it finished")
         except ray.exceptions.RayError as exc:  # the worker died (killed, out of memory...) every try
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            row = _row(spec.pair, "failed", "system failure",
-                       error=f"the worker died ({type(exc).__name__}) after {retries + 1} attempt(s): {first}",
-                       hint="Look for out-of-memory kills; lower train.batch_size or raise batch.max_retries.",
-                       exit_code=1)
+            row = _row(
+                spec.pair,
+                "failed",
+                "system failure",
+                error=f"the worker died ({type(exc).__name__}) after {retries + 1} attempt(s): {first}",
+                hint="Look for out-of-memory kills; lower train.batch_size or raise batch.max_retries.",
+                exit_code=1,
+            )
         else:
-            row = _row(spec.pair, out["status"], **{k: v for k, v in out.items() if k not in ("pair", "status")})
+            row = _row(
+                spec.pair, out["status"], **{k: v for k, v in out.items() if k not in ("pair", "status")}
+            )
         self.rows[spec.pair] = row
         if row["status"] == "trained":
             m = row["metrics"]
@@ -456,9 +528,17 @@ class BatchRun:
         for r in rows:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
         return BatchReport(
-            manifest=self.manifest, output=self.output, storage=open_storage(self.output),
-            started=_iso(self.started), finished=_iso(time.time()), seconds=time.time() - self.started,
-            interrupted=self.interrupted, exit_code=self.exit_code(), counts=counts, rows=rows, sort=self.sort,
+            manifest=self.manifest,
+            output=self.output,
+            storage=open_storage(self.output),
+            started=_iso(self.started),
+            finished=_iso(time.time()),
+            seconds=time.time() - self.started,
+            interrupted=self.interrupted,
+            exit_code=self.exit_code(),
+            counts=counts,
+            rows=rows,
+            sort=self.sort,
         )
 
     def table(self) -> str:
@@ -466,30 +546,42 @@ class BatchRun:
         cancelled pairs last), with the class-balance-aware scores and signal counts beside the
         validation accuracy, and a warning for a model that predicts one class only."""
         extra = self.sort not in ("pair", "mcc", "balanced_accuracy", "val_accuracy", "val_loss")
-        rows = [["PAIR", "STATUS", "EPOCHS", "VAL_ACC", "MCC", "BAL_ACC", "LONG", "SHORT", "VAL_LOSS", "TIME"]
-                + ([self.sort.upper()] if extra else [])]
+        rows = [
+            ["PAIR", "STATUS", "EPOCHS", "VAL_ACC", "MCC", "BAL_ACC", "LONG", "SHORT", "VAL_LOSS", "TIME"]
+            + ([self.sort.upper()] if extra else [])
+        ]
         warnings = []
         for r in sort_rows(self.ordered(), self.sort):
             m = r["metrics"] or {}
             predicted = m.get("predicted") or {}
             cells = [
-                r["pair"], r["status"], str(m.get("epochs", "")), _fixed(m.get("val_accuracy"), 4),
-                _fixed(m.get("mcc"), 3), _fixed(m.get("balanced_accuracy"), 3),
-                str(predicted.get("LONG", "")), str(predicted.get("SHORT", "")), _fixed(m.get("val_loss"), 4),
+                r["pair"],
+                r["status"],
+                str(m.get("epochs", "")),
+                _fixed(m.get("val_accuracy"), 4),
+                _fixed(m.get("mcc"), 3),
+                _fixed(m.get("balanced_accuracy"), 3),
+                str(predicted.get("LONG", "")),
+                str(predicted.get("SHORT", "")),
+                _fixed(m.get("val_loss"), 4),
                 f"{r['seconds']:.0f}s" if r["seconds"] is not None else "",
             ]
             if extra:
                 cells.append(_fixed(figure_of(r, self.sort), 4))
             rows.append(cells)
             warnings.append(f"predicts {m['single_class']} only" if m.get("single_class") else "")
-            rows[-1].append(r["artifacts"] if r["status"] in ("trained", "skipped") else (r["error"] or r["reason"]))
+            rows[-1].append(
+                r["artifacts"] if r["status"] in ("trained", "skipped") else (r["error"] or r["reason"])
+            )
         rows[0].append("ARTIFACTS / ERROR")
         if any(warnings):  # the column shows only when a model predicts one class
             for row, warning in zip(rows, ["WARNING", *warnings]):
                 row.insert(-1, warning)
         n = len(rows[0]) - 1
         widths = [max(len(row[i]) for row in rows) for i in range(n)]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:n], widths)) + "  " + str(row[n]) for row in rows)
+        return "\n".join(
+            "  ".join(c.ljust(w) for c, w in zip(row[:n], widths)) + "  " + str(row[n]) for row in rows
+        )
 
 
 def _fixed(value: Any, digits: int) -> str:

@@ -43,8 +43,10 @@ def select_pairs(manifest: Manifest, only: str | None) -> list[str]:
     wanted = [normalize_pair(p, "--only") for p in only.split(",") if p.strip()]
     unknown = [p for p in wanted if p not in names]
     if unknown:
-        raise ConfigError(f"--only names pair(s) not in the manifest: {', '.join(unknown)}.",
-                          f"The manifest's pairs: {', '.join(names)}.")
+        raise ConfigError(
+            f"--only names pair(s) not in the manifest: {', '.join(unknown)}.",
+            f"The manifest's pairs: {', '.join(names)}.",
+        )
     return [p for p in names if p in wanted]
 
 
@@ -103,8 +105,11 @@ def plan_pair(spec: PairSpec, plugins: Plugins, force: bool) -> Plan:
     if marker.get("config_hash") != spec.config_hash:
         return Plan(spec, "train", "the settings changed since the last run")
     recorded = marker.get("code")
-    changes = (code_changes(recorded, plugins.code_fingerprint(spec)) if isinstance(recorded, dict)
-               else ["the last run recorded no code fingerprint"])
+    changes = (
+        code_changes(recorded, plugins.code_fingerprint(spec))
+        if isinstance(recorded, dict)
+        else ["the last run recorded no code fingerprint"]
+    )
     if changes:
         return Plan(spec, "train", f"the code changed ({'; '.join(changes)})")
     try:
@@ -165,9 +170,11 @@ def check_components_of(specs: list[PairSpec], plugins: Plugins) -> None:
         if problems:
             same = [s.pair for s in specs if component_problems(s, plugins) == problems]
             who = spec.pair if len(same) == 1 else f"{spec.pair} (and {len(same) - 1} more pair(s))"
-            raise ConfigError(f"{who}: {problems[0]}",
-                              "Nothing was started. Fix the name in the manifest or install the plugin "
-                              "(`trainer plugins` lists what is registered).")
+            raise ConfigError(
+                f"{who}: {problems[0]}",
+                "Nothing was started. Fix the name in the manifest or install the plugin "
+                "(`trainer plugins` lists what is registered).",
+            )
 
 
 def check_output(root: str) -> None:

@@ -19,9 +19,18 @@ from ..quiet import VERBOSE_ENV
 
 #: environment a worker needs to load the same plugins and reach the same storage as the driver
 #: (object-store endpoints and regions; credentials are deliberately not forwarded)
-FORWARDED_ENV = (LOAD_PLUGINS_ENV, TRACE_PLUGINS_ENV, MANIFEST_PLUGINS_ENV, VERBOSE_ENV, "PYTHONPATH",
-                 "TF_CPP_MIN_LOG_LEVEL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION",
-                 "AWS_REGION")
+FORWARDED_ENV = (
+    LOAD_PLUGINS_ENV,
+    TRACE_PLUGINS_ENV,
+    MANIFEST_PLUGINS_ENV,
+    VERBOSE_ENV,
+    "PYTHONPATH",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+)
 FORWARDED_PREFIXES = ("FSSPEC_",)
 
 
@@ -91,20 +100,40 @@ def train_in_worker(spec_dict: dict, progress: Any = None, force: bool = False) 
         plugins = Plugins.load(spec.plugins)
         result = run_pair(spec, plugins, echo=lambda m: print(f"[{spec.pair}] {m}", flush=True), force=force)
         return {
-            "pair": spec.pair, "status": "trained", "reason": "trained", "seconds": time.time() - started,
-            "artifacts": result.pair_dir, "tag": result.tag, "metrics": _metrics(result),
-            "figures": dict(getattr(result, "figures", None) or {}), "trained_at": _now(),
+            "pair": spec.pair,
+            "status": "trained",
+            "reason": "trained",
+            "seconds": time.time() - started,
+            "artifacts": result.pair_dir,
+            "tag": result.tag,
+            "metrics": _metrics(result),
+            "figures": dict(getattr(result, "figures", None) or {}),
+            "trained_at": _now(),
         }
     except PreemptedError as exc:
         print(f"[{spec.pair}] {exc.message}", flush=True)
         os._exit(exc.exit_code)  # a dead worker, not a failed pair: Ray retries it (it resumes)
     except TrainerError as exc:
-        return {"pair": spec.pair, "status": "failed", "reason": "error", "seconds": time.time() - started,
-                "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
+        return {
+            "pair": spec.pair,
+            "status": "failed",
+            "reason": "error",
+            "seconds": time.time() - started,
+            "error": exc.message,
+            "hint": exc.hint,
+            "exit_code": exc.exit_code,
+        }
     except Exception as exc:  # an unexpected error still fails only this pair
-        return {"pair": spec.pair, "status": "failed", "reason": "error", "seconds": time.time() - started,
-                "error": f"{type(exc).__name__}: {exc}", "hint": "See the worker's traceback above.",
-                "exit_code": 1, "traceback": traceback.format_exc()}
+        return {
+            "pair": spec.pair,
+            "status": "failed",
+            "reason": "error",
+            "seconds": time.time() - started,
+            "error": f"{type(exc).__name__}: {exc}",
+            "hint": "See the worker's traceback above.",
+            "exit_code": 1,
+            "traceback": traceback.format_exc(),
+        }
 
 
 def _metrics(result: Any) -> dict:
@@ -112,5 +141,10 @@ def _metrics(result: Any) -> dict:
     if hasattr(result, "summary_metrics"):
         return dict(result.summary_metrics())
     val = result.validation.summary()
-    return {"val_accuracy": val["accuracy"], "val_loss": val["loss"], "val_samples": val["samples"],
-            "epochs": len(result.history.get("loss", [])), "best_epoch": result.best_epoch()}
+    return {
+        "val_accuracy": val["accuracy"],
+        "val_loss": val["loss"],
+        "val_samples": val["samples"],
+        "epochs": len(result.history.get("loss", [])),
+        "best_epoch": result.best_epoch(),
+    }

@@ -4,9 +4,10 @@ settings, and the `Manifest` that resolves them into one frozen `PairSpec` per p
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -89,7 +90,9 @@ class LimitedSafeLoader(yaml.SafeLoader):
             if target is not None:
                 size = self._sizes.get(id(target))
                 if size is None:  # the anchor is still being composed: it contains itself
-                    raise YAMLLimitError(f"uses the alias *{event.anchor} inside its own anchor", event.start_mark)
+                    raise YAMLLimitError(
+                        f"uses the alias *{event.anchor} inside its own anchor", event.start_mark
+                    )
                 if self._level + size[1] > MAX_DEPTH:
                     raise YAMLLimitError(f"nests deeper than {MAX_DEPTH} levels", event.start_mark)
             return super().compose_node(parent, index)
@@ -163,7 +166,12 @@ class PairEntry:
 
 
 #: the named CLI options and the settings they set
-FLAG_NAMES = {"data.path": "--data", "output": "--output", "train.epochs": "--epochs", "train.batch_size": "--batch-size"}
+FLAG_NAMES = {
+    "data.path": "--data",
+    "output": "--output",
+    "train.epochs": "--epochs",
+    "train.batch_size": "--batch-size",
+}
 
 
 @dataclass
@@ -187,7 +195,11 @@ class Manifest:
         """The pair's entry; a pair the manifest does not list gets no overrides (position -1)."""
         index = self.__dict__.get("_index")
         if index is None or index[0] is not self.pairs or index[1] != len(self.pairs):
-            index = (self.pairs, len(self.pairs), {e.pair: e for e in self.pairs})  # resolving N pairs stays O(N)
+            index = (
+                self.pairs,
+                len(self.pairs),
+                {e.pair: e for e in self.pairs},
+            )  # resolving N pairs stays O(N)
             self.__dict__["_index"] = index
         return index[2].get(pair) or PairEntry(pair, {}, -1)
 
@@ -208,7 +220,9 @@ class Manifest:
         for dotted, value, where in updates:
             if dotted == "output":
                 if not isinstance(value, str) or not value:
-                    raise ConfigError(f"{where}: output: expected a path or URL, got {short_repr(value)}.", MANIFEST_HINT)
+                    raise ConfigError(
+                        f"{where}: output: expected a path or URL, got {short_repr(value)}.", MANIFEST_HINT
+                    )
                 output = value
                 continue
             section, _, key = dotted.partition(".")
@@ -253,7 +267,9 @@ def parse_set(text: str) -> tuple[str, Any, str]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"{where}: expected dotted.key=value.", "For example: --set train.sequence_length=60")
+        raise ConfigError(
+            f"{where}: expected dotted.key=value.", "For example: --set train.sequence_length=60"
+        )
     if key.count(".") >= MAX_DEPTH:
         raise ConfigError(f"{where}: the key nests deeper than {MAX_DEPTH} levels.", LIMITS_HINT)
     try:
@@ -270,7 +286,9 @@ def manifest_from_dict(raw: Any, path: str | None = None) -> Manifest:
     """Validate an already-read manifest (the YAML's top-level mapping) and every pair's spec."""
     label = path or "manifest"
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{label}: expected a mapping at the top level, got {type_name(raw)}.", MANIFEST_HINT)
+        raise ConfigError(
+            f"{label}: expected a mapping at the top level, got {type_name(raw)}.", MANIFEST_HINT
+        )
     check_limits(raw, f"Manifest {label}")
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
@@ -281,11 +299,14 @@ def manifest_from_dict(raw: Any, path: str | None = None) -> Manifest:
     version = raw.get("version", 1)
     if version != 1:
         raise ConfigError(
-            f"{label}: version: expected 1, got {short_repr(version)}.", "This trainer reads manifest version 1."
+            f"{label}: version: expected 1, got {short_repr(version)}.",
+            "This trainer reads manifest version 1.",
         )
     output = raw.get("output", DEFAULT_OUTPUT)
     if not isinstance(output, str) or not output:
-        raise ConfigError(f"{label}: output: expected a path or URL, got {short_repr(output)}.", MANIFEST_HINT)
+        raise ConfigError(
+            f"{label}: output: expected a path or URL, got {short_repr(output)}.", MANIFEST_HINT
+        )
     plugins = raw.get("plugins") or []
     try:
         plugins = _str_list(plugins)
@@ -321,7 +342,9 @@ def manifest_from_dict(raw: Any, path: str | None = None) -> Manifest:
             name = normalize_pair(item, where)
             overrides = {}
         if name in seen:
-            raise ConfigError(f"{where}: pair {name} is listed twice (also pairs[{seen[name]}]).", MANIFEST_HINT)
+            raise ConfigError(
+                f"{where}: pair {name} is listed twice (also pairs[{seen[name]}]).", MANIFEST_HINT
+            )
         seen[name] = i
         pairs.append(PairEntry(name, overrides, i))
     manifest = Manifest(path, 1, output, tuple(plugins), batch, defaults, pairs)
@@ -339,7 +362,9 @@ def load_manifest(path: str | Path) -> Manifest:
     """Read and validate a manifest file; every problem is a `ConfigError` naming the file."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"Manifest not found: {path}.", "Check the path; `trainer validate FILE` checks a manifest.")
+        raise ConfigError(
+            f"Manifest not found: {path}.", "Check the path; `trainer validate FILE` checks a manifest."
+        )
     if path.is_dir():
         raise ConfigError(f"Manifest {path} is a folder, not a YAML file.", "Pass the YAML file itself.")
     try:
@@ -351,7 +376,9 @@ def load_manifest(path: str | Path) -> Manifest:
     except YAMLLimitError as exc:
         raise ConfigError(f"Manifest {path} {exc.problem}{exc.where()}.", LIMITS_HINT) from None
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date such as 2024-13-01
-        raise ConfigError(f"Manifest {path} is not valid YAML: {exc}.", "Fix the value (dates are YYYY-MM-DD).")
+        raise ConfigError(
+            f"Manifest {path} is not valid YAML: {exc}.", "Fix the value (dates are YYYY-MM-DD)."
+        )
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

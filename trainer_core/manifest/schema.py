@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -42,7 +43,10 @@ DEFAULTS: dict[str, Any] = {
     },
     "scaling": {"scaler": "robust"},
     "balance": {"method": "undersample", "min_per_class": 50000, "class_weights": "balanced"},
-    "model": {"builder": "lstm", "params": {"lstm_units": [128, 64, 32], "dense_units": [32, 16], "dropout": 0.3}},
+    "model": {
+        "builder": "lstm",
+        "params": {"lstm_units": [128, 64, 32], "dense_units": [32, 16], "dropout": 0.3},
+    },
     "train": {
         "epochs": 100,
         "batch_size": 256,
@@ -248,7 +252,11 @@ def _class_weights(v):
 
 
 def _str_list(v):
-    if isinstance(v, list) and len(v) <= MAX_LIST and all(isinstance(x, str) and x and len(x) <= MAX_STRING for x in v):
+    if (
+        isinstance(v, list)
+        and len(v) <= MAX_LIST
+        and all(isinstance(x, str) and x and len(x) <= MAX_STRING for x in v)
+    ):
         return list(v)
     raise ValueError("a list of names")
 
@@ -379,8 +387,12 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "method": _string(),
         "params": _mapping,
     },
-    "features": {"set": _string(), "ma_short": _int(1, MAX_MOVING_AVERAGE), "ma_long": _int(1, MAX_MOVING_AVERAGE),
-                 "params": _mapping},
+    "features": {
+        "set": _string(),
+        "ma_short": _int(1, MAX_MOVING_AVERAGE),
+        "ma_long": _int(1, MAX_MOVING_AVERAGE),
+        "params": _mapping,
+    },
     "split": {
         "validation": _number(MIN_FRACTION, MAX_FRACTION),
         "test": _test_fraction,
@@ -434,7 +446,9 @@ BATCH_SCHEMA: dict[str, Callable[[Any], Any]] = {
 def normalize_pair(name: Any, where: str = "pair") -> str:
     """`ETH/USDT`, `eth-usdt` -> `ETHUSDT`; anything else that is not ^[A-Z0-9]{2,20}$ is an error."""
     if not isinstance(name, str):
-        raise ConfigError(f"{where}: expected a pair name such as 'ETHUSDT', got {short_repr(name)}.", MANIFEST_HINT)
+        raise ConfigError(
+            f"{where}: expected a pair name such as 'ETHUSDT', got {short_repr(name)}.", MANIFEST_HINT
+        )
     normalized = re.sub(r"[/\-_ ]", "", name.strip()).upper()
     if not PAIR_RE.fullmatch(normalized):
         raise ConfigError(
@@ -468,19 +482,23 @@ def check_section(section: str, values: Any, where: str) -> Any:
             ) from None
     if not isinstance(values, Mapping):
         raise ConfigError(
-            f"{where}: expected a mapping of settings, got {short_repr(values)} ({type_name(values)}).", MANIFEST_HINT
+            f"{where}: expected a mapping of settings, got {short_repr(values)} ({type_name(values)}).",
+            MANIFEST_HINT,
         )
     return check_values(values, SCHEMA[section], where, section)
 
 
-def check_values(values: Mapping, schema: Mapping[str, Callable[[Any], Any]], where: str, section: str) -> dict:
+def check_values(
+    values: Mapping, schema: Mapping[str, Callable[[Any], Any]], where: str, section: str
+) -> dict:
     """Each key of ``values`` checked against ``schema`` (known keys, value checks); an unknown key
     or a bad value is a `ConfigError` naming ``where.key``. Returns the normalised values."""
     out = {}
     for key, value in values.items():
         if key not in schema:
             raise ConfigError(
-                f"Unknown setting {where}.{key}. Known settings in {section}: {', '.join(schema)}.", MANIFEST_HINT
+                f"Unknown setting {where}.{key}. Known settings in {section}: {', '.join(schema)}.",
+                MANIFEST_HINT,
             )
         try:
             out[key] = schema[key](value)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from .schema import SECTIONS
 
@@ -74,7 +75,9 @@ def artifact_tag(pair: str, fw: int, sl_pct: float, tp_pct: float) -> str:
     return f"{pair}_FW{fw:03d}_SL{pct_code(sl_pct):03d}_TP{pct_code(tp_pct):03d}"
 
 
-def training_ready_name(pair: str, timeframe: str, fw: int, sl_pct: float, tp_pct: float, ext: str = "feather") -> str:
+def training_ready_name(
+    pair: str, timeframe: str, fw: int, sl_pct: float, tp_pct: float, ext: str = "feather"
+) -> str:
     """The seed's training-ready file name: ``ETHUSDT_TF-1m__FW-120__SL-050__TP-100__training_ready.feather``."""
     return (
         f"{pair}_TF-{timeframe}__FW-{fw:03d}__SL-{pct_code(sl_pct):03d}__TP-{pct_code(tp_pct):03d}"
@@ -116,14 +119,14 @@ class PairSpec:
             out["label_tag"] = self.label_tag
         return out
 
-    def with_label_tag(self, label_tag: str) -> "PairSpec":
+    def with_label_tag(self, label_tag: str) -> PairSpec:
         """The same spec with the labeler's tag (it does not change the config hash)."""
         d = self.to_dict()
         d["label_tag"] = label_tag
         return PairSpec.from_dict(d)
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "PairSpec":
+    def from_dict(cls, d: Mapping) -> PairSpec:
         """The inverse of `to_dict` (how a spec travels to a worker process)."""
         return cls(
             pair=d["pair"],
@@ -134,7 +137,7 @@ class PairSpec:
             **{s: Frozen(d[s]) for s in SECTIONS if s != "reporters"},
         )
 
-    def with_paths(self, output: str, data_path: str | None) -> "PairSpec":
+    def with_paths(self, output: str, data_path: str | None) -> PairSpec:
         """The same spec with other output / data locations (neither changes the config hash)."""
         d = self.to_dict()
         d["output"] = output
@@ -183,7 +186,9 @@ class PairSpec:
         labeler's tag."""
         if self.label_tag is not None:
             return f"{self.pair}_{self.label_tag}"
-        return artifact_tag(self.pair, self.labels.future_window, self.labels.stop_loss_pct, self.labels.take_profit_pct)
+        return artifact_tag(
+            self.pair, self.labels.future_window, self.labels.stop_loss_pct, self.labels.take_profit_pct
+        )
 
     @property
     def data_path(self) -> str | None:

@@ -10,9 +10,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,9 @@ def prepare_fold(spec: PairSpec, plugins: Plugins, data: PairData, split: Split)
     balancer = plugins.create("balancer", spec.balance.method)
     rng = np.random.default_rng(spec.train.seed)
     balance = check_balance(
-        balancer.balance(data.labels, split.train_idx, rng, spec.balance), split.train_idx, spec.balance.method
+        balancer.balance(data.labels, split.train_idx, rng, spec.balance),
+        split.train_idx,
+        spec.balance.method,
     )
     return Fold(split, scaler, scaled, balance)
 
@@ -105,9 +108,14 @@ def device_report(model, gpus: list, precision: str) -> dict:
             continue
         cell = getattr(layer, "cell", layer)
         checks = (
-            (getattr(getattr(cell, "activation", None), "__name__", "tanh") == "tanh", "activation is not tanh"),
-            (getattr(getattr(cell, "recurrent_activation", None), "__name__", "sigmoid") == "sigmoid",
-             "recurrent_activation is not sigmoid"),
+            (
+                getattr(getattr(cell, "activation", None), "__name__", "tanh") == "tanh",
+                "activation is not tanh",
+            ),
+            (
+                getattr(getattr(cell, "recurrent_activation", None), "__name__", "sigmoid") == "sigmoid",
+                "recurrent_activation is not sigmoid",
+            ),
             (getattr(cell, "recurrent_dropout", 0) == 0, "recurrent_dropout is not 0"),
             (not getattr(layer, "unroll", False), "unroll is on"),
             (getattr(cell, "use_bias", True), "use_bias is off"),
@@ -119,7 +127,8 @@ def device_report(model, gpus: list, precision: str) -> dict:
         "device": gpus[0].name if gpus else "CPU",
         "precision": precision,
         "lstm_layers": layers,
-        "lstm_kernel": ("cuDNN" if eligible else "generic (some layers are not cuDNN-eligible)") if gpus
+        "lstm_kernel": ("cuDNN" if eligible else "generic (some layers are not cuDNN-eligible)")
+        if gpus
         else "CPU (no GPU present)",
     }
 
@@ -154,7 +163,9 @@ def _compile(model, spec: PairSpec) -> None:
         loss = keras.losses.CategoricalFocalCrossentropy(alpha=alpha, gamma=t.focal_gamma)
     else:
         loss = keras.losses.CategoricalCrossentropy()
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=t.learning_rate), loss=loss, metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=t.learning_rate), loss=loss, metrics=["accuracy"]
+    )
 
 
 def _build(spec: PairSpec, plugins: Plugins, input_shape: tuple[int, int]):
@@ -241,7 +252,11 @@ def _production_callbacks(spec: PairSpec, workdir: Path, plugins: Plugins, recor
                 self.wait = values[-1][0] - best_epoch
 
     best_checkpoint = keras.callbacks.ModelCheckpoint(
-        str(checkpoint), monitor=monitor, mode=monitor_mode(monitor), save_best_only=True, save_weights_only=True
+        str(checkpoint),
+        monitor=monitor,
+        mode=monitor_mode(monitor),
+        save_best_only=True,
+        save_weights_only=True,
     )
     seen = [r[monitor] for r in record.values() if monitor in r]
     if seen and checkpoint.exists():
@@ -249,10 +264,17 @@ def _production_callbacks(spec: PairSpec, workdir: Path, plugins: Plugins, recor
 
     callbacks = [
         best_checkpoint,
-        ResumableEarlyStopping(monitor=monitor, mode=monitor_mode(monitor), patience=t.early_stopping_patience,
-                               restore_best_weights=True),
+        ResumableEarlyStopping(
+            monitor=monitor,
+            mode=monitor_mode(monitor),
+            patience=t.early_stopping_patience,
+            restore_best_weights=True,
+        ),
         keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=t.reduce_lr_factor, patience=t.reduce_lr_patience, min_lr=t.min_learning_rate
+            monitor="val_loss",
+            factor=t.reduce_lr_factor,
+            patience=t.reduce_lr_patience,
+            min_lr=t.min_learning_rate,
         ),
         keras.callbacks.TensorBoard(log_dir=str(workdir / "logs"), write_graph=False),
     ]
@@ -320,21 +342,37 @@ def _fold_callbacks(spec: PairSpec) -> list:
 
     t = spec.train
     return [
-        keras.callbacks.EarlyStopping(monitor=t.early_stopping_monitor, mode=monitor_mode(t.early_stopping_monitor),
-                                      patience=t.early_stopping_patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=t.reduce_lr_factor,
-                                          patience=t.reduce_lr_patience, min_lr=t.min_learning_rate),
+        keras.callbacks.EarlyStopping(
+            monitor=t.early_stopping_monitor,
+            mode=monitor_mode(t.early_stopping_monitor),
+            patience=t.early_stopping_patience,
+            restore_best_weights=True,
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss",
+            factor=t.reduce_lr_factor,
+            patience=t.reduce_lr_patience,
+            min_lr=t.min_learning_rate,
+        ),
     ]
 
 
-def predict_rows(model, feats, labs, rows: np.ndarray, spec: PairSpec, name: str, labels: np.ndarray) -> Evaluation:
+def predict_rows(
+    model, feats, labs, rows: np.ndarray, spec: PairSpec, name: str, labels: np.ndarray
+) -> Evaluation:
     """The model's probabilities for the windows ending at ``rows``."""
     from ..windows import window_dataset
 
     if not len(rows):
         return Evaluation(name, rows, labels[rows].astype(np.int8), np.zeros((0, N_CLASSES), np.float32))
     ds = window_dataset(
-        feats, labs, rows, spec.train.sequence_length, max(spec.train.batch_size, 1024), shuffle=False, with_labels=False
+        feats,
+        labs,
+        rows,
+        spec.train.sequence_length,
+        max(spec.train.batch_size, 1024),
+        shuffle=False,
+        with_labels=False,
     )
     y_prob = model.predict(ds, verbose=0).astype(np.float32)
     return Evaluation(name, rows, labels[rows].astype(np.int8), y_prob)
@@ -384,27 +422,40 @@ def fit_fold(
         echo(f"Model {spec.model.builder!r}: {model.count_params():,} parameters, input {input_shape}")
         for layer in device["lstm_layers"]:
             if not layer["cudnn_eligible"]:
-                echo(f"Warning: LSTM layer {layer['name']!r} cannot use the cuDNN kernel ({'; '.join(layer['reasons'])})"
-                     + ("; it runs on the much slower generic kernel." if gpus else "; this matters on a GPU."))
+                echo(
+                    f"Warning: LSTM layer {layer['name']!r} cannot use the cuDNN kernel ({'; '.join(layer['reasons'])})"
+                    + ("; it runs on the much slower generic kernel." if gpus else "; this matters on a GPU.")
+                )
 
     balance = fold.balance
     weights_by_class = None
     if balance.class_weight:
-        weights_by_class = np.array([balance.class_weight.get(i, 1.0) for i in range(N_CLASSES)], dtype=np.float32)
+        weights_by_class = np.array(
+            [balance.class_weight.get(i, 1.0) for i in range(N_CLASSES)], dtype=np.float32
+        )
 
     first_epoch = 0
     record: dict[int, dict] = {}
     if final and resumed:  # Keras' backup knows the epoch it resumes at
         try:
-            first_epoch = int(json.loads((workdir / "backup" / "training_metadata.json").read_text())["epoch"])
+            first_epoch = int(
+                json.loads((workdir / "backup" / "training_metadata.json").read_text())["epoch"]
+            )
         except (OSError, ValueError, KeyError, TypeError):
             first_epoch = 0
         record = read_epochs(workdir / EPOCHS_FILE)
     feats = tf.constant(fold.scaled)
     labs = tf.constant(np.where(data.labels < 0, 0, data.labels).astype(np.int32))
     train_ds = window_dataset(
-        feats, labs, balance.indices, t.sequence_length, t.batch_size,
-        shuffle=True, seed=t.seed, sample_weight_by_class=weights_by_class, first_epoch=first_epoch,
+        feats,
+        labs,
+        balance.indices,
+        t.sequence_length,
+        t.batch_size,
+        shuffle=True,
+        seed=t.seed,
+        sample_weight_by_class=weights_by_class,
+        first_epoch=first_epoch,
     )
     val_ds = window_dataset(feats, labs, fold.split.val_idx, t.sequence_length, t.batch_size, shuffle=False)
 
@@ -430,8 +481,10 @@ def fit_fold(
                 shuffle=False,  # the dataset draws its own permutation per epoch
             )
             if preemption.received:  # between the last step and the end of fit
-                raise PreemptedError(f"{spec.pair}: stopped by SIGTERM at the end of training.",
-                                     "Run the same command again: it resumes from its last epoch.")
+                raise PreemptedError(
+                    f"{spec.pair}: stopped by SIGTERM at the end of training.",
+                    "Run the same command again: it resumes from its last epoch.",
+                )
     except tf.errors.ResourceExhaustedError as exc:
         raise TrainingError(
             f"{spec.pair}: out of memory while training ({exc.message.splitlines()[0]}).",
@@ -454,7 +507,8 @@ def fit_fold(
         # (each epoch's validation pass is in epoch_seconds, not here)
         timings["samples_per_second"] = (
             float(len(balance.indices) * len(train_times) / sum(train_times))
-            if train_times and sum(train_times) > 0 else None
+            if train_times and sum(train_times) > 0
+            else None
         )
     else:
         hist = {k: [float(x) for x in v] for k, v in history.history.items()}
@@ -462,12 +516,15 @@ def fit_fold(
         raise TrainingError(f"{spec.pair}: training ran no epoch.")
     if not np.isfinite(hist["loss"]).all():
         raise TrainingError(
-            f"{spec.pair}: the training loss became NaN/Inf.", "Lower train.learning_rate or check the scaler."
+            f"{spec.pair}: the training loss became NaN/Inf.",
+            "Lower train.learning_rate or check the scaler.",
         )
 
     t0 = time.perf_counter()
     split = fold.split
-    evaluations = {"validation": predict_rows(model, feats, labs, split.val_idx, spec, "validation", data.labels)}
+    evaluations = {
+        "validation": predict_rows(model, feats, labs, split.val_idx, spec, "validation", data.labels)
+    }
     if len(split.test_idx):
         evaluations["test"] = predict_rows(model, feats, labs, split.test_idx, spec, "test", data.labels)
     timings["evaluate_seconds"] = time.perf_counter() - t0
@@ -475,6 +532,16 @@ def fit_fold(
 
 
 __all__ = [
-    "CHECKPOINT_FILE", "EPOCHS_FILE", "Fit", "Fold", "check_balance", "detect_gpus", "device_report",
-    "fit_fold", "predict_rows", "prepare_fold", "quiet_tensorflow", "read_epochs",
+    "CHECKPOINT_FILE",
+    "EPOCHS_FILE",
+    "Fit",
+    "Fold",
+    "check_balance",
+    "detect_gpus",
+    "device_report",
+    "fit_fold",
+    "predict_rows",
+    "prepare_fold",
+    "quiet_tensorflow",
+    "read_epochs",
 ]

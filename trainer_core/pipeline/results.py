@@ -3,8 +3,9 @@ reporters read. The direction of the early-stopping monitor is decided here, onc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -6,8 +6,7 @@ import datetime as dt
 import json
 import platform
 import time
-from collections.abc import Mapping
-from typing import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -129,16 +128,30 @@ def _split(spec: PairSpec, data: PairData, echo) -> tuple[Split, list[Split]]:
                 "Set split.test to 0: the last fold's validation block is the final out-of-sample slice.",
             )
         folds = walk_forward_splits(
-            data.labels, t.sequence_length, horizon, embargo,
-            spec.split.validation, spec.split.folds, where=spec.pair, breaks=breaks,
+            data.labels,
+            t.sequence_length,
+            horizon,
+            embargo,
+            spec.split.validation,
+            spec.split.folds,
+            where=spec.pair,
+            breaks=breaks,
         )
         split = folds[-1]
-        echo(f"Walk-forward: {len(folds)} folds of {len(folds[-1].val_idx):,}-row validation blocks; "
-             f"the saved model is the last fold's")
+        echo(
+            f"Walk-forward: {len(folds)} folds of {len(folds[-1].val_idx):,}-row validation blocks; "
+            f"the saved model is the last fold's"
+        )
     else:
         split = purged_split(
-            data.labels, t.sequence_length, horizon, embargo,
-            spec.split.validation, spec.split.test, where=spec.pair, breaks=breaks,
+            data.labels,
+            t.sequence_length,
+            horizon,
+            embargo,
+            spec.split.validation,
+            spec.split.test,
+            where=spec.pair,
+            breaks=breaks,
         )
     _check_validation_size(spec, data, split)
     echo(
@@ -168,8 +181,9 @@ def _check_validation_size(spec: PairSpec, data: PairData, split: Split) -> None
         )
 
 
-def run_pair(spec: PairSpec, plugins: Plugins, echo: Callable[[str], None] = _echo_default,
-             force: bool = False) -> PairResult:
+def run_pair(
+    spec: PairSpec, plugins: Plugins, echo: Callable[[str], None] = _echo_default, force: bool = False
+) -> PairResult:
     """Train one pair and commit its artifacts; raise a `TrainerError` on an expected failure.
 
     ``force`` starts over even when a resumable backup of the same attempt exists.
@@ -220,24 +234,43 @@ def _run(spec: PairSpec, plugins: Plugins, echo, force: bool) -> PairResult:
     attempt = {"config_hash": spec.config_hash, "data_sha256": data.sha256}
     resumed = _prepare_output(out, attempt, force, echo)
     try:
-        earlier = [fit_earlier_fold(spec, plugins, data, s, k + 1, len(folds), echo) for k, s in enumerate(folds[:-1])]
+        earlier = [
+            fit_earlier_fold(spec, plugins, data, s, k + 1, len(folds), echo)
+            for k, s in enumerate(folds[:-1])
+        ]
         fit = fit_fold(spec, plugins, data, fold, workdir=out.dir, resumed=resumed, echo=echo)
         timings.update(fit.timings)
         result = PairResult(
-            spec=spec, data=data, split=split, scaler=fold.scaler, balance=fold.balance, model=fit.model,
-            history=fit.history, epoch_seconds=timings["epoch_seconds"], evaluations=fit.evaluations,
-            timings=timings, resumed=resumed,
-            gpu={"available": bool(fit.gpus), "devices": [g.name for g in fit.gpus], "used": bool(fit.gpus),
-                 **fit.device},
+            spec=spec,
+            data=data,
+            split=split,
+            scaler=fold.scaler,
+            balance=fold.balance,
+            model=fit.model,
+            history=fit.history,
+            epoch_seconds=timings["epoch_seconds"],
+            evaluations=fit.evaluations,
+            timings=timings,
+            resumed=resumed,
+            gpu={
+                "available": bool(fit.gpus),
+                "devices": [g.name for g in fit.gpus],
+                "used": bool(fit.gpus),
+                **fit.device,
+            },
             started=started,
         )
         if folds:
-            last = fold_summary(len(earlier) + 1, split, data, result.validation, result.history, result.best_epoch())
+            last = fold_summary(
+                len(earlier) + 1, split, data, result.validation, result.history, result.best_epoch()
+            )
             all_folds = [*earlier, last]
             result.folds = {"folds": all_folds, "spread": spread(all_folds), "saved_model": "the last fold's"}
-            echo(f"Fold {len(all_folds)}/{len(all_folds)} (saved): validation accuracy {last['accuracy']:.4f}; "
-                 f"across folds {result.folds['spread']['accuracy']['mean']:.4f} "
-                 f"+/- {result.folds['spread']['accuracy']['std']:.4f}")
+            echo(
+                f"Fold {len(all_folds)}/{len(all_folds)} (saved): validation accuracy {last['accuracy']:.4f}; "
+                f"across folds {result.folds['spread']['accuracy']['mean']:.4f} "
+                f"+/- {result.folds['spread']['accuracy']['std']:.4f}"
+            )
         summary = result.validation.summary()
         scores = result.validation.scores()
         echo(
@@ -247,8 +280,10 @@ def _run(spec: PairSpec, plugins: Plugins, echo, force: bool) -> PairResult:
             f"(best epoch {result.best_epoch()} of {len(result.history['loss'])})"
         )
         if scores["single_class"]:
-            echo(f"Warning: the model predicts {scores['single_class']} only on the validation slice: "
-                 "its accuracy is the class share, not skill (MCC 0).")
+            echo(
+                f"Warning: the model predicts {scores['single_class']} only on the validation slice: "
+                "its accuracy is the class share, not skill (MCC 0)."
+            )
         _save_engine_files(result, out, plugins)
         _report(result, out, plugins)
         result.pair_dir = out.commit(_marker(result, plugins, started))
@@ -267,13 +302,22 @@ def model_spec(result: PairResult, plugins: Plugins | None = None) -> dict:
     prediction recomputes exactly the features the model was trained on.
     """
     spec, data = result.spec, result.data
-    feature_set, fparams, _, lparams = components(spec, plugins) if plugins is not None else (None, {}, None, {})
+    feature_set, fparams, _, lparams = (
+        components(spec, plugins) if plugins is not None else (None, {}, None, {})
+    )
     set_name, method = feature_set_name(spec), labeler_name(spec)
-    features = {"set": set_name, "params": fparams,
-                "context_pairs": list(data.extra.get("context_pairs", [])),
-                "warmup": int(feature_set.warmup(fparams)) if feature_set is not None else None,
-                "history": history_of(feature_set, fparams) if feature_set is not None else None}
-    labels = {"method": method, "params": lparams, "horizon": int(data.extra.get("horizon", spec.labels.future_window))}
+    features = {
+        "set": set_name,
+        "params": fparams,
+        "context_pairs": list(data.extra.get("context_pairs", [])),
+        "warmup": int(feature_set.warmup(fparams)) if feature_set is not None else None,
+        "history": history_of(feature_set, fparams) if feature_set is not None else None,
+    }
+    labels = {
+        "method": method,
+        "params": lparams,
+        "horizon": int(data.extra.get("horizon", spec.labels.future_window)),
+    }
     if plugins is not None:
         features.update(plugins.component_origin("feature-set", set_name))
         labels.update(plugins.component_origin("labeler", method))
@@ -314,12 +358,16 @@ def _report(result: PairResult, out: ArtifactWriter, plugins: Plugins) -> None:
         except TrainerError:
             raise
         except Exception as exc:
-            raise TrainingError(f"{spec.pair}: reporter {name!r} failed: {type(exc).__name__}: {exc}.") from exc
+            raise TrainingError(
+                f"{spec.pair}: reporter {name!r} failed: {type(exc).__name__}: {exc}."
+            ) from exc
         if figures is None:
             continue
         if not isinstance(figures, Mapping):
-            raise PluginError(f"Reporter {name!r} returned {type(figures).__name__}; report_pair returns a "
-                              "mapping of its headline figures or None.")
+            raise PluginError(
+                f"Reporter {name!r} returned {type(figures).__name__}; report_pair returns a "
+                "mapping of its headline figures or None."
+            )
         try:
             result.figures[name] = json.loads(dumps(dict(figures)))
         except (TypeError, ValueError) as exc:

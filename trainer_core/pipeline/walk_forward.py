@@ -3,7 +3,7 @@ model, then every fold's figures and their spread."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -34,14 +34,29 @@ def fold_summary(k: int, split: Split, data: PairData, ev: Evaluation, history: 
     }
 
 
-def fit_earlier_fold(spec: PairSpec, plugins: Plugins, data: PairData, split: Split, k: int, total: int,
-                     echo: Callable[[str], None]) -> dict:
+def fit_earlier_fold(
+    spec: PairSpec,
+    plugins: Plugins,
+    data: PairData,
+    split: Split,
+    k: int,
+    total: int,
+    echo: Callable[[str], None],
+) -> dict:
     """Train and evaluate one earlier walk-forward fold; its model is not kept."""
     fit = fit_fold(spec, plugins, data, prepare_fold(spec, plugins, data, split), echo=echo)
-    summary = fold_summary(k, split, data, fit.evaluations["validation"], fit.history,
-                           best_epoch(fit.history, spec.train.early_stopping_monitor))
-    echo(f"Fold {k}/{total}: {len(split.train_idx):,} training targets, validation accuracy {summary['accuracy']:.4f}, "
-         f"macro F1 {summary['macro_f1']:.4f}")
+    summary = fold_summary(
+        k,
+        split,
+        data,
+        fit.evaluations["validation"],
+        fit.history,
+        best_epoch(fit.history, spec.train.early_stopping_monitor),
+    )
+    echo(
+        f"Fold {k}/{total}: {len(split.train_idx):,} training targets, validation accuracy {summary['accuracy']:.4f}, "
+        f"macro F1 {summary['macro_f1']:.4f}"
+    )
     return summary
 
 
@@ -50,6 +65,10 @@ def spread(folds: list[dict]) -> dict:
     out = {}
     for key in ("accuracy", "loss", "macro_f1"):
         values = np.array([f[key] for f in folds], dtype=np.float64)
-        out[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                    "min": float(values.min()), "max": float(values.max())}
+        out[key] = {
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "min": float(values.min()),
+            "max": float(values.max()),
+        }
     return out

@@ -11,16 +11,14 @@ import http.client
 import os
 import queue
 import re
-import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Callable, Iterable
 
 DEFAULT_BASE_URL = "https://data.binance.vision"
 BASE_URL_ENV = "TRAINER_DOWNLOAD_URL"
@@ -143,7 +141,9 @@ def _verified(a: Archive) -> bool:
     return expected is not None and file_sha256(a.path) == expected
 
 
-def plan(pair: str, start: date, end: date, timeframe: str, market: str, base: str, folder: Path) -> list[Archive]:
+def plan(
+    pair: str, start: date, end: date, timeframe: str, market: str, base: str, folder: Path
+) -> list[Archive]:
     """The archives covering [start, end], each candle in one of them.
 
     A month wholly inside the period comes from its monthly archive, unless the folder already
@@ -157,12 +157,15 @@ def plan(pair: str, start: date, end: date, timeframe: str, market: str, base: s
         monthly = archive(base, market, pair, timeframe, month_first.strftime("%Y-%m"), folder)
         daily_here = folder.is_dir() and any(
             p.name.startswith(f"{pair}-{timeframe}-{month_first:%Y-%m}-") and p.name.endswith(".zip")
-            for p in folder.iterdir())
+            for p in folder.iterdir()
+        )
         whole = first == month_first and last == month_last
         if monthly.path.is_file() or (whole and not daily_here):
             out.append(monthly)
         else:
-            out.extend(archive(base, market, pair, timeframe, f"{d:%Y-%m-%d}", folder) for d in _days(first, last))
+            out.extend(
+                archive(base, market, pair, timeframe, f"{d:%Y-%m-%d}", folder) for d in _days(first, last)
+            )
     return out
 
 
@@ -171,7 +174,9 @@ def daily_for(a: Archive, start: date, end: date, timeframe: str, market: str, b
     y, m = int(a.period[:4]), int(a.period[5:7])
     first = max(start, date(y, m, 1))
     last = min(end, date(y, m, calendar.monthrange(y, m)[1]))
-    return [archive(base, market, a.pair, timeframe, f"{d:%Y-%m-%d}", a.path.parent) for d in _days(first, last)]
+    return [
+        archive(base, market, a.pair, timeframe, f"{d:%Y-%m-%d}", a.path.parent) for d in _days(first, last)
+    ]
 
 
 def parse_checksum(text: str) -> str | None:
@@ -193,8 +198,14 @@ def file_sha256(path: Path) -> str:
 class Fetcher:
     """Fetches archives with urllib, one thread per job; safe to call `fetch` from several threads."""
 
-    def __init__(self, *, timeout: float | None = None, retries: int = RETRIES, backoff: float = BACKOFF,
-                 on_bytes: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        *,
+        timeout: float | None = None,
+        retries: int = RETRIES,
+        backoff: float = BACKOFF,
+        on_bytes: Callable[[int], None] | None = None,
+    ):
         self.timeout = timeout if timeout is not None else float(os.environ.get(TIMEOUT_ENV) or TIMEOUT)
         self.retries = retries
         self.backoff = backoff
@@ -210,7 +221,7 @@ class Fetcher:
             if _verified(a):
                 return out
             a.path.parent.mkdir(parents=True, exist_ok=True)
-            for attempt in (1, 2):  # a checksum mismatch is fetched once more from scratch
+            for _attempt in (1, 2):  # a checksum mismatch is fetched once more from scratch
                 expected = self._checksum(a, out)
                 if a.path.is_file() and file_sha256(a.path) == expected:  # a file put there by hand
                     self._keep_checksum(a, expected)
@@ -223,8 +234,10 @@ class Fetcher:
                     out.status = "fetched"
                     return out
                 a.part_path.unlink(missing_ok=True)
-            raise Failed(f"{a.name}: the download does not match its .CHECKSUM, twice "
-                         f"(expected sha256 {expected[:12]}…, got {got[:12]}…); nothing was kept.")
+            raise Failed(
+                f"{a.name}: the download does not match its .CHECKSUM, twice "
+                f"(expected sha256 {expected[:12]}…, got {got[:12]}…); nothing was kept."
+            )
         except Missing:
             out.status = "missing"
         except Failed as exc:
@@ -233,7 +246,10 @@ class Fetcher:
         except Stopped:
             out.status, out.error = "failed", "interrupted"
         except OSError as exc:  # the output folder: full, read-only, ...
-            out.status, out.error = "failed", f"{a.name}: cannot write {a.path.parent}: {exc.strerror or exc}."
+            out.status, out.error = (
+                "failed",
+                f"{a.name}: cannot write {a.path.parent}: {exc.strerror or exc}.",
+            )
         return out
 
     def _checksum(self, a: Archive, out: Outcome) -> str:
@@ -297,7 +313,9 @@ class Fetcher:
                 while True:
                     if self.stop.is_set():
                         raise Stopped()
-                    block = response.read1(CHUNK)  # what has arrived, so a stalled transfer still lands on disk
+                    block = response.read1(
+                        CHUNK
+                    )  # what has arrived, so a stalled transfer still lands on disk
                     if not block:
                         break
                     f.write(block)
@@ -317,20 +335,25 @@ class Fetcher:
                 if exc.code not in (408, 429) and exc.code < 500:
                     raise Failed(f"{what}: the server answered HTTP {exc.code} {exc.reason}.") from None
                 error = f"HTTP {exc.code} {exc.reason}"
-            except (urllib.error.URLError, http.client.HTTPException, socket.timeout, TimeoutError,
-                    ConnectionError) as exc:
+            except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as exc:
                 reason = getattr(exc, "reason", None) or exc
                 error = f"{type(exc).__name__}: {reason}" if str(reason) else type(exc).__name__
             if attempt == self.retries:
                 raise Failed(f"{what}: network error after {attempt + 1} tries ({error}).", resumable=True)
-            if self.stop.wait(self.backoff * 2 ** attempt):
+            if self.stop.wait(self.backoff * 2**attempt):
                 raise Stopped()
         raise AssertionError("unreachable")
 
 
-def run(archives: list[Archive], fetcher: Fetcher, jobs: int, *, fallback: Callable[[Archive], list[Archive]],
-        on_done: Callable[[Outcome, int], None] = lambda o, added: None,
-        on_tick: Callable[[], None] = lambda: None) -> list[Outcome]:
+def run(
+    archives: list[Archive],
+    fetcher: Fetcher,
+    jobs: int,
+    *,
+    fallback: Callable[[Archive], list[Archive]],
+    on_done: Callable[[Outcome, int], None] = lambda o, added: None,
+    on_tick: Callable[[], None] = lambda: None,
+) -> list[Outcome]:
     """Fetch every archive with `jobs` threads; a monthly archive that is missing is replaced by
     `fallback(archive)` (its days). `on_done(outcome, added)` runs in the calling thread, with the
     number of archives the fallback added; `on_tick` about 5 times a second.
@@ -352,7 +375,9 @@ def run(archives: list[Archive], fetcher: Fetcher, jobs: int, *, fallback: Calla
 
     for a in archives:
         tasks.put(a)
-    threads = [threading.Thread(target=worker, name=f"download-{i}", daemon=True) for i in range(max(1, jobs))]
+    threads = [
+        threading.Thread(target=worker, name=f"download-{i}", daemon=True) for i in range(max(1, jobs))
+    ]
     for t in threads:
         t.start()
     outstanding = len(archives)
@@ -365,7 +390,9 @@ def run(archives: list[Archive], fetcher: Fetcher, jobs: int, *, fallback: Calla
                 on_tick()
                 continue
             outstanding -= 1
-            extra = fallback(outcome.archive) if outcome.status == "missing" and outcome.archive.monthly else []
+            extra = (
+                fallback(outcome.archive) if outcome.status == "missing" and outcome.archive.monthly else []
+            )
             if extra:
                 outcome.status = "replaced"
                 for a in extra:

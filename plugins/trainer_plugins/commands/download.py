@@ -51,11 +51,15 @@ def _pairs_and_settings(pairs, manifest_path, timeframe, market) -> list[tuple[s
         pair = normalize_pair(name, "--pair")
         out.setdefault(pair, (pair, timeframe or "1m", market or "spot"))
     if not out:
-        raise ConfigError("Name the pairs to download: --pair BTCUSDT (repeatable) or --manifest FILE.",
-                          "For example: trainer download --pair BTCUSDT --pair ETHUSDT --start 2024-01-01")
+        raise ConfigError(
+            "Name the pairs to download: --pair BTCUSDT (repeatable) or --manifest FILE.",
+            "For example: trainer download --pair BTCUSDT --pair ETHUSDT --start 2024-01-01",
+        )
     for pair, tf, mk in out.values():
         if tf not in ba.TIMEFRAMES:
-            raise ConfigError(f"{pair}: the archive has no {tf} klines.", f"Use one of {', '.join(ba.TIMEFRAMES)}.")
+            raise ConfigError(
+                f"{pair}: the archive has no {tf} klines.", f"Use one of {', '.join(ba.TIMEFRAMES)}."
+            )
         if mk not in MARKETS:
             raise ConfigError(f"{pair}: unknown market {mk!r}.", f"Use one of {', '.join(MARKETS)}.")
     return list(out.values())
@@ -71,7 +75,9 @@ def _pair_row(report: ba.PairReport, timeframe: str) -> tuple[list[str], str | N
     from trainer_core import DataError, check_candles, iso_time, parse_candle_name, read_candles
 
     zips = sorted(report.folder.glob(f"{report.pair}-{timeframe}-*.zip")) if report.folder.is_dir() else []
-    periods = [parsed.period for parsed in map(parse_candle_name, (z.name for z in zips)) if parsed and parsed.period]
+    periods = [
+        parsed.period for parsed in map(parse_candle_name, (z.name for z in zips)) if parsed and parsed.period
+    ]
     months = sum(1 for period in periods if len(period) == 7)
     days = len(periods) - months
     row = [report.pair, str(months), str(days)]
@@ -81,9 +87,20 @@ def _pair_row(report: ba.PairReport, timeframe: str) -> tuple[list[str], str | N
         candles = read_candles(report.folder, report.pair, timeframe, echo=lambda line: None)
         gaps = check_candles(candles, timeframe, report.pair)
     except DataError as exc:
-        return row + ["?", "-", "-", "?", "?"], f"{report.pair}: the folder does not read as one series: {exc.message}"
-    return row + [f"{len(candles):,}", iso_time(candles.time_ms[0]), iso_time(candles.time_ms[-1]), f"{gaps.gaps:,}",
-                  f"{gaps.missing_candles:,}"], None
+        return row + [
+            "?",
+            "-",
+            "-",
+            "?",
+            "?",
+        ], f"{report.pair}: the folder does not read as one series: {exc.message}"
+    return row + [
+        f"{len(candles):,}",
+        iso_time(candles.time_ms[0]),
+        iso_time(candles.time_ms[-1]),
+        f"{gaps.gaps:,}",
+        f"{gaps.missing_candles:,}",
+    ], None
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -92,8 +109,17 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header, *rows])
 
 
-def download(pairs: list[tuple[str, str, str]], start: date, end: date, output: Path, *, base: str,
-             jobs: int = DEFAULT_JOBS, echo=click.echo, progress: bool = True) -> tuple[list[ba.PairReport], dict]:
+def download(
+    pairs: list[tuple[str, str, str]],
+    start: date,
+    end: date,
+    output: Path,
+    *,
+    base: str,
+    jobs: int = DEFAULT_JOBS,
+    echo=click.echo,
+    progress: bool = True,
+) -> tuple[list[ba.PairReport], dict]:
     """Fetch every (pair, timeframe, market)'s archives for [start, end]; the reports and run figures."""
     lock = threading.Lock()
     state = {"bytes": 0}
@@ -123,8 +149,13 @@ def download(pairs: list[tuple[str, str, str]], start: date, end: date, output: 
         return f"{_mb(state['bytes'])} ({state['bytes'] / seconds / 1e6:,.1f} MB/s)"
 
     label = f"Downloading {len(archives):,} archive(s) of {len(pairs)} pair(s)"
-    bar = click.progressbar(length=len(archives), label=label, file=sys.stderr, show_pos=True,
-                            item_show_func=shown) if progress else None
+    bar = (
+        click.progressbar(
+            length=len(archives), label=label, file=sys.stderr, show_pos=True, item_show_func=shown
+        )
+        if progress
+        else None
+    )
 
     def on_done(outcome: ba.Outcome, added: int) -> None:
         reports[outcome.archive.pair].outcomes.append(outcome)
@@ -146,21 +177,49 @@ def download(pairs: list[tuple[str, str, str]], start: date, end: date, output: 
 
 
 @click.command(name="download", context_settings=CONTEXT_SETTINGS)
-@click.option("--pair", "pairs", multiple=True, metavar="PAIR", help="A pair to download, e.g. BTCUSDT (repeatable).")
-@click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Download every pair of this manifest, at its data.timeframe (and data.params.market).")
-@click.option("--start", required=True, type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD",
-              help="First day (UTC).")
-@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD",
-              help="Last day (UTC), included  [default: yesterday].")
-@click.option("--output", default="downloads/", show_default=True, metavar="DIR",
-              help="Archives go to DIR/PAIR/ (futures: DIR/futures/PAIR/).")
-@click.option("--market", type=click.Choice(MARKETS), help="spot or futures-um (USDⓈ-M futures)  [default: spot].")
+@click.option(
+    "--pair", "pairs", multiple=True, metavar="PAIR", help="A pair to download, e.g. BTCUSDT (repeatable)."
+)
+@click.option(
+    "--manifest",
+    "manifest_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Download every pair of this manifest, at its data.timeframe (and data.params.market).",
+)
+@click.option(
+    "--start", required=True, type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="First day (UTC)."
+)
+@click.option(
+    "--end",
+    type=click.DateTime(["%Y-%m-%d"]),
+    metavar="YYYY-MM-DD",
+    help="Last day (UTC), included  [default: yesterday].",
+)
+@click.option(
+    "--output",
+    default="downloads/",
+    show_default=True,
+    metavar="DIR",
+    help="Archives go to DIR/PAIR/ (futures: DIR/futures/PAIR/).",
+)
+@click.option(
+    "--market", type=click.Choice(MARKETS), help="spot or futures-um (USDⓈ-M futures)  [default: spot]."
+)
 @click.option("--timeframe", metavar="TF", help="Kline interval, e.g. 1m, 5m, 1h  [default: 1m].")
-@click.option("--base-url", metavar="URL",
-              help=f"The archive's address [default: ${ba.BASE_URL_ENV}, else {ba.DEFAULT_BASE_URL}].")
-@click.option("--jobs", type=click.IntRange(min=1, max=64), default=DEFAULT_JOBS, show_default=True, metavar="N",
-              help="Archives fetched at once.")
+@click.option(
+    "--base-url",
+    metavar="URL",
+    help=f"The archive's address [default: ${ba.BASE_URL_ENV}, else {ba.DEFAULT_BASE_URL}].",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1, max=64),
+    default=DEFAULT_JOBS,
+    show_default=True,
+    metavar="N",
+    help="Archives fetched at once.",
+)
 def download_command(pairs, manifest_path, start, end, output, market, timeframe, base_url, jobs):
     """Download pairs' klines from Binance's public archive (data.binance.vision).
 
@@ -179,7 +238,9 @@ def download_command(pairs, manifest_path, start, end, output, market, timeframe
     first = start.date()
     last = end.date() if end else yesterday()
     if first > last:
-        raise ConfigError(f"--start {first} is after --end {last}.", "Give a start on or before the end (UTC days).")
+        raise ConfigError(
+            f"--start {first} is after --end {last}.", "Give a start on or before the end (UTC days)."
+        )
     chosen = _pairs_and_settings(pairs, manifest_path, timeframe, market)
     output_dir = Path(output).expanduser()
     base = ba.base_url(base_url)
@@ -187,7 +248,10 @@ def download_command(pairs, manifest_path, start, end, output, market, timeframe
     try:
         reports, figures = download(chosen, first, last, output_dir, base=base, jobs=jobs)
     except KeyboardInterrupt:
-        click.echo("\nInterrupted: verified archives are kept; run the same command again to resume the rest.", err=True)
+        click.echo(
+            "\nInterrupted: verified archives are kept; run the same command again to resume the rest.",
+            err=True,
+        )
         sys.exit(130)
     timeframes = {p: tf for p, tf, _ in chosen}
     rows = [_pair_row(r, timeframes[r.pair]) for r in reports]
@@ -199,9 +263,13 @@ def download_command(pairs, manifest_path, start, end, output, market, timeframe
     for r in reports:
         missing = sorted(r.by_status("missing"), key=lambda o: o.archive.name)
         if missing and not any(o.status in ("kept", "fetched") for o in r.outcomes):
-            click.echo(f"{r.pair}: nothing published for {first} to {last} ({len(missing)} archive(s) asked for).")
+            click.echo(
+                f"{r.pair}: nothing published for {first} to {last} ({len(missing)} archive(s) asked for)."
+            )
         elif missing:
-            names = ", ".join(o.archive.name for o in missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+            names = ", ".join(o.archive.name for o in missing[:4]) + (
+                f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+            )
             click.echo(f"{r.pair}: {len(missing)} archive(s) not published: {names}.")
         failed += r.by_status("failed")
         if not any(o.status in ("kept", "fetched") for o in r.outcomes):
@@ -215,10 +283,14 @@ def download_command(pairs, manifest_path, start, end, output, market, timeframe
         f"Candles in {output_dir}/."
     )
     if failed or empty:
-        lines = [o.error.rstrip(".") for o in failed[:5]] + ([f"{len(failed) - 5} more"] if len(failed) > 5 else [])
+        lines = [o.error.rstrip(".") for o in failed[:5]] + (
+            [f"{len(failed) - 5} more"] if len(failed) > 5 else []
+        )
         if empty:
             lines.append(f"no archive at all for {', '.join(empty)} between {first} and {last}")
-        counts = ([f"{len(failed)} archive(s) failed"] if failed else []) + ([f"{len(empty)} pair(s) got nothing"] if empty else [])
+        counts = ([f"{len(failed)} archive(s) failed"] if failed else []) + (
+            [f"{len(empty)} pair(s) got nothing"] if empty else []
+        )
         raise DownloadError(
             f"{' and '.join(counts)}: " + "; ".join(lines) + ".",
             "Run the same command again: verified archives are kept and not fetched again; check the pair "

@@ -15,8 +15,7 @@ from pathlib import Path, PurePosixPath
 import click
 import yaml
 
-from trainer_core import ConfigError, __version__, hookimpl
-from trainer_core import load_manifest
+from trainer_core import ConfigError, __version__, hookimpl, load_manifest
 
 #: where the pods mount the shared volume; also their working directory, so relative paths land on it
 MOUNT = "/data"
@@ -44,8 +43,19 @@ def template(name: str) -> dict:
 
 
 _SUFFIX = {
-    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
 }
 
 
@@ -53,7 +63,9 @@ def quantity_bytes(value: str) -> Decimal:
     """A Kubernetes memory quantity (`16Gi`, `512M`, `1e9`) in bytes, to compare two of them."""
     match = re.fullmatch(r"([0-9.]+(?:[eE][+-]?[0-9]+)?)([KMGTPE]i|[kMGTPE])?", value)
     if not match:
-        raise ConfigError(f"resources.memory {value!r} is not a memory quantity.", "For example: memory: 16Gi")
+        raise ConfigError(
+            f"resources.memory {value!r} is not a memory quantity.", "For example: memory: 16Gi"
+        )
     return Decimal(match[1]) * _SUFFIX[match[2] or ""]
 
 
@@ -181,12 +193,17 @@ def render_objects(
         _check_name(name, "--name", DNS_LABEL, MAX_NAME)
     else:
         name = default_name(manifest_path)
-        _check_name(name, "The name made of the manifest's file name,", DNS_LABEL, MAX_NAME, " Give one with --name.")
+        _check_name(
+            name, "The name made of the manifest's file name,", DNS_LABEL, MAX_NAME, " Give one with --name."
+        )
     _check_name(claim, "--claim", DNS_SUBDOMAIN, 253)
     if namespace is not None:
         _check_name(namespace, "--namespace", DNS_LABEL, 63)
     if image is not None and (not image or any(c.isspace() for c in image)):
-        raise ConfigError(f"--image {image!r} is not an image reference.", "For example: --image registry.example.com/pair-trainer:0.1.0-gpu")
+        raise ConfigError(
+            f"--image {image!r} is not an image reference.",
+            "For example: --image registry.example.com/pair-trainer:0.1.0-gpu",
+        )
     limits = pod_resources(manifest_path, [specs[i] for i in chosen] if chosen is not None else specs, gpus)
     if image is None:
         image = GPU_IMAGE if GPU_RESOURCE in limits else CPU_IMAGE
@@ -223,7 +240,9 @@ def render_objects(
 
 
 class _Dumper(yaml.SafeDumper):
-    def increase_indent(self, flow=False, indentless=False):  # lists indented under their key, as kubectl shows them
+    def increase_indent(
+        self, flow=False, indentless=False
+    ):  # lists indented under their key, as kubectl shows them
         return super().increase_indent(flow, False)
 
 
@@ -253,20 +272,46 @@ def k8s():
 
 @k8s.command(name="render", context_settings=CONTEXT_SETTINGS)
 @click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
-@click.option("--image", metavar="IMAGE",
-              help=f"The trainer image the pods run, pushed to your registry [default: {GPU_IMAGE} for pods "
-                   f"with a GPU, else {CPU_IMAGE}].")
-@click.option("--claim", default=DEFAULT_CLAIM, show_default=True, metavar="PVC",
-              help="The ReadWriteMany PersistentVolumeClaim mounted at /data (k8s/base/pvc.yaml).")
-@click.option("--namespace", metavar="NS", help="Put both objects in this namespace (default: kubectl's current one).")
-@click.option("--name", metavar="NAME",
-              help="Name of the Job and the ConfigMap [default: trainer-<manifest file name>].")
-@click.option("--parallelism", type=click.IntRange(min=1), default=DEFAULT_PARALLELISM, show_default=True,
-              metavar="N", help="At most N pairs train at once.")
-@click.option("--gpus", type=click.IntRange(min=0), metavar="N",
-              help="Whole GPUs per pod, instead of the manifest's resources.gpus (which may be a fraction for Ray).")
-@click.option("--indexes", metavar="I,J-K",
-              help="Only these pairs of the manifest (from 0), e.g. a finished Job's status.failedIndexes; needs --name.")
+@click.option(
+    "--image",
+    metavar="IMAGE",
+    help=f"The trainer image the pods run, pushed to your registry [default: {GPU_IMAGE} for pods "
+    f"with a GPU, else {CPU_IMAGE}].",
+)
+@click.option(
+    "--claim",
+    default=DEFAULT_CLAIM,
+    show_default=True,
+    metavar="PVC",
+    help="The ReadWriteMany PersistentVolumeClaim mounted at /data (k8s/base/pvc.yaml).",
+)
+@click.option(
+    "--namespace", metavar="NS", help="Put both objects in this namespace (default: kubectl's current one)."
+)
+@click.option(
+    "--name",
+    metavar="NAME",
+    help="Name of the Job and the ConfigMap [default: trainer-<manifest file name>].",
+)
+@click.option(
+    "--parallelism",
+    type=click.IntRange(min=1),
+    default=DEFAULT_PARALLELISM,
+    show_default=True,
+    metavar="N",
+    help="At most N pairs train at once.",
+)
+@click.option(
+    "--gpus",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Whole GPUs per pod, instead of the manifest's resources.gpus (which may be a fraction for Ray).",
+)
+@click.option(
+    "--indexes",
+    metavar="I,J-K",
+    help="Only these pairs of the manifest (from 0), e.g. a finished Job's status.failedIndexes; needs --name.",
+)
 def render_command(manifest_path, image, claim, namespace, name, parallelism, indexes, gpus):
     """Print the ServiceAccount, ConfigMap and Indexed Job that train every pair of MANIFEST.
 
@@ -282,8 +327,14 @@ def render_command(manifest_path, image, claim, namespace, name, parallelism, in
         trainer k8s render manifests/all_pairs.yaml --gpus 1 --indexes 3,17 --name trainer-all-pairs-retry
     """
     objects = render_objects(
-        manifest_path, image=image, claim=claim, namespace=namespace, name=name,
-        parallelism=parallelism, indexes=indexes, gpus=gpus,
+        manifest_path,
+        image=image,
+        claim=claim,
+        namespace=namespace,
+        name=name,
+        parallelism=parallelism,
+        indexes=indexes,
+        gpus=gpus,
     )
     job = objects[-1]
     limits = job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]

@@ -12,8 +12,14 @@ import numpy as np
 from trainer_core import ConfigError, hookimpl, reject_unknown
 
 COLUMNS = (
-    "high_change", "low_change", "close_change", "volume_change",
-    "price_to_ma1440", "price_to_ma43200", "volume_to_ma1440", "volume_to_ma43200",
+    "high_change",
+    "low_change",
+    "close_change",
+    "volume_change",
+    "price_to_ma1440",
+    "price_to_ma43200",
+    "volume_to_ma1440",
+    "volume_to_ma43200",
 )
 DEFAULTS = {"ma_short": 1440, "ma_long": 43200}
 #: the trailing means never look further back than this many candles
@@ -26,8 +32,11 @@ def seed_params(params) -> dict:
     for key in ("ma_short", "ma_long"):
         value = out[key]
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_MA:
-            raise ConfigError(f"features.params.{key}: expected a whole number of candles from 1 to {MAX_MA:,}, "
-                              f"got {value!r}.", "The seed's values are ma_short 1440 and ma_long 43200.")
+            raise ConfigError(
+                f"features.params.{key}: expected a whole number of candles from 1 to {MAX_MA:,}, "
+                f"got {value!r}.",
+                "The seed's values are ma_short 1440 and ma_long 43200.",
+            )
     return out
 
 

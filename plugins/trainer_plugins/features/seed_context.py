@@ -23,11 +23,19 @@ def context_params(params) -> tuple[dict, list[str]]:
     """``params`` split into the seed's params and the context pair names; a `ConfigError` for bad pairs."""
     params = dict(params or {})
     pairs = params.pop("pairs", None)
-    if not isinstance(pairs, (list, tuple)) or not pairs or not all(isinstance(p, str) and PAIR.match(p) for p in pairs):
-        raise ConfigError(f"features.params.pairs: expected a list of pair names such as [BTCUSDT], got {pairs!r}.",
-                          "Name the context pairs, e.g. --set 'features.params.pairs=[BTCUSDT]'.")
+    if (
+        not isinstance(pairs, (list, tuple))
+        or not pairs
+        or not all(isinstance(p, str) and PAIR.match(p) for p in pairs)
+    ):
+        raise ConfigError(
+            f"features.params.pairs: expected a list of pair names such as [BTCUSDT], got {pairs!r}.",
+            "Name the context pairs, e.g. --set 'features.params.pairs=[BTCUSDT]'.",
+        )
     if len(set(pairs)) != len(pairs):
-        raise ConfigError(f"features.params.pairs: {pairs} names a pair twice.", "Name each context pair once.")
+        raise ConfigError(
+            f"features.params.pairs: {pairs} names a pair twice.", "Name each context pair once."
+        )
     return seed_params(params), list(pairs)
 
 
@@ -65,7 +73,10 @@ class SeedWithContext:
         extra = np.full((len(candles), 2 * len(pairs)), np.nan, dtype=np.float32)
         for k, pair in enumerate(pairs):
             other = context[pair]  # aligned: row t is the context pair's candle at the same time, or nulls
-            cols = [other.get_column(c).cast(float).fill_null(np.nan).to_numpy() for c in ("close", "high", "low", "volume")]
+            cols = [
+                other.get_column(c).cast(float).fill_null(np.nan).to_numpy()
+                for c in ("close", "high", "low", "volume")
+            ]
             feats = compute_features(*cols, 1, 1)  # only the change columns are used
             missing = np.isnan(cols[0]) | np.isnan(cols[3])
             gone = missing[1:] | missing[:-1]  # this minute's or the previous minute's candle is missing

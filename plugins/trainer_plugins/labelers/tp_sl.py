@@ -49,22 +49,31 @@ class LabelParams:
         }
 
     @classmethod
-    def from_params(cls, params) -> "LabelParams":
+    def from_params(cls, params) -> LabelParams:
         """The settings from a labeler params mapping, defaults filled in; a `ConfigError` for a bad value."""
         p = dict(params or {})
         try:
-            return cls(int(p.get("future_window", 120)), float(p.get("take_profit_pct", 1.0)),
-                       float(p.get("stop_loss_pct", 0.5)), p.get("short_take_profit_pct"),
-                       p.get("short_stop_loss_pct"))
+            return cls(
+                int(p.get("future_window", 120)),
+                float(p.get("take_profit_pct", 1.0)),
+                float(p.get("stop_loss_pct", 0.5)),
+                p.get("short_take_profit_pct"),
+                p.get("short_stop_loss_pct"),
+            )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"labels: {exc}.", "See docs/manifest.md for the labels settings.") from None
 
     @classmethod
-    def from_spec(cls, spec) -> "LabelParams":
+    def from_spec(cls, spec) -> LabelParams:
         """The settings from a `PairSpec`'s ``labels`` section."""
         lab = spec.labels
-        return cls(lab.future_window, lab.take_profit_pct, lab.stop_loss_pct,
-                   lab.short_take_profit_pct, lab.short_stop_loss_pct)
+        return cls(
+            lab.future_window,
+            lab.take_profit_pct,
+            lab.stop_loss_pct,
+            lab.short_take_profit_pct,
+            lab.short_stop_loss_pct,
+        )
 
 
 def _sparse_table(values: np.ndarray, levels: int, op) -> list[np.ndarray]:
@@ -158,7 +167,9 @@ class TakeProfitStopLoss:
     def tag(self, params) -> str:
         """``FW{fw:03d}_SL{sl:03d}_TP{tp:03d}``, percentages in hundredths (``FW120_SL050_TP100``)."""
         p = LabelParams.from_params(params)
-        return f"FW{p.future_window:03d}_SL{pct_code(p.stop_loss_pct):03d}_TP{pct_code(p.take_profit_pct):03d}"
+        return (
+            f"FW{p.future_window:03d}_SL{pct_code(p.stop_loss_pct):03d}_TP{pct_code(p.take_profit_pct):03d}"
+        )
 
     def label_params(self, params) -> dict:
         """What the data record of their labels (and what prediction checks)."""

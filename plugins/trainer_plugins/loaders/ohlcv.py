@@ -17,8 +17,10 @@ def market_param(params) -> str | None:
     """`data.params.market`: which candles of a folder holding both spot and futures (default: spot)."""
     market = dict(params or {}).get("market")
     if market is not None and market not in MARKETS:
-        raise ConfigError(f"data.params.market: expected one of {', '.join(MARKETS)} or null, got {market!r}.",
-                          "spot reads BTCUSDT / BTC_USDT files, futures-um freqtrade's BTC_USDT_USDT-…-futures files.")
+        raise ConfigError(
+            f"data.params.market: expected one of {', '.join(MARKETS)} or null, got {market!r}.",
+            "spot reads BTCUSDT / BTC_USDT files, futures-um freqtrade's BTC_USDT_USDT-…-futures files.",
+        )
     return market
 
 
@@ -41,8 +43,13 @@ class OhlcvLoader:
 
         if spec.data_path is None:
             raise ConfigError(f"{spec.pair}: the ohlcv loader needs data.path (a candle file or folder).")
-        files = candle_files(spec.data_path, spec.pair, spec.data.timeframe, market_param(spec.data.params),
-                             echo=lambda line: None)
+        files = candle_files(
+            spec.data_path,
+            spec.pair,
+            spec.data.timeframe,
+            market_param(spec.data.params),
+            echo=lambda line: None,
+        )
         return candle_fingerprint(files)
 
     def load(self, spec):

@@ -11,9 +11,19 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer_core import FEATURE_NAMES, NO_LABEL, DataError, PairData, file_sha256, hookimpl, reject_unknown
-from trainer_core import TRAINING_READY_NAME_RE as NAME_RE, pct_from_code as _pct, read_table as read_frame
-from trainer_core import training_ready_name
+from trainer_core import (
+    FEATURE_NAMES,
+    NO_LABEL,
+    DataError,
+    PairData,
+    file_sha256,
+    hookimpl,
+    reject_unknown,
+    training_ready_name,
+)
+from trainer_core import TRAINING_READY_NAME_RE as NAME_RE
+from trainer_core import pct_from_code as _pct
+from trainer_core import read_table as read_frame
 
 LABEL_COLUMNS = ("label_0", "label_1", "label_2")
 TIME_COLUMNS = ("timestamp", "date", "datetime", "time", "open_time", "index")
@@ -48,7 +58,9 @@ def find_file(spec) -> Path:
         candidate = path / expected_filename(spec, ext)
         if candidate.is_file():
             return candidate
-    same_pair = sorted(p.name for p in path.glob(f"{spec.pair}_TF-*__training_ready.*") if p.suffix in SUFFIXES)
+    same_pair = sorted(
+        p.name for p in path.glob(f"{spec.pair}_TF-*__training_ready.*") if p.suffix in SUFFIXES
+    )
     if same_pair:
         found = NAME_RE.match(same_pair[0])
         detail = ""
@@ -64,7 +76,9 @@ def find_file(spec) -> Path:
             f"(expected {expected_filename(spec)}).{detail}",
             "Set labels.* (and data.timeframe) to the file's values, or prepare data with the run's parameters.",
         )
-    others = sorted(p.name for p in path.iterdir() if p.name.endswith(tuple("__training_ready" + s for s in SUFFIXES)))
+    others = sorted(
+        p.name for p in path.iterdir() if p.name.endswith(tuple("__training_ready" + s for s in SUFFIXES))
+    )
     raise DataError(
         f"{spec.pair}: no training-ready file for {spec.pair} in {path} (expected {expected_filename(spec)})"
         + (f"; found: {', '.join(others[:10])}" if others else "; the folder has no training-ready files")
@@ -127,7 +141,9 @@ def _timestamps(frame, column: str | None, n: int, timeframe: str, where: str) -
             if series.null_count():
                 raise ValueError("missing values")
             biggest = int(np.abs(values).max()) if len(values) else 0
-            unit = "s" if biggest < 10**11 else "ms" if biggest < 10**14 else "us" if biggest < 10**17 else "ns"
+            unit = (
+                "s" if biggest < 10**11 else "ms" if biggest < 10**14 else "us" if biggest < 10**17 else "ns"
+            )
             return values.astype(f"datetime64[{unit}]").astype("datetime64[ms]")
         if dtype == pl.String:
             parsed = series.str.to_datetime(time_unit="ms", strict=True)
@@ -240,7 +256,11 @@ class TrainingReadyLoader:
             features, labels, timestamps = features[keep], labels[keep], timestamps[keep]
             returns = {k: v[keep] for k, v in returns.items()}
 
-        label_params = {k: name_params[k] for k in ("future_window", "stop_loss_pct", "take_profit_pct") if k in name_params}
+        label_params = {
+            k: name_params[k]
+            for k in ("future_window", "stop_loss_pct", "take_profit_pct")
+            if k in name_params
+        }
         return PairData(
             timestamps=timestamps,
             features=np.ascontiguousarray(features),

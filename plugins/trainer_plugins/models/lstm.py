@@ -16,7 +16,9 @@ def _units(params, key, allow_empty) -> list[int]:
     value = params.get(key, DEFAULT_PARAMS[key])
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
-    ok = isinstance(value, (list, tuple)) and all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in value)
+    ok = isinstance(value, (list, tuple)) and all(
+        isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in value
+    )
     if not ok or (not allow_empty and not value):
         raise ConfigError(
             f"model.params.{key}: expected a list of positive integers"

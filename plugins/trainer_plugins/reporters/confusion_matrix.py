@@ -58,8 +58,15 @@ def plot_confusion(report: dict, title: str, path) -> None:
         for i in range(len(names)):
             for j in range(len(names)):
                 text = f"{cm[i, j]:,}" if subtitle == "Counts" else f"{rates[i, j]:.1%}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=12,
-                        color="white" if rates[i, j] > 0.55 else "black")
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=12,
+                    color="white" if rates[i, j] > 0.55 else "black",
+                )
         ax.set_xticks(range(len(names)), names)
         ax.set_yticks(range(len(names)), names)
         ax.set_xlabel("Predicted")
@@ -68,9 +75,13 @@ def plot_confusion(report: dict, title: str, path) -> None:
     lines = [f"{'':6}{'precision':>10}{'recall':>8}{'F1':>7}{'support':>9}"]
     for name in names:
         pc = report["per_class"][name]
-        lines.append(f"{name:6}{pc['precision']:>10.3f}{pc['recall']:>8.3f}{pc['f1']:>7.3f}{pc['support']:>9,}")
+        lines.append(
+            f"{name:6}{pc['precision']:>10.3f}{pc['recall']:>8.3f}{pc['f1']:>7.3f}{pc['support']:>9,}"
+        )
     acc = report["accuracy"]
-    fig.suptitle(f"{title}  -  {report['sample_count']:,} samples, accuracy {acc:.3f}, macro F1 {report['macro_f1']:.3f}")
+    fig.suptitle(
+        f"{title}  -  {report['sample_count']:,} samples, accuracy {acc:.3f}, macro F1 {report['macro_f1']:.3f}"
+    )
     fig.text(0.5, 0.01, "\n".join(lines), family="monospace", ha="center", va="bottom", fontsize=10)
     fig.tight_layout(rect=(0, 0.17, 1, 0.95))
     fig.savefig(path, dpi=110, format="png")

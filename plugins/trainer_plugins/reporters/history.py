@@ -23,7 +23,9 @@ class HistoryReporter:
         offset = epochs - len(seconds)  # a resumed run timed only the epochs it ran
         for i in range(epochs):
             sec = seconds[i - offset] if i - offset >= 0 and i - offset < len(seconds) else ""
-            writer.writerow([i + 1, *(repr(float(hist[k][i])) for k in keys), f"{sec:.3f}" if sec != "" else ""])
+            writer.writerow(
+                [i + 1, *(repr(float(hist[k][i])) for k in keys), f"{sec:.3f}" if sec != "" else ""]
+            )
         out.write_text(out.name("history", "csv"), buf.getvalue())
 
 

@@ -17,7 +17,11 @@ from trainer_core import hookimpl, versions
 def _param_counts(model) -> dict:
     trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))
     total = int(model.count_params())
-    return {"total_parameters": total, "trainable_parameters": trainable, "non_trainable_parameters": total - trainable}
+    return {
+        "total_parameters": total,
+        "trainable_parameters": trainable,
+        "non_trainable_parameters": total - trainable,
+    }
 
 
 def build_metadata(result, out) -> dict:
@@ -85,7 +89,9 @@ def build_metadata(result, out) -> dict:
             **_param_counts(result.model),
             "input_shape": [t.sequence_length, len(data.feature_names)],
             "optimizer": "Adam",
-            "loss_function": "categorical_focal_crossentropy" if t.loss == "focal" else "categorical_crossentropy",
+            "loss_function": "categorical_focal_crossentropy"
+            if t.loss == "focal"
+            else "categorical_crossentropy",
             "metrics": ["accuracy"],
         },
         "training": {

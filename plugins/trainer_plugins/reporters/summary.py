@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import html
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from trainer_core import hookimpl
 
@@ -16,20 +17,36 @@ SUMMARY_JSON = "summary.json"
 SUMMARY_HTML = "summary.html"
 FORMAT = "pair-trainer batch summary v1"
 #: the engine metrics a summary row shows (the rest stay in each pair's _SUCCESS.json)
-ROW_METRICS = ("val_accuracy", "val_loss", "val_samples", "epochs", "best_epoch", "mcc", "balanced_accuracy",
-               "predicted", "single_class")
+ROW_METRICS = (
+    "val_accuracy",
+    "val_loss",
+    "val_samples",
+    "epochs",
+    "best_epoch",
+    "mcc",
+    "balanced_accuracy",
+    "predicted",
+    "single_class",
+)
 SIDE_KEYS = ("precision", "break_even", "edge", "n", "wilson_low", "wilson_high", "p_value", "verdict")
 SIMULATION_KEYS = ("n_trades", "total_net_return", "max_drawdown", "random_entry_p_value")
 BEATS = "beats break-even"
-SORT_LABELS = {"mcc": "MCC", "balanced_accuracy": "balanced accuracy", "val_accuracy": "validation accuracy",
-               "val_loss": "validation loss", "total_net_return": "the simulation's total net return",
-               "max_drawdown": "the simulation's max drawdown", "random_entry_p_value": "the random-entry p-value",
-               "pair": "pair name"}
+SORT_LABELS = {
+    "mcc": "MCC",
+    "balanced_accuracy": "balanced accuracy",
+    "val_accuracy": "validation accuracy",
+    "val_loss": "validation loss",
+    "total_net_return": "the simulation's total net return",
+    "max_drawdown": "the simulation's max drawdown",
+    "random_entry_p_value": "the random-entry p-value",
+    "pair": "pair name",
+}
 STATUS_COLOURS = {"trained": "#1a7f37", "skipped": "#57606a", "failed": "#cf222e", "cancelled": "#9a6700"}
 
 
 def dumps(obj: Any) -> str:
     """Indented JSON, numpy scalars and arrays as plain values, NaN refused, newline-terminated."""
+
     def plain(value):
         if hasattr(value, "tolist"):
             return value.tolist()
@@ -52,9 +69,13 @@ def _trading(pair: str, figures: Mapping[str, Any] | None) -> dict | None:
     if not isinstance(figures, Mapping) or not figures:
         return None
     try:
-        out = {"mcc": figures["mcc"], "macro_f1": figures["macro_f1"],
-               "baseline_hold_macro_f1": figures["baseline_hold_macro_f1"],
-               "report": _in_pair(pair, figures["report"]), "split": figures.get("split")}
+        out = {
+            "mcc": figures["mcc"],
+            "macro_f1": figures["macro_f1"],
+            "baseline_hold_macro_f1": figures["baseline_hold_macro_f1"],
+            "report": _in_pair(pair, figures["report"]),
+            "split": figures.get("split"),
+        }
         for side in ("LONG", "SHORT"):
             s = figures[side]
             # figures of an older trading reporter lack the count, interval and verdict: None
@@ -146,7 +167,11 @@ def side_cell(t: Mapping[str, Any]) -> str:
         return f"{esc(t['claim'])} ({be})"
     n = "" if t.get("n") is None else f" (n = {t['n']:,})"
     interval = "" if t.get("wilson_low") is None else f", 95 % {t['wilson_low']:.3f}-{t['wilson_high']:.3f}"
-    mark = "&#10003; " if t["claim"] == BEATS else ("&#10007; " if t["claim"] == "does not beat break-even" else "")
+    mark = (
+        "&#10003; "
+        if t["claim"] == BEATS
+        else ("&#10007; " if t["claim"] == "does not beat break-even" else "")
+    )
     p = f", p = {_pval(t['p_value'])}" if t["claim"] == BEATS and t.get("p_value") is not None else ""
     return f"{t['precision']:.3f}{n}{interval} vs {be}<br>{mark}{esc(t['claim'])}{p}"
 
@@ -171,20 +196,28 @@ def render_html(summary: dict) -> str:
         detail = esc(r.get("error") or r.get("reason") or "")
         if r.get("hint"):
             detail += f"<br><small>{esc(r['hint'])}</small>"
-        folder = f'<a href="{esc(r["pair"])}/">{esc(r["pair"])}/</a>' if r["status"] in ("trained", "skipped") else ""
+        folder = (
+            f'<a href="{esc(r["pair"])}/">{esc(r["pair"])}/</a>'
+            if r["status"] in ("trained", "skipped")
+            else ""
+        )
         trading = r.get("trading") or {}
         sim_cells = "<td></td>" * 4
         trade_cells = "<td></td><td></td>"
         if trading:
             sim = trading.get("simulation")
             if sim:
-                sim_cells = (f"<td>{sim['n_trades']:,}</td><td>{_pct(sim['total_net_return'])}</td>"
-                             f"<td>{_pct(sim['max_drawdown'])}</td><td>{_pval(sim['random_entry_p_value'])}</td>")
+                sim_cells = (
+                    f"<td>{sim['n_trades']:,}</td><td>{_pct(sim['total_net_return'])}</td>"
+                    f"<td>{_pct(sim['max_drawdown'])}</td><td>{_pval(sim['random_entry_p_value'])}</td>"
+                )
             where = f"{esc(trading['split'])} slice, " if trading.get("split") else ""
-            trade_cells = (f'<td class="side">{side_cell(trading["LONG"])}</td>'
-                           f'<td class="side">{side_cell(trading["SHORT"])}'
-                           f'<br><small>{where}<a href="{esc(trading["report"])}">trading report</a></small></td>')
-        warning = (f'<br><span class="warning">&#9888; {esc(r["warning"])}</span>' if r.get("warning") else "")
+            trade_cells = (
+                f'<td class="side">{side_cell(trading["LONG"])}</td>'
+                f'<td class="side">{side_cell(trading["SHORT"])}'
+                f'<br><small>{where}<a href="{esc(trading["report"])}">trading report</a></small></td>'
+            )
+        warning = f'<br><span class="warning">&#9888; {esc(r["warning"])}</span>' if r.get("warning") else ""
         seconds = "" if r.get("seconds") is None else f"{r['seconds']:.0f}s"
         rows.append(
             f"<tr><td><b>{esc(r['pair'])}</b>{warning}</td>"
@@ -197,9 +230,12 @@ def render_html(summary: dict) -> str:
     counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items())
     note = " <b>Interrupted</b>: pairs still running were cancelled." if summary["interrupted"] else ""
     sort = summary.get("sort") or "mcc"
-    order_note = (f"Sorted by {esc(SORT_LABELS.get(sort, sort))}"
-                  + ("" if sort == "pair" else ", best first") + "; failed and cancelled pairs last "
-                  "(<code>trainer batch --sort FIGURE</code> picks another order).")
+    order_note = (
+        f"Sorted by {esc(SORT_LABELS.get(sort, sort))}"
+        + ("" if sort == "pair" else ", best first")
+        + "; failed and cancelled pairs last "
+        "(<code>trainer batch --sort FIGURE</code> picks another order)."
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pair-trainer batch summary</title>
 <style>
@@ -209,8 +245,8 @@ th {{ background: #f6f8fa; }} small {{ color: #57606a; }} .warning {{ color: #cf
 td.side {{ min-width: 17em; }}
 </style></head><body>
 <h1>Batch summary</h1>
-<p>Manifest <code>{esc(str(summary['manifest']))}</code>, output <code>{esc(str(summary['output']))}</code>.
-Started {esc(summary['started'])}, finished {esc(summary['finished'])} ({summary['seconds']:.0f} s): {esc(counts)}.{note}</p>
+<p>Manifest <code>{esc(str(summary["manifest"]))}</code>, output <code>{esc(str(summary["output"]))}</code>.
+Started {esc(summary["started"])}, finished {esc(summary["finished"])} ({summary["seconds"]:.0f} s): {esc(counts)}.{note}</p>
 <p>{order_note} MCC, balanced accuracy and the LONG / SHORT signal counts are the engine's, on the
 validation slice. The trade simulation and the precisions are the trading report's, on the slice it
 names (the test slice when there is one): a side is marked &#10003; only when its 95 % Wilson interval's

@@ -86,7 +86,9 @@ def price_path(features: np.ndarray, feature_names) -> tuple[np.ndarray, np.ndar
     return close, prev * (1 + hc), prev * (1 + lc)
 
 
-def _first_touch(series: np.ndarray, rows: np.ndarray, level: np.ndarray, horizon: int, above: bool) -> np.ndarray:
+def _first_touch(
+    series: np.ndarray, rows: np.ndarray, level: np.ndarray, horizon: int, above: bool
+) -> np.ndarray:
     """Offset k in 1..horizon of the first row after each of ``rows`` whose value touches
     ``level`` (>= when ``above``, else <=); horizon + 1 where none does."""
     first = np.full(len(rows), horizon + 1, dtype=np.int64)
@@ -239,13 +241,15 @@ def simulate(
         is_long = side[j] == LONG_SIDE
         gross = float(long_return[r] if is_long else short_return[r])
         exit_row = int(exit_long[j] if is_long else exit_short[j])
-        trades.append({
-            "side": "LONG" if is_long else "SHORT",
-            "entry_time": _iso(timestamps[r]),
-            "exit_time": _iso(timestamps[exit_row]),
-            "gross_return": gross,
-            "net_return": gross - fee,
-        })
+        trades.append(
+            {
+                "side": "LONG" if is_long else "SHORT",
+                "entry_time": _iso(timestamps[r]),
+                "exit_time": _iso(timestamps[exit_row]),
+                "gross_return": gross,
+                "net_return": gross - fee,
+            }
+        )
     net = np.asarray([t["net_return"] for t in trades], dtype=np.float64)
     wins = int((net > 0).sum())
     low, high = wilson_interval(wins, len(net))
@@ -268,7 +272,7 @@ def buy_and_hold(close: np.ndarray, rows, fee_pct: float) -> dict:
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) < 2:
         return {"gross_return": None, "net_return": None, "max_drawdown": None}
-    path = close[rows[0]: rows[-1] + 1] / close[rows[0]]
+    path = close[rows[0] : rows[-1] + 1] / close[rows[0]]
     gross = float(path[-1] - 1.0)
     drawdown = float(np.max(1.0 - path / np.maximum.accumulate(path)))
     return {"gross_return": gross, "net_return": gross - fee_pct / 100.0, "max_drawdown": drawdown}
@@ -300,8 +304,16 @@ def random_entries(
     eligible_rows = np.asarray(eligible_rows, dtype=np.int64)
     m = len(eligible_rows)
     if n_trades <= 0 or m == 0:
-        return {"draws": 0, "seed": seed, "n_trades": int(n_trades), "p_value": None, "beats_share": None,
-                "mean_total_net_return": None, "totals_quantiles": None, "totals": []}
+        return {
+            "draws": 0,
+            "seed": seed,
+            "n_trades": int(n_trades),
+            "p_value": None,
+            "beats_share": None,
+            "mean_total_net_return": None,
+            "totals_quantiles": None,
+            "totals": [],
+        }
     rng = np.random.default_rng(seed)
     fee = fee_pct / 100.0
     totals = np.empty(draws)
@@ -326,7 +338,7 @@ def random_entries(
         pick = np.argsort(keys, axis=1)[:, :n_trades]
         chosen = np.take_along_axis(net, pick, axis=1)
         short_chains += int(np.isnan(chosen).any(axis=1).sum())
-        totals[start:start + d] = np.nansum(chosen, axis=1)
+        totals[start : start + d] = np.nansum(chosen, axis=1)
     at_or_above = int((totals >= model_total - 1e-12).sum())
     return {
         "draws": int(draws),

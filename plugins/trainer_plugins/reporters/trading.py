@@ -48,8 +48,13 @@ def scores_from_confusion(cm: np.ndarray) -> dict:
     mcc = cov / math.sqrt(var) if var > 0 else 0.0
     return {
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                   "support": float(actual[i]), "predicted": float(predicted[i])}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": float(actual[i]),
+                "predicted": float(predicted[i]),
+            }
             for i, name in enumerate(CLASS_NAMES)
         },
         "accuracy": float(c / n) if n else None,
@@ -86,9 +91,16 @@ def _signal_stats(mask, y_true, side, returns, fee_frac, be: float, min_signals:
     count = int(mask.sum())
     wins = int(np.sum(y_true[mask] == side)) if count else 0
     v = precision_verdict(wins, count, be, min_signals)
-    out = {"signals": count, "precision": v["precision"], "wilson_low": v["wilson_low"],
-           "wilson_high": v["wilson_high"], "p_value": v["p_value"], "verdict": v["verdict"],
-           "mean_return": None, "mean_net_return": None}
+    out = {
+        "signals": count,
+        "precision": v["precision"],
+        "wilson_low": v["wilson_low"],
+        "wilson_high": v["wilson_high"],
+        "p_value": v["p_value"],
+        "verdict": v["verdict"],
+        "mean_return": None,
+        "mean_net_return": None,
+    }
     if count and returns is not None:
         r = returns[mask]
         r = r[np.isfinite(r)]
@@ -157,8 +169,11 @@ def trading_metrics(
         wins = int(np.sum((y_pred == cls) & (y_true == cls))) if n else 0
         v = precision_verdict(wins, predicted, be, min_signals)
         break_even_rows[name] = {
-            "take_profit_pct": tp, "stop_loss_pct": sl, "fee_pct": fee_pct,
-            "break_even_win_rate": be, **v,
+            "take_profit_pct": tp,
+            "stop_loss_pct": sl,
+            "fee_pct": fee_pct,
+            "break_even_win_rate": be,
+            **v,
             "edge": None if v["precision"] is None else v["precision"] - be,
             "beats_break_even": None if not predicted else v["verdict"] == "beats break-even",
         }
@@ -178,8 +193,12 @@ def trading_metrics(
     for b in range(calibration_bins):
         m = which == b
         count = int(m.sum())
-        row = {"bin": [float(edges[b]), float(edges[b + 1])], "count": count,
-               "mean_confidence": None, "accuracy": None}
+        row = {
+            "bin": [float(edges[b]), float(edges[b + 1])],
+            "count": count,
+            "mean_confidence": None,
+            "accuracy": None,
+        }
         if count:
             row["mean_confidence"] = float(confidence[m].mean())
             row["accuracy"] = float(correct[m].mean())
@@ -202,7 +221,7 @@ def trading_metrics(
             "random_baseline": "expected scores of guessing each class with its frequency among the training targets",
             "log_loss": f"probabilities clipped at {EPS}",
             "intervals": "95 % Wilson score intervals; p_value: one-sided binomial P(at least this many wins) "
-                         "at the break-even win rate",
+            "at the break-even win rate",
         },
     }
 
@@ -225,10 +244,17 @@ def plot_trading(report: dict, title: str, path) -> None:
     colours = {"LONG": "#1a7f37", "SHORT": "#cf222e"}
     ax = axes[0]
     for side in ("LONG", "SHORT"):
-        prec = [r[side]["precision"] if r[side]["precision"] is not None else np.nan for r in report["thresholds"]]
+        prec = [
+            r[side]["precision"] if r[side]["precision"] is not None else np.nan for r in report["thresholds"]
+        ]
         ax.plot(thr, prec, "o-", color=colours[side], label=f"{side} precision")
-        ax.axhline(report["break_even"][side]["break_even_win_rate"], color=colours[side], ls="--", lw=1,
-                   label=f"{side} break-even")
+        ax.axhline(
+            report["break_even"][side]["break_even_win_rate"],
+            color=colours[side],
+            ls="--",
+            lw=1,
+            label=f"{side} break-even",
+        )
     ax.set_xlabel("confidence threshold")
     ax.set_ylabel("precision")
     ax.set_xlim(min(thr) - 0.05, max(thr) + 0.05)
@@ -245,8 +271,10 @@ def plot_trading(report: dict, title: str, path) -> None:
     ax.set_title("Number of signals")
     ax2 = ax.twinx()
     for side in ("LONG", "SHORT"):
-        net = [r[side]["mean_net_return"] * 100 if r[side]["mean_net_return"] is not None else np.nan
-               for r in report["thresholds"]]
+        net = [
+            r[side]["mean_net_return"] * 100 if r[side]["mean_net_return"] is not None else np.nan
+            for r in report["thresholds"]
+        ]
         ax2.plot(thr, net, "s--", color=colours[side], alpha=0.7)
     ax2.axhline(0, color="grey", lw=0.8)
     ax2.set_ylabel("mean net return per signal (%)")
@@ -256,8 +284,13 @@ def plot_trading(report: dict, title: str, path) -> None:
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
     ax.plot([b["mean_confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color="#0969da")
     for b in bins:
-        ax.annotate(f"{b['count']:,}", (b["mean_confidence"], b["accuracy"]), fontsize=7,
-                    textcoords="offset points", xytext=(3, -9))
+        ax.annotate(
+            f"{b['count']:,}",
+            (b["mean_confidence"], b["accuracy"]),
+            fontsize=7,
+            textcoords="offset points",
+            xytext=(3, -9),
+        )
     ece = report["calibration"]["expected_calibration_error"]
     ax.set_title(f"Reliability (ECE {_fmt(ece)})")
     ax.set_xlabel("confidence of the predicted class")
@@ -296,15 +329,19 @@ def _threshold_choice(val_report: dict, measured: dict | None) -> dict:
         "chosen_on": "validation",
         "measured_on": "test" if measured is not None else "validation",
         "criterion": "highest 95 % Wilson lower bound of precision minus break-even, "
-                     "among thresholds with at least min_signals signals",
+        "among thresholds with at least min_signals signals",
     }
     for side, thr in chosen.items():
-        out[side] = {"threshold": thr,
-                     "validation": None if thr is None else vrows[thr][side],
-                     "measured": None if thr is None else rows[thr][side]}
+        out[side] = {
+            "threshold": thr,
+            "validation": None if thr is None else vrows[thr][side],
+            "measured": None if thr is None else rows[thr][side],
+        }
     if measured is None:
-        out["note"] = ("no test slice (split.test = 0): thresholds are chosen and measured on the same "
-                       "validation rows, so their figures are optimistic")
+        out["note"] = (
+            "no test slice (split.test = 0): thresholds are chosen and measured on the same "
+            "validation rows, so their figures are optimistic"
+        )
     return out
 
 
@@ -314,40 +351,75 @@ def simulation_for(result, ev, fee_pct: float, threshold: float | None, seed: in
 
     data, spec = result.data, result.spec
     if data.long_return is None or data.short_return is None:
-        return {"available": False, "reason": "the data carry no realised returns (long_return / short_return)"}, None
+        return {
+            "available": False,
+            "reason": "the data carry no realised returns (long_return / short_return)",
+        }, None
     path = price_path(data.features, data.feature_names)
     if path is None:
-        return {"available": False,
-                "reason": "the data lack close_change / high_change / low_change, so exit candles are unknown"}, None
+        return {
+            "available": False,
+            "reason": "the data lack close_change / high_change / low_change, so exit candles are unknown",
+        }, None
     method = spec.labels.get("method", "tp-sl")
     if method != "tp-sl":
-        return {"available": False,
-                "reason": f"exit candles are known for the tp-sl labeler only (labels.method is {method!r})"}, None
+        return {
+            "available": False,
+            "reason": f"exit candles are known for the tp-sl labeler only (labels.method is {method!r})",
+        }, None
     close, high, low = path
     rows = np.asarray(ev.rows, dtype=np.int64)
     # the barriers the data were labelled with (a training-ready file's own), else the run's
-    lp = {**{"future_window": spec.labels.future_window, "take_profit_pct": spec.labels.take_profit_pct,
-             "stop_loss_pct": spec.labels.stop_loss_pct, "short_take_profit_pct": spec.short_take_profit_pct,
-             "short_stop_loss_pct": spec.short_stop_loss_pct},
-          **{k: v for k, v in (data.label_params or {}).items() if v is not None}}
-    barriers = Barriers(int(lp["future_window"]), float(lp["take_profit_pct"]), float(lp["stop_loss_pct"]),
-                        float(lp["short_take_profit_pct"]), float(lp["short_stop_loss_pct"]))
+    lp = {
+        **{
+            "future_window": spec.labels.future_window,
+            "take_profit_pct": spec.labels.take_profit_pct,
+            "stop_loss_pct": spec.labels.stop_loss_pct,
+            "short_take_profit_pct": spec.short_take_profit_pct,
+            "short_stop_loss_pct": spec.short_stop_loss_pct,
+        },
+        **{k: v for k, v in (data.label_params or {}).items() if v is not None},
+    }
+    barriers = Barriers(
+        int(lp["future_window"]),
+        float(lp["take_profit_pct"]),
+        float(lp["stop_loss_pct"]),
+        float(lp["short_take_profit_pct"]),
+        float(lp["short_stop_loss_pct"]),
+    )
     long_r = np.asarray(data.long_return, dtype=np.float64)
     short_r = np.asarray(data.short_return, dtype=np.float64)
     off_long, off_short, adjusted = exit_offsets(close, high, low, rows, barriers, long_r, short_r)
     last = len(data) - 1
     exit_long, exit_short = np.minimum(rows + off_long, last), np.minimum(rows + off_short, last)
-    sim = simulate(rows, ev.y_prob, data.timestamps, long_r, short_r, exit_long, exit_short,
-                   threshold=threshold, fee_pct=fee_pct)
+    sim = simulate(
+        rows,
+        ev.y_prob,
+        data.timestamps,
+        long_r,
+        short_r,
+        exit_long,
+        exit_short,
+        threshold=threshold,
+        fee_pct=fee_pct,
+    )
     sim["available"] = True
     sim["slice"] = ev.name
     sim["exit_rows_matched_within_tolerance"] = int(adjusted)
     eligible = np.isfinite(long_r[rows]) & np.isfinite(short_r[rows])
     bh = buy_and_hold(close, rows[eligible], fee_pct)
     rnd = random_entries(
-        rows[eligible], exit_long[eligible], exit_short[eligible], long_r[rows[eligible]], short_r[rows[eligible]],
-        n_trades=sim["n_trades"], long_share=(sim["n_long"] / sim["n_trades"]) if sim["n_trades"] else 0.5,
-        fee_pct=fee_pct, model_total=sim["total_net_return"], draws=draws, seed=seed,
+        rows[eligible],
+        exit_long[eligible],
+        exit_short[eligible],
+        long_r[rows[eligible]],
+        short_r[rows[eligible]],
+        n_trades=sim["n_trades"],
+        long_share=(sim["n_long"] / sim["n_trades"]) if sim["n_trades"] else 0.5,
+        fee_pct=fee_pct,
+        model_total=sim["total_net_return"],
+        draws=draws,
+        seed=seed,
         max_offset=barriers.future_window,
     )
     totals = rnd.pop("totals")
@@ -356,8 +428,11 @@ def simulation_for(result, ev, fee_pct: float, threshold: float | None, seed: in
     if eligible.any():
         r = rows[eligible]
         step = max(1, len(r) // 1000)
-        chart = {"bh_time": data.timestamps[r[::step]], "bh": close[r[::step]] / close[r[0]] - 1.0,
-                 "random_totals": np.asarray(totals)}
+        chart = {
+            "bh_time": data.timestamps[r[::step]],
+            "bh": close[r[::step]] / close[r[0]] - 1.0,
+            "random_totals": np.asarray(totals),
+        }
     return sim, chart
 
 
@@ -376,12 +451,19 @@ def report_for(result) -> tuple[dict, dict | None]:
         long_r = data.long_return[ev.rows] if data.long_return is not None else None
         short_r = data.short_return[ev.rows] if data.short_return is not None else None
         return trading_metrics(
-            ev.y_true, ev.y_prob,
+            ev.y_true,
+            ev.y_prob,
             train_class_counts=train_counts,
-            take_profit_pct=spec.labels.take_profit_pct, stop_loss_pct=spec.labels.stop_loss_pct,
-            short_take_profit_pct=spec.short_take_profit_pct, short_stop_loss_pct=spec.short_stop_loss_pct,
-            fee_pct=e.fee_pct, thresholds=tuple(e.thresholds), long_return=long_r, short_return=short_r,
-            calibration_bins=e.calibration_bins, min_signals=min_signals,
+            take_profit_pct=spec.labels.take_profit_pct,
+            stop_loss_pct=spec.labels.stop_loss_pct,
+            short_take_profit_pct=spec.short_take_profit_pct,
+            short_stop_loss_pct=spec.short_stop_loss_pct,
+            fee_pct=e.fee_pct,
+            thresholds=tuple(e.thresholds),
+            long_return=long_r,
+            short_return=short_r,
+            calibration_bins=e.calibration_bins,
+            min_signals=min_signals,
         )
 
     val = metrics(result.validation)
@@ -396,19 +478,30 @@ def report_for(result) -> tuple[dict, dict | None]:
 
 def headline(report: dict, tag: str) -> dict:
     """The figures `report_pair` returns (the batch summary shows them)."""
-    out = {"split": report["split"], "mcc": report["model"]["mcc"], "macro_f1": report["model"]["macro_f1"],
-           "baseline_hold_macro_f1": report["baselines"]["always_hold"]["macro_f1"],
-           "report": f"trading_{tag}.html"}
+    out = {
+        "split": report["split"],
+        "mcc": report["model"]["mcc"],
+        "macro_f1": report["model"]["macro_f1"],
+        "baseline_hold_macro_f1": report["baselines"]["always_hold"]["macro_f1"],
+        "report": f"trading_{tag}.html",
+    }
     for side in ("LONG", "SHORT"):
         b = report["break_even"][side]
-        out[side] = {k: b[k] for k in ("precision", "n", "wilson_low", "wilson_high", "p_value", "verdict", "edge")}
+        out[side] = {
+            k: b[k] for k in ("precision", "n", "wilson_low", "wilson_high", "p_value", "verdict", "edge")
+        }
         out[side]["break_even"] = b["break_even_win_rate"]
     sim = report["simulation"]
-    out["simulation"] = None if not sim.get("available") else {
-        "n_trades": sim["n_trades"], "total_net_return": sim["total_net_return"],
-        "max_drawdown": sim["max_drawdown"],
-        "random_entry_p_value": sim["baselines"]["random_entry"]["p_value"],
-    }
+    out["simulation"] = (
+        None
+        if not sim.get("available")
+        else {
+            "n_trades": sim["n_trades"],
+            "total_net_return": sim["total_net_return"],
+            "max_drawdown": sim["max_drawdown"],
+            "random_entry_p_value": sim["baselines"]["random_entry"]["p_value"],
+        }
+    )
     return out
 
 
@@ -427,11 +520,22 @@ def plot_simulation(sim: dict, chart: dict, title: str) -> str:
     times = np.asarray([t["exit_time"].rstrip("Z") for t in sim["trades"]], dtype="datetime64[s]")
     equity = np.cumsum([t["net_return"] for t in sim["trades"]]) * 100
     ax = axes[0]
-    ax.plot(chart["bh_time"].astype("datetime64[s]"), chart["bh"] * 100, color="#8c959f", lw=1,
-            label="buy and hold (price move)")
+    ax.plot(
+        chart["bh_time"].astype("datetime64[s]"),
+        chart["bh"] * 100,
+        color="#8c959f",
+        lw=1,
+        label="buy and hold (price move)",
+    )
     if len(times):
-        ax.step(times, equity, where="post", color="#0969da", lw=1.5,
-                label=f"model: {sim['n_trades']} trades, net of {sim['fee_pct']:g} % fee each")
+        ax.step(
+            times,
+            equity,
+            where="post",
+            color="#0969da",
+            lw=1.5,
+            label=f"model: {sim['n_trades']} trades, net of {sim['fee_pct']:g} % fee each",
+        )
     ax.axhline(0, color="black", lw=0.6)
     ax.set_ylabel("cumulative return (%)")
     thr = "arg-max" if sim["threshold"] is None else f"p >= {sim['threshold']:g}"
@@ -450,8 +554,10 @@ def plot_simulation(sim: dict, chart: dict, title: str) -> str:
         ax.hist(totals, bins=40, color="#8c959f")
         ax.axvline(sim["total_net_return"] * 100, color="#0969da", lw=2, label="model")
         ax.legend(fontsize=8)
-        ax.set_title(f"Total net return of {rnd['draws']} random-entry draws with {rnd['n_trades']} trades "
-                     f"(p = {rnd['p_value']:.3f})")
+        ax.set_title(
+            f"Total net return of {rnd['draws']} random-entry draws with {rnd['n_trades']} trades "
+            f"(p = {rnd['p_value']:.3f})"
+        )
     else:
         ax.set_title("Random entries: the model made no trades")
     ax.set_xlabel("total net return (%)")
@@ -477,11 +583,22 @@ def _simulation_html(sim: dict, chart_png: str | None) -> str:
     if not sim.get("available"):
         return f"<h2>Trade simulation</h2><p><i>No simulation: {esc(sim['reason'])}.</i></p>"
     bh, rnd = sim["baselines"]["buy_and_hold"], sim["baselines"]["random_entry"]
-    thr = "the arg-max class, no threshold" if sim["threshold"] is None else f"probability >= {sim['threshold']:g}"
+    thr = (
+        "the arg-max class, no threshold"
+        if sim["threshold"] is None
+        else f"probability >= {sim['threshold']:g}"
+    )
     lo, hi = sim["win_rate_wilson"]
-    win = "-" if sim["win_rate"] is None else f"{sim['win_rate']:.3f} (95 % {lo:.3f}-{hi:.3f}, n = {sim['n_trades']:,})"
+    win = (
+        "-"
+        if sim["win_rate"] is None
+        else f"{sim['win_rate']:.3f} (95 % {lo:.3f}-{hi:.3f}, n = {sim['n_trades']:,})"
+    )
     rows = [
-        ("trades", f"{sim['n_trades']:,} (LONG {sim['n_long']:,}, SHORT {sim['n_short']:,}) from {sim['signals']:,} signal candles"),
+        (
+            "trades",
+            f"{sim['n_trades']:,} (LONG {sim['n_long']:,}, SHORT {sim['n_short']:,}) from {sim['signals']:,} signal candles",
+        ),
         ("win rate (net > 0)", win),
         ("total net return", _fmt(sim["total_net_return"], pct=True)),
         ("max drawdown of the cumulative sum", _fmt(sim["max_drawdown"], pct=True)),
@@ -492,20 +609,28 @@ def _simulation_html(sim: dict, chart_png: str | None) -> str:
         ("p-value, better than random timing", _pval(rnd["p_value"])),
     ]
     table = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in rows)
-    img = (f'<p><img id="simulation-chart" src="data:image/png;base64,{chart_png}" alt="equity curve and drawdown" width="900"></p>'
-           if chart_png else "")
+    img = (
+        f'<p><img id="simulation-chart" src="data:image/png;base64,{chart_png}" alt="equity curve and drawdown" width="900"></p>'
+        if chart_png
+        else ""
+    )
     trades = sim["trades"][:30]
     trade_rows = "".join(
         f"<tr><td>{t['side']}</td><td>{t['entry_time']}</td><td>{t['exit_time']}</td>"
         f"<td>{_fmt(t['gross_return'], pct=True)}</td><td>{_fmt(t['net_return'], pct=True)}</td></tr>"
-        for t in trades)
-    more = f"<p>First {len(trades)} of {sim['n_trades']:,} trades; all are in the JSON file.</p>" if sim["n_trades"] > len(trades) else ""
-    return f"""<h2 id="simulation">Trade simulation ({esc(sim['slice'])} slice)</h2>
+        for t in trades
+    )
+    more = (
+        f"<p>First {len(trades)} of {sim['n_trades']:,} trades; all are in the JSON file.</p>"
+        if sim["n_trades"] > len(trades)
+        else ""
+    )
+    return f"""<h2 id="simulation">Trade simulation ({esc(sim["slice"])} slice)</h2>
 <p>A trade opens at the close of a signal candle ({esc(thr)}) when no position is open, closes under the
 labeler's rule (first candle touching take-profit or stop, a candle touching both is the stop, else
 after <code>future_window</code> candles), and the next may open only at a signal candle after the exit
-candle. Net = gross - {sim['fee_pct']:g} %. Random entries: {rnd['draws']:,} draws (seed {rnd['seed']}) of
-{rnd['n_trades']:,} trades at random candles of the same slice under the same rules.</p>
+candle. Net = gross - {sim["fee_pct"]:g} %. Random entries: {rnd["draws"]:,} draws (seed {rnd["seed"]}) of
+{rnd["n_trades"]:,} trades at random candles of the same slice under the same rules.</p>
 <table>{table}</table>{img}
 <table><tr><th>side</th><th>entry (close of)</th><th>exit (close of)</th><th>gross</th><th>net</th></tr>{trade_rows}</table>{more}
 """
@@ -514,15 +639,28 @@ candle. Net = gross - {sim['fee_pct']:g} %. Random entries: {rnd['draws']:,} dra
 def render_page(report: dict, pair: str, tag: str, chart_png: str | None = None) -> str:
     """The ``trading_{tag}.html`` page of a report (``chart_png``: the simulation chart as base64 PNG, if any)."""
     esc = html.escape
-    m, hold, rnd = report["model"], report["baselines"]["always_hold"], report["baselines"]["random_by_training_priors"]
+    m, hold, rnd = (
+        report["model"],
+        report["baselines"]["always_hold"],
+        report["baselines"]["random_by_training_priors"],
+    )
     rows = []
-    for label, key in (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"), ("macro F1", "macro_f1"),
-                       ("Matthews correlation", "mcc"), ("log loss", "log_loss")):
-        rows.append(f"<tr><td>{label}</td><td>{_fmt(m[key])}</td><td>{_fmt(hold[key])}</td><td>{_fmt(rnd[key])}</td></tr>")
+    for label, key in (
+        ("accuracy", "accuracy"),
+        ("balanced accuracy", "balanced_accuracy"),
+        ("macro F1", "macro_f1"),
+        ("Matthews correlation", "mcc"),
+        ("log loss", "log_loss"),
+    ):
+        rows.append(
+            f"<tr><td>{label}</td><td>{_fmt(m[key])}</td><td>{_fmt(hold[key])}</td><td>{_fmt(rnd[key])}</td></tr>"
+        )
     for name in CLASS_NAMES:
         for metric in ("precision", "recall", "f1"):
-            rows.append(f"<tr><td>{name} {metric}</td><td>{_fmt(m['per_class'][name][metric])}</td>"
-                        f"<td>{_fmt(hold['per_class'][name][metric])}</td><td>{_fmt(rnd['per_class'][name][metric])}</td></tr>")
+            rows.append(
+                f"<tr><td>{name} {metric}</td><td>{_fmt(m['per_class'][name][metric])}</td>"
+                f"<td>{_fmt(hold['per_class'][name][metric])}</td><td>{_fmt(rnd['per_class'][name][metric])}</td></tr>"
+            )
     be_rows = "".join(
         f"<tr><td>{side}</td><td>{b['n']:,}</td><td>{_fmt(b['precision'])}</td><td>{_interval(b)}</td>"
         f"<td>{_fmt(b['break_even_win_rate'])}</td><td>{_pval(b['p_value'])}</td><td>{esc(b['verdict'])}</td>"
@@ -531,9 +669,11 @@ def render_page(report: dict, pair: str, tag: str, chart_png: str | None = None)
     )
     thr_rows = "".join(
         f"<tr><td>{r['threshold']:.2f}</td>"
-        + "".join(f"<td>{r[s]['signals']:,}</td><td>{_fmt(r[s]['precision'])}</td><td>{_interval(r[s])}</td>"
-                  f"<td>{esc(r[s]['verdict'])}</td><td>{_fmt(r[s]['mean_net_return'], pct=True)}</td>"
-                  for s in ("LONG", "SHORT"))
+        + "".join(
+            f"<td>{r[s]['signals']:,}</td><td>{_fmt(r[s]['precision'])}</td><td>{_interval(r[s])}</td>"
+            f"<td>{esc(r[s]['verdict'])}</td><td>{_fmt(r[s]['mean_net_return'], pct=True)}</td>"
+            for s in ("LONG", "SHORT")
+        )
         + "</tr>"
         for r in report["thresholds"]
     )
@@ -545,19 +685,30 @@ def render_page(report: dict, pair: str, tag: str, chart_png: str | None = None)
     choice = report["threshold_choice"]
     choice_rows = "".join(
         f"<tr><td>{side}</td><td>{'-' if c['threshold'] is None else format(c['threshold'], '.2f')}</td>"
-        + ("<td colspan=4>no threshold has enough signals</td>" if c["threshold"] is None else
-           f"<td>{c['measured']['signals']:,}</td><td>{_fmt(c['measured']['precision'])}</td>"
-           f"<td>{_interval(c['measured'])}</td><td>{esc(c['measured']['verdict'])}</td>")
+        + (
+            "<td colspan=4>no threshold has enough signals</td>"
+            if c["threshold"] is None
+            else f"<td>{c['measured']['signals']:,}</td><td>{_fmt(c['measured']['precision'])}</td>"
+            f"<td>{_interval(c['measured'])}</td><td>{esc(c['measured']['verdict'])}</td>"
+        )
         + "</tr>"
         for side, c in ((s, choice[s]) for s in ("LONG", "SHORT"))
     )
     if choice["measured_on"] == "test":
-        slice_note = ("<p><b>Test slice</b>, untouched by training, early stopping and the choice of thresholds: "
-                      "thresholds are chosen on the validation slice and measured here.</p>")
+        slice_note = (
+            "<p><b>Test slice</b>, untouched by training, early stopping and the choice of thresholds: "
+            "thresholds are chosen on the validation slice and measured here.</p>"
+        )
     else:
-        slice_note = ("<p><b>Validation slice.</b> There is no test slice (<code>split.test</code> is 0): thresholds "
-                      "are chosen and measured on the same rows, so their figures are optimistic.</p>")
-    returns_note = "" if report["returns_available"] else "<p><i>The data carry no realised returns: return columns are empty.</i></p>"
+        slice_note = (
+            "<p><b>Validation slice.</b> There is no test slice (<code>split.test</code> is 0): thresholds "
+            "are chosen and measured on the same rows, so their figures are optimistic.</p>"
+        )
+    returns_note = (
+        ""
+        if report["returns_available"]
+        else "<p><i>The data carry no realised returns: return columns are empty.</i></p>"
+    )
     name = "Test" if report["split"] == "test" else "Validation"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(pair)} trading report</title>
@@ -566,25 +717,25 @@ td,th{{border-bottom:1px solid #d0d7de;padding:.3em .8em;text-align:right}}td:fi
 th{{background:#f6f8fa}}</style></head><body>
 <h1>{esc(pair)}: trading report</h1>
 {slice_note}
-<p>{name} slice, {report['samples']:,} targets at their natural class mix
-(SHORT {report['class_counts']['SHORT']:,} / HOLD {report['class_counts']['HOLD']:,} / LONG {report['class_counts']['LONG']:,}).
+<p>{name} slice, {report["samples"]:,} targets at their natural class mix
+(SHORT {report["class_counts"]["SHORT"]:,} / HOLD {report["class_counts"]["HOLD"]:,} / LONG {report["class_counts"]["LONG"]:,}).
 Precisions carry their count and a 95 % Wilson interval; a side beats break-even only when the interval's
-lower bound is above the break-even win rate, with at least {report['min_signals']} signals
+lower bound is above the break-even win rate, with at least {report["min_signals"]} signals
 (<code>evaluation.min_signals</code>); the p-value is the one-sided binomial chance of at least this many
 wins at the break-even rate.</p>
 <p><a href="trading_{esc(tag)}.png"><img src="trading_{esc(tag)}.png" alt="trading plots" width="900"></a></p>
 <h2>Model against baselines</h2>
-<table><tr><th>metric</th><th>model</th><th>always HOLD</th><th>random (training mix)</th></tr>{''.join(rows)}</table>
+<table><tr><th>metric</th><th>model</th><th>always HOLD</th><th>random (training mix)</th></tr>{"".join(rows)}</table>
 <h2>Precision against the break-even win rate</h2>
 <table><tr><th>side</th><th>predictions</th><th>precision</th><th>95 % interval</th><th>break-even</th><th>p-value</th><th>verdict</th><th>barriers</th></tr>{be_rows}</table>
-{_simulation_html(report['simulation'], chart_png)}
-<h2>Thresholds chosen on validation, measured on the {esc(choice['measured_on'])} slice</h2>
+{_simulation_html(report["simulation"], chart_png)}
+<h2>Thresholds chosen on validation, measured on the {esc(choice["measured_on"])} slice</h2>
 <table><tr><th>side</th><th>threshold</th><th>signals</th><th>precision</th><th>95 % interval</th><th>verdict</th></tr>{choice_rows}</table>
 <h2>Signals by confidence threshold</h2>{returns_note}
 <table><tr><th>threshold</th><th>LONG signals</th><th>precision</th><th>95 % interval</th><th>verdict</th><th>mean net return</th>
 <th>SHORT signals</th><th>precision</th><th>95 % interval</th><th>verdict</th><th>mean net return</th></tr>{thr_rows}</table>
 <h2>Calibration</h2>
-<p>Expected calibration error: {_fmt(report['calibration']['expected_calibration_error'])}</p>
+<p>Expected calibration error: {_fmt(report["calibration"]["expected_calibration_error"])}</p>
 <table><tr><th>confidence</th><th>count</th><th>mean confidence</th><th>accuracy</th></tr>{cal_rows}</table>
 </body></html>
 """
@@ -606,7 +757,9 @@ class TradingReporter:
         out.write_json(out.name("trading", "json"), report)
         with out.writing(out.name("trading", "png")) as tmp:
             plot_trading(report, title, tmp)
-        out.write_text(out.name("trading", "html"), render_page(report, result.spec.pair, result.spec.tag, chart_png))
+        out.write_text(
+            out.name("trading", "html"), render_page(report, result.spec.pair, result.spec.tag, chart_png)
+        )
         return headline(report, result.spec.tag)
 
 

@@ -18,7 +18,9 @@ def check_params(params) -> dict:
     reject_unknown(params, PARAMS, "model.params", "the tiny-gru builder")
     units = params.get("units", PARAMS["units"])
     if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-        raise ConfigError(f"model.params.units: expected an integer >= 1, got {units!r}.", "For example: units: 16")
+        raise ConfigError(
+            f"model.params.units: expected an integer >= 1, got {units!r}.", "For example: units: 16"
+        )
     dropout = params.get("dropout", PARAMS["dropout"])
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ConfigError(f"model.params.dropout: expected a number in [0, 1), got {dropout!r}.")
@@ -36,7 +38,10 @@ class TinyGRU:
         import keras  # only the process that trains pays for Keras
 
         p = check_params(params)
-        layers = [keras.Input(shape=tuple(input_shape), name="windows"), keras.layers.GRU(p["units"], name="gru")]
+        layers = [
+            keras.Input(shape=tuple(input_shape), name="windows"),
+            keras.layers.GRU(p["units"], name="gru"),
+        ]
         if p["dropout"]:
             layers.append(keras.layers.Dropout(p["dropout"], name="gru_dropout"))
         layers.append(keras.layers.Dense(n_classes, activation="softmax", name="classes"))
