@@ -40,10 +40,23 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), 
 
 def write_pair(out: Path, pair: str = "ETHUSDT", tag: str = TAG, extra: dict | None = None) -> Path:
     """A committed pair folder as the engine leaves it: its engine files and a marker listing them."""
+    import io
+    import zipfile
+
     folder = out / pair
     folder.mkdir(parents=True, exist_ok=True)
-    for name in (*engine_files(tag), f"history_{tag}.csv"):
-        (folder / name).write_bytes(f"{name} contents\n".encode())
+    names = ["f1", "f2"]  # engine files that agree with each other, as `trainer verify` checks
+    spec = {"pair": pair, "tag": tag, "sequence_length": 4, "timeframe": "1m", "feature_names": names}
+    spec["spec"] = {"pair": pair, "train": {"sequence_length": 4}, "data": {"timeframe": "1m"}}
+    scaler = {"feature_names": names, "center": [0.0, 0.0], "scale": [1.0, 1.0]}
+    keras = io.BytesIO()
+    with zipfile.ZipFile(keras, "w") as zf:
+        zf.writestr("config.json", json.dumps({"build_config": {"input_shape": [None, 4, 2]}}))
+    model, scaler_name, spec_name = engine_files(tag)
+    (folder / model).write_bytes(keras.getvalue())
+    (folder / scaler_name).write_text(json.dumps(scaler))
+    (folder / spec_name).write_text(json.dumps(spec))
+    (folder / f"history_{tag}.csv").write_text("epoch,loss\n1,0.5\n")
     artifacts = {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in folder.iterdir()}
     marker = {
         "pair": pair,

@@ -10,7 +10,7 @@ import yaml
 
 from . import __version__
 from .batch.driver import DEFAULT_SORT, SORT_FIGURES
-from .errors import ConfigError, PluginError, TrainerError
+from .errors import ConfigError, DataError, PluginError, TrainerError
 from .registry import KINDS
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -397,7 +397,13 @@ def batch(manifest_path, address, only, force, dry_run, output, sets, sort):
 @click.option(
     "--end", metavar="DATE", help="Only predictions up to this UTC date (the whole day) or date/time."
 )
-@click.option("--last", "last", type=click.IntRange(min=1), metavar="N", help="Only the last N predictions.")
+@click.option(
+    "--last",
+    "last",
+    type=click.IntRange(min=1, max=10**9),
+    metavar="N",
+    help="Only the last N predictions (1 to 10^9).",
+)
 @debug_option
 @verbose_option
 def predict(model_dir, data_path, output, start, end, last):
@@ -418,6 +424,12 @@ def predict(model_dir, data_path, output, start, end, last):
     model = load_pair_model(model_dir)
     frame = read_for_prediction(model, data_path)
     every = model.predict(frame, where=str(data_path))
+    if every.height == 0:
+        raise DataError(
+            f"{data_path}: no prediction: none of its {frame.height:,} rows with features ends a gap-free window "
+            f"of {model.sequence_length} rows, the model's window.",
+            f"Pass more rows (raw candles: at least {model.required_history:,} gap-free candles).",
+        )
     predictions = select_time(every, start, end)
     if predictions.height == 0 and every.height and (start or end):
         first, final = every.get_column("timestamp")[0], every.get_column("timestamp")[-1]

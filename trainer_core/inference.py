@@ -4,7 +4,8 @@
     model = load_pair_model("artifacts/ETHUSDT")          # or "s3://bucket/runs/ETHUSDT"
     predictions = model.predict(frame)                    # polars (or pandas) frame with the 8 features
 
-Only artifacts with a `_SUCCESS.json` are loaded, and their checksums are verified first.
+Only artifacts with a `_SUCCESS.json` are loaded, their checksums verified and their files
+cross-checked first (a folder copied from elsewhere is not trusted).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .data import CLASS_NAMES, DataError
 from .errors import ConfigError, StorageError
 from .scaling import Scaler
 from .storage import is_url, open_storage
+from .verify import keras_input_shape, model_problems
 
 TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}")
 
@@ -146,6 +148,7 @@ class PairModel:
             source=where,
             with_labels=False,
         )
+        _check_feature_order(self, data.feature_names, where)
         if len(data) < self.sequence_length or (
             data.breaks is not None
             and len(data.breaks)
@@ -247,8 +250,18 @@ class PairModel:
         if timestamps is not None and n > 1:
             from .candles import timeframe_ms
 
-            step = timeframe_ms(self.spec["data"]["timeframe"])
-            breaks = np.flatnonzero(np.diff(timestamps.astype(np.int64)) != step) + 1
+            timeframe = self.spec["data"]["timeframe"]
+            step = timeframe_ms(timeframe)
+            diffs = np.diff(timestamps.astype(np.int64))
+            usual = int(np.median(diffs))
+            if usual != step:
+                # most rows a different time apart: other candles than the model's, not gaps
+                raise DataError(
+                    f"{self.tag}: the data's rows are mostly {_duration(usual)} apart; the model was trained on "
+                    f"{timeframe} candles.",
+                    f"Predict on {timeframe} candles (or features made from them).",
+                )
+            breaks = np.flatnonzero(diffs != step) + 1
             if len(breaks):
                 marks = np.zeros(n, dtype=np.int64)
                 marks[breaks] = 1
@@ -269,20 +282,47 @@ class PairModel:
             out[f"p_{name.lower()}"] = probs[:, i]
         pred = probs.argmax(axis=1) if len(rows) else np.zeros(0, np.int64)
         out["predicted"] = pred.astype(np.int8)
-        out["predicted_label"] = (
-            np.array(CLASS_NAMES, dtype=object)[pred] if len(rows) else np.array([], dtype=object)
-        )
+        out["predicted_label"] = pl.Series(
+            [CLASS_NAMES[i] for i in pred.tolist()], dtype=pl.String
+        )  # a string column even when empty: every file type can hold it
         return pl.DataFrame(out)
 
     def predict(self, frame, where: str = "data"):
-        """Per timestamp (each row with a full window): p_short, p_hold, p_long, predicted class."""
+        """Per timestamp (each row with a full window): p_short, p_hold, p_long, predicted class.
+
+        ``row`` is the row's position in ``frame`` (0-based), or the value of ``frame``'s own integer
+        ``row`` column when it has one (`read_for_prediction` gives each candle's row in its file).
+        """
+        import polars as pl
+
         features, ts = self.features_from(frame, where)
         out = self.predict_features(features, ts)
+        if isinstance(frame, pl.DataFrame) and "row" in frame.columns and frame.schema["row"].is_integer():
+            # the frame says which row of its source each of its rows is (`read_for_prediction`)
+            out = out.with_columns(frame.get_column("row").cast(pl.Int64).gather(out.get_column("row")))
         zoned = [c for c in ("timestamp", "date", "datetime", "time", "open_time") if c in frame.columns]
         if "timestamp" in out.columns and zoned and getattr(frame.schema[zoned[0]], "time_zone", None):
             # times were compared in UTC; they go back out marked as UTC, as they came in zoned
             out = out.with_columns(out.get_column("timestamp").dt.replace_time_zone("UTC"))
         return out
+
+
+def _duration(ms: int) -> str:
+    """``60000`` -> ``1m``: a step between rows as a timeframe when it is one."""
+    for unit, size in (("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)):
+        if ms > 0 and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms} ms"
+
+
+def _check_feature_order(model: PairModel, names, where: str) -> None:
+    """The feature set's columns must be the model's, in its order (the scaler and the model are positional)."""
+    if tuple(names) != tuple(model.feature_names):
+        raise DataError(
+            f"{where}: the feature set makes the columns {', '.join(names)}; the model {model.tag} was trained on "
+            f"{', '.join(model.feature_names)} (in that order).",
+            "The model's spec or the feature-set plugin changed since training; retrain the pair.",
+        )
 
 
 def _marker(raw: bytes, where: str) -> dict:
@@ -355,11 +395,21 @@ def _fetch(location: str) -> tuple[Path, dict, tempfile.TemporaryDirectory | Non
     return Path(tmp.name), marker, tmp
 
 
+def _pair_folder(location: str) -> str | None:
+    """The folder's own name when it is shaped like a pair's folder (then it must be the model's
+    pair); None for a folder named otherwise (a copy kept under another name)."""
+    from .manifest import PAIR_RE
+
+    name = location.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+    return name if PAIR_RE.fullmatch(name) else None
+
+
 def load_pair_model(path: str | Path) -> PairModel:
     """Load a trained pair from its folder (``OUTPUT/PAIR``, local or an fsspec URL).
 
     Reads only the engine's files: ``_SUCCESS.json``, the model, the scaler and ``spec_{tag}.json``
-    (whichever reporters ran), each checked against its checksum first.
+    (whichever reporters ran), each checked against its checksum first, then against each other
+    (`trainer_core.verify.model_problems`: pair, tag, window, features, scaler, timeframe).
     """
     folder, marker, tmp = _fetch(str(path))
     try:
@@ -379,7 +429,20 @@ def load_pair_model(path: str | Path) -> PairModel:
                 )
         try:
             spec_file = json.loads((folder / f"spec_{tag}.json").read_text())
-            scaler = Scaler.from_json(json.loads((folder / f"scaler_{tag}.json").read_text()))
+            scaler_doc = json.loads((folder / f"scaler_{tag}.json").read_text())
+            problems = model_problems(
+                marker,
+                spec_file,
+                scaler_doc,
+                keras_input_shape((folder / f"model_{tag}.keras").read_bytes()),
+                _pair_folder(str(path)),
+            )
+            if problems:
+                raise DataError(
+                    f"{path}: the model's files disagree: {problems[0]}.",
+                    "The folder was altered or mixed up with another pair's; retrain the pair or restore its folder.",
+                )
+            scaler = Scaler.from_json(scaler_doc)
             sequence_length = int(spec_file["sequence_length"])
             feature_names = tuple(spec_file["feature_names"])
             spec_file["spec"]["data"]["timeframe"]
@@ -403,6 +466,16 @@ def load_pair_model(path: str | Path) -> PairModel:
                     "Train it with a builder that uses registered custom layers instead of Lambda.",
                 ) from exc
             raise DataError(f"{path}: the model cannot be loaded: {exc}.", "Retrain the pair.") from exc
+        shape = getattr(model, "input_shape", None)
+        if not isinstance(shape, tuple) or tuple(shape[1:]) not in (
+            (sequence_length, len(feature_names)),
+            (None, len(feature_names)),
+        ):
+            raise DataError(
+                f"{path}: the model's files disagree: the model takes inputs of shape {shape}, the spec "
+                f"windows of {sequence_length} rows of {len(feature_names)} features.",
+                "The folder was altered or mixed up with another pair's; retrain the pair or restore its folder.",
+            )
     finally:
         if tmp is not None:
             # keras has read the model into memory; the downloaded copies can go
@@ -466,7 +539,14 @@ def read_for_prediction(model: PairModel, path: str | Path):
     spec = model.prediction_spec(path)
     candles = read_candles(path, model.pair, spec.data.timeframe, dict(spec.data.params or {}).get("market"))
     data = pair_data_from_candles(candles, spec, model.plugins(), with_labels=False)
-    columns = {"timestamp": pl.Series(data.timestamps).dt.replace_time_zone("UTC")}
+    _check_feature_order(model, data.feature_names, str(path))
+    # each row's candle in the file (0-based, header not counted; a folder's candles merged oldest
+    # first); a candle the gap policy filled in is in no file: null
+    times = data.timestamps.astype("datetime64[ms]").astype(np.int64)
+    at = np.minimum(np.searchsorted(candles.time_ms, times), max(len(candles) - 1, 0))
+    found = candles.time_ms[at] == times if len(candles) else np.zeros(len(times), dtype=bool)
+    row = pl.select(pl.when(pl.Series(found)).then(pl.Series(at, dtype=pl.Int64))).to_series().alias("row")
+    columns = {"row": row, "timestamp": pl.Series(data.timestamps).dt.replace_time_zone("UTC")}
     for i, name in enumerate(data.feature_names):
         columns[name] = data.features[:, i]
     return pl.DataFrame(columns)  # a gap or dropped row shows in the timestamps: no window crosses it
