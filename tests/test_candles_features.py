@@ -410,7 +410,12 @@ def test_synthetic_market_is_reproducible_per_pair():
             "labels.stop_loss_pct=0.3",
         ],
     )
-    data = SyntheticLoader().load(spec)
+    from trainer_core.pipeline import load_pair_data
+    from trainer_core.plugins import load_plugins
+
+    plugins = load_plugins(entry_points=False)
+    data, candles = load_pair_data(spec, plugins)
+    assert len(candles) == 3000 and candles.sha256 == SyntheticLoader().load(spec).sha256
     assert len(data) == 2999 and data.features.dtype == np.float32
     assert set(np.unique(data.labels)) == {-1, 0, 1, 2}
-    assert data.sha256 == SyntheticLoader().load(spec).sha256
+    assert data.sha256 == load_pair_data(spec, plugins)[0].sha256

@@ -306,7 +306,10 @@ def test_download_then_prepare_equals_preparing_the_candles(trainer, archive, tm
             "features.ma_long=1440",
         ],
     )
-    data = OhlcvLoader().load(spec)
+    from trainer_core.pipeline import load_pair_data
+    from trainer_core.plugins import load_plugins
+
+    data, _ = load_pair_data(spec, load_plugins(entry_points=False))
     assert np.array_equal(data.features, prepared.select(data.feature_names).to_numpy())
     assert OhlcvLoader().fingerprint(spec) == data.sha256
 
@@ -540,9 +543,10 @@ def test_futures_and_other_timeframes_come_from_their_own_paths(trainer, archive
             "features.ma_long=6",
         ],
     )
-    from trainer_plugins.loaders.ohlcv import OhlcvLoader
+    from trainer_core.pipeline import load_pair_data
+    from trainer_core.plugins import load_plugins
 
-    assert len(OhlcvLoader().load(spec)) == 47
+    assert len(load_pair_data(spec, load_plugins(entry_points=False))[0]) == 47
 
 
 def test_bad_arguments_get_one_line_and_a_hint(trainer, tmp_path):

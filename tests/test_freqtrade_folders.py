@@ -144,9 +144,11 @@ def test_prepare_reads_the_folder_by_pair_timeframe_and_market(trainer, binance,
 
 
 def test_ohlcv_loader_reads_the_folder(binance):
+    from trainer_core.pipeline import load_pair_data
+    from trainer_core.plugins import load_plugins
     from trainer_plugins.loaders.ohlcv import OhlcvLoader
 
-    loader = OhlcvLoader()
+    loader, plugins = OhlcvLoader(), load_plugins(entry_points=False)
     for (pair, timeframe, market), (name, _, _) in LAYOUT.items():
         spec = default_manifest().resolve(
             pair,
@@ -160,7 +162,7 @@ def test_ohlcv_loader_reads_the_folder(binance):
                 "features.ma_long=120",
             ],
         )
-        data = loader.load(spec)
+        data, _ = load_pair_data(spec, plugins)
         assert data.source == str(binance / name) and len(data) == (2999 if timeframe == "1m" else 599)
         assert loader.fingerprint(spec) == data.sha256
     with pytest.raises(Exception, match="data.params.market: expected one of spot, futures-um"):

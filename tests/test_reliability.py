@@ -257,7 +257,11 @@ def _load(loader_name: str, path: Path):
         sets=["labels.future_window=5", f"data.loader={loader_name}"],
         flags={"data.path": str(path)},
     )
-    return _loaders()[loader_name].load(spec)
+    from trainer_core.pipeline import load_pair_data
+    from trainer_core.plugins import load_plugins
+
+    _loaders()[loader_name]  # the loader under test is a built-in
+    return load_pair_data(spec, load_plugins(entry_points=False))[0]
 
 
 def _mangle(frame: pl.DataFrame, how: int, data: st.DataObject) -> pl.DataFrame:

@@ -222,6 +222,7 @@ def write_summary(tmp_path: Path, sort: str = "mcc") -> tuple[dict, str, dict[st
         counts={"failed": 1, "trained": 4, "skipped": 1},
         rows=rows(),
         sort=sort,
+        larger_is_better=sort not in ("val_loss", "max_drawdown", "random_entry_p_value", "pair"),
     )
     SummaryReporter().report_batch(batch)
     doc = json.loads((out / "summary.json").read_text())

@@ -16,7 +16,7 @@ from .candles import (  # noqa: E402
     read_candles,
     timeframe_ms,
 )
-from .data import CLASS_NAMES, FEATURE_NAMES, NO_LABEL, PairData, file_sha256  # noqa: E402
+from .data import CLASS_NAMES, NO_LABEL, PairData, file_sha256  # noqa: E402
 from .errors import (  # noqa: E402
     ConfigError,
     DataError,
@@ -78,3 +78,12 @@ __all__ = [
     "timeframe_ms",
     "training_ready_name",
 ]
+
+
+def __getattr__(name: str):
+    """``FEATURE_NAMES``: the default feature set's columns, asked of its plugin on first use."""
+    if name == "FEATURE_NAMES":
+        from .data import default_feature_names
+
+        return default_feature_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

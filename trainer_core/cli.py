@@ -81,10 +81,23 @@ verbose_option = click.option(
 
 
 def _no_manifest_plugins(ctx, param, value):
+    # one knob for every process: the variable reaches prepare, predict and the batch workers
     if value:
+        from .plugins import MANIFEST_PLUGINS_ENV
+
         root = ctx.find_root()
         root.ensure_object(dict)["no_manifest_plugins"] = True
+        before = os.environ.get(MANIFEST_PLUGINS_ENV)
+        os.environ[MANIFEST_PLUGINS_ENV] = "0"
+        root.call_on_close(lambda: _restore_env(MANIFEST_PLUGINS_ENV, before))
     return value
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 no_manifest_plugins_option = click.option(
@@ -93,8 +106,8 @@ no_manifest_plugins_option = click.option(
     expose_value=False,
     callback=_no_manifest_plugins,
     is_eager=True,
-    help="Refuse to import the modules a manifest names in `plugins:` (they run code; same as "
-    "TRAINER_MANIFEST_PLUGINS=0).",
+    help="Refuse to import the modules a manifest or a model folder names in `plugins:` (they run "
+    "code; same as TRAINER_MANIFEST_PLUGINS=0).",
 )
 
 
@@ -121,11 +134,11 @@ def _load_manifest(path):
 
 
 def _plugins(extra=()):
-    from .plugins import Plugins
+    from .plugins import load_plugins
 
     ctx = click.get_current_context(silent=True)
     refused = bool(ctx and (ctx.find_root().obj or {}).get("no_manifest_plugins"))
-    return Plugins.load(extra, manifest_plugins=False if refused else None)
+    return load_plugins(extra, manifest_plugins=False if refused else None)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -196,9 +209,11 @@ def run(pair, manifest_path, index, data_path, output, epochs, batch_size, sets,
     flags = {"data.path": data_path, "output": output, "train.epochs": epochs, "train.batch_size": batch_size}
     spec = manifest.resolve(pair, sets, flags)
     plugins = _plugins(spec.plugins)
+    from .features import resolve_spec
     from .pipeline import check_components
 
     check_components(spec, plugins)
+    spec = resolve_spec(spec, plugins)  # the labeler's tag and horizon: the hash and tag shown are the run's
     if config_test:
         click.echo(f"# resolved settings for {spec.pair} (config hash {spec.config_hash})")
         click.echo(yaml.safe_dump(spec.to_dict(), sort_keys=False, default_flow_style=None).rstrip())
@@ -257,6 +272,7 @@ def run(pair, manifest_path, index, data_path, output, epochs, batch_size, sets,
     help="Override a setting, e.g. --set labels.future_window=60 (repeatable).",
 )
 @debug_option
+@no_manifest_plugins_option
 def prepare(pair, data_path, output, manifest_path, sets):
     """Turn 1-minute candles into a training-ready file: features, labels and realised returns.
 
@@ -274,13 +290,10 @@ def prepare(pair, data_path, output, manifest_path, sets):
     manifest = _load_manifest(manifest_path)
     spec = manifest.resolve(pair, sets, {"data.path": data_path})
     candles = read_candles(spec.data_path, spec.pair, spec.data.timeframe, spec.data.params.get("market"))
-    from .features import components
-    from .pipeline import resolve_tag
-    from .plugins import Plugins
+    from .features import resolve_spec
 
-    plugins = Plugins.load(spec.plugins)
-    components(spec, plugins)  # the feature set and labeler, their params checked; prepare needs no loader
-    spec = resolve_tag(spec, plugins)
+    plugins = _plugins(spec.plugins)
+    spec = resolve_spec(spec, plugins)  # the feature set and labeler, checked; prepare needs no loader
     data = pair_data_from_candles(candles, spec, plugins)
     path = write_training_ready(data, spec, output)
     counts = data.class_counts()
@@ -320,12 +333,12 @@ def prepare(pair, data_path, output, manifest_path, sets):
 @click.option(
     "--sort",
     "sort",
-    type=click.Choice(list(SORT_FIGURES)),
     default=DEFAULT_SORT,
     show_default=True,
     metavar="FIGURE",
-    help=f"Order the final table and summary.html by this figure, best first: {', '.join(SORT_FIGURES)} "
-    "(pair: by name); failed and cancelled pairs last.",
+    help=f"Order the final table and the batch reporters' pages by this figure, best first: "
+    f"{', '.join(SORT_FIGURES)} (pair: by name), or a figure one of the pairs' reporters declares; "
+    "failed and cancelled pairs last.",
 )
 @debug_option
 @verbose_option
@@ -334,7 +347,7 @@ def batch(manifest_path, address, only, force, dry_run, output, sets, sort):
     """Train every pair of a manifest as Ray tasks, resumable, with a summary.
 
     Pairs whose _SUCCESS.json matches the settings, the data and every artifact's checksum are
-    skipped. Writes summary.json and summary.html to the output root. Exit code 0 when every
+    skipped. The batch reporters (batch.reporters, default: summary) write to the output root. Exit code 0 when every
     pair trained or was skipped, 1 when any failed, 130 when interrupted.
 
     Example:
@@ -358,10 +371,7 @@ def batch(manifest_path, address, only, force, dry_run, output, sets, sort):
     click.echo("")
     click.echo(run.table())
     counts = ", ".join(f"{v} {k}" for k, v in report.counts.items())
-    where = ""
-    if "summary" in run.reporters:
-        root = report.output.rstrip("/")
-        where = f" Summary: {root}/summary.json, {root}/summary.html"
+    where = f" Summary: {', '.join(report.written)}" if report.written else ""
     click.echo(f"\n{counts} in {report.seconds:.0f}s.{where}")
     if report.exit_code:
         raise SystemExit(report.exit_code)
@@ -406,6 +416,7 @@ def batch(manifest_path, address, only, force, dry_run, output, sets, sort):
 )
 @debug_option
 @verbose_option
+@no_manifest_plugins_option
 def predict(model_dir, data_path, output, start, end, last):
     """Apply a trained pair's model to new data: class probabilities per timestamp.
 
@@ -473,6 +484,7 @@ def predict(model_dir, data_path, output, start, end, last):
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("output", metavar="OUTPUT")
 @debug_option
+@no_manifest_plugins_option
 def verify(output):
     """Check every pair under an output root against the checksums in its _SUCCESS.json.
 
@@ -548,10 +560,12 @@ def validate(manifest_path, sets):
         raise ConfigError(f"{manifest_path}: the manifest lists no pairs.", "Add pairs under `pairs:`.")
     plugins = _plugins(manifest.plugins)
     specs = [manifest.resolve(entry.pair, sets) for entry in manifest.pairs]
+    from .features import resolve_spec
     from .pipeline import check_components
 
     for spec in specs:
         check_components(spec, plugins)
+    specs = [resolve_spec(spec, plugins) for spec in specs]
     click.echo(f"{manifest_path}: OK, {len(specs)} pair(s), output {manifest.output}")
     for spec in specs:
         click.echo(

@@ -1,75 +1,35 @@
-"""The data contract every loader returns (`PairData`) and the checks run on it before training."""
+"""The checks run on a pair's rows (`PairData`, defined in `contract`) before training."""
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
-from typing import Any
+import functools
 
 import numpy as np
 
+from .contract import CLASS_NAMES, N_CLASSES, NO_LABEL, PairData, _iso  # noqa: F401 (their old home)
 from .errors import DataError
 from .storage import file_sha256  # noqa: F401 (the one implementation; `trainer_core.file_sha256`)
 
-FEATURE_NAMES = (
-    "high_change",
-    "low_change",
-    "close_change",
-    "volume_change",
-    "price_to_ma1440",
-    "price_to_ma43200",
-    "volume_to_ma1440",
-    "volume_to_ma43200",
-)
-CLASS_NAMES = ("SHORT", "HOLD", "LONG")
-N_CLASSES = 3
-NO_LABEL = -1
+
+@functools.lru_cache(maxsize=1)
+def default_feature_names() -> tuple[str, ...]:
+    """The default feature set's columns, asked of the plugin that registers it (the engine names no
+    feature): what ``FEATURE_NAMES`` means, and what a training-ready file of the defaults holds."""
+    from .features import feature_params, feature_set_name
+    from .manifest import default_manifest
+    from .plugins import load_plugins
+
+    spec = default_manifest().resolve("BTCUSDT")
+    feature_set = load_plugins(entry_points=False, manifest_plugins=False).create(
+        "feature-set", feature_set_name(spec)
+    )
+    return tuple(feature_set.columns(feature_params(spec)))
 
 
-@dataclass
-class PairData:
-    """One pair's rows: features, labels and where they came from.
-
-    ``timestamps`` datetime64[ms] strictly increasing; ``features`` float32 (n, F) C-contiguous;
-    ``labels`` int8 (n,) in {0 SHORT, 1 HOLD, 2 LONG}, -1 for a row without a label (history
-    only, never a target). ``long_return`` / ``short_return`` are optional per-row float arrays.
-    ``breaks``: rows that follow a gap in time; no window crosses one. None: derived from the
-    timestamps (a step longer than the timeframe is a gap).
-    """
-
-    timestamps: np.ndarray
-    features: np.ndarray
-    labels: np.ndarray
-    feature_names: tuple
-    source: str
-    sha256: str
-    label_params: dict = field(default_factory=dict)
-    long_return: np.ndarray | None = None
-    short_return: np.ndarray | None = None
-    breaks: np.ndarray | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def features_sha256(self) -> str:
-        """``sha256:`` and the SHA-256 of the feature matrix's bytes (identical data, identical hash)."""
-        return "sha256:" + hashlib.sha256(np.ascontiguousarray(self.features).tobytes()).hexdigest()
-
-    def time_range(self) -> tuple[str, str] | None:
-        """The first and last timestamps (ISO-8601), or None for empty data."""
-        if len(self) == 0:
-            return None
-        return _iso(self.timestamps[0]), _iso(self.timestamps[-1])
-
-    def class_counts(self, rows: np.ndarray | None = None) -> dict[str, int]:
-        """``{"SHORT": n, "HOLD": n, "LONG": n}`` over all rows, or over ``rows``."""
-        labels = self.labels if rows is None else self.labels[rows]
-        return {name: int(np.count_nonzero(labels == i)) for i, name in enumerate(CLASS_NAMES)}
-
-
-def _iso(ts: np.datetime64) -> str:
-    return str(np.datetime_as_string(ts.astype("datetime64[ms]"), unit="s")) + "Z"
+def __getattr__(name: str):
+    if name == "FEATURE_NAMES":  # its old home: the default feature set's columns
+        return default_feature_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def validate_pair_data(data: PairData, where: str) -> PairData:

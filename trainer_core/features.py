@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .data import NO_LABEL, PairData
-from .errors import ConfigError, DataError, PluginError
+from .errors import ConfigError, DataError, PluginError, TrainerError
 
 #: what a labeler's tag may look like (it becomes part of artifact file names)
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
@@ -62,31 +62,141 @@ def components(spec, plugins) -> tuple[Any, dict, Any, dict]:
     feature_set = plugins.create("feature-set", feature_set_name(spec))
     labeler = plugins.create("labeler", labeler_name(spec))
     fparams, lparams = feature_params(spec), label_params_of(spec)
-    for component, params in ((feature_set, fparams), (labeler, lparams)):
+    for kind, name, component, params in (
+        ("feature-set", feature_set_name(spec), feature_set, fparams),
+        ("labeler", labeler_name(spec), labeler, lparams),
+    ):
         if hasattr(component, "check"):
-            component.check(params)
+            call_plugin(plugins, kind, name, "check", component.check, params)
     return feature_set, fparams, labeler, lparams
+
+
+def describe(plugins, kind: str, name: str) -> str:
+    """``feature set 'rsi' (plugin trainer_rsi, trainer-rsi 0.2.0)``: a component, the plugin that
+    registered it and the distribution (or module) it came from, for messages."""
+    if plugins is None or not hasattr(plugins, "describe"):
+        return f"{kind.replace('-', ' ')} {name!r}"
+    return plugins.describe(kind, name)
+
+
+def call_plugin(plugins, kind: str, name: str, method: str, fn, *args):
+    """``fn(*args)``; an unexpected exception becomes a `PluginError` naming the component, the
+    plugin and its distribution (a `TrainerError` the plugin raised itself passes unchanged)."""
+    try:
+        return fn(*args)
+    except TrainerError:
+        raise
+    except Exception as exc:
+        raise PluginError(
+            f"{describe(plugins, kind, name)} failed in {method}(): {type(exc).__name__}: {exc}.",
+            "Fix the plugin, or pick another component in the manifest; --debug shows the traceback.",
+        ) from exc
+
+
+def _whole(value, what: str, plugins, kind: str, name: str, minimum: int = 0) -> int:
+    """An integer a plugin returned, at least ``minimum``; anything else names the plugin."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
+        raise PluginError(
+            f"{describe(plugins, kind, name)} returned {what} {value!r}; expected an integer >= {minimum}.",
+            "Fix the plugin.",
+        )
+    return int(value)
+
+
+def resolve(spec, plugins) -> dict:
+    """The pair's feature set and labeler resolved once: ``tag``, ``horizon``, ``embargo``,
+    ``columns``, ``warmup``, ``history``, ``context_pairs``, the names and params of both. Every
+    answer is checked, and a bad one is a `PluginError` naming the component and where it came from."""
+    feature_set, fparams, labeler, lparams = components(spec, plugins)
+    fs, lb = feature_set_name(spec), labeler_name(spec)
+    columns = call_plugin(plugins, "feature-set", fs, "columns", feature_set.columns, fparams)
+    columns = list(columns) if isinstance(columns, (list, tuple)) else columns
+    if not isinstance(columns, list) or not all(isinstance(c, str) and c for c in columns):
+        raise PluginError(
+            f"{describe(plugins, 'feature-set', fs)} returned columns {columns!r}; expected a list of names.",
+            "Fix the plugin.",
+        )
+    if not columns:
+        raise PluginError(
+            f"{describe(plugins, 'feature-set', fs)} has no feature columns: a model would see nothing.",
+            "Fix the plugin, or pick another features.set.",
+        )
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise PluginError(
+            f"{describe(plugins, 'feature-set', fs)} names feature(s) {', '.join(twice)} more than once; "
+            "a column would be lost.",
+            "Give every feature column its own name.",
+        )
+    warmup = _whole(
+        call_plugin(plugins, "feature-set", fs, "warmup", feature_set.warmup, fparams),
+        "a warmup of",
+        plugins,
+        "feature-set",
+        fs,
+    )
+    history = warmup
+    if hasattr(feature_set, "history"):
+        history = max(
+            warmup,
+            _whole(
+                call_plugin(plugins, "feature-set", fs, "history", feature_set.history, fparams),
+                "a history of",
+                plugins,
+                "feature-set",
+                fs,
+            ),
+        )
+    context_pairs = []
+    if hasattr(feature_set, "context_pairs"):
+        context_pairs = [
+            str(p)
+            for p in call_plugin(
+                plugins, "feature-set", fs, "context_pairs", feature_set.context_pairs, fparams
+            )
+        ]
+    horizon = _whole(
+        call_plugin(plugins, "labeler", lb, "horizon", labeler.horizon, lparams),
+        "a horizon of",
+        plugins,
+        "labeler",
+        lb,
+    )
+    tag = call_plugin(plugins, "labeler", lb, "tag", labeler.tag, lparams)
+    if not isinstance(tag, str) or not TAG_RE.match(tag) or ".." in tag:
+        raise PluginError(
+            f"{describe(plugins, 'labeler', lb)} returned the tag {tag!r}, which is not a plain name.",
+            "A tag may hold letters, digits, '_', '-' and '.' only.",
+        )
+    setting = spec.split.embargo
+    return {
+        "feature_set": fs,
+        "labeler": lb,
+        "feature_params": fparams,
+        "label_params": lparams,
+        "tag": tag,
+        "horizon": horizon,
+        "embargo": horizon if setting == "auto" else max(horizon, int(setting)),
+        "columns": columns,
+        "warmup": warmup,
+        "history": history,
+        "context_pairs": context_pairs,
+    }
+
+
+def resolve_spec(spec, plugins):
+    """The spec with its feature set and labeler resolved (`resolve`), its tag and embargo from them."""
+    return spec.with_resolved(resolve(spec, plugins))
 
 
 def label_tag(spec, plugins) -> str:
     """The labeler's part of the artifact tag (``FW120_SL050_TP100`` for tp-sl), checked to be a plain name."""
-    _, _, labeler, lparams = components(spec, plugins)
-    tag = str(labeler.tag(lparams))
-    if not TAG_RE.match(tag) or ".." in tag:
-        raise PluginError(
-            f"Labeler {labeler_name(spec)!r} returned the tag {tag!r}, which is not a plain name.",
-            "A tag may hold letters, digits, '_', '-' and '.' only.",
-        )
-    return tag
+    return resolve(spec, plugins)["tag"]
 
 
 def horizon_of(spec, plugins) -> int:
     """How many candles after row t the pair's labels may look at."""
-    _, _, labeler, lparams = components(spec, plugins)
-    horizon = int(labeler.horizon(lparams))
-    if horizon < 0:
-        raise PluginError(f"Labeler {labeler_name(spec)!r} returned a negative horizon ({horizon}).")
-    return horizon
+    return resolve(spec, plugins)["horizon"]
 
 
 def history_of(feature_set, params) -> int:
@@ -115,36 +225,87 @@ def _aligned(frame, other):
     return frame.select("timestamp").join(_frame(other), on="timestamp", how="left")
 
 
-def compute_rows(frame, feature_set, fparams, labeler, lparams, context: dict | None, where: str):
-    """Features (n, F) float32 and labels/returns for one unbroken run of candles, checked."""
+#: float32's largest finite value: a feature beyond it would become Inf and its row silently dropped
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def compute_rows(
+    frame,
+    feature_set,
+    fparams,
+    labeler,
+    lparams,
+    context: dict | None,
+    where: str,
+    plugins=None,
+    names: tuple[str, str] = ("?", "?"),
+    columns: list[str] | None = None,
+):
+    """Features (n, F) float32 and labels/returns for one unbroken run of candles, checked.
+
+    Each plugin gets its own copy of the candles, so a feature set that edits its input in place
+    cannot change what the labeler sees."""
+    fs, lb = names
     n = len(frame)
-    columns = list(feature_set.columns(fparams))
-    if context is not None:
-        feats = feature_set.compute(frame, fparams, context)
+    columns = list(feature_set.columns(fparams)) if columns is None else columns
+    own = {p: c.clone() for p, c in context.items()} if context is not None else None
+    if own is not None:
+        feats = call_plugin(
+            plugins, "feature-set", fs, "compute", feature_set.compute, frame.clone(), fparams, own
+        )
     else:
-        feats = feature_set.compute(frame, fparams)
-    feats = np.asarray(feats)
+        feats = call_plugin(
+            plugins, "feature-set", fs, "compute", feature_set.compute, frame.clone(), fparams
+        )
+    what = describe(plugins, "feature-set", fs)
+    try:
+        feats = np.asarray(feats)
+    except Exception as exc:
+        raise PluginError(f"{where}: {what} returned {type(feats).__name__} ({exc}), not an array.") from None
     if feats.shape != (n, len(columns)):
         raise PluginError(
-            f"{where}: feature set returned shape {feats.shape}, expected ({n}, {len(columns)}) "
-            f"for columns {columns}."
+            f"{where}: {what} returned shape {feats.shape}, expected ({n}, {len(columns)}) "
+            f"for columns {columns}.",
+            "Fix the plugin: one row per candle, one column per name `columns()` returns.",
         )
+    if feats.dtype.kind not in "fiub":
+        raise PluginError(
+            f"{where}: {what} returned an array of {feats.dtype} values, not numbers.",
+            "Return a float32 array (NaN where a feature is undefined).",
+        )
+    if feats.dtype.kind == "f" and feats.dtype.itemsize > 4:
+        wide = np.isfinite(feats) & (np.abs(feats) > FLOAT32_MAX)
+        if wide.any():
+            rows, cols = np.nonzero(wide)
+            bad = sorted({columns[c] for c in cols})
+            raise PluginError(
+                f"{where}: {what} returned {int(wide.sum()):,} value(s) beyond float32's range in "
+                f"column(s) {', '.join(bad)} (first at row {int(rows[0])}); as float32 they would be "
+                "Inf and their rows silently dropped.",
+                "Scale the feature (a ratio or a log) so it fits float32.",
+            )
     feats = feats.astype(np.float32, copy=False)
     if labeler is None:
         return feats, None, None, None
-    out = labeler.compute(frame, lparams)
+    out = call_plugin(plugins, "labeler", lb, "compute", labeler.compute, frame.clone(), lparams)
+    what = describe(plugins, "labeler", lb)
     if not isinstance(out, tuple) or len(out) != 3:
         raise PluginError(
-            f"{where}: labeler returned {type(out).__name__}; expected (labels, long_return, short_return)."
+            f"{where}: {what} returned {type(out).__name__}; expected (labels, long_return, short_return)."
         )
-    labels, long_ret, short_ret = (np.asarray(a) for a in out)
+    try:
+        labels, long_ret, short_ret = (np.asarray(a) for a in out)
+    except Exception as exc:
+        raise PluginError(f"{where}: {what} returned something that is not arrays ({exc}).") from None
     if labels.shape != (n,) or long_ret.shape != (n,) or short_ret.shape != (n,):
         raise PluginError(
-            f"{where}: labeler returned arrays of shapes {labels.shape}, {long_ret.shape}, "
+            f"{where}: {what} returned arrays of shapes {labels.shape}, {long_ret.shape}, "
             f"{short_ret.shape}; expected ({n},) each."
         )
+    if any(a.dtype.kind not in "fiub" for a in (labels, long_ret, short_ret)):
+        raise PluginError(f"{where}: {what} returned arrays that are not numbers.")
     if not np.isin(labels, (NO_LABEL, 0, 1, 2)).all():
-        raise PluginError(f"{where}: labeler returned labels outside -1, 0, 1, 2.")
+        raise PluginError(f"{where}: {what} returned labels outside -1, 0, 1, 2.")
     return feats, labels.astype(np.int8), long_ret.astype(np.float64), short_ret.astype(np.float64)
 
 
@@ -187,10 +348,12 @@ def pair_data_from_candles(
     from .candles import check_candles, check_policy, fill_gaps, gap_error, timeframe_ms
 
     if plugins is None:
-        from .plugins import Plugins
+        from .plugins import load_plugins
 
-        plugins = Plugins.load(spec.plugins)
+        plugins = load_plugins(spec.plugins)
     feature_set, fparams, labeler, lparams = components(spec, plugins)
+    resolved = dict(spec.resolved) if spec.resolved is not None else resolve(spec, plugins)
+    names = (resolved["feature_set"], resolved["labeler"])
     where = f"{spec.pair} ({source or ', '.join(candles.sources[:3])})"
     timeframe = spec.data.timeframe
     if spec.data.start or spec.data.end:
@@ -219,7 +382,7 @@ def pair_data_from_candles(
     context_pairs = list(context)
     frame_all = _frame(candles)
     aligned_all = {p: _aligned(frame_all, c) for p, c in context.items()} if context_pairs else None
-    columns = list(feature_set.columns(fparams))
+    columns = list(resolved["columns"])
     parts = {"ts": [], "feat": [], "lab": [], "lr": [], "sr": []}
     breaks: list[int] = []
     rows = 0
@@ -229,7 +392,16 @@ def pair_data_from_candles(
         frame = frame_all.slice(lo, hi - lo)
         ctx = {p: a.slice(lo, hi - lo) for p, a in aligned_all.items()} if aligned_all is not None else None
         feats, labels, long_ret, short_ret = compute_rows(
-            frame, feature_set, fparams, labeler if with_labels else None, lparams, ctx, where
+            frame,
+            feature_set,
+            fparams,
+            labeler if with_labels else None,
+            lparams,
+            ctx,
+            where,
+            plugins,
+            names,
+            columns,
         )
         if labels is None:
             labels = np.full(hi - lo, NO_LABEL, dtype=np.int8)
@@ -253,10 +425,13 @@ def pair_data_from_candles(
             rows += b - a
     if not rows:
         raise DataError(
-            f"{where}: too few candles to compute features (need at least "
-            f"{int(feature_set.warmup(fparams)) + 1} in a row)."
+            f"{where}: too few candles to compute features (need at least {resolved['warmup'] + 1} in a row)."
         )
-    recorded = dict(labeler.label_params(lparams)) if hasattr(labeler, "label_params") else dict(lparams)
+    recorded = (
+        dict(call_plugin(plugins, "labeler", names[1], "label_params", labeler.label_params, lparams))
+        if hasattr(labeler, "label_params")
+        else dict(lparams)
+    )
     recorded.update({k: v for k, v in fparams.items() if isinstance(v, (int, float, str))})
     return PairData(
         timestamps=np.concatenate(parts["ts"]).astype("datetime64[ms]"),
@@ -279,7 +454,7 @@ def pair_data_from_candles(
             "timeframe_ms": timeframe_ms(timeframe),
             "feature_set": feature_set_name(spec),
             "labeler": labeler_name(spec),
-            "horizon": int(labeler.horizon(lparams)),
+            "horizon": resolved["horizon"],
             "context_pairs": context_pairs,
         },
     )

@@ -6,20 +6,18 @@ Every hook is prefixed ``trainer_``. Plugins implement them with ``@trainer_core
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from .contract import BatchRow, Register
+
 if TYPE_CHECKING:  # annotations only
-    import click
+    from .contract import CommandGroup, Manifest, PairResult, PairSpec
 
-    from .manifest import Manifest, PairSpec
-    from .pipeline import PairResult
-
-#: ``register(name, factory)``: what every registration hook receives
-Register = Callable[[str, Callable[[], Any]], None]
+__all__ = ["Register", "hookimpl", "hookspec"]
 
 hookspec = pluggy.HookspecMarker("trainer")
 hookimpl = pluggy.HookimplMarker("trainer")
@@ -153,7 +151,7 @@ def trainer_register_labelers(register: Register) -> None:
 
 
 @hookspec
-def trainer_register_commands(cli: click.Group) -> None:
+def trainer_register_commands(cli: CommandGroup) -> None:
     """Add Click commands to the ``trainer`` command group.
 
     Args:
@@ -187,13 +185,14 @@ def trainer_before_batch(manifest: Manifest, specs: tuple[PairSpec, ...]) -> Non
 
 
 @hookspec
-def trainer_after_batch(manifest: Manifest, results: Sequence[Mapping[str, Any]]) -> None:
+def trainer_after_batch(manifest: Manifest, results: Sequence[BatchRow]) -> None:
     """A batch has finished (also after failures and interruption).
 
     Args:
         manifest: the validated `Manifest`.
-        results: a list of per-pair outcome dicts (``pair``, ``status``, ``reason``,
-            ``error``, ``metrics``, ``figures``...), one per selected pair.
+        results: one `BatchRow` per selected pair, in the manifest's order (``pair``, ``status``,
+            ``reason``, ``error``, ``hint``, ``traceback``, ``metrics``, ``figures``...; read as
+            attributes or as a mapping), the same rows the batch reporters get.
 
     Returns:
         None.
@@ -260,7 +259,7 @@ def trainer_on_pair_error(spec: PairSpec, error: BaseException) -> None:
 
 
 @hookspec
-def trainer_keras_callbacks(spec: PairSpec, pair_dir: Path) -> list | None:
+def trainer_keras_callbacks(spec: PairSpec, pair_dir: Path) -> list[Any] | None:
     """Add Keras callbacks to a pair's ``model.fit``.
 
     Args:

@@ -63,16 +63,15 @@ class PairModel:
         """A plugin manager with the plugins the model was trained with; a feature set or labeler
         that is not there any more is one clear error naming where it came from."""
         from .errors import PluginError
-        from .plugins import Plugins
+        from .plugins import load_plugins
 
         try:
-            plugins = Plugins.load(self.info.get("plugins") or self.spec.get("plugins") or ())
+            plugins = load_plugins(
+                self.info.get("plugins") or self.spec.get("plugins") or (),
+                asked_by=f"the model folder {self.location}",
+            )
         except PluginError as exc:
-            raise PluginError(
-                f"{self.tag}: the model was trained with plugin modules that cannot be loaded "
-                f"now: {exc.message}",
-                "Make those modules importable (PYTHONPATH), then predict.",
-            ) from exc
+            raise PluginError(f"{self.tag}: {exc.message}", exc.hint) from exc
         for kind, key, setting in (("feature-set", "features", "set"), ("labeler", "labels", "method")):
             recorded = self.info.get(key) or {}
             name = recorded.get(setting) or self.spec[key].get(setting)
@@ -87,7 +86,8 @@ class PairModel:
                     "installed here.",
                     "Make the plugin module that registers it importable (PYTHONPATH), then predict."
                     if "sha256:" in origin or origin.startswith("an unknown")
-                    else f"Install it (pip install {origin.split()[0]}) or make its module importable, then predict.",
+                    else f"Install the distribution it was recorded from ({origin}) from a source you trust "
+                    "(a package of that name on an index may be someone else's), then predict.",
                 ) from None
         return plugins
 

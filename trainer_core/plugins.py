@@ -64,13 +64,14 @@ def _allow_list() -> set[str] | None:
     return {item.strip() for item in value.split(",") if item.strip()}
 
 
-def _import_plugin(module_name: str, origin: str):
+def _import_plugin(module_name: str, origin: str, asked_by: str = "the manifest") -> Any:
     try:
         return importlib.import_module(module_name)
     except ImportError as exc:
         raise PluginError(
             f"Cannot import plugin module {module_name!r} ({origin}): {exc}.",
-            "Install the distribution that provides it, or remove it from the manifest's `plugins`.",
+            f"Make the module importable (PYTHONPATH, or the distribution you know provides it; a package "
+            f"of that name on an index may be someone else's), or remove it from {asked_by}'s `plugins`.",
         ) from exc
 
 
@@ -80,6 +81,7 @@ def get_plugin_manager(
     load_entry_points: bool = True,
     default_plugins: Iterable[str] = DEFAULT_PLUGINS,
     manifest_plugins: bool | None = None,
+    asked_by: str = "the manifest",
 ) -> pluggy.PluginManager:
     """Build a plugin manager: built-ins, then entry points, then the manifest's modules.
 
@@ -117,12 +119,12 @@ def get_plugin_manager(
             continue
         if not (manifest_plugins_allowed() if manifest_plugins is None else manifest_plugins):
             raise PluginError(
-                f"The manifest names plugin module {module_name!r}, and importing manifest plugins is "
-                f"turned off ({MANIFEST_PLUGINS_ENV}=0 or --no-manifest-plugins).",
-                "A manifest's `plugins:` runs that module's code: check it, then run without "
-                "--no-manifest-plugins, or remove it from the manifest's `plugins:`.",
+                f"{asked_by[0].upper()}{asked_by[1:]} names plugin module {module_name!r}, and "
+                f"importing manifest plugins is turned off ({MANIFEST_PLUGINS_ENV}=0 or --no-manifest-plugins).",
+                f"`plugins:` runs that module's code: check module {module_name!r}, then run without "
+                f"--no-manifest-plugins, or remove it from {asked_by}'s `plugins:`.",
             )
-        pm.register(_import_plugin(module_name, "named in the manifest"), name=module_name)
+        pm.register(_import_plugin(module_name, f"named in {asked_by}", asked_by), name=module_name)
 
     try:
         pm.check_pending()
@@ -135,6 +137,28 @@ def get_plugin_manager(
     if os.environ.get(TRACE_PLUGINS_ENV, "") not in ("", "0"):
         _enable_tracing(pm)
     return pm
+
+
+def load_plugins(
+    extra_plugins: Iterable[str] = (),
+    *,
+    entry_points: bool = True,
+    manifest_plugins: bool | None = None,
+    asked_by: str = "the manifest",
+) -> Plugins:
+    """The one plugin policy, used by the CLI, the batch workers, predict, prepare and
+    `trainer_core.testing`: the built-ins, then the installed entry points (``TRAINER_LOAD_PLUGINS``
+    restricts them; ``entry_points=False`` skips them), then the modules ``asked_by`` (a manifest, a
+    model folder) names, unless ``manifest_plugins`` is False or, by default,
+    ``TRAINER_MANIFEST_PLUGINS=0`` (what ``--no-manifest-plugins`` sets, so it reaches workers too)."""
+    return Plugins(
+        get_plugin_manager(
+            extra_plugins,
+            load_entry_points=entry_points,
+            manifest_plugins=manifest_plugins,
+            asked_by=asked_by,
+        )
+    )
 
 
 def _enable_tracing(pm: pluggy.PluginManager) -> None:
@@ -187,7 +211,8 @@ class Plugins:
 
     @classmethod
     def load(cls, extra_plugins: Iterable[str] = (), **kwargs: Any) -> Plugins:
-        """A facade over :func:`get_plugin_manager` (built-ins, entry points, then ``extra_plugins``)."""
+        """A facade over :func:`get_plugin_manager`, the one policy (built-ins, entry points, then
+        ``extra_plugins``); :func:`load_plugins` is the same with the engine's keyword names."""
         return cls(get_plugin_manager(extra_plugins, **kwargs))
 
     def register(self, plugin: object, name: str | None = None) -> None:
@@ -283,6 +308,17 @@ class Plugins:
         or ``module sha256:HEX`` for a module named in a manifest)."""
         registration = self.registry.get(kind, name)
         return {"plugin": registration.plugin, "origin": self._origin(registration.plugin)}
+
+    def describe(self, kind: str, name: str) -> str:
+        """``feature set 'rsi' (plugin trainer_rsi from trainer-rsi 0.2.0)``: a component, the plugin that
+        registered it and the distribution (or module) it came from, for messages."""
+        label = f"{kind.replace('-', ' ')} {name!r}"
+        try:
+            registration = self.registry.get(kind, name)
+        except PluginError:
+            return label
+        origin = self._origin(registration.plugin).split(" sha256:")[0]
+        return f"{label} (plugin {registration.plugin} from {origin})"
 
     def _origin(self, plugin_name: str) -> str:
         from .version import __version__

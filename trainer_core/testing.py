@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .data import FEATURE_NAMES
-from .plugins import Plugins, get_plugin_manager
+from .data import default_feature_names
+from .plugins import Plugins, load_plugins
 
 if TYPE_CHECKING:
     from .manifest import PairSpec
@@ -42,7 +42,7 @@ def registered_plugin(plugin, name: str | None = None, plugins: Plugins | None =
     so tests do not depend on what else is installed. The plugin is unregistered afterwards.
     """
     if plugins is None:
-        plugins = Plugins(get_plugin_manager(load_entry_points=False))
+        plugins = load_plugins(entry_points=False)
     plugins.register(plugin, name=name)
     try:
         yield plugins
@@ -86,23 +86,25 @@ def training_ready_frame(
     rng = np.random.default_rng(seed)
     drift = np.convolve(rng.normal(0, 1, rows + 20), np.ones(20) / 20, mode="valid")[:rows]
     close_change = (0.05 * rng.normal(0, 1, rows) + 0.04 * drift).astype(np.float32)
-    cols = {
-        "high_change": np.abs(close_change) + 0.02 * np.abs(rng.normal(0, 1, rows)),
-        "low_change": -np.abs(close_change) - 0.02 * np.abs(rng.normal(0, 1, rows)),
-        "close_change": close_change,
-        "volume_change": rng.normal(0, 30, rows),
-        "price_to_ma1440": 1 + 0.01 * np.cumsum(close_change) / np.sqrt(np.arange(1, rows + 1)),
-        "price_to_ma43200": 1 + 0.02 * drift,
-        "volume_to_ma1440": np.exp(rng.normal(0, 0.3, rows)),
-        "volume_to_ma43200": np.exp(rng.normal(0, 0.4, rows)),
-    }
+    # the default feature set's 8 columns, in order: high, low, close and volume changes, then price
+    # and volume against a short and a long moving average
+    cols = [
+        np.abs(close_change) + 0.02 * np.abs(rng.normal(0, 1, rows)),
+        -np.abs(close_change) - 0.02 * np.abs(rng.normal(0, 1, rows)),
+        close_change,
+        rng.normal(0, 30, rows),
+        1 + 0.01 * np.cumsum(close_change) / np.sqrt(np.arange(1, rows + 1)),
+        1 + 0.02 * drift,
+        np.exp(rng.normal(0, 0.3, rows)),
+        np.exp(rng.normal(0, 0.4, rows)),
+    ]
     score = drift + 0.3 * rng.normal(0, 1, rows)
     labels = np.where(score > 0.15, 2, np.where(score < -0.15, 0, 1))
     data = {}
     if with_timestamp:
         data["timestamp"] = np.datetime64(start, "ms") + np.arange(rows) * np.timedelta64(60_000, "ms")
-    for name in FEATURE_NAMES:
-        data[name] = np.asarray(cols[name], dtype=np.float32)
+    for name, values in zip(default_feature_names(), cols, strict=True):
+        data[name] = np.asarray(values, dtype=np.float32)
     for k in range(3):
         data[f"label_{k}"] = (labels == k).astype(np.int8)
     return pl.DataFrame(data)

@@ -13,10 +13,11 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from ..contract import BatchReport, BatchRow, figure_of, sort_rows
 from ..errors import ConfigError, TrainerError
+from ..features import resolve_spec
 from ..manifest import Manifest, PairSpec
 from ..plugins import Plugins
 from ..quiet import verbose
@@ -35,110 +36,21 @@ from .worker import FORWARDED_ENV, FORWARDED_PREFIXES, progress_actor, train_in_
 
 DEFAULT_BATCH_REPORTERS = ("summary",)
 DEFAULT_SCHEDULE_TIMEOUT = 600
-#: the figures `trainer batch --sort` orders pairs by, each with whether a larger value is better
-#: (those sort descending, the others ascending; `pair` alphabetically)
+#: the engine's own figures `trainer batch --sort` orders pairs by, each with whether a larger value
+#: is better (those sort descending, the others ascending; `pair` alphabetically). Reporters add
+#: theirs through a ``figures`` attribute (``{figure: larger_is_better}``).
 SORT_FIGURES = {
     "mcc": True,
     "balanced_accuracy": True,
     "val_accuracy": True,
     "val_loss": False,
-    "total_net_return": True,
-    "max_drawdown": False,
-    "random_entry_p_value": False,
     "pair": False,
 }
 DEFAULT_SORT = "mcc"
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _search(node: Any, name: str) -> float | None:
-    """The first number stored under key ``name`` in nested mappings, depth first."""
-    if not isinstance(node, dict):
-        return None
-    if _number(node.get(name)) is not None:
-        return _number(node[name])
-    for value in node.values():
-        found = _search(value, name)
-        if found is not None:
-            return found
-    return None
-
-
-def figure_of(row: dict, name: str) -> float | None:
-    """A row's value of a sort figure: the engine's metric of that name, else the first number of
-    that name in the reporters' headline figures (in the order the reporters ran); None if absent."""
-    metric = _number((row.get("metrics") or {}).get(name))
-    return metric if metric is not None else _search(row.get("figures") or {}, name)
-
-
-def sort_rows(rows: list[dict], figure: str = DEFAULT_SORT) -> list[dict]:
-    """``rows`` best first by ``figure`` (see `SORT_FIGURES`): pairs lacking the figure after the
-    others, failed and cancelled pairs last, ties in the given order."""
-    larger_is_better = SORT_FIGURES[figure]
-
-    def key(item):
-        index, row = item
-        last = row["status"] in ("failed", "cancelled")
-        if figure == "pair":
-            return (last, 0, row["pair"], index)
-        value = figure_of(row, figure)
-        if value is None:
-            return (last, 1, 0.0, index)
-        return (last, 0, -value if larger_is_better else value, index)
-
-    return [row for _, row in sorted(enumerate(rows), key=key)]
-
-
-@dataclass
-class BatchReport:
-    """What a batch reporter's `report_batch(batch)` receives: the whole batch, one row per pair.
-
-    ``rows`` hold, per selected pair in the manifest's order: ``pair``, ``status`` (trained,
-    skipped, failed, cancelled), ``reason``, ``error``, ``hint``, ``exit_code``, ``seconds``,
-    ``metrics`` (the engine's validation metrics), ``figures`` (``{reporter: headline figures}``),
-    ``artifacts`` (the pair's folder), ``tag`` and ``trained_at`` (ISO-8601 UTC). A skipped
-    pair's metrics, figures and time come from its `_SUCCESS.json`.
-    """
-
-    manifest: Manifest
-    output: str
-    storage: Any
-    started: str
-    finished: str
-    seconds: float
-    interrupted: bool
-    exit_code: int
-    counts: dict[str, int]
-    rows: list[dict] = field(default_factory=list)
-    #: the figure the user sorts pairs by (`trainer batch --sort`, a key of `SORT_FIGURES`)
-    sort: str = DEFAULT_SORT
-
-    def sorted_rows(self) -> list[dict]:
-        """The rows best first by ``sort``: pairs lacking that figure after the others, failed and
-        cancelled pairs last, ties in the manifest's order."""
-        return sort_rows(self.rows, self.sort)
-
-
-def _row(pair: str, status: str, reason: str = "", **values: Any) -> dict:
-    row = {
-        "pair": pair,
-        "status": status,
-        "reason": reason,
-        "error": None,
-        "hint": None,
-        "exit_code": None,
-        "seconds": None,
-        "metrics": {},
-        "figures": {},
-        "artifacts": None,
-        "tag": None,
-        "trained_at": None,
-    }
-    row.update({k: v for k, v in values.items() if k in row})
-    return row
+def _row(pair: str, status: str, reason: str = "", **values: Any) -> BatchRow:
+    return BatchRow(pair, status, reason, **values)
 
 
 def _clock(seconds: float) -> str:
@@ -188,17 +100,17 @@ class BatchRun:
         address: str | None = None,
         sort: str = DEFAULT_SORT,
     ):
-        if sort not in SORT_FIGURES:
-            raise ConfigError(
-                f"Cannot sort pairs by {sort!r}.", f"Sort by one of: {', '.join(SORT_FIGURES)}."
-            )
-        self.sort = sort
         self.manifest = manifest
         self.specs = [absolute_paths(s) for s in specs]
         self.plugins = plugins
+        figures = self.sort_figures()
+        if sort not in figures:
+            raise ConfigError(f"Cannot sort pairs by {sort!r}.", f"Sort by one of: {', '.join(figures)}.")
+        self.sort = sort
+        self.larger_is_better = figures[sort]
         self.echo = echo
         self.address = address or os.environ.get("RAY_ADDRESS") or None
-        self.rows: dict[str, dict] = {}
+        self.rows: dict[str, BatchRow] = {}
         self.started = time.time()
         self.interrupted = False
 
@@ -217,6 +129,20 @@ class BatchRun:
         """Seconds a pair may wait to be scheduled before it is reported (``batch.schedule_timeout``)."""
         return float(self.manifest.batch.get("schedule_timeout", DEFAULT_SCHEDULE_TIMEOUT))
 
+    def sort_figures(self) -> dict[str, bool]:
+        """The figures pairs can be sorted by: the engine's, then those the pairs' reporters declare
+        (a reporter's ``figures`` attribute, ``{figure: larger_is_better}``)."""
+        figures = dict(SORT_FIGURES)
+        names = dict.fromkeys(name for spec in self.specs for name in spec.reporters)
+        for name in names:
+            try:
+                declared = getattr(self.plugins.create("reporter", name), "figures", None) or {}
+            except TrainerError:  # an unknown reporter is reported by the pre-flight
+                continue
+            for figure, larger_is_better in dict(declared).items():
+                figures.setdefault(str(figure), bool(larger_is_better))
+        return figures
+
     # -- before anything runs ----------------------------------------------------------------
     def _where(self) -> str:
         return f"the Ray cluster at {self.address}" if self.address else "this machine"
@@ -233,8 +159,21 @@ class BatchRun:
             cluster.check_fit(self.specs, [cluster.this_machine()], self._where())
         check_output(self.output)
 
+    def _resolve(self) -> None:
+        """Each pair's feature set and labeler resolved once (tag, horizon, embargo: the config
+        hash counts them); a pair whose components do not resolve keeps its settings, and its
+        problem is reported by the pre-flight."""
+        resolved = []
+        for spec in self.specs:
+            try:
+                resolved.append(resolve_spec(spec, self.plugins) if spec.resolved is None else spec)
+            except TrainerError:
+                resolved.append(spec)
+        self.specs = resolved
+
     def plan(self, force: bool) -> list[Plan]:
         """Train or skip, per pair (reads each pair's marker; writes nothing)."""
+        self._resolve()
         return [plan_pair(spec, self.plugins, force) for spec in self.specs]
 
     def dry_run(self, force: bool) -> int:
@@ -321,7 +260,9 @@ class BatchRun:
         for name in self.reporters:
             reporter = self.plugins.create("reporter", name)
             if hasattr(reporter, "report_batch"):
-                reporter.report_batch(report)
+                written = reporter.report_batch(report)
+                if isinstance(written, (list, tuple)):
+                    report.written.extend(str(where) for where in written)
 
     def _interrupt(self, pending: dict) -> None:
         import sys
@@ -357,7 +298,7 @@ class BatchRun:
         )
 
     # -- running -----------------------------------------------------------------------------
-    def _skipped_row(self, p: Plan) -> dict:
+    def _skipped_row(self, p: Plan) -> BatchRow:
         marker = p.marker or {}
         return _row(
             p.spec.pair,
@@ -494,9 +435,7 @@ class BatchRun:
                 exit_code=1,
             )
         else:
-            row = _row(
-                spec.pair, out["status"], **{k: v for k, v in out.items() if k not in ("pair", "status")}
-            )
+            row = out if isinstance(out, BatchRow) else BatchRow(**dict(out))
         self.rows[spec.pair] = row
         if row["status"] == "trained":
             m = row["metrics"]
@@ -509,9 +448,12 @@ class BatchRun:
         else:
             detail = row["error"] or row["status"]
         self._line(row["status"], spec.pair, detail, total)
+        if row.traceback:  # an unexpected error: the worker's traceback, where the hint says it is
+            for line in row.traceback.rstrip().splitlines():
+                self.echo(f"[{spec.pair}] {line}")
 
     # -- results -----------------------------------------------------------------------------
-    def ordered(self) -> list[dict]:
+    def ordered(self) -> list[BatchRow]:
         """One row per selected pair, in the manifest's order (not run: cancelled, not started)."""
         return [self.rows.get(s.pair) or _row(s.pair, "cancelled", "not started") for s in self.specs]
 
@@ -539,6 +481,7 @@ class BatchRun:
             counts=counts,
             rows=rows,
             sort=self.sort,
+            larger_is_better=self.larger_is_better,
         )
 
     def table(self) -> str:
@@ -551,7 +494,7 @@ class BatchRun:
             + ([self.sort.upper()] if extra else [])
         ]
         warnings = []
-        for r in sort_rows(self.ordered(), self.sort):
+        for r in sort_rows(self.ordered(), self.sort, self.larger_is_better):
             m = r["metrics"] or {}
             predicted = m.get("predicted") or {}
             cells = [
@@ -582,6 +525,10 @@ class BatchRun:
         return "\n".join(
             "  ".join(c.ljust(w) for c, w in zip(row[:n], widths)) + "  " + str(row[n]) for row in rows
         )
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _fixed(value: Any, digits: int) -> str:

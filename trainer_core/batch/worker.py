@@ -12,9 +12,10 @@ import time
 import traceback
 from typing import Any
 
+from ..contract import BatchRow
 from ..errors import PreemptedError, TrainerError
 from ..manifest import PairSpec
-from ..plugins import LOAD_PLUGINS_ENV, MANIFEST_PLUGINS_ENV, TRACE_PLUGINS_ENV, Plugins
+from ..plugins import LOAD_PLUGINS_ENV, MANIFEST_PLUGINS_ENV, TRACE_PLUGINS_ENV, load_plugins
 from ..quiet import VERBOSE_ENV
 
 #: environment a worker needs to load the same plugins and reach the same storage as the driver
@@ -79,7 +80,7 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def train_in_worker(spec_dict: dict, progress: Any = None, force: bool = False) -> dict:
+def train_in_worker(spec_dict: dict, progress: Any = None, force: bool = False) -> BatchRow:
     """Train one pair; return its outcome row (errors included, never raised, so others go on).
 
     ``force`` (``trainer batch --force``) starts over even from a resumable backup. SIGTERM (a
@@ -97,54 +98,40 @@ def train_in_worker(spec_dict: dict, progress: Any = None, force: bool = False) 
             pass
     try:
         configure_tensorflow_threads(spec.resources.cpus)
-        plugins = Plugins.load(spec.plugins)
+        plugins = load_plugins(spec.plugins)
         result = run_pair(spec, plugins, echo=lambda m: print(f"[{spec.pair}] {m}", flush=True), force=force)
-        return {
-            "pair": spec.pair,
-            "status": "trained",
-            "reason": "trained",
-            "seconds": time.time() - started,
-            "artifacts": result.pair_dir,
-            "tag": result.tag,
-            "metrics": _metrics(result),
-            "figures": dict(getattr(result, "figures", None) or {}),
-            "trained_at": _now(),
-        }
+        return BatchRow(
+            spec.pair,
+            "trained",
+            "trained",
+            seconds=time.time() - started,
+            artifacts=result.pair_dir,
+            tag=result.tag,
+            metrics=dict(result.summary_metrics()),
+            figures=dict(result.figures),
+            trained_at=_now(),
+        )
     except PreemptedError as exc:
         print(f"[{spec.pair}] {exc.message}", flush=True)
         os._exit(exc.exit_code)  # a dead worker, not a failed pair: Ray retries it (it resumes)
     except TrainerError as exc:
-        return {
-            "pair": spec.pair,
-            "status": "failed",
-            "reason": "error",
-            "seconds": time.time() - started,
-            "error": exc.message,
-            "hint": exc.hint,
-            "exit_code": exc.exit_code,
-        }
+        return BatchRow(
+            spec.pair,
+            "failed",
+            "error",
+            seconds=time.time() - started,
+            error=exc.message,
+            hint=exc.hint,
+            exit_code=exc.exit_code,
+        )
     except Exception as exc:  # an unexpected error still fails only this pair
-        return {
-            "pair": spec.pair,
-            "status": "failed",
-            "reason": "error",
-            "seconds": time.time() - started,
-            "error": f"{type(exc).__name__}: {exc}",
-            "hint": "See the worker's traceback above.",
-            "exit_code": 1,
-            "traceback": traceback.format_exc(),
-        }
-
-
-def _metrics(result: Any) -> dict:
-    """The engine's metrics of a trained pair (`PairResult.summary_metrics()` where it has them)."""
-    if hasattr(result, "summary_metrics"):
-        return dict(result.summary_metrics())
-    val = result.validation.summary()
-    return {
-        "val_accuracy": val["accuracy"],
-        "val_loss": val["loss"],
-        "val_samples": val["samples"],
-        "epochs": len(result.history.get("loss", [])),
-        "best_epoch": result.best_epoch(),
-    }
+        return BatchRow(
+            spec.pair,
+            "failed",
+            "error",
+            seconds=time.time() - started,
+            error=f"{type(exc).__name__}: {exc}",
+            hint="The worker's traceback is printed above, under the pair's line.",
+            exit_code=1,
+            traceback=traceback.format_exc(),
+        )

@@ -235,7 +235,7 @@ class Manifest:
                     "Use section.key, e.g. train.epochs=5 (sections: " + ", ".join(SECTIONS) + ", output).",
                 )
             key, _, sub = key.partition(".")
-            if sub and key == "params" and section in ("model", "data"):
+            if sub and key == "params" and section in ("model", "data", "labels", "features"):
                 params = merge(config[section]["params"], _nest(sub, value))
                 config[section].update(check_section(section, {"params": params}, f"{where}: {section}"))
                 continue

@@ -109,6 +109,9 @@ class PairSpec:
     reporters: tuple
     #: the labeler's part of the tag, set by the engine from ``labels.method``'s ``tag(params)``
     label_tag: str | None = None
+    #: what the engine resolved once from the pair's feature set and labeler (``tag``, ``horizon``,
+    #: ``embargo``, ``columns``, ``warmup``, ``history``, ``context_pairs``...); None until resolved
+    resolved: Frozen | None = None
 
     def to_dict(self) -> dict:
         """The spec as plain JSON-able dicts and lists (`from_dict` reads it back)."""
@@ -117,12 +120,22 @@ class PairSpec:
             out[section] = _thaw(getattr(self, section))
         if self.label_tag is not None:
             out["label_tag"] = self.label_tag
+        if self.resolved is not None:
+            out["resolved"] = _thaw(self.resolved)
         return out
 
-    def with_label_tag(self, label_tag: str) -> PairSpec:
+    def with_label_tag(self, label_tag: str | None) -> PairSpec:
         """The same spec with the labeler's tag (it does not change the config hash)."""
         d = self.to_dict()
         d["label_tag"] = label_tag
+        return PairSpec.from_dict(d)
+
+    def with_resolved(self, resolved: Mapping) -> PairSpec:
+        """The same spec with what the engine resolved from its feature set and labeler (the tag
+        among it); the config hash then counts the labeler's real horizon in the embargo."""
+        d = self.to_dict()
+        d["label_tag"] = resolved["tag"]
+        d["resolved"] = dict(resolved)
         return PairSpec.from_dict(d)
 
     @classmethod
@@ -134,6 +147,7 @@ class PairSpec:
             plugins=tuple(d["plugins"]),
             reporters=tuple(d["reporters"]),
             label_tag=d.get("label_tag"),
+            resolved=Frozen(d["resolved"]) if d.get("resolved") is not None else None,
             **{s: Frozen(d[s]) for s in SECTIONS if s != "reporters"},
         )
 
@@ -150,6 +164,7 @@ class PairSpec:
         d = self.to_dict()
         d.pop("output")
         d.pop("label_tag", None)  # derived from the labels settings
+        d.pop("resolved", None)  # derived from the settings and the components' code
         d["split"]["embargo"] = self.embargo  # `auto` and its value purge the same rows
         for path in HASH_EXCLUDED:
             node = d
@@ -174,10 +189,11 @@ class PairSpec:
 
     @property
     def embargo(self) -> int:
-        """The rows purged between training and validation: max(future_window, split.embargo)."""
+        """The rows purged between training and validation: max(horizon, split.embargo), with the
+        labeler's horizon once resolved (before: ``labels.future_window``, tp-sl's horizon)."""
         e = self.split.embargo
-        fw = self.labels.future_window
-        return fw if e == "auto" else max(fw, int(e))
+        horizon = int(self.resolved["horizon"]) if self.resolved is not None else self.labels.future_window
+        return horizon if e == "auto" else max(horizon, int(e))
 
     @property
     def tag(self) -> str:

@@ -15,6 +15,7 @@ from .results import Balance, Evaluation, PairResult, best_epoch, monitor_mode
 from .run import (
     SPEC_FORMAT,
     check_components,
+    load_pair_data,
     model_spec,
     required_validation_targets,
     resolve_tag,
@@ -35,6 +36,7 @@ __all__ = [
     "detect_gpus",
     "device_report",
     "fit_fold",
+    "load_pair_data",
     "model_spec",
     "monitor_mode",
     "prepare_fold",

@@ -11,9 +11,10 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ..artifacts import ArtifactWriter, dumps
+from ..candles import Candles
 from ..data import PairData, validate_pair_data
 from ..errors import ConfigError, DataError, PluginError, TrainerError, TrainingError
-from ..features import components, feature_set_name, history_of, label_tag, labeler_name
+from ..features import describe, pair_data_from_candles, resolve, resolve_spec
 from ..manifest import PairSpec
 from ..plugins import Plugins
 from ..split import Split, purged_split, walk_forward_splits
@@ -40,19 +41,20 @@ def check_components(spec: PairSpec, plugins: Plugins) -> None:
         component = registration.factory()
         if hasattr(component, "check"):
             component.check(params)
-    components(spec, plugins)  # the feature set and labeler, their params checked
+    resolve(spec, plugins)  # the feature set and labeler: their params and answers checked
 
 
 def resolve_tag(spec: PairSpec, plugins: Plugins) -> PairSpec:
-    """The spec with its labeler's tag (the seed's ``FW120_SL050_TP100`` for tp-sl)."""
-    return spec.with_label_tag(label_tag(spec, plugins))
+    """The spec with its feature set and labeler resolved once (`features.resolve_spec`): its tag
+    (the seed's ``FW120_SL050_TP100`` for tp-sl), horizon, embargo, columns and history."""
+    return spec if spec.resolved is not None else resolve_spec(spec, plugins)
 
 
 def _horizon_and_embargo(spec: PairSpec, data: PairData) -> tuple[int, int]:
-    """The labels' horizon (from the labeler the data were made with) and the purge ``max(horizon, embargo)``."""
-    horizon = int(data.extra.get("horizon", spec.labels.future_window))
-    setting = spec.split.embargo
-    return horizon, horizon if setting == "auto" else max(horizon, int(setting))
+    """The labels' horizon and the purge ``max(horizon, embargo)``, from the resolved spec."""
+    if spec.resolved is None:
+        raise TrainingError(f"{spec.pair}: the spec was not resolved before its split.")
+    return int(spec.resolved["horizon"]), int(spec.resolved["embargo"])
 
 
 def time_breaks(data: PairData, timeframe: str) -> np.ndarray | None:
@@ -82,22 +84,41 @@ def _echo_default(message: str) -> None:
     print(message, flush=True)
 
 
-def _load(spec: PairSpec, plugins: Plugins) -> PairData:
+def load_pair_data(spec: PairSpec, plugins: Plugins) -> tuple[PairData, Candles | None]:
+    """The pair's rows and, when its loader returned candles, those candles: a loader returns either
+    `Candles` (the engine makes the rows with the pair's own feature set and labeler) or finished
+    `PairData` (its columns must be the feature set's)."""
+    spec = resolve_tag(spec, plugins)
     loader = plugins.create("loader", spec.data.loader)
     try:
-        data = loader.load(spec)
+        loaded = loader.load(spec)
     except TrainerError:
         raise
     except Exception as exc:
         raise DataError(
-            f"{spec.pair}: loader {spec.data.loader!r} failed: {type(exc).__name__}: {exc}.",
+            f"{spec.pair}: {describe(plugins, 'loader', spec.data.loader)} failed: {type(exc).__name__}: {exc}.",
             "Check the data file; run with --debug for the traceback.",
         ) from exc
-    if not isinstance(data, PairData):
-        raise PluginError(f"Loader {spec.data.loader!r} returned {type(data).__name__}, not PairData.")
-    data = validate_pair_data(data, f"{spec.pair} ({data.source})")
+    candles = None
+    if isinstance(loaded, Candles):
+        candles = loaded
+        loaded = pair_data_from_candles(candles, spec, plugins)
+    if not isinstance(loaded, PairData):
+        raise PluginError(
+            f"{describe(plugins, 'loader', spec.data.loader)} returned {type(loaded).__name__}, "
+            "not Candles or PairData."
+        )
+    data = validate_pair_data(loaded, f"{spec.pair} ({loaded.source})")
     _check_label_params(spec, data)
-    return data
+    columns = list(spec.resolved["columns"])
+    if list(data.feature_names) != columns:
+        raise DataError(
+            f"{spec.pair}: the data ({data.source}) hold the feature columns {', '.join(data.feature_names)}, "
+            f"but feature set {spec.resolved['feature_set']!r} makes {', '.join(columns)}.",
+            "Prepare the data with the run's features settings (`trainer prepare --manifest ...`), or set "
+            "features.set to the set the data were made with.",
+        )
+    return data, candles
 
 
 def _check_label_params(spec: PairSpec, data: PairData) -> None:
@@ -191,7 +212,7 @@ def run_pair(
     try:
         plugins.before_pair(spec)
         check_components(spec, plugins)  # a misspelled name fails before any work
-        spec = resolve_tag(spec, plugins)
+        spec = resolve_spec(spec, plugins)  # the feature set and labeler, resolved once
         result = _run(spec, plugins, echo, force)
     except BaseException as exc:
         plugins.on_pair_error(spec, exc)
@@ -208,7 +229,7 @@ def _run(spec: PairSpec, plugins: Plugins, echo, force: bool) -> PairResult:
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     timings: dict = {}
     t0 = time.perf_counter()
-    data = _load(spec, plugins)
+    data, candles = load_pair_data(spec, plugins)
     timings["load_seconds"] = time.perf_counter() - t0
     counts = data.class_counts()
     unlabelled = int(np.sum(data.labels < 0))
@@ -259,6 +280,7 @@ def _run(spec: PairSpec, plugins: Plugins, echo, force: bool) -> PairResult:
                 **fit.device,
             },
             started=started,
+            candles=candles,
         )
         if folds:
             last = fold_summary(
@@ -302,21 +324,19 @@ def model_spec(result: PairResult, plugins: Plugins | None = None) -> dict:
     prediction recomputes exactly the features the model was trained on.
     """
     spec, data = result.spec, result.data
-    feature_set, fparams, _, lparams = (
-        components(spec, plugins) if plugins is not None else (None, {}, None, {})
-    )
-    set_name, method = feature_set_name(spec), labeler_name(spec)
+    resolved = dict(spec.resolved or {})
+    set_name, method = resolved.get("feature_set", "seed"), resolved.get("labeler", "tp-sl")
     features = {
         "set": set_name,
-        "params": fparams,
-        "context_pairs": list(data.extra.get("context_pairs", [])),
-        "warmup": int(feature_set.warmup(fparams)) if feature_set is not None else None,
-        "history": history_of(feature_set, fparams) if feature_set is not None else None,
+        "params": resolved.get("feature_params", {}),
+        "context_pairs": list(resolved.get("context_pairs", [])),
+        "warmup": resolved.get("warmup"),
+        "history": resolved.get("history"),
     }
     labels = {
         "method": method,
-        "params": lparams,
-        "horizon": int(data.extra.get("horizon", spec.labels.future_window)),
+        "params": resolved.get("label_params", {}),
+        "horizon": resolved.get("horizon"),
     }
     if plugins is not None:
         features.update(plugins.component_origin("feature-set", set_name))

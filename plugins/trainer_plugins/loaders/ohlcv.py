@@ -1,4 +1,4 @@
-"""Loader `ohlcv`: raw 1-minute candles turned into the seed's features and labels in memory.
+"""Loader `ohlcv`: raw candles read from files; the engine turns them into the pair's features and labels.
 
 Reads what `trainer prepare` reads (Binance kline CSV or zip, freqtrade Feather/Parquet/JSON,
 Parquet/CSV with timestamp, open, high, low, close, volume; a file, a folder of the pair's
@@ -53,13 +53,12 @@ class OhlcvLoader:
         return candle_fingerprint(files)
 
     def load(self, spec):
-        """Read the pair's candles from ``data.path`` and compute its features and labels."""
-        from trainer_core import pair_data_from_candles, read_candles
+        """The pair's `Candles` from ``data.path`` (the engine makes the rows with the run's plugins)."""
+        from trainer_core import read_candles
 
         if spec.data_path is None:
             raise ConfigError(f"{spec.pair}: the ohlcv loader needs data.path (a candle file or folder).")
-        candles = read_candles(spec.data_path, spec.pair, spec.data.timeframe, market_param(spec.data.params))
-        return pair_data_from_candles(candles, spec)
+        return read_candles(spec.data_path, spec.pair, spec.data.timeframe, market_param(spec.data.params))
 
 
 @hookimpl

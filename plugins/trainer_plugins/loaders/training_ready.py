@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from trainer_core import (
-    FEATURE_NAMES,
     NO_LABEL,
     DataError,
     PairData,
@@ -25,6 +24,8 @@ from trainer_core import TRAINING_READY_NAME_RE as NAME_RE
 from trainer_core import pct_from_code as _pct
 from trainer_core import read_table as read_frame
 
+from ..features.seed import COLUMNS as FEATURE_NAMES
+
 LABEL_COLUMNS = ("label_0", "label_1", "label_2")
 TIME_COLUMNS = ("timestamp", "date", "datetime", "time", "open_time", "index")
 RETURN_COLUMNS = ("long_return", "short_return")
@@ -32,8 +33,20 @@ SUFFIXES = (".feather", ".parquet", ".csv")
 TIMEFRAME_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
+def feature_columns(spec) -> tuple[str, ...]:
+    """The feature columns a file for this spec holds: the resolved feature set's (the seed's 8
+    before the engine resolved the spec)."""
+    resolved = getattr(spec, "resolved", None)
+    return tuple(resolved["columns"]) if resolved is not None else FEATURE_NAMES
+
+
 def expected_filename(spec, ext: str = "feather") -> str:
-    """The seed's training-ready file name for this spec, with extension ``ext``."""
+    """The training-ready file name for this spec, with extension ``ext``: the seed's
+    ``{PAIR}_TF-1m__FW-120__SL-050__TP-100__training_ready`` for the tp-sl labeler,
+    ``{PAIR}_TF-1m__{label_tag}__training_ready`` for another labeler."""
+    resolved = getattr(spec, "resolved", None)
+    if resolved is not None and resolved["labeler"] != "tp-sl":
+        return f"{spec.pair}_TF-{spec.data.timeframe}__{resolved['tag']}__training_ready.{ext}"
     lab = spec.labels
     return training_ready_name(
         spec.pair, spec.data.timeframe, lab.future_window, lab.stop_loss_pct, lab.take_profit_pct, ext=ext
@@ -208,9 +221,10 @@ class TrainingReadyLoader:
         frame = read_frame(path)
         where = f"{spec.pair} ({path.name})"
         columns = list(frame.columns)
-        missing = [c for c in (*FEATURE_NAMES, *LABEL_COLUMNS) if c not in columns]
+        feature_names = feature_columns(spec)
+        missing = [c for c in (*feature_names, *LABEL_COLUMNS) if c not in columns]
         time_cols = [c for c in columns if c in TIME_COLUMNS]
-        known = set(FEATURE_NAMES) | set(LABEL_COLUMNS) | set(RETURN_COLUMNS) | set(time_cols)
+        known = set(feature_names) | set(LABEL_COLUMNS) | set(RETURN_COLUMNS) | set(time_cols)
         extra = [c for c in columns if c not in known]
         if missing or extra:
             problems = []
@@ -220,15 +234,15 @@ class TrainingReadyLoader:
                 problems.append(f"unexpected column(s) {', '.join(extra)}")
             raise DataError(
                 f"{where}: {'; '.join(problems)}.",
-                "A training-ready file has the 8 features ("
-                + ", ".join(FEATURE_NAMES)
+                f"A training-ready file has the {len(feature_names)} features of the run's feature set ("
+                + ", ".join(feature_names)
                 + "), label_0, label_1, label_2, and optionally a timestamp column and long_return/short_return.",
             )
         if len(time_cols) > 1:
             raise DataError(f"{where}: several timestamp columns ({', '.join(time_cols)}).", "Keep one.")
         n = frame.height
         try:
-            features = frame.select([pl.col(c).cast(pl.Float32) for c in FEATURE_NAMES]).to_numpy()
+            features = frame.select([pl.col(c).cast(pl.Float32) for c in feature_names]).to_numpy()
         except Exception as exc:
             raise DataError(
                 f"{where}: feature columns must be numeric ({str(exc).splitlines()[0]}).",
@@ -265,7 +279,7 @@ class TrainingReadyLoader:
             timestamps=timestamps,
             features=np.ascontiguousarray(features),
             labels=labels,
-            feature_names=FEATURE_NAMES,
+            feature_names=feature_names,
             source=str(path),
             sha256=file_sha256(path),
             label_params=label_params,

@@ -268,11 +268,12 @@ class SummaryReporter:
         """Nothing per pair: the summary is written once, by `report_batch`."""
         return None
 
-    def report_batch(self, batch) -> None:
-        """Write summary.json, then summary.html, replacing the previous batch's."""
+    def report_batch(self, batch) -> list[str]:
+        """Write summary.json, then summary.html, replacing the previous batch's; return where."""
         doc = summary(batch)
         batch.storage.write_bytes(SUMMARY_JSON, dumps(doc).encode())
         batch.storage.write_bytes(SUMMARY_HTML, render_html(doc).encode())
+        return [batch.storage.url(SUMMARY_JSON), batch.storage.url(SUMMARY_HTML)]
 
 
 @hookimpl

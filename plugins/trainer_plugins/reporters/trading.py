@@ -745,6 +745,9 @@ class TradingReporter:
     """trading_{tag}.json/.png/.html: baselines, break-even with intervals, signals by threshold,
     a one-position-at-a-time trade simulation against buy-and-hold and random entries, calibration."""
 
+    #: headline figures `trainer batch --sort` may order pairs by, with whether larger is better
+    figures = {"total_net_return": True, "max_drawdown": False, "random_entry_p_value": False}
+
     def report_pair(self, result, out) -> dict:
         """Write ``trading_{tag}.json``, ``.png`` and ``.html``; return the headline figures."""
         body, chart = report_for(result)

@@ -1,0 +1,549 @@
+"""The engine and its plugins meet at one floor: a third-party feature set and labeler are resolved
+once per pair (tag, horizon, embargo, columns) with the run's own plugins, every plugin failure names
+the plugin, `--no-manifest-plugins` reaches every command that imports modules, and no engine module
+names a plugin's features, figures or files."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+import trainer_core
+from trainer_core.manifest import default_manifest
+from trainer_core.testing import registered_plugin, tiny_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+MANIFEST = (
+    "version: 1\nplugins: [two_features]\npairs: [ETHUSDT]\n"
+    "defaults:\n  data: {loader: synthetic, params: {rows: 2000}}\n"
+    "  features: {set: returns}\n  labels: {method: return-sign}\n"
+)
+
+
+def manifest(folder: Path, text: str = MANIFEST) -> Path:
+    path = folder / "m.yaml"
+    path.write_text(text)
+    return path
+
+
+def config_hash(trainer, path: Path, *sets: str) -> str:
+    args = ["run", "--manifest", path, "--pair", "ETHUSDT", "--config-test"]
+    for s in sets:
+        args += ["--set", s]
+    result = trainer(*args)
+    assert result.exit_code == 0, result.output
+    return re.search(r"config hash (sha256:[0-9a-f]+)", result.output).group(1)
+
+
+# -- the resolved spec: tag, horizon, embargo ---------------------------------------------------------
+
+
+def test_labels_and_features_params_are_accepted_by_set(trainer, feature_plugin, tmp_path):
+    path = manifest(tmp_path)
+    result = trainer(
+        "run",
+        "--manifest",
+        path,
+        "--pair",
+        "ETHUSDT",
+        "--config-test",
+        "--set",
+        "labels.params.horizon=12",
+        "--set",
+        "features.params.window=3",
+    )
+    assert result.exit_code == 0, result.output
+    assert "(tag ETHUSDT_SIGN012)" in result.output
+    # the example of docs/manifest.md
+    result = trainer(
+        "run",
+        "--pair",
+        "ETHUSDT",
+        "--config-test",
+        "--set",
+        "features.set=seed+context",
+        "--set",
+        "features.params.pairs=[BTCUSDT]",
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_validate_and_config_test_show_the_plugin_labelers_tag(trainer, feature_plugin, tmp_path):
+    path = manifest(tmp_path)
+    result = trainer("validate", path)
+    assert result.exit_code == 0, result.output
+    assert "tag=ETHUSDT_SIGN030" in result.output and "FW120" not in result.output
+    result = trainer("run", "--manifest", path, "--pair", "ETHUSDT", "--config-test")
+    assert "(tag ETHUSDT_SIGN030)" in result.output, result.output
+
+
+def test_the_config_hash_counts_the_plugin_labelers_horizon_in_the_embargo(trainer, feature_plugin, tmp_path):
+    path = manifest(tmp_path)
+    auto = config_hash(trainer, path, "split.embargo=auto")
+    # the horizon is 30: an embargo of 10 purges the same 30 rows as auto, 120 purges more
+    assert config_hash(trainer, path, "split.embargo=10") == auto
+    assert config_hash(trainer, path, "split.embargo=120") != auto
+    assert config_hash(trainer, path, "labels.params.horizon=50") != auto
+
+
+def test_the_seed_labelers_hash_is_what_it_always_was(trainer):
+    """A model trained before keeps its config hash, so `trainer batch` still skips it."""
+    spec = default_manifest().resolve("ETHUSDT")
+    with registered_plugin(object(), name="nothing") as plugins:
+        from trainer_core.features import resolve_spec
+
+        resolved = resolve_spec(spec, plugins)
+    assert (
+        resolved.config_hash == spec.config_hash and resolved.tag == spec.tag == "ETHUSDT_FW120_SL050_TP100"
+    )
+
+
+# -- candles in: rows made with the run's own plugins ---------------------------------------------------
+
+
+class Mutating:
+    """A feature set that edits the candles it is given, in place."""
+
+    def columns(self, params):
+        return ["close_change"]
+
+    def warmup(self, params):
+        return 1
+
+    def compute(self, candles, params):
+        close = candles["close"].to_numpy()
+        candles.replace_column(candles.get_column_index("close"), pl.Series("close", close * 3.0))
+        out = np.full((len(candles), 1), np.nan, dtype=np.float32)
+        out[1:, 0] = close[1:] / close[:-1] - 1
+        return out
+
+
+class Honest(Mutating):
+    def compute(self, candles, params):
+        close = candles["close"].to_numpy()
+        out = np.full((len(candles), 1), np.nan, dtype=np.float32)
+        out[1:, 0] = close[1:] / close[:-1] - 1
+        return out
+
+
+class Components:
+    """A throwaway plugin registering one feature set and one labeler."""
+
+    def __init__(self, feature_set=None, labeler=None):
+        self.feature_set, self.labeler = feature_set, labeler
+
+    @trainer_core.hookimpl
+    def trainer_register_feature_sets(self, register):
+        if self.feature_set is not None:
+            register("under-test", self.feature_set)
+
+    @trainer_core.hookimpl
+    def trainer_register_labelers(self, register):
+        if self.labeler is not None:
+            register("under-test", self.labeler)
+
+
+def synthetic_spec(tmp_path, *sets):
+    return tiny_spec(
+        tmp_path,
+        tmp_path / "out",
+        "data.loader=synthetic",
+        "data.params.rows=2000",
+        "features.set=under-test",
+        *sets,
+    )
+
+
+def load_with(tmp_path, feature_set=None, labeler=None, *sets):
+    from trainer_core.pipeline import load_pair_data
+
+    with registered_plugin(Components(feature_set, labeler), name="components-under-test") as plugins:
+        return load_pair_data(synthetic_spec(tmp_path, *sets), plugins)[0]
+
+
+def test_a_registered_feature_set_works_with_the_candle_loaders(tmp_path):
+    data = load_with(tmp_path, Honest)
+    assert data.feature_names == ("close_change",) and len(data) == 1999
+
+
+def test_a_feature_set_that_edits_its_candles_leaves_the_labels_unchanged(tmp_path):
+    honest = load_with(tmp_path, Honest)
+    mutating = load_with(tmp_path, Mutating)
+    assert np.array_equal(honest.labels, mutating.labels)
+    assert np.array_equal(honest.features, mutating.features)
+
+
+class NegativeHorizon:
+    def horizon(self, params):
+        return -5
+
+    def tag(self, params):
+        return "NEG"
+
+    def compute(self, candles, params):
+        n = len(candles)
+        return np.ones(n, dtype=np.int8), np.zeros(n), np.zeros(n)
+
+
+class WordHorizon(NegativeHorizon):
+    def horizon(self, params):
+        return "ten"
+
+
+@pytest.mark.parametrize("labeler, shown", [(NegativeHorizon, "-5"), (WordHorizon, "'ten'")])
+def test_a_bad_labeler_horizon_is_refused_on_the_data_path(tmp_path, labeler, shown):
+    with pytest.raises(trainer_core.PluginError) as caught:
+        load_with(tmp_path, Honest, labeler, "labels.method=under-test")
+    message = caught.value.message
+    assert "labeler 'under-test' (plugin components-under-test" in message
+    assert f"returned a horizon of {shown}" in message
+
+
+class NoColumns(Honest):
+    def columns(self, params):
+        return []
+
+    def compute(self, candles, params):
+        return np.zeros((len(candles), 0), dtype=np.float32)
+
+
+class Twice(Honest):
+    def columns(self, params):
+        return ["close_change", "close_change"]
+
+    def compute(self, candles, params):
+        return np.zeros((len(candles), 2), dtype=np.float32)
+
+
+class Huge(Honest):
+    def compute(self, candles, params):
+        out = np.ones((len(candles), 1), dtype=np.float64)
+        out[::2] = 1e300
+        return out
+
+
+class Raising(Honest):
+    def compute(self, candles, params):
+        raise ZeroDivisionError("the plugin's own bug")
+
+
+@pytest.mark.parametrize(
+    "feature_set, expected",
+    [
+        (NoColumns, "has no feature columns"),
+        (Twice, "names feature(s) close_change more than once"),
+        (Huge, "beyond float32's range in column(s) close_change"),
+        (Raising, "failed in compute(): ZeroDivisionError: the plugin's own bug"),
+    ],
+)
+def test_a_feature_set_that_would_train_a_wrong_model_is_refused_by_name(tmp_path, feature_set, expected):
+    with pytest.raises(trainer_core.PluginError) as caught:
+        load_with(tmp_path, feature_set)
+    message = caught.value.message
+    assert "feature set 'under-test' (plugin components-under-test from " in message, message
+    assert expected in message and "loader" not in message
+
+
+def candle_file(tmp_path) -> Path:
+    from trainer_plugins.loaders.synthetic import simulate
+
+    t, o, h, low, c, v = simulate("ETHUSDT", 600)
+    path = tmp_path / "candles" / "ETHUSDT-1m.parquet"
+    path.parent.mkdir()
+    pl.DataFrame(
+        {
+            "timestamp": pl.Series(t).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"),
+            "open": o,
+            "high": h,
+            "low": low,
+            "close": c,
+            "volume": v,
+        }
+    ).write_parquet(path)
+    return path
+
+
+def test_prepare_names_a_raising_plugin_in_one_line(trainer, tmp_path):
+    (tmp_path / "raising_set.py").write_text(
+        "from trainer_core import hookimpl\n\n"
+        "class Broken:\n"
+        "    def columns(self, params):\n        return ['x']\n"
+        "    def warmup(self, params):\n        return 0\n"
+        "    def compute(self, candles, params):\n        return [[object()]] * len(candles)\n\n"
+        "@hookimpl\ndef trainer_register_feature_sets(register):\n    register('broken', Broken)\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        path = manifest(tmp_path, "version: 1\nplugins: [raising_set]\npairs: [ETHUSDT]\n")
+        result = trainer(
+            "prepare", "--manifest", path, "--pair", "ETHUSDT", "--data", candle_file(tmp_path),
+            "--set", "features.set=broken", "--output", tmp_path / "inputs",
+        )  # fmt: skip
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("raising_set", None)
+    assert result.exit_code == 2, result.output
+    assert "feature set 'broken' (plugin raising_set from raising_set)" in result.output
+    assert "not numbers" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "inputs").exists() or not list((tmp_path / "inputs").iterdir())
+
+
+# -- one plugin policy: --no-manifest-plugins everywhere --------------------------------------------
+
+
+def noisy_module(folder: Path) -> Path:
+    """A module that leaves a file behind when it is imported (a model folder or manifest is code)."""
+    marker = folder / "imported"
+    (folder / "noisy_plugin.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    return marker
+
+
+def test_prepare_honours_no_manifest_plugins(trainer, tmp_path, monkeypatch):
+    marker = noisy_module(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = manifest(tmp_path, "version: 1\nplugins: [noisy_plugin]\npairs: [ETHUSDT]\n")
+    data = candle_file(tmp_path)
+    args = ("prepare", "--manifest", path, "--pair", "ETHUSDT", "--data", data, "--output", tmp_path / "in")
+    result = trainer(*args, "--no-manifest-plugins")
+    assert result.exit_code == 2, result.output
+    assert "names plugin module 'noisy_plugin', and importing manifest plugins is turned off" in result.output
+    monkeypatch.setenv("TRAINER_MANIFEST_PLUGINS", "0")
+    result = trainer(*args)
+    assert result.exit_code == 2 and "noisy_plugin" in result.output, result.output
+    assert not marker.exists()
+    assert "TRAINER_MANIFEST_PLUGINS" not in {k for k, v in __import__("os").environ.items() if v != "0"}
+
+
+def test_the_flag_does_not_outlive_its_command(trainer, tmp_path):
+    import os
+
+    before = os.environ.get("TRAINER_MANIFEST_PLUGINS")
+    trainer("validate", manifest(tmp_path, "version: 1\npairs: [ETHUSDT]\n"), "--no-manifest-plugins")
+    assert os.environ.get("TRAINER_MANIFEST_PLUGINS") == before
+
+
+def test_predict_and_verify_offer_no_manifest_plugins(trainer):
+    for command in ("predict", "verify"):
+        result = trainer(command, "--help")
+        assert "--no-manifest-plugins" in result.output and "model folder" in " ".join(result.output.split())
+
+
+def test_a_missing_plugin_module_hint_never_says_pip_install(tmp_path):
+    from trainer_core.plugins import load_plugins
+
+    with pytest.raises(trainer_core.PluginError) as caught:
+        load_plugins(["trainer_surely_absent"], asked_by=f"the model folder {tmp_path}")
+    assert "pip install" not in caught.value.hint and "someone else's" in caught.value.hint
+    assert f"the model folder {tmp_path}" in caught.value.hint
+
+
+# -- the engine names no plugin's features, figures or files ----------------------------------------
+
+
+def engine_strings() -> dict[str, list[str]]:
+    """Every string constant of every engine module (docstrings included), by module."""
+    out = {}
+    for path in (REPO / "trainer_core").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        out[str(path.relative_to(REPO))] = [
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        ]
+    return out
+
+
+ENGINE_FILES = {kind for kind, _ in __import__("trainer_core.artifacts").artifacts.ENGINE_KINDS}
+
+
+def plugin_names() -> dict[str, set[str]]:
+    """What the registered components name: feature columns, the figures reporters declare, and the
+    files reporters write (``out.name(KIND, ...)`` prefixes and module-level file names)."""
+    from trainer_core.features import feature_params
+    from trainer_core.plugins import load_plugins
+
+    plugins = load_plugins(entry_points=False)
+    spec = default_manifest().resolve("ETHUSDT")
+    names: dict[str, set[str]] = {"feature": set(), "figure": set(), "file": set()}
+    for registration in plugins.registry:
+        component = registration.factory()
+        if registration.kind == "feature-set":
+            params = feature_params(spec) if registration.name == "seed" else {}
+            try:
+                names["feature"].update(component.columns(params))
+            except trainer_core.TrainerError:
+                pass
+        if registration.kind == "reporter":
+            names["figure"].update(getattr(component, "figures", None) or {})
+            module = sys.modules[type(component).__module__]
+            source = Path(module.__file__).read_text()
+            names["file"].update(
+                f"{kind}_"
+                for kind in re.findall(r"out\.name\(\s*\"([a-z_]+)\"", source)
+                if kind not in ENGINE_FILES  # the engine's own files, which a reporter may point at
+            )
+            names["file"].update(
+                value
+                for value in vars(module).values()
+                if isinstance(value, str) and re.fullmatch(r"[\w.-]+\.(json|html|png|csv)", value)
+            )
+    return names
+
+
+def test_the_guard_knows_what_the_built_in_plugins_name():
+    names = plugin_names()
+    assert {"close_change", "price_to_ma43200"} <= names["feature"]
+    assert {"total_net_return", "max_drawdown"} <= names["figure"]
+    assert {"trading_", "confusion_matrix_", "summary.json", "summary.html"} <= names["file"]
+
+
+def test_no_engine_module_names_a_plugins_feature_figure_or_file():
+    names = plugin_names()
+    offenders = []
+    for module, strings in engine_strings().items():
+        for kind, values in names.items():
+            for value in values:
+                pattern = re.compile(rf"(?<![\w.]){re.escape(value)}(?!\w)")
+                if any(pattern.search(text) for text in strings):
+                    offenders.append(f"{module} names the {kind} {value!r}")
+    assert offenders == []
+
+
+# -- docs/hooks.md tells the callbacks' real order -----------------------------------------------------
+
+DOC_NAMES = {
+    "ModelCheckpoint": "best checkpoint",
+    "ResumableEarlyStopping": "early stopping",
+    "ReduceLROnPlateau": "reduce-LR-on-plateau",
+    "TensorBoard": "TensorBoard",
+    "PluginCallback": "every plugin's lists",
+    "RecordingBackupAndRestore": "backup-and-restore",
+}
+
+
+def test_hooks_md_gives_the_callbacks_in_the_order_fit_gets_them(tmp_path):
+    import keras
+
+    from trainer_core.pipeline.fit import _production_callbacks
+
+    class PluginCallback(keras.callbacks.Callback):
+        pass
+
+    class Adds:
+        @trainer_core.hookimpl
+        def trainer_keras_callbacks(self, spec, pair_dir):
+            return [PluginCallback()]
+
+    spec = tiny_spec(tmp_path, tmp_path / "out")
+    with registered_plugin(Adds(), name="adds") as plugins:
+        callbacks = _production_callbacks(spec, tmp_path, plugins, {})
+    order = ["stop-on-SIGTERM"] + [DOC_NAMES[type(c).__name__] for c in callbacks]  # SIGTERM: inserted first
+    text = " ".join((REPO / "docs" / "hooks.md").read_text().split())
+    section = text[text.index("### trainer_keras_callbacks") :]
+    section = section[: section.index("```")]
+    positions = [section.find(name) for name in order]
+    assert -1 not in positions, (order, section)
+    assert positions == sorted(positions), (order, section)
+    assert "earlier folds" in section and "not called for them" in section
+
+
+# -- end to end (each trains a tiny model or starts Ray) -------------------------------------------------
+
+
+@pytest.mark.slow
+def test_registered_plugin_trains_a_feature_set_on_the_synthetic_loader(tmp_path):
+    from trainer_core.pipeline import run_pair
+
+    with registered_plugin(Components(Honest), name="components-under-test") as plugins:
+        result = run_pair(synthetic_spec(tmp_path), plugins, echo=lambda m: None)
+    assert result.data.feature_names == ("close_change",)
+    assert (Path(result.pair_dir) / f"model_{result.tag}.keras").exists()
+
+
+@pytest.mark.slow
+def test_a_file_prepared_with_a_plugin_feature_set_trains(trainer, feature_plugin, tmp_path):
+    path = manifest(
+        tmp_path,
+        "version: 1\nplugins: [two_features]\npairs: [ETHUSDT]\n"
+        "defaults:\n  features: {set: returns}\n  labels: {method: return-sign, params: {horizon: 10}}\n",
+    )
+    prepared = trainer(
+        "prepare", "--manifest", path, "--pair", "ETHUSDT", "--data", candle_file(tmp_path),
+        "--output", tmp_path / "inputs",
+    )  # fmt: skip
+    assert prepared.exit_code == 0, prepared.output
+    args = [
+        "run",
+        "--manifest",
+        path,
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        tmp_path / "inputs",
+        "--output",
+        tmp_path / "out",
+    ]
+    args += ["--set", "data.loader=training-ready", "--epochs", "1", "--set", "train.sequence_length=8"]
+    args += ["--set", "model.params.lstm_units=[4]", "--set", "model.params.dense_units=[4]"]
+    args += [
+        "--set",
+        "balance.min_per_class=0",
+        "--set",
+        "train.verbose=0",
+        "--set",
+        "split.min_validation_targets=20",
+    ]
+    result = trainer(*args)
+    assert result.exit_code == 0, result.output
+    spec = __import__("json").loads((tmp_path / "out" / "ETHUSDT" / "spec_ETHUSDT_SIGN010.json").read_text())
+    assert spec["feature_names"] == ["close_change", "range_pct"]
+
+
+@pytest.mark.slow
+def test_a_failed_pairs_traceback_reaches_the_batch_log_and_after_batch(feature_plugin, tmp_path):
+    import json
+    import os
+    import subprocess
+
+    log = tmp_path / "rows.jsonl"
+    (feature_plugin / "explodes.py").write_text(
+        "import json\nfrom trainer_core import hookimpl\n\n"
+        "@hookimpl\ndef trainer_before_pair(spec):\n    raise RuntimeError('boom in before_pair')\n\n"
+        "@hookimpl\ndef trainer_after_batch(manifest, results):\n"
+        f"    with open({str(log)!r}, 'a') as fh:\n"
+        "        for r in results:\n"
+        "            fh.write(json.dumps({'pair': r['pair'], 'status': r.status, 'traceback': r['traceback']}) + '\\n')\n"
+    )
+    path = manifest(
+        tmp_path,
+        f"version: 1\noutput: {tmp_path / 'out'}\nplugins: [explodes]\npairs: [ETHUSDT]\n"
+        "batch: {max_retries: 0}\ndefaults:\n  data: {loader: synthetic, params: {rows: 2000}}\n"
+        "  resources: {cpus: 1, gpus: 0}\n",
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(feature_plugin),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer_core.cli", "batch", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)
+    assert proc.returncode == 1, out + proc.stderr
+    failed = out.index("failed    ETHUSDT")
+    assert "[ETHUSDT] Traceback (most recent call last)" in out[failed:], out
+    assert "[ETHUSDT] RuntimeError: boom in before_pair" in out[failed:], out
+    (row,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert row["status"] == "failed" and "RuntimeError: boom in before_pair" in row["traceback"]
