@@ -22,7 +22,7 @@ try:  # the seed's features and tp-sl labels, wherever the code base keeps them
 except ImportError:
     from trainer_core.features import LabelParams, compute_features, compute_labels
 from trainer_plugins.loaders.synthetic import simulate as simulate_candles
-from trainer_plugins.reporters.trade_stats import Barriers, exit_offsets, price_path, simulate
+from trainer_plugins.reporters.trading.simulation import Barriers, exit_offsets, price_path, simulate
 
 pytest.importorskip("backtesting", reason="backtesting.py is in the test extra")
 

@@ -13,19 +13,17 @@ try:  # the seed's features and tp-sl labels, wherever the code base keeps them
 except ImportError:
     from trainer_core.features import LabelParams, compute_features, compute_labels
 from trainer_plugins.loaders.synthetic import simulate as simulate_candles
-from trainer_plugins.reporters.trade_stats import (
+from trainer_plugins.reporters.trading import trading_metrics
+from trainer_plugins.reporters.trading.simulation import (
     Barriers,
-    binomial_p_value,
     buy_and_hold,
     equity_stats,
     exit_offsets,
-    precision_verdict,
     price_path,
     random_entries,
     simulate,
-    wilson_interval,
 )
-from trainer_plugins.reporters.trading import trading_metrics
+from trainer_plugins.reporters.trading.stats import binomial_p_value, precision_verdict, wilson_interval
 
 # docs/evaluation.md, "A worked example": 8 candles, predictions on the 6 with a full horizon
 EX_CLOSE = [100.0, 100.8, 100.5, 100.6, 100.7, 101.0, 100.9, 100.9]

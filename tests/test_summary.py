@@ -14,7 +14,7 @@ import pytest
 from trainer_core import BatchReport, load_manifest
 from trainer_core.storage import open_storage
 from trainer_plugins.reporters.summary import SummaryReporter
-from trainer_plugins.reporters.trade_stats import precision_verdict
+from trainer_plugins.reporters.trading.stats import precision_verdict
 
 CHECK = "\u2713"
 

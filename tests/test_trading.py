@@ -114,16 +114,10 @@ def test_signals_by_threshold_including_none(report):
     assert long[0.5]["signals"] == 2 and long[0.5]["precision"] == pytest.approx(0.5)
     assert long[0.6]["signals"] == 2  # 0.6 >= 0.6 counts
     assert long[0.7]["signals"] == 1 and long[0.7]["mean_net_return"] == pytest.approx(0.009)
-    assert long[0.9] == {
-        "signals": 0,
-        "precision": None,
-        "wilson_low": None,
-        "wilson_high": None,
-        "p_value": None,
-        "verdict": "no signals",
-        "mean_return": None,
-        "mean_net_return": None,
-    }
+    none = long[0.9]
+    assert none["signals"] == 0 and none["n_signals"] == 0 and none["verdict"] == "no signals"
+    for key in ("precision", "wilson_low", "ci_low", "ci_high", "n_effective", "p_value", "mean_return"):
+        assert none[key] is None, key
     short = {t: rows[t]["SHORT"] for t in rows}
     assert short[0.4]["signals"] == 2 and short[0.4]["mean_return"] == pytest.approx(0.0025)
     assert short[0.6]["signals"] == 1 and short[0.6]["precision"] == 0
@@ -228,8 +222,14 @@ def test_real_pair_report_shows_its_simulation_on_the_test_slice(tmp_path, train
     sim = report["simulation"]
     assert SIMULATION_KEYS <= set(sim) and sim["slice"] == "test"
     assert sim["n_trades"] == len(sim["trades"]) > 0
-    assert set(sim["trades"][0]) == {"side", "entry_time", "exit_time", "gross_return", "net_return"}
+    assert set(sim["trades"][0]) == {"side", "entry_time", "exit_time", "gross_return", "cost", "net_return"}
     assert sim["total_net_return"] == pytest.approx(sum(t["net_return"] for t in sim["trades"]))
+    # spot by default: two taker fees of 0.1 %, no funding, so every trade costs 0.2 %
+    assert [t["cost"] for t in sim["trades"]] == pytest.approx([0.002] * len(sim["trades"]))
+    for side in ("LONG", "SHORT"):
+        v = report["break_even"][side]
+        if v["n_signals"]:
+            assert v["n_effective"] <= v["n_signals"] and v["ci_low"] is not None
     assert all(a["exit_time"] < b["entry_time"] for a, b in zip(sim["trades"], sim["trades"][1:]))
     rnd = sim["baselines"]["random_entry"]
     assert rnd["n_trades"] == sim["n_trades"] and 0 < rnd["p_value"] <= 1
@@ -238,7 +238,7 @@ def test_real_pair_report_shows_its_simulation_on_the_test_slice(tmp_path, train
         "Trade simulation (test slice)" in page
         and 'id="simulation-chart" src="data:image/png;base64,' in page
     )
-    assert "p-value, better than random timing" in page and "Test slice</b>, untouched" in page
+    assert "p-value, better than random timing" in page and "<b>Test slice.</b> Untouched" in page
     figures = json.loads((pair_dir / "_SUCCESS.json").read_text())["figures"]["trading"]
     assert figures["simulation"]["n_trades"] == sim["n_trades"]
     assert figures["simulation"]["random_entry_p_value"] == rnd["p_value"]
@@ -261,6 +261,8 @@ def test_report_without_test_slice_or_returns_says_so(tmp_path, trainer, inputs)
         *tiny_args(1),
         "--set",
         "split.min_validation_targets=50",
+        "--set",
+        "split.test=0",
     )
     assert result.exit_code == 0, result.output
     page = next((tmp_path / "ETHUSDT").glob("trading_*.html")).read_text()
@@ -269,7 +271,8 @@ def test_report_without_test_slice_or_returns_says_so(tmp_path, trainer, inputs)
         report["split"] == "validation"
         and "chosen and measured on the same" in report["threshold_choice"]["note"]
     )
-    assert "thresholds are chosen and measured on the same rows" in page
+    assert "Measured on the early-stopping slice" in page
+    assert "measured on the early-stopping slice" in report["measured_on_note"]
     assert report["simulation"] == {
         "available": False,
         "reason": "the data carry no realised returns (long_return / short_return)",

@@ -31,8 +31,14 @@ from .features import pair_data_from_candles  # noqa: E402
 from .formats import NAME_RE as TRAINING_READY_NAME_RE  # noqa: E402
 from .formats import pct_from_code, read_table
 from .hookspecs import hookimpl  # noqa: E402
-from .inference import PairModel, load_pair_model  # noqa: E402
-from .manifest import PairSpec, load_manifest, normalize_pair, training_ready_name  # noqa: E402
+from .inference import PairModel, load_pair_model, read_for_prediction, select_time  # noqa: E402
+from .manifest import (  # noqa: E402
+    PairSpec,
+    load_manifest,
+    manifest_from_dict,
+    normalize_pair,
+    training_ready_name,
+)
 from .pipeline import Balance, Evaluation, PairResult, versions  # noqa: E402
 from .version import __version__
 
@@ -77,6 +83,10 @@ __all__ = [
     "read_table",
     "timeframe_ms",
     "training_ready_name",
+    # scoring predictions (`trainer evaluate`)
+    "manifest_from_dict",
+    "read_for_prediction",
+    "select_time",
 ]
 
 

@@ -40,6 +40,7 @@ DEFAULT_PLUGINS = (
     "trainer_plugins.reporters.summary",
     "trainer_plugins.commands.k8s",
     "trainer_plugins.commands.download",
+    "trainer_plugins.commands.evaluate",
 )
 
 ENTRY_POINT_GROUP = "trainer.plugins"

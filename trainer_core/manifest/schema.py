@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "features": {"set": "seed", "ma_short": 1440, "ma_long": 43200, "params": {}},
     "split": {
         "validation": 0.2,
-        "test": 0.0,
+        "test": 0.15,
         "embargo": "auto",
         "mode": "single",
         "folds": 3,
@@ -65,11 +65,15 @@ DEFAULTS: dict[str, Any] = {
         "mixed_precision": False,
     },
     "evaluation": {
-        "fee_pct": 0.1,
+        "fee_pct": None,  # null: two taker fees of the pair's market (spot 0.2, futures 0.1)
+        "slippage_bps": 0.0,
+        "funding_rate_pct": None,  # null: 0.01 for futures, 0 for spot
         "thresholds": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
         "calibration_bins": 10,
         "min_signals": 30,
         "trade_threshold": None,
+        "random_entry_draws": 10000,
+        "bootstrap_reps": 1000,
     },
     "resources": {"cpus": 1, "gpus": 0, "memory": None},
     "reporters": ["metadata", "history", "confusion-matrix", "trading"],
@@ -103,6 +107,9 @@ MAX_LEARNING_RATE = 10.0
 MAX_WEIGHT = 1.0e6  # a class weight or focal alpha
 MAX_FOCAL_GAMMA = 100.0
 MAX_FEE_PCT = 100.0
+MAX_SLIPPAGE_BPS = 10_000.0  # 100 % per side
+MAX_FUNDING_PCT = 10.0  # percent per 8 hours; exchanges cap funding far below
+MAX_DRAWS = 1_000_000  # random-entry draws or bootstrap repetitions
 MAX_CPUS = 4096
 MAX_GPUS = 1024
 MAX_RETRIES = 100
@@ -422,11 +429,15 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "mixed_precision": _bool,
     },
     "evaluation": {
-        "fee_pct": _number(0, MAX_FEE_PCT),
+        "fee_pct": _number(0, MAX_FEE_PCT, nullable=True),
+        "slippage_bps": _number(0, MAX_SLIPPAGE_BPS),
+        "funding_rate_pct": _number(-MAX_FUNDING_PCT, MAX_FUNDING_PCT, nullable=True),
         "thresholds": _thresholds,
         "calibration_bins": _int(2, MAX_CALIBRATION_BINS),
         "min_signals": _int(1, MAX_ROWS),
         "trade_threshold": _number(0, 1, low_open=True, nullable=True),
+        "random_entry_draws": _int(1, MAX_DRAWS),
+        "bootstrap_reps": _int(0, MAX_DRAWS),
     },
     "resources": {
         "cpus": _number(0, MAX_CPUS, low_open=True),

@@ -143,11 +143,6 @@ def _split(spec: PairSpec, data: PairData, echo) -> tuple[Split, list[Split]]:
     horizon, embargo = _horizon_and_embargo(spec, data)
     folds: list[Split] = []
     if spec.split.mode == "walk-forward":
-        if spec.split.test > 0:
-            raise ConfigError(
-                f"{spec.pair}: split.test cannot be combined with split.mode walk-forward.",
-                "Set split.test to 0: the last fold's validation block is the final out-of-sample slice.",
-            )
         folds = walk_forward_splits(
             data.labels,
             t.sequence_length,

@@ -1,69 +1,18 @@
-"""The trading report's statistics and trade simulation: Wilson intervals, binomial p-values,
-exit candles under the labeler's barrier rule, the one-position-at-a-time simulation, and the
-buy-and-hold and random-entry baselines. Pure numpy/scipy; no engine state.
+"""The trade simulation: exit candles under the labeler's barrier rule, one position at a time,
+costs (fee, slippage, futures funding), and the buy-and-hold and random-entry baselines.
+Pure numpy; no engine state.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-#: two-sided 95 % normal quantile
-Z95 = 1.959963984540054
 #: how far (relative) a reconstructed high/low may sit from a barrier and still be its touch,
 #: used only where the exact comparison disagrees with the recorded outcome (float32 features)
 TOUCH_TOLERANCE = 1e-6
 NO_SIGNAL, LONG_SIDE, SHORT_SIDE = 0, 1, -1
-
-
-# -- counts and their uncertainty ------------------------------------------------------------
-
-
-def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float | None, float | None]:
-    """The Wilson score interval of ``k`` successes in ``n`` trials; ``(None, None)`` for n = 0."""
-    if n <= 0:
-        return None, None
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def binomial_p_value(k: int, n: int, p0: float) -> float | None:
-    """One-sided P(X >= k) for X ~ Binomial(n, p0): the chance of doing this well by luck at p0."""
-    if n <= 0:
-        return None
-    from scipy.stats import binom
-
-    return float(binom.sf(k - 1, n, min(max(p0, 0.0), 1.0)))
-
-
-def precision_verdict(k: int, n: int, break_even: float, min_signals: int = 30) -> dict:
-    """Precision ``k / n`` with its count, 95 % Wilson interval, one-sided p-value against the
-    break-even win rate, and a verdict that claims an edge only when the interval's lower bound
-    is above break-even and there are at least ``min_signals`` signals."""
-    low, high = wilson_interval(k, n)
-    if n == 0:
-        verdict = "no signals"
-    elif n < min_signals:
-        verdict = f"too few signals ({n})"
-    elif low > break_even:
-        verdict = "beats break-even"
-    else:
-        verdict = "does not beat break-even"
-    return {
-        "precision": (k / n) if n else None,
-        "n": int(n),
-        "wins": int(k),
-        "wilson_low": low,
-        "wilson_high": high,
-        "break_even": float(break_even),
-        "p_value": binomial_p_value(k, n, break_even),
-        "verdict": verdict,
-    }
 
 
 # -- prices and exit candles -------------------------------------------------------------------
@@ -205,6 +154,60 @@ def equity_stats(net: np.ndarray) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class Costs:
+    """What a trade costs, as a trader sets it.
+
+    ``fee_pct``: exchange fees of the round trip in percent (both sides' taker fees);
+    ``slippage_bps``: price slippage per side in basis points (paid on entry and on exit);
+    ``funding_rate_pct``: futures funding per 8 hours in percent, paid by a LONG and received
+    by a SHORT at each funding time (00:00, 08:00, 16:00 UTC) the position is held across
+    (0 for spot).
+    """
+
+    fee_pct: float
+    slippage_bps: float = 0.0
+    funding_rate_pct: float = 0.0
+    market: str = "spot"
+
+    @property
+    def round_trip_pct(self) -> float:
+        """Fees and both sides' slippage, in percent: what every trade pays whatever its side."""
+        return self.fee_pct + 2 * self.slippage_bps / 100.0
+
+    def as_dict(self) -> dict:
+        """The settings and the round trip, for the report."""
+        return {
+            "market": self.market,
+            "fee_pct": float(self.fee_pct),
+            "slippage_bps": float(self.slippage_bps),
+            "funding_rate_pct": float(self.funding_rate_pct),
+            "round_trip_pct": float(self.round_trip_pct),
+        }
+
+
+FUNDING_PERIOD_MS = 8 * 3600 * 1000
+
+
+def funding_times(entry_ms, exit_ms) -> np.ndarray:
+    """How many funding times (every 8 hours from 00:00 UTC) lie in ``(entry, exit]``."""
+    entry_ms = np.asarray(entry_ms, dtype=np.int64)
+    exit_ms = np.asarray(exit_ms, dtype=np.int64)
+    return exit_ms // FUNDING_PERIOD_MS - entry_ms // FUNDING_PERIOD_MS
+
+
+def trade_costs(costs: Costs, is_long, entry_ms, exit_ms) -> np.ndarray:
+    """Each trade's total cost as a fraction of the entry price: the round trip, plus funding paid
+    by a LONG (received by a SHORT) at every funding time it is held across."""
+    is_long = np.asarray(is_long, dtype=bool)
+    funding = costs.funding_rate_pct / 100.0 * funding_times(entry_ms, exit_ms)
+    return costs.round_trip_pct / 100.0 + np.where(is_long, funding, -funding)
+
+
+def _ms(timestamps) -> np.ndarray:
+    return np.asarray(timestamps).astype("datetime64[ms]").astype(np.int64)
+
+
 def simulate(
     rows,
     y_prob,
@@ -215,7 +218,8 @@ def simulate(
     exit_short,
     *,
     threshold: float | None,
-    fee_pct: float,
+    costs: Costs | float | None = None,
+    fee_pct: float | None = None,
 ) -> dict:
     """The trade simulation over one slice.
 
@@ -223,11 +227,16 @@ def simulate(
     ``timestamps``, ``long_return``, ``short_return``: per data row; ``exit_long`` /
     ``exit_short``: per slice row, the data row at whose close that side's position closes.
     A signal is a row predicted LONG (SHORT) with that probability >= ``threshold`` (None: the
-    arg-max alone). Returns the ``simulation`` section of the report.
+    arg-max alone). ``costs``: a `Costs` (``fee_pct`` alone: a round-trip fee in percent). Returns the
+    ``simulation`` section of the report; the win rate counts non-overlapping trades, so its
+    binomial interval needs no correction for overlap.
     """
+    from .stats import wilson_interval
+
+    if not isinstance(costs, Costs):
+        costs = Costs(float(costs if costs is not None else (fee_pct or 0.0)))
     rows = np.asarray(rows, dtype=np.int64)
     y_prob = np.asarray(y_prob, dtype=np.float64)
-    fee = fee_pct / 100.0
     pred = y_prob.argmax(axis=1) if len(rows) else np.zeros(0, dtype=np.int64)
     conf = y_prob.max(axis=1) if len(rows) else np.zeros(0)
     ok = np.isfinite(long_return[rows]) & np.isfinite(short_return[rows]) if len(rows) else np.zeros(0, bool)
@@ -235,40 +244,51 @@ def simulate(
     side = np.where(pred == 2, LONG_SIDE, np.where(pred == 0, SHORT_SIDE, NO_SIGNAL))
     sig = np.flatnonzero((side != NO_SIGNAL) & strong & ok)
     taken = sig[run_trades(rows[sig], side[sig], exit_long[sig], exit_short[sig])]
-    trades = []
-    for j in taken:
-        r = rows[j]
-        is_long = side[j] == LONG_SIDE
-        gross = float(long_return[r] if is_long else short_return[r])
-        exit_row = int(exit_long[j] if is_long else exit_short[j])
-        trades.append(
-            {
-                "side": "LONG" if is_long else "SHORT",
-                "entry_time": _iso(timestamps[r]),
-                "exit_time": _iso(timestamps[exit_row]),
-                "gross_return": gross,
-                "net_return": gross - fee,
-            }
-        )
-    net = np.asarray([t["net_return"] for t in trades], dtype=np.float64)
+    is_long = side[taken] == LONG_SIDE
+    entry_rows = rows[taken]
+    exit_rows = np.where(is_long, exit_long[taken], exit_short[taken]).astype(np.int64)
+    ms = _ms(timestamps)
+    cost = trade_costs(costs, is_long, ms[entry_rows], ms[exit_rows]) if len(taken) else np.zeros(0)
+    gross = np.where(is_long, long_return[entry_rows], short_return[entry_rows]).astype(np.float64)
+    net = gross - cost
+    trades = [
+        {
+            "side": "LONG" if is_long[i] else "SHORT",
+            "entry_time": _iso(timestamps[entry_rows[i]]),
+            "exit_time": _iso(timestamps[exit_rows[i]]),
+            "gross_return": float(gross[i]),
+            "cost": float(cost[i]),
+            "net_return": float(net[i]),
+        }
+        for i in range(len(taken))
+    ]
     wins = int((net > 0).sum())
     low, high = wilson_interval(wins, len(net))
+    gross_total, cost_total = float(gross.sum()), float(cost.sum())
     return {
         "threshold": None if threshold is None else float(threshold),
-        "fee_pct": float(fee_pct),
+        "fee_pct": float(costs.fee_pct),
+        "costs": costs.as_dict(),
         "trades": trades,
         "n_trades": len(trades),
-        "n_long": sum(t["side"] == "LONG" for t in trades),
-        "n_short": sum(t["side"] == "SHORT" for t in trades),
+        "n_long": int(is_long.sum()),
+        "n_short": int((~is_long).sum()),
         "signals": int(len(sig)),
         "win_rate": (wins / len(net)) if len(net) else None,
         "win_rate_wilson": [low, high],
+        "win_rate_basis": "non-overlapping trades (one position at a time): binomial, no overlap correction",
+        "total_gross_return": gross_total,
+        "total_cost": cost_total,
+        "cost_sensitivity": [
+            {"cost_multiple": k, "total_net_return": gross_total - k * cost_total} for k in (0.0, 1.0, 2.0)
+        ],
         **equity_stats(net),
     }
 
 
 def buy_and_hold(close: np.ndarray, rows, fee_pct: float) -> dict:
-    """Buy at the close of the slice's first row, sell at the close of its last, one fee."""
+    """Buy at the close of the slice's first row, sell at the close of its last, one round trip
+    of ``fee_pct`` (fees and slippage; funding is left out)."""
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) < 2:
         return {"gross_return": None, "net_return": None, "max_drawdown": None}

@@ -1,0 +1,158 @@
+"""`trainer evaluate` and the verdicts it shares with every trained pair: persistent random signals,
+which know nothing of the future, scored on real candles. Their interval must cover the no-skill
+precision at about its nominal rate, where the old Wilson interval of the raw count did not."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from trainer_plugins.reporters.trading.evaluate import evaluate_predictions
+
+REPO = Path(__file__).resolve().parents[1]
+CANDLES = Path(os.environ.get("TRAINER_TEST_CANDLES", REPO.parent / "shared" / "data" / "ohlcv"))
+PAIRS = ("ADAUSDT", "BNBUSDT", "BTCUSDT", "ETHUSDT", "LTCUSDT", "SOLUSDT", "XRPUSDT")
+WINDOW = 11_000  # about the test slice (15 %) of these files
+needs_candles = pytest.mark.skipif(
+    not (CANDLES / "ETHUSDT-1m.parquet").exists(), reason=f"no real candles in {CANDLES}"
+)
+
+
+@pytest.fixture(autouse=True)
+def evaluate_registered():
+    from trainer_core.cli import cli
+    from trainer_core.plugins import Plugins
+
+    if "evaluate" not in cli.commands:
+        Plugins.load().register_commands(cli)
+
+
+def random_signals(rng, timestamps) -> pl.DataFrame:
+    """States held 10 to 60 candles (SHORT 30 %, HOLD 40 %, LONG 30 %), independent of the future."""
+    n = len(timestamps)
+    state = np.empty(n, dtype=np.int64)
+    i = 0
+    while i < n:
+        hold = int(rng.integers(10, 61))
+        state[i : i + hold] = rng.choice(3, p=[0.3, 0.4, 0.3])
+        i += hold
+    p = np.full((n, 3), 0.2)
+    p[np.arange(n), state] = 0.6
+    return pl.DataFrame({"timestamp": timestamps, "p_short": p[:, 0], "p_hold": p[:, 1], "p_long": p[:, 2]})
+
+
+def window(pair: str, rng) -> pl.Series:
+    ts = pl.read_parquet(CANDLES / f"{pair}-1m.parquet", columns=["timestamp"]).get_column("timestamp")
+    start = int(rng.integers(0, len(ts) - WINDOW - 200))
+    return ts.slice(start, WINDOW)
+
+
+@needs_candles
+def test_evaluate_command_writes_the_trading_report_of_a_predictions_file(tmp_path, trainer):
+    rng = np.random.default_rng(7)
+    preds = tmp_path / "preds.parquet"
+    random_signals(rng, window("ETHUSDT", rng)).write_parquet(preds)
+    out = tmp_path / "eval"
+    result = trainer(
+        "evaluate",
+        "--predictions",
+        str(preds),
+        "--data",
+        str(CANDLES / "ETHUSDT-1m.parquet"),
+        "--output",
+        str(out),
+        "--set",
+        "evaluation.random_entry_draws=200",
+        "--set",
+        "evaluation.bootstrap_reps=200",
+    )
+    assert result.exit_code == 0, result.output
+    assert "ETHUSDT: 11,000 predictions scored" in result.output
+    tag = "ETHUSDT_FW120_SL050_TP100"
+    assert sorted(p.name for p in out.iterdir()) == [f"trading_{tag}.{e}" for e in ("html", "json", "png")]
+    report = json.loads((out / f"trading_{tag}.json").read_text())
+    assert report["split"] == "evaluated" and report["samples"] == 11_000
+    for side in ("LONG", "SHORT"):
+        v = report["break_even"][side]
+        for key in ("n_signals", "n_effective", "ci_low", "ci_high", "p_value", "beats_break_even"):
+            assert v[key] is not None, key
+        # persistent signals overlap: far fewer effective outcomes than signals
+        assert v["n_effective"] < v["n_signals"] / 5
+        assert v["ci_high"] - v["ci_low"] > 2 * (v["wilson_high"] - v["wilson_low"])
+        assert v["beats_break_even"] is False  # random signals never earn a check mark here
+    assert report["costs"] == {
+        "market": "spot",
+        "fee_pct": 0.2,
+        "slippage_bps": 0.0,
+        "funding_rate_pct": 0.0,
+        "round_trip_pct": 0.2,
+    }
+    sens = report["simulation"]["cost_sensitivity"]
+    assert [c["cost_multiple"] for c in sens] == [0.0, 1.0, 2.0]
+    assert sens[1]["total_net_return"] == pytest.approx(report["simulation"]["total_net_return"])
+    page = (out / f"trading_{tag}.html").read_text()
+    assert "n_eff" in page and "beats break-even" in page
+
+
+def test_evaluate_refuses_predictions_that_are_not_probabilities(tmp_path, trainer):
+    ts = pl.datetime_range(
+        pl.datetime(2025, 5, 5), pl.datetime(2025, 5, 5, 1), "1m", time_zone="UTC", eager=True
+    )
+    bad = pl.DataFrame({"timestamp": ts, "p_short": 0.5, "p_hold": 0.5, "p_long": 0.5})
+    preds = tmp_path / "bad.csv"
+    bad.write_csv(preds)
+    candles = tmp_path / "ETHUSDT-1m.csv"
+    candles.write_text("timestamp,open,high,low,close,volume\n2025-05-05T00:00:00,1,1,1,1,1\n")
+    out = tmp_path / "eval"
+    result = trainer("evaluate", "--predictions", str(preds), "--data", str(candles), "--output", str(out))
+    assert result.exit_code == 2, result.output
+    assert "do not sum to 1" in result.output and "Traceback" not in result.output
+    assert not out.exists()
+    missing = trainer("evaluate", "--data", str(candles), "--output", str(out))
+    assert missing.exit_code == 2 and "--predictions" in missing.output
+
+
+@needs_candles
+def test_verdict_intervals_cover_the_no_skill_precision_of_random_persistent_signals():
+    """Over seeded random signals on the 7 pairs, the 95 % interval each verdict uses covers the
+    precision a no-skill signal has on those rows (their share of the side's label) in about 95 %
+    of the cases, with a width close to a block bootstrap's; the raw Wilson interval does not.
+
+    With N cases the coverage estimate has a binomial standard error sqrt(0.95 x 0.05 / N)
+    (N = 70: 0.026); the test accepts coverage down to 3 standard errors below 95 %. The interval
+    also counts the slice's own base rate as uncertain (a trader's next month is another draw), so
+    it is a little conservative for this slice-conditional truth: coverage up to 100 % passes.
+    """
+    covered, wilson_covered, cases = 0, 0, 0
+    width_ratio = []
+    for seed in range(35):
+        rng = np.random.default_rng(1000 + seed)
+        pair = PAIRS[seed % len(PAIRS)]
+        report = evaluate_predictions(
+            random_signals(rng, window(pair, rng)),
+            CANDLES / f"{pair}-1m.parquet",
+            None,
+            sets=[
+                "evaluation.bootstrap_reps=200",
+                "evaluation.random_entry_draws=1",
+                "evaluation.thresholds=[0.9]",
+                f"train.seed={seed}",
+            ],
+        )
+        for side in ("LONG", "SHORT"):
+            v = report["break_even"][side]
+            truth = report["class_counts"][side] / report["samples"]
+            cases += 1
+            covered += v["ci_low"] <= truth <= v["ci_high"]
+            wilson_covered += v["wilson_low"] <= truth <= v["wilson_high"]
+            width_ratio.append((v["ci_high"] - v["ci_low"]) / (v["bootstrap_high"] - v["bootstrap_low"]))
+    se = np.sqrt(0.95 * 0.05 / cases)
+    coverage = covered / cases
+    assert coverage >= 0.95 - 3 * se, f"coverage {coverage:.3f} of {cases}"
+    assert wilson_covered / cases < 0.8  # the raw count's interval is far too narrow
+    assert 0.8 < float(np.median(width_ratio)) < 1.25
