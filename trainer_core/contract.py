@@ -14,11 +14,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:  # annotations only: none of these is imported at run time
-    from click import Group as CommandGroup  # noqa: F401 (for the hook specs)
-
     from .artifacts import ArtifactWriter
     from .candles import Candles
-    from .manifest import Manifest, PairSpec
+    from .manifest import Manifest as Manifest
+    from .manifest import PairSpec as PairSpec
     from .scaling import Scaler
     from .split import Split
 

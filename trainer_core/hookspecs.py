@@ -15,7 +15,9 @@ import pluggy
 from .contract import BatchRow, Register
 
 if TYPE_CHECKING:  # annotations only
-    from .contract import CommandGroup, Manifest, PairResult, PairSpec
+    from click import Group as CommandGroup
+
+    from .contract import Manifest, PairResult, PairSpec
 
 __all__ = ["Register", "hookimpl", "hookspec"]
 

@@ -7,7 +7,7 @@ import importlib
 import inspect
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -19,7 +19,7 @@ from .registry import KINDS, Registry
 if TYPE_CHECKING:  # annotations only: importing these here would load the manifest and Click
     import click
 
-    from .manifest import Manifest, PairSpec
+    from .contract import BatchRow, Manifest, PairSpec
 
 #: the built-in plugins, registered on every manager like a third-party plugin would be
 DEFAULT_PLUGINS = (
@@ -163,12 +163,12 @@ def load_plugins(
 
 
 def _enable_tracing(pm: pluggy.PluginManager) -> None:
-    def before(hook_name, hook_impls, kwargs):
+    def before(hook_name: str, hook_impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         names = ", ".join(impl.plugin_name for impl in hook_impls)
         args = ", ".join(f"{k}={_short(v)}" for k, v in kwargs.items())
         print(f"[trainer trace] {hook_name}({args}) -> [{names}]", file=sys.stderr)
 
-    def after(outcome, hook_name, hook_impls, kwargs):
+    def after(outcome: Any, hook_name: str, hook_impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         pass
 
     pm.add_hookcall_monitoring(before, after)
@@ -252,7 +252,9 @@ class Plugins:
                 if trace:
                     print(f"[trainer trace] {hook_name}(register) -> [{impl.plugin_name}]", file=sys.stderr)
 
-                def register(name, factory, _kind=kind, _plugin=impl.plugin_name):
+                def register(
+                    name: str, factory: Callable[[], Any], _kind: str = kind, _plugin: str = impl.plugin_name
+                ) -> None:
                     registry.register(_kind, name, factory, _plugin)
 
                 try:
@@ -342,7 +344,7 @@ class Plugins:
         """Call ``trainer_before_batch`` (``specs`` always arrives as a tuple)."""
         self.pm.hook.trainer_before_batch(manifest=manifest, specs=tuple(specs))
 
-    def after_batch(self, manifest: Manifest, results: Sequence[Mapping[str, Any]]) -> None:
+    def after_batch(self, manifest: Manifest, results: Sequence[BatchRow]) -> None:
         """Call ``trainer_after_batch`` with one outcome row per pair."""
         self.pm.hook.trainer_after_batch(manifest=manifest, results=results)
 
@@ -358,9 +360,9 @@ class Plugins:
         """Call ``trainer_on_pair_error`` before the error propagates."""
         self.pm.hook.trainer_on_pair_error(spec=spec, error=error)
 
-    def keras_callbacks(self, spec: PairSpec, pair_dir: Any) -> list:
+    def keras_callbacks(self, spec: PairSpec, pair_dir: Any) -> list[Any]:
         """Every plugin's extra Keras callbacks for this pair, concatenated (None adds nothing)."""
-        callbacks = []
+        callbacks: list[Any] = []
         for extra in self.pm.hook.trainer_keras_callbacks(spec=spec, pair_dir=pair_dir):
             if extra:
                 callbacks.extend(extra)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +48,7 @@ class Registration:
 class Registry:
     """Components by kind and name; a duplicate name or an unknown one is a `PluginError`."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._items: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
 
     def register(self, kind: str, name: str, factory: Callable[[], Any], plugin: str) -> None:
@@ -91,7 +91,7 @@ class Registry:
         """The names registered for ``kind``, sorted."""
         return sorted(self._items[kind])
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Registration]:
         for kind in KINDS:
             for name in sorted(self._items[kind]):
                 yield self._items[kind][name]
