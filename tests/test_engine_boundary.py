@@ -547,3 +547,140 @@ def test_a_failed_pairs_traceback_reaches_the_batch_log_and_after_batch(feature_
     assert "[ETHUSDT] RuntimeError: boom in before_pair" in out[failed:], out
     (row,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert row["status"] == "failed" and "RuntimeError: boom in before_pair" in row["traceback"]
+
+
+# -- a component's code is fingerprinted, even when its version stays the same -----------------------
+
+DRIFT = '''
+import numpy as np
+from trainer_core import hookimpl
+
+SCALE = {scale}
+
+
+class Drift:
+    """close_change times SCALE."""
+
+    def columns(self, params):
+        return ["close_change"]
+
+    def warmup(self, params):
+        return 1
+
+    def compute(self, candles, params):
+        close = candles["close"].to_numpy()
+        out = np.full((len(candles), 1), np.nan, dtype=np.float32)
+        out[1:, 0] = (close[1:] / close[:-1] - 1) * SCALE
+        return out
+
+
+@hookimpl
+def trainer_register_feature_sets(register):
+    register("drift", Drift)
+'''
+
+
+@pytest.fixture
+def installed_plugin(tmp_path, monkeypatch):
+    """``trainer-drift 0.1.0`` installed (an editable install's layout: a dist-info beside the module)
+    with entry point ``drift``; returns the module's file, which a test edits in place."""
+    import importlib
+
+    site = tmp_path / "site"
+    info = site / "trainer_drift-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: trainer-drift\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[trainer.plugins]\ndrift = trainer_drift\n")
+    module = site / "trainer_drift.py"
+    module.write_text(DRIFT.format(scale=100))
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv("TRAINER_LOAD_PLUGINS", raising=False)
+    importlib.invalidate_caches()
+    sys.modules.pop("trainer_drift", None)
+    yield module
+    sys.modules.pop("trainer_drift", None)
+
+
+def test_the_batch_plan_sees_an_edited_component_whose_version_did_not_change(installed_plugin):
+    from trainer_core.batch.planning import code_changes
+    from trainer_core.plugins import load_plugins
+
+    spec = default_manifest().resolve("ETHUSDT", sets=["features.set=drift"])
+    before = load_plugins().code_fingerprint(spec)
+    assert before["feature-set drift"].startswith("trainer-drift 0.1.0 sha256:")
+    installed_plugin.write_text(DRIFT.format(scale=50))  # same version, other scaling
+    after = load_plugins().code_fingerprint(spec)
+    (change,) = code_changes(before, after)
+    assert change.startswith("feature-set drift: trainer-drift 0.1.0 sha256:")
+    # a marker written before code digests were recorded: the same version is the same code
+    assert code_changes({**before, "feature-set drift": "trainer-drift 0.1.0"}, after) == []
+
+
+@pytest.mark.slow
+def test_predict_warns_about_an_edited_feature_set_and_refuses_with_strict(
+    installed_plugin, trainer, tmp_path
+):
+    from trainer_core import load_pair_model
+    from trainer_core.inference import CodeChangedWarning
+    from trainer_core.pipeline import run_pair
+    from trainer_core.plugins import load_plugins
+
+    spec = tiny_spec(
+        tmp_path, tmp_path / "out", "data.loader=synthetic", "data.params.rows=2000", "features.set=drift"
+    )
+    result = run_pair(spec, load_plugins(), echo=lambda m: None)
+    candles = candle_file(tmp_path)
+    args = ("predict", "--model-dir", result.pair_dir, "--data", candles)
+    same = trainer(*args)
+    assert same.exit_code == 0 and "changed since the model was trained" not in same.output, same.output
+
+    installed_plugin.write_text(DRIFT.format(scale=50))
+    warned = trainer(*args)
+    assert warned.exit_code == 0, warned.output
+    assert (
+        "Warning: " in warned.output
+        and "the feature-set 'drift' changed since the model was trained" in warned.output
+    )
+    refused = trainer(*args, "--strict")
+    assert refused.exit_code == 2 and "changed since the model was trained" in refused.output
+    assert "Retrain the pair" in refused.output
+
+    model = load_pair_model(result.pair_dir)
+    frame = pl.read_parquet(candles).tail(model.required_history)
+    with pytest.warns(CodeChangedWarning, match="feature-set 'drift' changed"):
+        model.predict_latest(frame)
+
+
+@pytest.mark.slow
+def test_predict_with_no_manifest_plugins_names_the_module_a_model_folder_asks_for(
+    trainer, tmp_path, monkeypatch
+):
+    from trainer_core.manifest import load_manifest
+    from trainer_core.pipeline import run_pair
+    from trainer_core.plugins import load_plugins
+
+    marker = noisy_module(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = manifest(tmp_path, "version: 1\nplugins: [noisy_plugin]\npairs: [ETHUSDT]\n")
+    spec = tiny_spec(
+        tmp_path,
+        tmp_path / "out",
+        "data.loader=synthetic",
+        "data.params.rows=2000",
+        manifest=load_manifest(str(path)),
+    )
+    result = run_pair(spec, load_plugins(spec.plugins), echo=lambda m: None)
+    marker.unlink()
+    sys.modules.pop("noisy_plugin", None)
+    args = ("predict", "--model-dir", result.pair_dir, "--data", candle_file(tmp_path))
+    refused = trainer(*args, "--no-manifest-plugins")
+    assert refused.exit_code == 2, refused.output
+    text = " ".join(refused.output.split())
+    assert f"The model folder {result.pair_dir} names plugin module 'noisy_plugin'" in text
+    assert "pip install" not in text
+    monkeypatch.setenv("TRAINER_MANIFEST_PLUGINS", "0")
+    assert trainer(*args).exit_code == 2
+    assert not marker.exists()
+    monkeypatch.delenv("TRAINER_MANIFEST_PLUGINS")
+    allowed = trainer(*args)
+    assert allowed.exit_code == 0 and marker.exists(), allowed.output

@@ -414,10 +414,16 @@ def batch(manifest_path, address, only, force, dry_run, output, sets, sort):
     metavar="N",
     help="Only the last N predictions (1 to 10^9).",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse to predict when the model's feature set or labeler changed since it was trained "
+    "(default: a warning).",
+)
 @debug_option
 @verbose_option
 @no_manifest_plugins_option
-def predict(model_dir, data_path, output, start, end, last):
+def predict(model_dir, data_path, output, start, end, last, strict):
     """Apply a trained pair's model to new data: class probabilities per timestamp.
 
     Uses the saved scaler, window length and feature list. Data made with other label or feature
@@ -428,12 +434,20 @@ def predict(model_dir, data_path, output, start, end, last):
 
         trainer predict --model-dir artifacts/ETHUSDT --data inputs/new.feather --output predictions.parquet
     """
+    import warnings
     from pathlib import Path
 
-    from .inference import load_pair_model, read_for_prediction, select_time
+    from .inference import CodeChangedWarning, load_pair_model, read_for_prediction, select_time
 
-    model = load_pair_model(model_dir)
-    frame = read_for_prediction(model, data_path)
+    model = load_pair_model(model_dir, strict=strict)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CodeChangedWarning)
+        frame = read_for_prediction(model, data_path)
+    for warning in caught:
+        if issubclass(warning.category, CodeChangedWarning):
+            click.echo(f"Warning: {warning.message}", err=True)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     every = model.predict(frame, where=str(data_path))
     if every.height == 0:
         raise DataError(

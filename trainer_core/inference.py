@@ -26,6 +26,16 @@ from .scaling import Scaler
 from .storage import is_url, open_storage
 from .verify import keras_input_shape, model_problems
 
+
+class CodeChangedWarning(UserWarning):
+    """A model's feature set or labeler is installed in another version than it was trained with."""
+
+
+def _short(origin: str) -> str:
+    head, sep, digest = origin.partition("sha256:")
+    return f"{head}sha256:{digest[:12]}" if sep else origin
+
+
 TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}")
 
 
@@ -41,6 +51,8 @@ class PairModel:
     feature_names: tuple
     info: dict
     location: str
+    #: a feature set or labeler whose code changed since training: an error (True) or a warning
+    strict: bool = False
 
     @property
     def spec(self) -> dict:
@@ -89,7 +101,29 @@ class PairModel:
                     else f"Install the distribution it was recorded from ({origin}) from a source you trust "
                     "(a package of that name on an index may be someone else's), then predict.",
                 ) from None
+            self._check_code(plugins, kind, name, recorded.get("origin"))
         return plugins
+
+    def _check_code(self, plugins, kind: str, name: str, was: str | None) -> None:
+        """A component whose code changed since training predicts other probabilities than the
+        model's validation: a `CodeChangedWarning`, or a `PluginError` when ``strict``."""
+        from .errors import PluginError
+        from .plugins import same_origin
+
+        now = plugins.component_origin(kind, name)["origin"]
+        if not was or same_origin(was, now):
+            return
+        message = (
+            f"{self.tag}: the {kind} {name!r} changed since the model was trained (was {_short(was)}, "
+            f"now {_short(now)}): its features or labels may differ from those the model learned."
+        )
+        if self.strict:
+            raise PluginError(
+                message, "Retrain the pair with the installed code, or install the code it was trained with."
+            )
+        import warnings
+
+        warnings.warn(message, CodeChangedWarning, stacklevel=3)
 
     def prediction_spec(self, data_path: str | None = None):
         """The model's settings for prediction: its feature and label settings, no date range."""
@@ -404,7 +438,7 @@ def _pair_folder(location: str) -> str | None:
     return name if PAIR_RE.fullmatch(name) else None
 
 
-def load_pair_model(path: str | Path) -> PairModel:
+def load_pair_model(path: str | Path, strict: bool = False) -> PairModel:
     """Load a trained pair from its folder (``OUTPUT/PAIR``, local or an fsspec URL).
 
     Reads only the engine's files: ``_SUCCESS.json``, the model, the scaler and ``spec_{tag}.json``
@@ -489,6 +523,7 @@ def load_pair_model(path: str | Path) -> PairModel:
         feature_names=feature_names,
         info=spec_file,
         location=str(path),
+        strict=strict,
     )
 
 

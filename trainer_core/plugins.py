@@ -193,6 +193,38 @@ def _source_digest(plugin: object) -> str:
     return f"{name} sha256:{hashlib.sha256(data).hexdigest()}"
 
 
+def _source_file(obj: object) -> str | None:
+    """The source file of a module, or of the module that defines a class or an object's class."""
+    module: Any = obj
+    if not inspect.ismodule(obj):
+        module = sys.modules.get(getattr(obj, "__module__", None) or type(obj).__module__)
+    try:
+        return inspect.getsourcefile(module) if module is not None else None
+    except TypeError:
+        return None
+
+
+def _code_digest(*objects: object) -> str:
+    """``sha256:<hex>`` over the source files of the given modules, classes or objects (the plugin
+    module that registers a component and the module that defines its factory)."""
+    digest = hashlib.sha256()
+    for path in sorted({p for p in (_source_file(o) for o in objects if o is not None) if p}):
+        try:
+            with open(path, "rb") as fh:
+                digest.update(path.rsplit("/", 1)[-1].encode() + b"\0" + fh.read())
+        except OSError:
+            digest.update(path.encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def same_origin(recorded: str, now: str) -> bool:
+    """Whether a component's recorded origin still holds: equal, or (for a record made before code
+    digests were kept beside a distribution's version) the same distribution and version."""
+    if recorded == now:
+        return True
+    return " sha256:" not in recorded and now.split(" sha256:")[0] == recorded
+
+
 def _entry_point_distribution(plugin_name: str) -> str | None:
     """``dist-name version`` of the distribution whose entry point registered ``plugin_name``."""
     from importlib.metadata import entry_points
@@ -301,7 +333,7 @@ class Plugins:
                 registration = self.registry.get(kind, name)
             except PluginError:
                 continue
-            out[f"{kind} {name}"] = self._origin(registration.plugin)
+            out[f"{kind} {name}"] = self._origin(registration.plugin, registration.factory)
         for module_name in spec.plugins:
             out[f"plugin {module_name}"] = self._origin(module_name)
         return out
@@ -310,7 +342,10 @@ class Plugins:
         """Which plugin registered a component and where it comes from (``dist-name version``,
         or ``module sha256:HEX`` for a module named in a manifest)."""
         registration = self.registry.get(kind, name)
-        return {"plugin": registration.plugin, "origin": self._origin(registration.plugin)}
+        return {
+            "plugin": registration.plugin,
+            "origin": self._origin(registration.plugin, registration.factory),
+        }
 
     def describe(self, kind: str, name: str) -> str:
         """``feature set 'rsi' (plugin trainer_rsi from trainer-rsi 0.2.0)``: a component, the plugin that
@@ -323,15 +358,15 @@ class Plugins:
         origin = self._origin(registration.plugin).split(" sha256:")[0]
         return f"{label} (plugin {registration.plugin} from {origin})"
 
-    def _origin(self, plugin_name: str) -> str:
+    def _origin(self, plugin_name: str, factory: object = None) -> str:
         from .version import __version__
 
         if plugin_name in DEFAULT_PLUGINS:
             return f"{DISTRIBUTION} {__version__}"
         plugin = self.pm.get_plugin(plugin_name)
         dist = _entry_point_distribution(plugin_name) if plugin is not None else None
-        if dist is not None:
-            return dist
+        if dist is not None:  # the version, and the code itself: an editable install keeps its version
+            return f"{dist} {_code_digest(plugin, factory)}"
         return _source_digest(plugin) if plugin is not None else f"{plugin_name} (not loaded)"
 
     # -- CLI ---------------------------------------------------------------

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from ..artifacts import SUCCESS
 from ..errors import ConfigError, TrainerError
 from ..manifest import Manifest, PairSpec
-from ..plugins import Plugins
+from ..plugins import Plugins, same_origin
 from ..storage import is_url, open_storage
 
 
@@ -61,7 +61,7 @@ def code_changes(before: dict, now: dict) -> list[str]:
     changes = []
     for key in sorted(set(before) | set(now), key=lambda k: (k != "trainer", k)):
         old, new = before.get(key), now.get(key)
-        if old == new:
+        if old == new or (old is not None and new is not None and same_origin(str(old), str(new))):
             continue
         if old is None:
             changes.append(f"{key} is new: {_short(str(new))}")
