@@ -3,16 +3,23 @@
 # read-only root filesystem, user 10001, writable /tmp (emptyDir) and /data (the volume) only, the
 # manifest read-only at /etc/trainer, the image's own environment and entrypoint (dumb-init).
 #
-#   docker/smoke.sh                        # pair-trainer:VERSION-cpu, built by docker/build.sh
+#   docker/smoke.sh                        # pair-trainer-cpu:VERSION, built by docker/build.sh
 #   docker/smoke.sh IMAGE
 #
-# Checks: the pod's view (uid, read-only root, s3fs/gcsfs importable, no NVIDIA variables); the demo
-# batch; `trainer run --manifest ... --index N` for a valid (exit 0) and an out-of-range index
-# (exit 2); `trainer verify`; SIGTERM to a training pod exits promptly with 143 (the Job's
-# "preempted, retry" code); an s3:// output on a local S3 server (moto_server from the test extra);
-# and, as KubeRay runs them, a Ray head (num-cpus 0) + one worker in separate pods sharing /data,
-# token authentication on, and `ray job submit` running `trainer batch` from a submitter pod (and
-# refused without the token). Takes about 10 minutes on 2 cores; not part of CI (docs/deploy.md).
+# Checks: the pod's view (uid, read-only root, s3fs/gcsfs importable, no NVIDIA variables, the base's
+# package list); the demo batch; `trainer run --manifest ... --index N` for a valid (exit 0) and an
+# out-of-range index (exit 2); `trainer verify`; `trainer batch --summary-only` (the Indexed Job's
+# last step); SIGTERM to a training pod exits promptly with 143 (the Job's "preempted, retry" code);
+# an s3:// output on a local S3 server (moto_server from the test extra); an image with the example
+# plugin installed (docker/Dockerfile.plugin) training with the plugin's model; and, as KubeRay runs
+# them, a Ray head (num-cpus 0) + one worker in separate pods sharing /data, token authentication
+# on, and `ray job submit` running `trainer batch` from a submitter pod (and refused without the
+# token). Takes about 5 minutes on 2 cores; not part of CI (docs/deploy.md).
+#
+# Every check must pass: a check that cannot run (no moto_server, an image not built on
+# docker/make-base.sh's base) is a SKIP, and a SKIP fails the smoke unless SMOKE_ALLOW_SKIP=1.
+# Needs no registry: the image, its base and the plugin's build are local (pip reaches the package
+# index for the plugin's build backend; PIP_CERT / SSL_CERT_FILE as for docker/build.sh).
 #
 # Needs root: with buildah (no Docker engine), each pod is the image's root filesystem mounted by
 # `buildah mount`, bound read-only into a new mount and PID namespace (unshare) and entered with
@@ -21,16 +28,25 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
+. docker/prereqs.sh
 
 version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' trainer_core/version.py)
-IMAGE=${1:-pair-trainer:$version-cpu}
+IMAGE=${1:-pair-trainer-cpu:$version}
+PLUGIN_IMAGE=${IMAGE%%[:@]*}-example:smoke
+ALLOW_SKIP=${SMOKE_ALLOW_SKIP:-0}
+MOTO=$REPO/.venv/bin/moto_server
 if [ -z "${BUILDER:-}" ]; then
     if command -v docker >/dev/null && docker info >/dev/null 2>&1; then BUILDER=docker; else BUILDER=buildah; fi
 fi
-if [ "$BUILDER" = buildah ] && [ "$(id -u)" != 0 ]; then
-    echo "smoke.sh: needs root with buildah (mount, unshare, chroot)." >&2
-    echo "Run it as root (sudo docker/smoke.sh), or on a machine with a Docker engine." >&2
-    exit 2
+# Everything the smoke needs, checked before any pod starts.
+optional=()
+[ "$ALLOW_SKIP" = 1 ] || optional=("file:$MOTO" "pip install -e '.[test]' (or SMOKE_ALLOW_SKIP=1)")
+if [ "$BUILDER" = buildah ]; then
+    need smoke.sh root "run it as root (sudo docker/smoke.sh)" buildah "apt-get install buildah" \
+        unshare "apt-get install util-linux" python3 "apt-get install python3" \
+        "image:$IMAGE" "docker/build.sh --base pair-trainer-base:bookworm cpu" "${optional[@]}"
+else
+    need smoke.sh python3 "apt-get install python3" "image:$IMAGE" "docker/build.sh cpu" "${optional[@]}"
 fi
 
 WORK=$(mktemp -d /tmp/pair-trainer-smoke.XXXXXX)
@@ -73,9 +89,11 @@ cleanup() {
     for pid in "${bg_pids[@]}"; do wait "$pid" 2>/dev/null; done
     [ -z "$(pods_left)" ] || echo "smoke.sh: pods still running: $(pods_left)" >&2
     if [ -n "${MOTO_PID:-}" ]; then kill "$MOTO_PID" 2>/dev/null; wait "$MOTO_PID" 2>/dev/null; fi
-    if [ "$BUILDER" = buildah ] && [ -n "${CTR:-}" ]; then
-        buildah umount "$CTR" >/dev/null 2>&1
-        buildah rm "$CTR" >/dev/null 2>&1
+    if [ "$BUILDER" = buildah ]; then
+        for ctr in ${CTR:-} ${PLUGIN_CTR:-}; do
+            buildah umount "$ctr" >/dev/null 2>&1
+            buildah rm "$ctr" >/dev/null 2>&1
+        done
     fi
     rm -rf "$WORK"
 }
@@ -110,7 +128,7 @@ pod() {
         docker run --rm --read-only --user 10001:10001 --network host --workdir /data \
             --tmpfs /tmp:size=4g,mode=1777 --shm-size=2g \
             -v "$DATA:/data" -v "$ETC:/etc/trainer:ro" "${flags[@]}" \
-            --entrypoint "$1" "$IMAGE" "${@:2}"
+            --entrypoint "$1" "${POD_IMAGE:-$IMAGE}" "${@:2}"
         return
     fi
     # --kill-child: when this pod's unshare is killed, its PID 1 (and so the whole pod) goes too.
@@ -131,7 +149,7 @@ pod() {
         mount --bind "$etc" "$root/etc/trainer"
         mount -o remount,bind,ro "$root/etc/trainer"
         exec chroot --userspec=10001:10001 "$root" /usr/bin/env -i -C /data "$@"
-    ' pod "$ROOTFS" "$DATA" "$ETC" "$WORK" "${IMAGE_ENV[@]}" "${POD_ENV[@]}" "${env[@]}" "$@"
+    ' pod "${POD_ROOTFS:-$ROOTFS}" "$DATA" "$ETC" "$WORK" "${IMAGE_ENV[@]}" "${POD_ENV[@]}" "${env[@]}" "$@"
 }
 
 # pod_bg LOG [VAR=VALUE ...] -- COMMAND...: a pod in the background; sets POD_PID (its unshare)
@@ -140,6 +158,12 @@ pod_bg() {
     POD_EXEC=1 pod "$@" >"$log" 2>&1 &
     POD_PID=$!
     bg_pids+=("$POD_PID")
+}
+
+skip() {  # skip WHAT: a check that could not run fails the smoke unless SMOKE_ALLOW_SKIP=1
+    results+=("SKIP  $1")
+    [ "$ALLOW_SKIP" = 1 ] || failed=1
+    echo "smoke.sh: ${results[-1]}"
 }
 
 record() {  # record NAME EXPECTED ACTUAL SECONDS [DETAIL]
@@ -183,6 +207,14 @@ check "pod: uid 10001, read-only root, writable /tmp and /data, s3fs+gcsfs, no N
            touch /tmp/x /data/x; rm /data/x; ! env | grep -q NVIDIA_; python -c "import s3fs, gcsfs";
            dumb-init --version; trainer --version'
 
+LIST=/usr/share/pair-trainer-base/packages.txt  # docker/make-base.sh records the base's packages there
+if pod -- test -s "$LIST" >/dev/null 2>&1; then
+    check "the base's package list (docker/make-base.sh: bookworm, -updates, -security)" 0 -- \
+        sh -c "grep -E '^(libssl3|openssl|python3.11) ' $LIST && test \$(wc -l < $LIST) -gt 50"
+else
+    skip "the base's package list: $IMAGE was not built on docker/make-base.sh's base (no $LIST)"
+fi
+
 # -- 2. the demo batch, an Indexed Job's pod, verify -------------------------------------------------
 check "trainer batch (the demo, 3 pairs)" 0 -- "${ENTRYPOINT[@]}" batch "$MANIFEST"
 for pair in BTCUSDT ETHUSDT SOLUSDT; do
@@ -191,6 +223,15 @@ done
 check "trainer run --index 1 (an Indexed Job pod)" 0 -- "${ENTRYPOINT[@]}" run --manifest "$MANIFEST" --index 1
 check "trainer run --index 3 (out of range: usage error)" 2 -- "${ENTRYPOINT[@]}" run --manifest "$MANIFEST" --index 3
 check "trainer verify" 0 -- "${ENTRYPOINT[@]}" verify artifacts/demo
+# the Indexed Job's last step: the summary from the pairs' markers, nothing trained
+rm -f "$DATA/artifacts/demo/summary.json" "$DATA/artifacts/demo/summary.html"
+check "trainer batch --summary-only (the Indexed Job's last step)" 0 -- "${ENTRYPOINT[@]}" batch "$MANIFEST" --summary-only
+if [ -s "$DATA/artifacts/demo/summary.html" ] && ! grep -q "Submitted" "$LAST_LOG" &&
+    python3 -c 'import json, sys; rows = json.load(open(sys.argv[1]))["pairs"]; sys.exit(len(rows) != 3 or any(r["status"] != "skipped" for r in rows))' "$DATA/artifacts/demo/summary.json"; then
+    results+=("PASS  summary.json and summary.html rebuilt: 3 pairs from their markers, none trained")
+else
+    results+=("FAIL  --summary-only did not rebuild summary.json/summary.html from the 3 markers"); failed=1
+fi
 
 # -- 3. SIGTERM, as a deleted or preempted pod gets it -----------------------------------------------
 log=$WORK/sigterm.log
@@ -234,12 +275,47 @@ PY
         "${ENTRYPOINT[@]}" run --manifest "$MANIFEST" --index 2 --output s3://smoke/runs
     check "trainer verify s3://smoke/runs" 0 "${S3_ENV[@]}" -- "${ENTRYPOINT[@]}" verify s3://smoke/runs
 else
-    results+=("SKIP  s3:// output: no $moto (pip install -e '.[test]')")
+    skip "s3:// output: no $moto (pip install -e '.[test]')"
 fi
 
-# -- 5. Ray: head + worker + submitter, as KubeRay runs them ---------------------------------------
+# -- 5. an image with a third-party plugin (docker/Dockerfile.plugin, the example plugin) ----------------
+secret=()
+cert=${PIP_CERT:-${SSL_CERT_FILE:-}}
+[ -n "$cert" ] && [ -s "$cert" ] && secret=(--secret "id=pipcert,src=$cert")
+plugin_args=(-f docker/Dockerfile.plugin --build-arg "TRAINER_IMAGE=$IMAGE" -t "$PLUGIN_IMAGE" "${secret[@]}"
+             plugins/examples/trainer-example)
+t0=$(date +%s)
+if [ "$BUILDER" = buildah ]; then
+    buildah bud --isolation chroot --layers "${plugin_args[@]}" >"$WORK/plugin-build.log" 2>&1
+else
+    DOCKER_BUILDKIT=1 docker build "${plugin_args[@]}" >"$WORK/plugin-build.log" 2>&1
+fi
+code=$?
+tail -n 5 "$WORK/plugin-build.log" | sed 's/^/    /'
+record "build $PLUGIN_IMAGE: FROM $IMAGE + the example plugin (docker/Dockerfile.plugin)" 0 "$code" "$(( $(date +%s) - t0 ))"
+if [ "$code" = 0 ]; then
+    sed -e 's|output: artifacts/demo/|output: artifacts/plugin/|' \
+        -e 's|builder: lstm|builder: tiny-gru|' -e 's|params: {lstm_units: \[16\], dense_units: \[8\], dropout: 0.1}|params: {units: 8}|' \
+        -e 's|method: undersample, min_per_class: 0|method: every-other|' manifests/demo.yaml > "$ETC/plugin.yaml"
+    check "the plain image refuses the plugin's model (exit 2)" 2 -- "${ENTRYPOINT[@]}" validate /etc/trainer/plugin.yaml
+    if [ "$BUILDER" = buildah ]; then
+        PLUGIN_CTR=$(buildah from --pull=false "$PLUGIN_IMAGE")
+        POD_ROOTFS=$(buildah mount "$PLUGIN_CTR")
+        mkdir -p "$POD_ROOTFS/etc/trainer"
+    else
+        POD_IMAGE=$PLUGIN_IMAGE
+    fi
+    check "plugin image: trainer run with the plugin's tiny-gru model and every-other balancer" 0 -- \
+        "${ENTRYPOINT[@]}" run --manifest /etc/trainer/plugin.yaml --index 0
+    grep -q '"builder": "tiny-gru"' "$DATA/artifacts/plugin/BTCUSDT/_SUCCESS.json" 2>/dev/null ||
+        grep -rqs "tiny-gru" "$DATA/artifacts/plugin/BTCUSDT/" ||
+        { results+=("FAIL  the plugin image's artifacts do not name tiny-gru"); failed=1; }
+    unset POD_ROOTFS POD_IMAGE
+fi
+
+# -- 6. Ray: head + worker + submitter, as KubeRay runs them ---------------------------------------
 TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-AUTH=(RAY_AUTH_MODE=token "RAY_AUTH_TOKEN=$TOKEN")  # what KubeRay's authOptions gives every Ray container
+AUTH=(RAY_AUTH_MODE=token "RAY_AUTH_TOKEN=$TOKEN" RAY_USAGE_STATS_ENABLED=0)  # as KubeRay (authOptions) and k8s/rayjob/ give every Ray container
 gcs=$(free_port); dash=$(free_port); head_agent=$(free_port); worker_agent=$(free_port)
 head_log=$WORK/ray-head.log worker_log=$WORK/ray-worker.log
 t0=$(date +%s)

@@ -232,6 +232,13 @@ def kustomization_dirs() -> list[Path]:
     )
 
 
+def flavour_of(image: str) -> str:
+    """`cpu` or `gpu`: the image's own name (pair-trainer-cpu, pair-trainer-gpu), whatever the registry."""
+    match = re.search(r"(?:^|/)pair-trainer-(cpu|gpu)(?::|@|$)", image)
+    assert match, f"{image} is neither pair-trainer-cpu nor pair-trainer-gpu"
+    return match[1]
+
+
 def the(objects: list[dict], kind: str) -> dict:
     (found,) = [o for o in objects if o["kind"] == kind]
     return found
@@ -321,7 +328,7 @@ def test_the_kustomizations_build_and_every_file_is_in_one():
     expected = {
         K8S: shared | {"Job"},
         K8S / "base": shared,
-        K8S / "rayjob": shared | {"RayJob", "NetworkPolicy"},
+        K8S / "rayjob": shared | {"RayJob", "NetworkPolicy", "PodDisruptionBudget"},
         K8S / "data-shell": shared | {"Pod"},
     }
     assert set(kustomization_dirs()) == set(expected)
@@ -342,21 +349,51 @@ def test_the_image_component_points_every_pod_at_your_registry(tmp_path):
     copy = tmp_path / "k8s"
     shutil.copytree(K8S, copy)
     component = copy / "image" / "kustomization.yaml"
-    component.write_text(
-        component.read_text().replace(
-            "newName: pair-trainer", "newName: registry.example.com/ml/pair-trainer"
+    text = component.read_text()
+    for flavour in ("cpu", "gpu"):
+        text = text.replace(
+            f"newName: pair-trainer-{flavour}", f"newName: registry.example.com/ml/pair-trainer-{flavour}"
         )
-    )
+    component.write_text(text)
     for folder, flavours in (
         (copy, {"gpu"}),
         (copy / "rayjob", {"cpu", "gpu"}),
         (copy / "data-shell", {"cpu"}),
     ):
         images = re.findall(r"image: (\S+)", yaml.safe_dump_all(kustomize(folder)))
-        assert set(images) == {f"registry.example.com/ml/pair-trainer:{__version__}-{f}" for f in flavours}, (
+        assert set(images) == {f"registry.example.com/ml/pair-trainer-{f}:{__version__}" for f in flavours}, (
             folder,
             images,
         )
+
+
+def test_each_image_is_pinned_by_its_own_digest_and_pulled_by_policy(tmp_path):
+    """Two image names: a digest for the GPU image reaches only the GPU pods, the CPU one only the others."""
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    digests = {"cpu": "sha256:" + "c" * 64, "gpu": "sha256:" + "9" * 64}
+    component = copy / "image" / "kustomization.yaml"
+    text = component.read_text()
+    for flavour, digest in digests.items():
+        text = text.replace(
+            f"newName: pair-trainer-{flavour}\n",
+            f"newName: registry.example.com/ml/pair-trainer-{flavour}\n    digest: {digest}\n",
+        )
+    component.write_text(text)
+    seen = set()
+    for folder in (copy, copy / "rayjob", copy / "data-shell"):
+        for obj in kustomize(folder):
+            for where, pod in pod_templates(obj):
+                for container in pod["containers"]:
+                    flavour = flavour_of(container["image"])
+                    assert container["image"] == (
+                        f"registry.example.com/ml/pair-trainer-{flavour}@{digests[flavour]}"
+                    ), where
+                    assert container["imagePullPolicy"] == "Always", where
+                    seen.add(flavour)
+    assert seen == {"cpu", "gpu"}
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    assert "digest: sha256:" in text and "--image registry.example.com/ml/pair-trainer-gpu@sha256:" in text
 
 
 def test_the_objects_fit_together():
@@ -389,7 +426,8 @@ def test_the_objects_fit_together():
                 container["workingDir"] == "/data" and {"name": "HOME", "value": "/tmp"} in container["env"]
             ), name
             gpu = "nvidia.com/gpu" in container["resources"]["limits"]
-            assert container["image"] == f"pair-trainer:{__version__}-{'gpu' if gpu else 'cpu'}", name
+            assert container["image"] == f"pair-trainer-{'gpu' if gpu else 'cpu'}:{__version__}", name
+            assert container["imagePullPolicy"] == "Always", name
             assert template["spec"]["securityContext"]["runAsUser"] == 10001, name
             assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
 
@@ -400,6 +438,9 @@ def test_the_indexed_job_keeps_its_contract():
     assert spec["completionMode"] == "Indexed"
     assert spec["completions"] == len(load_manifest(str(REPO / ALL_PAIRS)).pairs) == 42
     assert spec["backoffLimitPerIndex"] == load_manifest(str(REPO / ALL_PAIRS)).batch["max_retries"]
+    # a broken image fails every pair: the Job stops after 6 failed pairs, not 42 x 3 pod starts,
+    # and nothing runs past 48 hours
+    assert spec["maxFailedIndexes"] == 5 and spec["activeDeadlineSeconds"] == 48 * 3600
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0] == {
         "action": "FailIndex",
@@ -484,7 +525,7 @@ def test_render_demo_asks_for_the_manifest_s_one_cpu_and_no_gpu(cli):
         "requests": {"cpu": "1", "memory": "4Gi"},
         "limits": {"cpu": "1", "memory": "4Gi"},
     }
-    assert container["image"] == f"pair-trainer:{__version__}-cpu", (
+    assert container["image"] == f"pair-trainer-cpu:{__version__}", (
         "no GPU: the image without NVIDIA variables"
     )
     assert "tolerations" not in pod, "a CPU pod must not be let onto tainted GPU nodes"
@@ -495,7 +536,7 @@ def test_render_demo_asks_for_the_manifest_s_one_cpu_and_no_gpu(cli):
         obj["metadata"]["labels"]["app.kubernetes.io/instance"] = "trainer-demo"
     expected_cm["metadata"]["name"] = expected_job["metadata"]["name"] = "trainer-demo"
     expected_cm["data"]["manifest.yaml"] = (REPO / DEMO).read_text(encoding="utf-8")
-    expected_job["spec"].update(completions=3, parallelism=3, backoffLimitPerIndex=2)
+    expected_job["spec"].update(completions=3, parallelism=3, backoffLimitPerIndex=2, maxFailedIndexes=1)
     expected_pod = expected_job["spec"]["template"]["spec"]
     del expected_pod["tolerations"]
     expected_pod["containers"][0].update(image=container["image"], resources=container["resources"])
@@ -524,7 +565,7 @@ def test_render_takes_cpu_memory_and_gpus_from_the_manifest_the_largest_pair_s(c
     container = container_of(job)
     wanted = {"cpu": "6", "memory": "24576Mi", "nvidia.com/gpu": 2}  # 24576Mi (24 GiB) > 20G > 12Gi
     assert container["resources"] == {"requests": wanted, "limits": wanted}
-    assert container["image"] == f"pair-trainer:{__version__}-gpu"
+    assert container["image"] == f"pair-trainer-gpu:{__version__}"
     assert job["spec"]["template"]["spec"]["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
@@ -536,7 +577,7 @@ def test_render_takes_cpu_memory_and_gpus_from_the_manifest_the_largest_pair_s(c
     # --gpus replaces the manifest's GPUs for every pair, 0 included
     _, _, cpu_only = render(cli, path, "--gpus", "0")
     assert container_of(cpu_only)["resources"]["limits"] == {"cpu": "6", "memory": "24576Mi"}
-    assert container_of(cpu_only)["image"] == f"pair-trainer:{__version__}-cpu"
+    assert container_of(cpu_only)["image"] == f"pair-trainer-cpu:{__version__}"
     assert "tolerations" not in cpu_only["spec"]["template"]["spec"]
 
 
@@ -588,6 +629,7 @@ def test_render_options(cli):
     assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "shared-data"
     assert volumes["manifest"]["configMap"]["name"] == "retry-1"
     assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (4, 2)
+    assert (job["spec"]["maxFailedIndexes"], job["spec"]["activeDeadlineSeconds"]) == (1, 172800)
     # the retry's manifest lists just those pairs, with their own settings, in the original order
     original = load_manifest(ALL_PAIRS)
     subset = manifest_from_dict(yaml.safe_load(configmap["data"]["manifest.yaml"]))
@@ -666,7 +708,7 @@ def test_render_from_the_installed_command_stays_light():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "kind: Job" in proc.stdout and "completions: 42" in proc.stdout
+    assert 'kind: "Job"' in proc.stdout and "completions: 42" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY=", proc.stdout.strip().splitlines()[-1]
 
 
@@ -730,6 +772,241 @@ def test_every_render_option_is_in_manifest_md(cli):
             for opt in param.opts:
                 if opt.startswith("-"):
                     assert f"`{opt}" in section, f"trainer k8s {name} {opt} is not in docs/manifest.md"
+
+
+# -- trainer k8s render: hostile input --------------------------------------------------------------------
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """Reads scalars as kubectl's YAML 1.2 does where YAML 1.1 differs: `1e5` is a number there."""
+
+
+Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$"),
+    list("-+.0123456789"),
+)
+
+
+def test_render_quotes_every_string_so_kubectl_reads_strings(cli, tmp_path):
+    manifest = write(tmp_path, "version: 1\noutput: out\npairs: [ETHUSDT]\n")
+    result = invoke(cli, "k8s", "render", manifest, "--name", "1e5", "--namespace", "1e3", "--claim", "2e10")
+    assert result.exit_code == 0, result.output
+    as_kubectl_reads = [d for d in yaml.load_all(result.output, Loader=Yaml12Loader) if d]
+    account, configmap, job = as_kubectl_reads
+    assert configmap["metadata"]["name"] == job["metadata"]["name"] == "1e5"
+    assert job["metadata"]["namespace"] == "1e3"
+    assert job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "2e10"
+    assert as_kubectl_reads == docs_of(result.output), "kubectl would read another value than the one meant"
+
+
+def test_render_escapes_the_manifest_path_in_its_header(cli, tmp_path):
+    evil = tmp_path / "m\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: pwned}\n#.yaml"
+    evil.write_text("version: 1\npairs: [ETHUSDT, BTCUSDT]\n")
+    for extra in ([], ["--indexes", "1"]):  # the retry's manifest names its source too
+        result = invoke(cli, "k8s", "render", evil, "--name", "m", *extra)
+        assert result.exit_code == 0, result.output
+        objects = docs_of(result.output)
+        assert [o["kind"] for o in objects] == ["ServiceAccount", "ConfigMap", "Job"]
+        assert result.output.splitlines()[0].startswith("# trainer k8s render ")
+        assert "\\nkind: Namespace" in result.output.splitlines()[0]
+        assert yaml.safe_load(objects[1]["data"]["manifest.yaml"])["pairs"] == (
+            ["BTCUSDT"] if extra else ["ETHUSDT", "BTCUSDT"]
+        )
+
+
+@pytest.mark.parametrize(
+    "output", ["/data/../etc/out", "../etc/out", "/data/./../../tmp", "inputs/../../root"]
+)
+def test_render_refuses_a_path_that_leaves_the_volume_through_dot_dot(cli, tmp_path, output):
+    result = invoke(
+        cli, "k8s", "render", write(tmp_path, f"version: 1\noutput: {output}\npairs: [ETHUSDT]\n")
+    )
+    assert result.exit_code == 2, result.output
+    assert f"output {output!r} is outside the volume" in result.output and "Hint: " in result.output
+
+
+def test_render_refuses_a_configmap_over_one_mebibyte(cli, tmp_path):
+    filler = "".join(f"# {i:07d} {'x' * 90}\n" for i in range(11000))  # about 1.1 MB of comments
+    result = invoke(cli, "k8s", "render", write(tmp_path, f"version: 1\n{filler}pairs: [ETHUSDT]\n"))
+    assert result.exit_code == 2, result.output
+    assert "a ConfigMap holds at most 1,048,576 (1 MiB)" in result.output and "Hint: " in result.output
+    assert "kind:" not in result.output, "nothing half-rendered"
+    # just under the limit renders
+    small = "".join(f"# {i:07d} {'x' * 90}\n" for i in range(10000))
+    assert (
+        invoke(cli, "k8s", "render", write(tmp_path, f"version: 1\n{small}pairs: [ETHUSDT]\n")).exit_code == 0
+    )
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "model: {builder: lstmm}",
+        "balance: {method: oversamplee}",
+        "reporters: [metadata, histroy]",
+    ],
+)
+def test_render_checks_the_components_as_validate_does(cli, tmp_path, setting):
+    manifest = write(tmp_path, f"version: 1\ndefaults: {{{setting}}}\npairs: [ETHUSDT]\n")
+    validate = invoke(cli, "validate", manifest)
+    assert validate.exit_code == 2, validate.output
+    for args in ([], ["--ray"]):
+        result = invoke(cli, "k8s", "render", manifest, *args)
+        assert result.exit_code == 2, result.output
+        assert result.output.splitlines()[0] == validate.output.splitlines()[0]
+        assert "kind:" not in result.output
+
+
+def test_summary_only_refuses_force(cli):
+    result = invoke(cli, "batch", DEMO, "--summary-only", "--force")
+    assert result.exit_code == 2 and "--summary-only trains nothing" in result.output
+
+
+# -- trainer k8s render --ray ----------------------------------------------------------------------------
+
+
+RAY_KINDS = ["ServiceAccount", "ConfigMap", "RayJob", "NetworkPolicy", "PodDisruptionBudget"]
+
+
+def render_ray(cli, *args) -> list[dict]:
+    result = invoke(cli, "k8s", "render", "--ray", *args)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("# trainer k8s render --ray ")
+    objects = docs_of(result.output)
+    assert [o["kind"] for o in objects] == RAY_KINDS
+    return objects
+
+
+def test_render_ray_all_pairs_is_what_k8s_rayjob_holds(cli):
+    objects = render_ray(cli, ALL_PAIRS)
+    files = [
+        K8S / "base" / "serviceaccount.yaml",
+        K8S / "base" / "configmap.yaml",
+        K8S / "rayjob" / "rayjob.yaml",
+        K8S / "rayjob" / "networkpolicy.yaml",
+        K8S / "rayjob" / "poddisruptionbudget.yaml",
+    ]
+    for obj, path in zip(objects, files, strict=True):
+        assert obj == docs_of(path.read_text())[0], path
+
+
+def test_render_ray_every_reference_follows_the_name(cli):
+    gpu = "registry.example.com/ml/pair-trainer-gpu@sha256:" + "9" * 64
+    cpu = "registry.example.com/ml/pair-trainer-cpu:0.1.0-abc123"
+    account, configmap, rayjob, policy, budget = render_ray(
+        cli,
+        ALL_PAIRS,
+        "--name",
+        "nightly",
+        "--namespace",
+        "ml-train",
+        "--claim",
+        "shared-data",
+        "--image",
+        gpu,
+        "--head-image",
+        cpu,
+        "--workers",
+        "2",
+        "--operator-namespace",
+        "kuberay",
+        "--deadline",
+        "3600",
+    )
+    check_rayjob(rayjob)
+    for obj in (account, configmap, policy, budget):
+        validate_kubernetes(obj)
+        assert obj["metadata"]["namespace"] == "ml-train"
+    assert rayjob["metadata"]["namespace"] == "ml-train"
+    assert rayjob["metadata"]["name"] == "nightly-ray" and configmap["metadata"]["name"] == "nightly"
+    assert rayjob["spec"]["activeDeadlineSeconds"] == 3600
+    (group,) = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 2
+    pods = dict(pod_templates(rayjob))
+    templates = {
+        "submitter": rayjob["spec"]["submitterPodTemplate"],
+        "head": rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"],
+        "worker": group["template"],
+    }
+    assert len(pods) == 3
+    for role, template in templates.items():
+        pod = template["spec"]
+        assert template["metadata"]["labels"]["app.kubernetes.io/instance"] == "nightly", role
+        assert pod["serviceAccountName"] == account["metadata"]["name"], role
+        (container,) = pod["containers"]
+        assert container["image"] == (gpu if role == "worker" else cpu), role
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["RAY_USAGE_STATS_ENABLED"] == "0", role
+        for volume in pod["volumes"]:
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] == "nightly", role
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] == "shared-data", role
+    head, worker, submitter = (templates[r]["metadata"]["labels"] for r in ("head", "worker", "submitter"))
+    other = {**head, "app.kubernetes.io/instance": "trainer-all-pairs"}
+    assert labels_match(policy["spec"]["podSelector"], head) and labels_match(
+        policy["spec"]["podSelector"], worker
+    )
+    assert not labels_match(policy["spec"]["podSelector"], other), "another run's pods are not this policy's"
+    assert admitted(policy, worker, 6379) and not admitted(policy, other, 6379)
+    assert admitted(policy, submitter, 8265)
+    assert not admitted(policy, {**submitter, "app.kubernetes.io/instance": "trainer-all-pairs"}, 8265)
+    operator = {"app.kubernetes.io/name": "kuberay-operator"}
+    assert admitted(policy, operator, 8265, {"kubernetes.io/metadata.name": "kuberay"})
+    assert not admitted(policy, operator, 8265, {"kubernetes.io/metadata.name": "ray-system"})
+    assert labels_match(budget["spec"]["selector"], head) and not labels_match(
+        budget["spec"]["selector"], worker
+    )
+    assert not labels_match(budget["spec"]["selector"], other)
+    assert budget["spec"]["maxUnavailable"] == 0
+
+
+def test_render_ray_of_a_cpu_manifest_has_cpu_workers(cli):
+    _, _, rayjob, _, _ = render_ray(cli, DEMO)
+    check_rayjob(rayjob)
+    (group,) = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    (container,) = group["template"]["spec"]["containers"]
+    assert group["groupName"] == "cpu" and "tolerations" not in group["template"]["spec"]
+    assert container["image"] == f"pair-trainer-cpu:{__version__}"
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--parallelism", "2"], "--parallelism is for the Indexed Job only"),
+        (["--indexes", "1", "--name", "r"], "--indexes is for the Indexed Job only"),
+        (["--name", "x" * 44], "is not a valid Kubernetes name"),
+        (["--operator-namespace", "Ray System"], "--operator-namespace 'Ray System' is not a valid"),
+        (["--head-image", "my image"], "--head-image 'my image' is not an image reference"),
+    ],
+)
+def test_render_ray_refuses_bad_options(cli, args, message):
+    result = invoke(cli, "k8s", "render", ALL_PAIRS, "--ray", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Hint: " in result.output
+
+
+def test_render_ray_refuses_a_pair_no_worker_fits(cli, tmp_path):
+    manifest = write(tmp_path, "version: 1\npairs: [ETHUSDT, {pair: BTCUSDT, resources: {cpus: 16}}]\n")
+    result = invoke(cli, "k8s", "render", manifest, "--ray")
+    assert result.exit_code == 2, result.output
+    assert "BTCUSDT: resources {cpus: 16, gpus: 0} do not fit a Ray worker (8 CPUs" in result.output
+    job_only = invoke(cli, "k8s", "render", ALL_PAIRS, "--workers", "2")
+    assert job_only.exit_code == 2 and "--workers is for --ray only" in job_only.output
+
+
+def test_the_retry_in_deploy_md_keeps_the_service_account_s_pull_secret(cli):
+    """`kubectl apply` of a ServiceAccount without imagePullSecrets would remove the pull secret the
+    pull-secret component gave it: the retry leaves the ServiceAccount out."""
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    (line,) = [l for l in fenced_commands(text) if "--indexes" in l and "kubectl apply" in l]
+    argv = shlex.split(line.split(" | ")[0])[1:]
+    argv = [a.replace("$FAILED", "3,17").replace("$REGISTRY", "registry.example.com/ml") for a in argv]
+    result = invoke(cli, *argv)
+    assert result.exit_code == 0, result.output
+    assert [o["kind"] for o in docs_of(result.output)] == ["ConfigMap", "Job"]
 
 
 # -- the command lines the objects and images run --------------------------------------------------------
@@ -802,26 +1079,58 @@ def test_the_images_are_multi_stage_non_root_and_quiet(flavour):
     froms = [a for word, a in steps if word == "FROM"]
     assert len(froms) == 2 and froms[0].endswith(" AS wheel")
     final = steps[max(i for i, (word, _) in enumerate(steps) if word == "FROM") :]
-    assert not any(word == "COPY" for word, _ in final), (
-        "the image gets the wheel through a bind mount, nothing else"
-    )
-    (run,) = [a for word, a in final if word == "RUN"]
-    assert "--mount=type=bind,from=wheel" in run
-    assert (
-        "pip install --no-cache-dir --constraint /constraints.txt --requirement /wheels/requirements.txt"
-        in run
-    )
+    runs = [a for word, a in final if word == "RUN"]
+    deps = next(r for r in runs if "--requirement /opt/pair-trainer/requirements.txt" in r)
+    assert "pip install --no-cache-dir --constraint /opt/pair-trainer/constraints.txt" in deps
     extra = "[and-cuda]" if flavour == "gpu" else ""
-    assert f'"tensorflow{extra}==${{TENSORFLOW_VERSION}}"' in run and '"ray[default]==${RAY_VERSION}"' in run
-    assert '"dumb-init==${DUMB_INIT_VERSION}"' in run
+    assert (
+        f'"tensorflow{extra}==${{TENSORFLOW_VERSION}}"' in deps and '"ray[default]==${RAY_VERSION}"' in deps
+    )
+    assert '"dumb-init==${DUMB_INIT_VERSION}"' in deps
     users = [a for word, a in steps if word == "USER"]
     assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), (
         "a numeric non-root USER, so runAsNonRoot can check it"
     )
     env = " ".join(a for word, a in final if word == "ENV")
     assert "TF_CPP_MIN_LOG_LEVEL=2" in env
-    assert ("NVIDIA_VISIBLE_DEVICES=all" in env) == (flavour == "gpu")
+    # the device plugin sets it for pods that request a GPU; baked in, a pod that asks for none
+    # would see every GPU of its node where NVIDIA's runtime is the default
+    assert "NVIDIA_VISIBLE_DEVICES" not in DOCKERFILES[flavour].read_text().replace(
+        "No NVIDIA_VISIBLE_DEVICES here", ""
+    )
     assert dict(final)["WORKDIR"] == "/data"
+
+
+@pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
+def test_the_dependencies_are_layers_of_their_own_below_the_project(flavour):
+    """A code change rebuilds and pushes only the layers after the dependencies: the wheel and its
+    install. What the dependency layer sees must not change with the code: the pins and a list made
+    of pyproject.toml's dependencies, never the wheel or the sources."""
+    steps = dockerfile_instructions(DOCKERFILES[flavour])
+    final = steps[max(i for i, (word, _) in enumerate(steps) if word == "FROM") :]
+    kinds = [(w, a) for w, a in final if w in ("COPY", "RUN")]
+    deps_at = next(i for i, (w, a) in enumerate(kinds) if w == "RUN" and "tensorflow" in a)
+    before = kinds[:deps_at]
+    assert [a for w, a in before if w == "COPY"] == [
+        "docker/constraints-gpu.txt /opt/pair-trainer/constraints.txt",
+        "--from=wheel /deps.txt /opt/pair-trainer/requirements.txt",
+    ]
+    after = kinds[deps_at + 1 :]
+    assert after == [
+        ("COPY", "--from=wheel /wheels/ /opt/pair-trainer/wheels/"),
+        (
+            "RUN",
+            "pip install --no-cache-dir --no-deps /opt/pair-trainer/wheels/pair_trainer-*.whl && pip check",
+        ),
+    ]
+    assert "--mount=type=bind" not in " ".join(a for _, a in kinds), "the layer cache would not see the wheel"
+    # the list the wheel stage writes: pyproject.toml's dependencies and the object-store extras
+    wheel_stage = [a for w, a in steps if w == "RUN"][0]
+    assert "print(*p['dependencies'], *extra['s3'], *extra['gcs'], sep='\\n')\" > /deps.txt" in wheel_stage
+    # the commit's labels come last: a new commit changes no layer below them
+    labels = [i for i, (w, a) in enumerate(final) if w == "LABEL" and "revision" in a]
+    assert labels and all(w not in ("RUN", "COPY") for w, _ in final[labels[0] :])
+    assert "buildah bud --isolation chroot --layers" in (REPO / "docker" / "build.sh").read_text()
 
 
 def test_the_two_images_differ_only_in_tensorflow_s_cuda():
@@ -829,7 +1138,7 @@ def test_the_two_images_differ_only_in_tensorflow_s_cuda():
         out = []
         for word, args in dockerfile_instructions(DOCKERFILES[flavour]):
             if word == "LABEL":
-                continue
+                args = args.replace(f"pair-trainer-{flavour}", "pair-trainer-FLAVOUR")
             if word == "ENV":
                 args = " ".join(w for w in args.split() if not w.startswith("NVIDIA_"))
             out.append((word, args.replace("tensorflow[and-cuda]", "tensorflow")))
@@ -948,9 +1257,9 @@ def test_both_stages_build_from_the_base_image_argument(flavour):
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
 def test_pip_gets_the_ca_file_as_a_secret_never_a_layer(flavour):
     steps = dockerfile_instructions(DOCKERFILES[flavour])
-    runs = [a for w, a in steps if w == "RUN"]
-    assert len(runs) == 2
-    for run in runs:  # both stages run pip
+    index_runs = [a for w, a in steps if w == "RUN" and ("pip wheel" in a or "--requirement" in a)]
+    assert len(index_runs) == 2
+    for run in index_runs:  # both reach the package index
         assert "--mount=type=secret,id=pipcert" in run
         assert "if [ -s /run/secrets/pipcert ]; then export PIP_CERT=/run/secrets/pipcert; fi" in run
     text = DOCKERFILES[flavour].read_text()
@@ -962,12 +1271,8 @@ def test_pip_gets_the_ca_file_as_a_secret_never_a_layer(flavour):
 
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
 def test_the_wheel_is_installed_with_the_object_store_extras(flavour):
-    steps = dockerfile_instructions(DOCKERFILES[flavour])
-    wheel_stage = [a for w, a in steps if w == "RUN"][0]
-    # requirements.txt names the wheel with its extras: pair-trainer[s3,gcs] @ file:///wheels/...
-    assert (
-        "printf 'pair-trainer[s3,gcs] @ file://%s\\n' /wheels/*.whl > /wheels/requirements.txt" in wheel_stage
-    )
+    wheel_stage = [a for w, a in dockerfile_instructions(DOCKERFILES[flavour]) if w == "RUN"][0]
+    assert "*extra['s3'], *extra['gcs']" in wheel_stage
     pyproject = (REPO / "pyproject.toml").read_text()
     assert re.search(r'^s3 = \[.*"s3fs', pyproject, re.M) and re.search(r'^gcs = \[.*"gcsfs', pyproject, re.M)
     pins = constraints()
@@ -1005,8 +1310,64 @@ def test_the_build_scripts_parse_and_say_how_to_use_them():
     assert proc.returncode == 2 and "unknown argument '--bogus'" in proc.stderr and "Usage:" in proc.stderr
     text = build.read_text()
     assert "buildah bud --isolation chroot" in text and "docker build" in text
-    assert "apt-get install -y -q buildah" in text
     assert "mmdebstrap" in (REPO / "docker" / "make-base.sh").read_text()
+
+
+def path_without(tmp_path, *tools: str) -> str:
+    """A PATH with every command of this machine's /usr/bin and /bin but `tools`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for folder in ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"):
+        for entry in Path(folder).iterdir() if Path(folder).is_dir() else ():
+            if entry.name not in tools and not (bin_dir / entry.name).exists():
+                (bin_dir / entry.name).symlink_to(entry)
+    return str(bin_dir)
+
+
+@pytest.mark.parametrize(
+    "script, env, missing",
+    [
+        (
+            "make-base.sh",
+            {},
+            "missing mmdebstrap, buildah. First: apt-get install mmdebstrap; apt-get install buildah",
+        ),
+        ("build.sh", {"BUILDER": "buildah"}, "missing buildah. First: apt-get install buildah"),
+        (
+            "build.sh",
+            {"BUILDER": "buildah", "BASE_IMAGE": "pair-trainer-base:nonesuch"},
+            "missing buildah, pair-trainer-base:nonesuch. First: apt-get install buildah; docker/make-base.sh",
+        ),
+        ("smoke.sh", {"BUILDER": "buildah"}, "missing buildah"),
+    ],
+)
+def test_the_scripts_check_what_they_need_first_in_one_line(tmp_path, script, env, missing):
+    """Before any work (a base made for minutes, then a failed import), one line names everything
+    missing and how to get it; exit 2."""
+    path = path_without(tmp_path, "buildah", "mmdebstrap", "docker", "moto_server")
+    proc = subprocess.run(
+        [str(REPO / "docker" / script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PATH": path, **env},
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and f"{script}: {missing}" in proc.stderr, proc.stderr
+    assert not proc.stdout.strip(), "nothing started before the check"
+
+
+def test_the_base_has_security_updates_and_records_its_packages():
+    text = (REPO / "docker" / "make-base.sh").read_text()
+    for source in (
+        '"deb $MIRROR $SUITE main"',
+        '"deb $MIRROR $SUITE-updates main"',
+        '"deb $SECURITY_MIRROR $SUITE-security main"',
+    ):
+        assert source in text, source
+    assert "SECURITY_MIRROR=${SECURITY_MIRROR:-http://deb.debian.org/debian-security}" in text
+    assert "LIST=/usr/share/pair-trainer-base/packages.txt" in text and "dpkg-query --admindir" in text
+    assert "/usr/share/pair-trainer-base/packages.txt" in (REPO / "docker" / "smoke.sh").read_text()
 
 
 # -- pods and what they may see --------------------------------------------------------------------------
@@ -1050,7 +1411,7 @@ def test_only_pods_that_request_a_gpu_run_the_gpu_image(cli):
     for where, pod in all_pods(cli):
         for container in pod["containers"]:
             gpus = container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)
-            flavour = container["image"].rsplit("-", 1)[-1]
+            flavour = flavour_of(container["image"])
             seen.add(flavour)
             assert flavour == ("gpu" if gpus else "cpu"), f"{where}: {container['image']} with {gpus} GPU(s)"
             env = {e["name"]: e.get("value") for e in container.get("env", [])}
@@ -1064,10 +1425,13 @@ def test_only_pods_that_request_a_gpu_run_the_gpu_image(cli):
     assert "NVIDIA_" not in cpu_env
     # the head and the submitter: the CPU image, with the same Ray as the GPU workers
     rayjob = the(kustomize(K8S / "rayjob"), "RayJob")
-    assert rayjob["spec"]["submitterPodTemplate"]["spec"]["containers"][0]["image"].endswith("-cpu")
-    assert rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0][
-        "image"
-    ].endswith("-cpu")
+    assert flavour_of(rayjob["spec"]["submitterPodTemplate"]["spec"]["containers"][0]["image"]) == "cpu"
+    assert (
+        flavour_of(
+            rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+        )
+        == "cpu"
+    )
     assert dockerfile_args("cpu")["RAY_VERSION"] == dockerfile_args("gpu")["RAY_VERSION"]
 
 
@@ -1113,7 +1477,13 @@ def labels_match(selector: dict, labels: dict) -> bool:
     return True
 
 
-def admitted(policy: dict, source: dict, port: int, same_namespace: bool = True) -> bool:
+#: the namespace the objects are applied in, as Kubernetes labels it
+HOME_NAMESPACE = {"kubernetes.io/metadata.name": "trainer"}
+
+
+def admitted(policy: dict, source: dict, port: int, namespace: dict | None = None) -> bool:
+    """Whether an ingress rule admits a pod labelled `source` in a namespace labelled `namespace`
+    (None: the policy's own namespace) to `port`."""
     for rule in policy["spec"].get("ingress", []):
         ports = [p["port"] for p in rule.get("ports", [])]
         if ports and port not in ports:
@@ -1121,7 +1491,10 @@ def admitted(policy: dict, source: dict, port: int, same_namespace: bool = True)
         for peer in rule.get("from", []):
             if "ipBlock" in peer:
                 return True
-            if "namespaceSelector" not in peer and not same_namespace:
+            if "namespaceSelector" in peer:
+                if not labels_match(peer["namespaceSelector"], namespace or HOME_NAMESPACE):
+                    continue
+            elif namespace is not None:
                 continue
             if labels_match(peer.get("podSelector", {}), source):
                 return True
@@ -1150,8 +1523,15 @@ def test_the_ray_dashboard_wants_a_token_and_only_the_ray_pods_reach_it():
         assert not admitted(policy, shell, port) and not admitted(policy, job, port), port
         assert not admitted(policy, {"app": "anything"}, port), port
     assert admitted(policy, submitter, 8265) and not admitted(policy, submitter, 6379)
-    assert admitted(policy, {"app.kubernetes.io/name": "kuberay-operator"}, 8265, same_namespace=False)
-    assert not admitted(policy, {"app.kubernetes.io/name": "kuberay-operator"}, 6379, same_namespace=False)
+    # the operator: by its namespace AND its label, together
+    operator, ray_system = (
+        {"app.kubernetes.io/name": "kuberay-operator"},
+        {"kubernetes.io/metadata.name": "ray-system"},
+    )
+    assert admitted(policy, operator, 8265, ray_system)
+    assert not admitted(policy, operator, 6379, ray_system)
+    assert not admitted(policy, operator, 8265, {"kubernetes.io/metadata.name": "someone-else"})
+    assert not admitted(policy, {"app": "anything"}, 8265, ray_system)
     text = (K8S / "rayjob" / "rayjob.yaml").read_text()
     assert "wget" not in text, "the probe comment about KubeRay's wget probes is stale"
 
@@ -1198,3 +1578,60 @@ def test_deploy_md_documents_the_preemption_exit_code():
     (row,) = [l for l in section.splitlines() if l.startswith(f"| `{PREEMPTED}`")]
     assert "SIGTERM" in row and "Ignore" in row
     assert "dumb-init" in text
+
+
+# -- after an Indexed Job: the summary from the pairs' markers ---------------------------------------------
+
+
+@pytest.mark.slow
+def test_summary_only_rebuilds_the_summary_from_the_job_s_pairs_without_training(tmp_path):
+    """What the Indexed Job's last step runs: two pods trained pairs 0 and 1, pair 2 failed; the
+    summary lists the two with their metrics, names the third as not trained, and exits 1."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        (REPO / DEMO)
+        .read_text()
+        .replace("output: artifacts/demo/", f"output: {tmp_path / 'out'}/")
+        .replace("epochs: 3", "epochs: 1")
+        .replace("rows: 20000", "rows: 6000")
+    )
+    for index in (0, 1):  # as the Job's pods: one pair each, no summary
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "trainer_core.cli",
+                "run",
+                "--manifest",
+                str(manifest),
+                "--index",
+                str(index),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = tmp_path / "out"
+    assert not (out / "summary.json").exists()
+    markers = {p: (out / p / "_SUCCESS.json").stat().st_mtime_ns for p in ("BTCUSDT", "ETHUSDT")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer_core.cli", "batch", str(manifest), "--summary-only"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # a pair did not train: the step fails
+    assert "Submitted" not in proc.stdout, "nothing goes to Ray"
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["pair"]: r for r in summary["pairs"]}
+    assert set(rows) == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    for pair in ("BTCUSDT", "ETHUSDT"):
+        marker = json.loads((out / pair / "_SUCCESS.json").read_text())
+        assert rows[pair]["metrics"] == marker["metrics"] and rows[pair]["metrics"]
+        assert (out / pair / "_SUCCESS.json").stat().st_mtime_ns == markers[pair], "retrained"
+    assert rows["SOLUSDT"]["status"] == "cancelled" and "not trained" in rows["SOLUSDT"]["reason"]
+    assert not (out / "SOLUSDT" / "_SUCCESS.json").exists()
+    assert (out / "summary.html").stat().st_size > 0

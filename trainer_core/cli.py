@@ -321,6 +321,11 @@ def prepare(pair, data_path, output, manifest_path, sets):
 )
 @click.option("--dry-run", is_flag=True, help="Print what would run and why, then exit.")
 @click.option(
+    "--summary-only",
+    is_flag=True,
+    help="Train nothing: write summary.json and summary.html from the pairs' completed runs (after an Indexed Job).",
+)
+@click.option(
     "--output", "output", metavar="DIR_OR_URL", help="Output root (overrides the manifest's output)."
 )
 @click.option(
@@ -343,7 +348,7 @@ def prepare(pair, data_path, output, manifest_path, sets):
 @debug_option
 @verbose_option
 @no_manifest_plugins_option
-def batch(manifest_path, address, only, force, dry_run, output, sets, sort):
+def batch(manifest_path, address, only, force, dry_run, summary_only, output, sets, sort):
     """Train every pair of a manifest as Ray tasks, resumable, with a summary.
 
     Pairs whose _SUCCESS.json matches the settings, the data and every artifact's checksum are
@@ -355,6 +360,8 @@ def batch(manifest_path, address, only, force, dry_run, output, sets, sort):
         trainer batch manifests/demo.yaml
 
         trainer batch manifests/all_pairs.yaml --address 10.0.0.5:6379 --only BTCUSDT,ETHUSDT
+
+        trainer batch manifests/all_pairs.yaml --summary-only
     """
     from .batch import BatchRun, select_pairs
 
@@ -367,7 +374,11 @@ def batch(manifest_path, address, only, force, dry_run, output, sets, sort):
     if dry_run:
         run.dry_run(force)
         return
-    report = run.run(force)
+    if summary_only and force:
+        raise ConfigError(
+            "--summary-only trains nothing, so --force has no meaning with it.", "Leave one out."
+        )
+    report = run.summarize() if summary_only else run.run(force)
     click.echo("")
     click.echo(run.table())
     counts = ", ".join(f"{v} {k}" for k, v in report.counts.items())

@@ -256,6 +256,20 @@ class BatchRun:
             self.plugins.after_batch(self.manifest, self.ordered())
         return report
 
+    def summarize(self) -> BatchReport:
+        """`trainer batch --summary-only`: the batch reporters over the rows the pairs' markers give,
+        training nothing (the last step after an Indexed Job, whose pods train one pair each). A pair
+        without a completed run that matches its settings and data is reported as not trained."""
+        self._check_batch_reporters()
+        for p in self.plan(False):
+            if p.action == "skip":
+                self.rows[p.spec.pair] = self._skipped_row(p)
+            else:
+                self.rows[p.spec.pair] = _row(p.spec.pair, "cancelled", f"not trained: {p.reason}")
+        report = self.report()
+        self._report_batch(report)
+        return report
+
     def _report_batch(self, report: BatchReport) -> None:
         for name in self.reporters:
             reporter = self.plugins.create("reporter", name)

@@ -1,12 +1,15 @@
-"""Command `trainer k8s render`: the ServiceAccount, ConfigMap and Indexed Job that train a manifest on Kubernetes.
+"""Command `trainer k8s render`: the objects that train a manifest on Kubernetes.
 
-The templates live beside this module (k8s_templates/) so that the command works from the wheel;
-k8s/ in the repository holds the same objects, annotated, for `kubectl apply -k` (a test keeps them equal).
+By default the ServiceAccount, ConfigMap and Indexed Job; with `--ray`, the ServiceAccount, ConfigMap,
+KubeRay RayJob, its NetworkPolicy and the Ray head's PodDisruptionBudget. The templates live beside
+this module (k8s_templates/) so that the command works from the wheel; k8s/ and k8s/rayjob/ in the
+repository hold the same objects, annotated, for `kubectl apply -k` (tests keep them equal).
 """
 
 from __future__ import annotations
 
 import math
+import posixpath
 import re
 from decimal import Decimal
 from importlib import resources
@@ -20,17 +23,31 @@ from trainer_core import ConfigError, __version__, hookimpl, load_manifest
 #: where the pods mount the shared volume; also their working directory, so relative paths land on it
 MOUNT = "/data"
 MANIFEST_KEY = "manifest.yaml"
-#: pods with a GPU run the GPU image; the others the CPU image, which has no NVIDIA variables baked in
-GPU_IMAGE = f"pair-trainer:{__version__}-gpu"
-CPU_IMAGE = f"pair-trainer:{__version__}-cpu"
+#: pods with a GPU run the GPU image; the others the CPU image. Two names, so that a registry digest
+#: pins each one on its own (docs/deploy.md)
+GPU_IMAGE = f"pair-trainer-gpu:{__version__}"
+CPU_IMAGE = f"pair-trainer-cpu:{__version__}"
 #: a pod's memory when the manifest's resources.memory is null, per CPU it asks for
 MEMORY_PER_CPU_GI = 4
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 DEFAULT_CLAIM = "trainer-data"
 DEFAULT_PARALLELISM = 8
+#: a run still going after 48 hours is stopped (the Job's and the RayJob's activeDeadlineSeconds)
+DEFAULT_DEADLINE = 48 * 3600
+#: the Job stops once more than this share of its pairs failed: a broken image or volume fails every
+#: pair, and without a cap each of them would be tried backoffLimitPerIndex + 1 times
+FAILED_SHARE = 0.1
+#: KubeRay's Ray workers: a pair must fit one (k8s/rayjob/rayjob.yaml's worker group)
+DEFAULT_WORKERS = 4
+#: the namespace of the KubeRay operator, admitted by the RayJob's NetworkPolicy
+DEFAULT_OPERATOR_NAMESPACE = "ray-system"
+#: Kubernetes refuses a ConfigMap whose keys and values exceed 1 MiB in all
+CONFIGMAP_LIMIT = 1024 * 1024
 #: a Job's pods are named and hostnamed `{name}-{index}`, which must stay a 63-character DNS label
 MAX_NAME = 50
+#: KubeRay refuses a RayJob name over 47 characters; the RayJob is NAME-ray
+MAX_RAY_NAME = 43
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -135,8 +152,9 @@ def _check_path(value: str | None, where: str) -> None:
     """A local absolute path outside the volume would be written to the pod's read-only root filesystem."""
     if not value or "://" in value:
         return
-    path = PurePosixPath(value.replace("{pair}", "PAIR"))
-    if path.is_absolute() and not (path == PurePosixPath(MOUNT) or PurePosixPath(MOUNT) in path.parents):
+    # where the pod's file system puts it: relative to the working directory /data, `..` resolved
+    path = PurePosixPath(posixpath.normpath(posixpath.join(MOUNT, value.replace("{pair}", "PAIR"))))
+    if not (path == PurePosixPath(MOUNT) or PurePosixPath(MOUNT) in path.parents):
         raise ConfigError(
             f"{where} {value!r} is outside the volume the pods mount at {MOUNT}.",
             f"Use a path under {MOUNT}/, a relative path (the pods resolve it against {MOUNT}), or an fsspec URL.",
@@ -151,14 +169,88 @@ def _check_name(value: str, option: str, pattern: re.Pattern, limit: int, then: 
         )
 
 
+def comment_safe(text: str) -> str:
+    """`text` for a YAML comment line: control characters (a newline would end the comment and start
+    YAML of its own) and non-ASCII written as escapes."""
+    return "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _manifest_text(path: str, indexes: list[int] | None) -> str:
     text = Path(path).read_text(encoding="utf-8")
     if indexes is None:
         return text
     raw = yaml.safe_load(text)
     raw["pairs"] = [raw["pairs"][i] for i in indexes]
-    header = f"# Pairs {','.join(map(str, indexes))} of {path}, rendered by `trainer k8s render --indexes`.\n"
+    header = (
+        f"# Pairs {','.join(map(str, indexes))} of {comment_safe(path)}, "
+        "rendered by `trainer k8s render --indexes`.\n"
+    )
     return header + yaml.safe_dump(raw, sort_keys=False, default_flow_style=None)
+
+
+def _check_components(manifest, specs: list) -> None:
+    """What `trainer validate` checks: every model, loader, balancer and reporter is registered here,
+    with valid params. The pods need the same plugins in their image."""
+    from trainer_core.pipeline import check_components
+    from trainer_core.plugins import Plugins
+
+    ctx = click.get_current_context(silent=True)
+    refused = bool(ctx and (ctx.find_root().obj or {}).get("no_manifest_plugins"))
+    plugins = Plugins.load(manifest.plugins, manifest_plugins=False if refused else None)
+    for spec in specs:
+        check_components(spec, plugins)
+
+
+def _checked_manifest(manifest_path: str):
+    """The manifest and its resolved pairs, checked as `trainer validate` does, with their paths on the volume."""
+    manifest = load_manifest(manifest_path)
+    if not manifest.pairs:
+        raise ConfigError(f"{manifest_path}: the manifest lists no pairs.", "Add pairs under `pairs:`.")
+    specs = manifest.resolve_all()
+    for spec in specs:  # a bad value fails here, not in every pod
+        _check_path(spec.output, f"{manifest_path}: output")
+        _check_path(spec.data.path, f"{manifest_path}: {spec.pair}: data.path")
+    _check_components(manifest, specs)
+    return manifest, specs
+
+
+def _configmap(manifest_path: str, name: str, indexes: list[int] | None) -> dict:
+    configmap = template("configmap.yaml")
+    configmap["metadata"]["name"] = name
+    configmap["metadata"]["labels"]["app.kubernetes.io/instance"] = name
+    text = _manifest_text(manifest_path, indexes)
+    size = len(MANIFEST_KEY.encode()) + len(text.encode("utf-8"))
+    if size > CONFIGMAP_LIMIT:
+        raise ConfigError(
+            f"{manifest_path}: the manifest is {size:,} bytes; a ConfigMap holds at most "
+            f"{CONFIGMAP_LIMIT:,} (1 MiB), so Kubernetes would refuse it.",
+            "Shorten it (settings shared by pairs go under `defaults:`, comments can go), or split the "
+            "pairs into several manifests, each rendered with its own --name.",
+        )
+    configmap["data"][MANIFEST_KEY] = text
+    return configmap
+
+
+def _check_image(image: str | None, option: str, example: str) -> None:
+    if image is not None and (not image or any(c.isspace() for c in image)):
+        raise ConfigError(
+            f"{option} {image!r} is not an image reference.",
+            f"For example: {option} registry.example.com/ml/{example}",
+        )
+
+
+def _common_names(manifest_path, name, claim, namespace, limit) -> str:
+    if name:
+        _check_name(name, "--name", DNS_LABEL, limit)
+    else:
+        name = default_name(manifest_path)
+        _check_name(
+            name, "The name made of the manifest's file name,", DNS_LABEL, limit, " Give one with --name."
+        )
+    _check_name(claim, "--claim", DNS_SUBDOMAIN, 253)
+    if namespace is not None:
+        _check_name(namespace, "--namespace", DNS_LABEL, 63)
+    return name
 
 
 def render_objects(
@@ -171,59 +263,48 @@ def render_objects(
     parallelism: int = DEFAULT_PARALLELISM,
     indexes: str | None = None,
     gpus: int | None = None,
+    deadline: int = DEFAULT_DEADLINE,
+    max_failed: int | None = None,
+    service_account: bool = True,
 ) -> list[dict]:
     """The ServiceAccount, the ConfigMap and the Indexed Job for a manifest, as dicts in the order to apply them.
 
     `image` defaults to the GPU image when the pods get a GPU, else to the CPU image; `gpus`
-    replaces the manifest's resources.gpus (whole GPUs per pod)."""
-    manifest = load_manifest(manifest_path)
-    if not manifest.pairs:
-        raise ConfigError(f"{manifest_path}: the manifest lists no pairs.", "Add pairs under `pairs:`.")
-    specs = manifest.resolve_all()
-    for spec in specs:  # a bad value fails here, not in every pod
-        _check_path(spec.output, f"{manifest_path}: output")
-        _check_path(spec.data.path, f"{manifest_path}: {spec.pair}: data.path")
+    replaces the manifest's resources.gpus (whole GPUs per pod); `max_failed` (the Job's
+    maxFailedIndexes) defaults to a tenth of the pairs, at least 1."""
+    manifest, specs = _checked_manifest(manifest_path)
     chosen = parse_indexes(indexes, len(manifest.pairs)) if indexes is not None else None
     if chosen is not None and not name:
         raise ConfigError(
             "--indexes needs --name: the first Job and its ConfigMap keep their name.",
             f"Name the retry, e.g. --name {default_name(manifest_path)}-retry1",
         )
-    if name:
-        _check_name(name, "--name", DNS_LABEL, MAX_NAME)
-    else:
-        name = default_name(manifest_path)
-        _check_name(
-            name, "The name made of the manifest's file name,", DNS_LABEL, MAX_NAME, " Give one with --name."
-        )
-    _check_name(claim, "--claim", DNS_SUBDOMAIN, 253)
-    if namespace is not None:
-        _check_name(namespace, "--namespace", DNS_LABEL, 63)
-    if image is not None and (not image or any(c.isspace() for c in image)):
-        raise ConfigError(
-            f"--image {image!r} is not an image reference.",
-            "For example: --image registry.example.com/pair-trainer:0.1.0-gpu",
-        )
+    name = _common_names(manifest_path, name, claim, namespace, MAX_NAME)
+    _check_image(image, "--image", f"pair-trainer-gpu:{__version__}")
     limits = pod_resources(manifest_path, [specs[i] for i in chosen] if chosen is not None else specs, gpus)
     if image is None:
         image = GPU_IMAGE if GPU_RESOURCE in limits else CPU_IMAGE
 
     completions = len(chosen) if chosen is not None else len(manifest.pairs)
+    if max_failed is None:
+        max_failed = max(1, math.ceil(completions * FAILED_SHARE))
+    elif max_failed > completions:
+        raise ConfigError(
+            f"--max-failed-indexes {max_failed} is more than the Job's {completions} pair(s).",
+            f"Give at most {completions}: the Job stops once more pairs than that have failed.",
+        )
     account = template("serviceaccount.yaml")
-    configmap = template("configmap.yaml")
+    configmap = _configmap(manifest_path, name, chosen)
     job = template("job.yaml")
-    for obj in (configmap, job):
-        obj["metadata"]["name"] = name
-        obj["metadata"]["labels"]["app.kubernetes.io/instance"] = name
-    if namespace is not None:
-        for obj in (account, configmap, job):
-            obj["metadata"]["namespace"] = namespace
-    configmap["data"][MANIFEST_KEY] = _manifest_text(manifest_path, chosen)
+    job["metadata"]["name"] = name
+    job["metadata"]["labels"]["app.kubernetes.io/instance"] = name
 
     spec = job["spec"]
     spec["completions"] = completions
     spec["parallelism"] = min(parallelism, completions)
     spec["backoffLimitPerIndex"] = int(manifest.batch["max_retries"])
+    spec["maxFailedIndexes"] = max_failed
+    spec["activeDeadlineSeconds"] = deadline
     pod = spec["template"]
     pod["metadata"]["labels"]["app.kubernetes.io/instance"] = name
     container = pod["spec"]["containers"][0]
@@ -236,7 +317,99 @@ def render_objects(
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     volumes["data"]["persistentVolumeClaim"]["claimName"] = claim
     volumes["manifest"]["configMap"]["name"] = name
-    return [account, configmap, job]
+    objects = [account, configmap, job] if service_account else [configmap, job]
+    if namespace is not None:
+        for obj in objects:
+            obj["metadata"]["namespace"] = namespace
+    return objects
+
+
+def _fill(obj, values: dict):
+    """`obj` with every string equal to a key of `values` replaced by its value (the templates'
+    placeholders: NAME, NAME-ray, CLAIM, IMAGE, ...)."""
+    if isinstance(obj, dict):
+        return {k: _fill(v, values) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_fill(v, values) for v in obj]
+    if isinstance(obj, str):
+        return values.get(obj, obj)
+    return obj
+
+
+def _pod_specs(rayjob: dict) -> list[dict]:
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    return [
+        rayjob["spec"]["submitterPodTemplate"]["spec"],
+        cluster["headGroupSpec"]["template"]["spec"],
+        *(g["template"]["spec"] for g in cluster["workerGroupSpecs"]),
+    ]
+
+
+def render_ray_objects(
+    manifest_path: str,
+    *,
+    image: str | None = None,
+    head_image: str | None = None,
+    claim: str = DEFAULT_CLAIM,
+    namespace: str | None = None,
+    name: str | None = None,
+    workers: int = DEFAULT_WORKERS,
+    operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE,
+    deadline: int = DEFAULT_DEADLINE,
+    service_account: bool = True,
+) -> list[dict]:
+    """The ServiceAccount, ConfigMap, RayJob, NetworkPolicy and the head's PodDisruptionBudget that run
+    `trainer batch` on a KubeRay cluster made for it: k8s/rayjob/ for any manifest, name and images.
+
+    Every reference follows `name`: the ConfigMap, the pods' instance label and the NetworkPolicy's
+    and the budget's selectors. The workers are k8s/rayjob/'s (8 CPUs, 32 GiB, one GPU each; no GPU
+    when no pair asks for one); a pair that does not fit one is refused."""
+    manifest, specs = _checked_manifest(manifest_path)
+    name = _common_names(manifest_path, name, claim, namespace, MAX_RAY_NAME)
+    _check_name(operator_namespace, "--operator-namespace", DNS_LABEL, 63)
+    _check_image(image, "--image", f"pair-trainer-gpu:{__version__}")
+    _check_image(head_image, "--head-image", f"pair-trainer-cpu:{__version__}")
+    rayjob = template("rayjob.yaml")
+    (group,) = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    worker = group["template"]["spec"]["containers"][0]
+    size = worker["resources"]["limits"]
+    for spec in specs:
+        cpus = float(getattr(spec.resources, "cpus", 1) or 1)
+        wanted = float(getattr(spec.resources, "gpus", 0) or 0)
+        if cpus > float(size["cpu"]) or wanted > size[GPU_RESOURCE]:
+            raise ConfigError(
+                f"{manifest_path}: {spec.pair}: resources {{cpus: {cpus:g}, gpus: {wanted:g}}} do not fit "
+                f"a Ray worker ({size['cpu']} CPUs, {size[GPU_RESOURCE]} GPU), so Ray would never start it.",
+                "Ask for at most that in the manifest's resources, or render, then edit the worker "
+                "group's resources (spec.rayClusterSpec.workerGroupSpecs).",
+            )
+    gpu_workers = any(float(getattr(s.resources, "gpus", 0) or 0) > 0 for s in specs)
+    if not gpu_workers:  # a CPU-only manifest: CPU workers on the CPU image, off the GPU nodes
+        for level in ("requests", "limits"):
+            del worker["resources"][level][GPU_RESOURCE]
+        del group["template"]["spec"]["tolerations"]
+        group["groupName"] = "cpu"
+    group["replicas"] = group["minReplicas"] = group["maxReplicas"] = workers
+    values = {
+        "NAME": name,
+        "NAME-ray": f"{name}-ray",
+        "NAME-ray-head": f"{name}-ray-head",
+        "CLAIM": claim,
+        "IMAGE": image or (GPU_IMAGE if gpu_workers else CPU_IMAGE),
+        "HEAD_IMAGE": head_image or CPU_IMAGE,
+        "OPERATOR_NAMESPACE": operator_namespace,
+    }
+    rayjob = _fill(rayjob, values)
+    rayjob["spec"]["activeDeadlineSeconds"] = deadline
+    policy = _fill(template("networkpolicy.yaml"), values)
+    budget = _fill(template("poddisruptionbudget.yaml"), values)
+    objects = [_configmap(manifest_path, name, None), rayjob, policy, budget]
+    if service_account:
+        objects.insert(0, template("serviceaccount.yaml"))
+    if namespace is not None:
+        for obj in objects:
+            obj["metadata"]["namespace"] = namespace
+    return objects
 
 
 class _Dumper(yaml.SafeDumper):
@@ -245,9 +418,18 @@ class _Dumper(yaml.SafeDumper):
     ):  # lists indented under their key, as kubectl shows them
         return super().increase_indent(flow, False)
 
+    def represent_mapping(self, tag, mapping, flow_style=None):
+        # keys plain (quoted only where YAML needs it); values quoted by _str
+        node = super().represent_mapping(tag, mapping, flow_style)
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag == "tag:yaml.org,2002:str":
+                key.style = None
+        return node
+
 
 def _str(dumper, value: str):
-    style = "|" if "\n" in value else None
+    # every string value quoted: kubectl's YAML 1.2 reads `1e5`, `0x1F` or `.inf` unquoted as numbers
+    style = "|" if "\n" in value else '"'
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
@@ -262,21 +444,32 @@ def to_yaml(objects: list[dict], header: str = "") -> str:
 
 @click.group(context_settings=CONTEXT_SETTINGS)
 def k8s():
-    """Kubernetes: print the objects that train a manifest's pairs as an Indexed Job.
+    """Kubernetes: print the objects that train a manifest's pairs as an Indexed Job or a RayJob.
 
     Example:
 
-        trainer k8s render manifests/all_pairs.yaml | kubectl apply -f -
+        trainer k8s render manifests/all_pairs.yaml --gpus 1 | kubectl apply -f -
     """
 
 
 @k8s.command(name="render", context_settings=CONTEXT_SETTINGS)
 @click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
 @click.option(
+    "--ray",
+    is_flag=True,
+    help="Print the KubeRay RayJob (with its NetworkPolicy and the head's PodDisruptionBudget) that runs "
+    "`trainer batch` instead of the Indexed Job.",
+)
+@click.option(
     "--image",
     metavar="IMAGE",
-    help=f"The trainer image the pods run, pushed to your registry [default: {GPU_IMAGE} for pods "
-    f"with a GPU, else {CPU_IMAGE}].",
+    help=f"The image of the pods that train (the Job's; with --ray the workers'), pushed to your registry "
+    f"[default: {GPU_IMAGE} for pods with a GPU, else {CPU_IMAGE}]; a digest (repo@sha256:...) pins it.",
+)
+@click.option(
+    "--head-image",
+    metavar="IMAGE",
+    help=f"With --ray: the image of the Ray head and the submitter [default: {CPU_IMAGE}].",
 )
 @click.option(
     "--claim",
@@ -286,12 +479,13 @@ def k8s():
     help="The ReadWriteMany PersistentVolumeClaim mounted at /data (k8s/base/pvc.yaml).",
 )
 @click.option(
-    "--namespace", metavar="NS", help="Put both objects in this namespace (default: kubectl's current one)."
+    "--namespace", metavar="NS", help="Put the objects in this namespace (default: kubectl's current one)."
 )
 @click.option(
     "--name",
     metavar="NAME",
-    help="Name of the Job and the ConfigMap [default: trainer-<manifest file name>].",
+    help="Name of the Job and the ConfigMap; with --ray the RayJob is NAME-ray [default: "
+    "trainer-<manifest file name>].",
 )
 @click.option(
     "--parallelism",
@@ -299,7 +493,7 @@ def k8s():
     default=DEFAULT_PARALLELISM,
     show_default=True,
     metavar="N",
-    help="At most N pairs train at once.",
+    help="At most N pairs train at once (the Job).",
 )
 @click.option(
     "--gpus",
@@ -312,38 +506,132 @@ def k8s():
     metavar="I,J-K",
     help="Only these pairs of the manifest (from 0), e.g. a finished Job's status.failedIndexes; needs --name.",
 )
-def render_command(manifest_path, image, claim, namespace, name, parallelism, indexes, gpus):
-    """Print the ServiceAccount, ConfigMap and Indexed Job that train every pair of MANIFEST.
+@click.option(
+    "--deadline",
+    type=click.IntRange(min=1),
+    default=DEFAULT_DEADLINE,
+    show_default=True,
+    metavar="SECONDS",
+    help="Stop the run (activeDeadlineSeconds) after this long; finished pairs keep their artifacts.",
+)
+@click.option(
+    "--max-failed-indexes",
+    "max_failed",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Stop the Job once more than N pairs have failed [default: a tenth of its pairs, at least 1].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=DEFAULT_WORKERS,
+    show_default=True,
+    metavar="N",
+    help="With --ray: the Ray workers (one GPU each when the manifest asks for GPUs).",
+)
+@click.option(
+    "--operator-namespace",
+    default=DEFAULT_OPERATOR_NAMESPACE,
+    show_default=True,
+    metavar="NS",
+    help="With --ray: the KubeRay operator's namespace, which the NetworkPolicy admits.",
+)
+@click.option(
+    "--no-service-account",
+    "no_account",
+    is_flag=True,
+    help="Leave the ServiceAccount out (it exists already, with its pull secret: a retry).",
+)
+def render_command(
+    manifest_path,
+    ray,
+    image,
+    head_image,
+    claim,
+    namespace,
+    name,
+    parallelism,
+    gpus,
+    indexes,
+    deadline,
+    max_failed,
+    workers,
+    operator_namespace,
+    no_account,
+):
+    """Print the objects that train every pair of MANIFEST: the ServiceAccount, the ConfigMap and the
+    Indexed Job, or with --ray a KubeRay RayJob.
 
-    Pod i runs `trainer run --manifest /etc/trainer/manifest.yaml --index i`; completions is the
-    number of pairs, backoffLimitPerIndex the manifest's batch.max_retries. Each pod requests the
-    manifest's resources (the largest of its pairs): cpus, memory (4Gi per CPU when unset) and
-    whole GPUs. The output is ready for `kubectl apply -f -`; the volume comes from k8s/base/pvc.yaml.
+    The Job's pod i runs `trainer run --manifest /etc/trainer/manifest.yaml --index i`; completions
+    is the number of pairs, backoffLimitPerIndex the manifest's batch.max_retries. Each pod requests
+    the manifest's resources (the largest of its pairs): cpus, memory (4Gi per CPU when unset) and
+    whole GPUs. The manifest is checked as `trainer validate` checks it. The output is ready for
+    `kubectl apply -f -`; the volume comes from k8s/base/pvc.yaml.
 
     Example:
 
-        trainer k8s render manifests/all_pairs.yaml --gpus 1 --image registry.example.com/pair-trainer:0.1.0-gpu | kubectl apply -f -
+        trainer k8s render manifests/all_pairs.yaml --gpus 1 --image registry.example.com/ml/pair-trainer-gpu:0.1.0 | kubectl apply -f -
 
-        trainer k8s render manifests/all_pairs.yaml --gpus 1 --indexes 3,17 --name trainer-all-pairs-retry
+        trainer k8s render manifests/all_pairs.yaml --gpus 1 --indexes 3,17 --name trainer-all-pairs-retry1 --no-service-account
+
+        trainer k8s render manifests/all_pairs.yaml --ray --name nightly --namespace ml-train
     """
-    objects = render_objects(
-        manifest_path,
-        image=image,
-        claim=claim,
-        namespace=namespace,
-        name=name,
-        parallelism=parallelism,
-        indexes=indexes,
-        gpus=gpus,
-    )
-    job = objects[-1]
-    limits = job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-    header = (
-        f"# trainer k8s render {manifest_path} (pair-trainer {__version__}): "
-        f"{job['spec']['completions']} pair(s) -> completions {job['spec']['completions']}, "
-        f"parallelism {job['spec']['parallelism']}, backoffLimitPerIndex {job['spec']['backoffLimitPerIndex']}; "
-        f"each pod {limits['cpu']} CPU, {limits['memory']}, {limits.get(GPU_RESOURCE, 0)} GPU\n"
-    )
+    job_only = {"parallelism": parallelism != DEFAULT_PARALLELISM, "gpus": gpus is not None}
+    job_only.update(indexes=indexes is not None, max_failed_indexes=max_failed is not None)
+    ray_only = {"head_image": head_image is not None, "workers": workers != DEFAULT_WORKERS}
+    ray_only["operator_namespace"] = operator_namespace != DEFAULT_OPERATOR_NAMESPACE
+    misplaced = [k for k, given in (job_only if ray else ray_only).items() if given]
+    if misplaced:
+        option = "--" + misplaced[0].replace("_", "-")
+        raise ConfigError(
+            f"{option} is for {'the Indexed Job' if ray else '--ray'} only.",
+            "Leave it out, or render the other kind: see trainer k8s render --help.",
+        )
+    if ray:
+        objects = render_ray_objects(
+            manifest_path,
+            image=image,
+            head_image=head_image,
+            claim=claim,
+            namespace=namespace,
+            name=name,
+            workers=workers,
+            operator_namespace=operator_namespace,
+            deadline=deadline,
+            service_account=not no_account,
+        )
+        rayjob = next(o for o in objects if o["kind"] == "RayJob")
+        (group,) = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        header = (
+            f"# trainer k8s render --ray {comment_safe(manifest_path)} (pair-trainer {__version__}): "
+            f"RayJob {rayjob['metadata']['name']}, {group['replicas']} worker(s) of {limits['cpu']} CPU, "
+            f"{limits['memory']}, {limits.get(GPU_RESOURCE, 0)} GPU; deadline {deadline} s\n"
+        )
+    else:
+        objects = render_objects(
+            manifest_path,
+            image=image,
+            claim=claim,
+            namespace=namespace,
+            name=name,
+            parallelism=parallelism,
+            indexes=indexes,
+            gpus=gpus,
+            deadline=deadline,
+            max_failed=max_failed,
+            service_account=not no_account,
+        )
+        job = objects[-1]
+        spec = job["spec"]
+        limits = spec["template"]["spec"]["containers"][0]["resources"]["limits"]
+        header = (
+            f"# trainer k8s render {comment_safe(manifest_path)} (pair-trainer {__version__}): "
+            f"{spec['completions']} pair(s) -> completions {spec['completions']}, "
+            f"parallelism {spec['parallelism']}, backoffLimitPerIndex {spec['backoffLimitPerIndex']}, "
+            f"maxFailedIndexes {spec['maxFailedIndexes']}, deadline {deadline} s; "
+            f"each pod {limits['cpu']} CPU, {limits['memory']}, {limits.get(GPU_RESOURCE, 0)} GPU\n"
+        )
     click.echo(to_yaml(objects, header), nl=False)
 
 
