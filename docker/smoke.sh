@@ -34,7 +34,11 @@ version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' trainer_core/version.py)
 IMAGE=${1:-pair-trainer-cpu:$version}
 PLUGIN_IMAGE=${IMAGE%%[:@]*}-example:smoke
 ALLOW_SKIP=${SMOKE_ALLOW_SKIP:-0}
+# the local S3 server and the Python with boto3 (the test extra): the repository's venv, else PATH's
 MOTO=$REPO/.venv/bin/moto_server
+[ -x "$MOTO" ] || MOTO=$(command -v moto_server || echo "$MOTO")
+HOST_PYTHON=$(dirname "$MOTO")/python
+[ -x "$HOST_PYTHON" ] || HOST_PYTHON=$REPO/.venv/bin/python
 if [ -z "${BUILDER:-}" ]; then
     if command -v docker >/dev/null && docker info >/dev/null 2>&1; then BUILDER=docker; else BUILDER=buildah; fi
 fi
@@ -254,12 +258,12 @@ else
 fi
 
 # -- 4. an s3:// output --------------------------------------------------------------------------------
-moto=$REPO/.venv/bin/moto_server
+moto=$MOTO
 if [ -x "$moto" ]; then
     port=$(free_port)
     "$moto" -H 127.0.0.1 -p "$port" >"$WORK/moto.log" 2>&1 &
     MOTO_PID=$!
-    "$REPO/.venv/bin/python" - "$port" <<'PY'
+    "$HOST_PYTHON" - "$port" <<'PY'
 import sys, time, boto3
 for _ in range(100):
     try:

@@ -193,10 +193,33 @@ def check_rayjob(obj: dict) -> None:
     assert spec.get("submissionMode", "K8sJobMode") in SUBMISSION_MODES
     if "submitterPodTemplate" in spec:
         validate_pod_template(spec["submitterPodTemplate"], "submitterPodTemplate")
-    cluster = spec["rayClusterSpec"]
-    check_fields(cluster, RAYCLUSTER_SPEC, RAYCLUSTER_REQUIRED, "spec.rayClusterSpec")
+    if "clusterSelector" in spec:  # a job for an existing RayCluster: no cluster of its own
+        assert "rayClusterSpec" not in spec and "shutdownAfterJobFinishes" not in spec
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in spec["clusterSelector"].items())
+        return
+    check_raycluster_spec(spec["rayClusterSpec"], "spec.rayClusterSpec")
+
+
+def check_raycluster(obj: dict) -> None:
+    """A ray.io/v1 RayCluster: its spec is a RayJob's rayClusterSpec (the same Go type)."""
+    assert obj["apiVersion"] == "ray.io/v1" and obj["kind"] == "RayCluster"
+    assert set(obj) <= {"apiVersion", "kind", "metadata", "spec"}
+    check_raycluster_spec(obj["spec"], "spec")
+
+
+def check_ray_object(obj: dict) -> None:
+    if obj["kind"] == "RayJob":
+        check_rayjob(obj)
+    elif obj["kind"] == "RayCluster":
+        check_raycluster(obj)
+    else:
+        validate_kubernetes(obj)
+
+
+def check_raycluster_spec(cluster: dict, where: str) -> None:
+    check_fields(cluster, RAYCLUSTER_SPEC, RAYCLUSTER_REQUIRED, where)
     if "authOptions" in cluster:
-        check_fields(cluster["authOptions"], AUTH_OPTIONS, set(), "spec.rayClusterSpec.authOptions")
+        check_fields(cluster["authOptions"], AUTH_OPTIONS, set(), f"{where}.authOptions")
         assert cluster["authOptions"].get("mode", "disabled") in AUTH_MODES
     head = cluster["headGroupSpec"]
     check_fields(head, HEAD_GROUP, HEAD_REQUIRED, "headGroupSpec")
@@ -317,10 +340,8 @@ def test_every_file_under_k8s_validates(path):
     for obj in docs_of(path.read_text()):
         if obj["apiVersion"].startswith("kustomize.config.k8s.io/"):
             assert path.name == "kustomization.yaml"  # built (and so checked) by kubectl below
-        elif obj["kind"] == "RayJob":
-            check_rayjob(obj)
         else:
-            validate_kubernetes(obj)
+            check_ray_object(obj)
 
 
 def test_the_kustomizations_build_and_every_file_is_in_one():
@@ -330,6 +351,8 @@ def test_the_kustomizations_build_and_every_file_is_in_one():
         K8S / "base": shared,
         K8S / "rayjob": shared | {"RayJob", "NetworkPolicy", "PodDisruptionBudget"},
         K8S / "data-shell": shared | {"Pod"},
+        K8S / "raycluster": shared | {"RayCluster", "NetworkPolicy"},
+        K8S / "raycluster" / "submit": {"RayJob"},
     }
     assert set(kustomization_dirs()) == set(expected)
     listed = set()
@@ -342,7 +365,7 @@ def test_the_kustomizations_build_and_every_file_is_in_one():
         objects = kustomize(folder)
         assert {o["kind"] for o in objects} == kinds, folder
         for obj in objects:
-            check_rayjob(obj) if obj["kind"] == "RayJob" else validate_kubernetes(obj)
+            check_ray_object(obj)
 
 
 def test_the_image_component_points_every_pod_at_your_registry(tmp_path):
@@ -359,6 +382,8 @@ def test_the_image_component_points_every_pod_at_your_registry(tmp_path):
         (copy, {"gpu"}),
         (copy / "rayjob", {"cpu", "gpu"}),
         (copy / "data-shell", {"cpu"}),
+        (copy / "raycluster", {"cpu", "gpu"}),
+        (copy / "raycluster" / "submit", {"cpu"}),
     ):
         images = re.findall(r"image: (\S+)", yaml.safe_dump_all(kustomize(folder)))
         assert set(images) == {f"registry.example.com/ml/pair-trainer-{f}:{__version__}" for f in flavours}, (
@@ -381,7 +406,13 @@ def test_each_image_is_pinned_by_its_own_digest_and_pulled_by_policy(tmp_path):
         )
     component.write_text(text)
     seen = set()
-    for folder in (copy, copy / "rayjob", copy / "data-shell"):
+    for folder in (
+        copy,
+        copy / "rayjob",
+        copy / "data-shell",
+        copy / "raycluster",
+        copy / "raycluster" / "submit",
+    ):
         for obj in kustomize(folder):
             for where, pod in pod_templates(obj):
                 for container in pod["containers"]:
@@ -601,7 +632,7 @@ def test_render_options(cli):
         cli,
         ALL_PAIRS,
         "--image",
-        "registry.example.com/ml/pair-trainer:0.1.0-gpu",
+        "registry.example.com/ml/pair-trainer-gpu:0.1.0",
         "--claim",
         "shared-data",
         "--namespace",
@@ -623,7 +654,7 @@ def test_render_options(cli):
     )
     assert configmap["metadata"]["name"] == job["metadata"]["name"] == "retry-1"
     pod = job["spec"]["template"]["spec"]
-    assert pod["containers"][0]["image"] == "registry.example.com/ml/pair-trainer:0.1.0-gpu"
+    assert pod["containers"][0]["image"] == "registry.example.com/ml/pair-trainer-gpu:0.1.0"
     assert pod["serviceAccountName"] == account["metadata"]["name"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "shared-data"
@@ -1073,6 +1104,28 @@ def test_hadolint_passes(flavour):
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
 
 
+def test_the_plugin_image_installs_within_the_pins_and_stays_non_root():
+    path = REPO / "docker" / "Dockerfile.plugin"
+    proc = subprocess.run(
+        [tool("hadolint"), "--no-color", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
+    steps = dockerfile_instructions(path)
+    assert [a for w, a in steps if w == "FROM"] == ["${TRAINER_IMAGE}"]
+    (run,) = [a for w, a in steps if w == "RUN"]
+    assert '--constraint /opt/pair-trainer/constraints.txt "${PLUGIN}"' in run and "pip check" in run
+    assert "--mount=type=secret,id=pipcert" in run
+    assert [a for w, a in steps if w == "USER"][-1] == "10001:10001"
+    for flavour in DOCKERFILES:  # where the pins are in both images
+        assert (
+            "COPY docker/constraints-gpu.txt /opt/pair-trainer/constraints.txt"
+            in DOCKERFILES[flavour].read_text()
+        )
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    assert "docker build -f docker/Dockerfile.plugin" in text and "plugins/examples/trainer-example" in text
+    assert "Dockerfile.plugin" in (REPO / "docker" / "smoke.sh").read_text()
+
+
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
 def test_the_images_are_multi_stage_non_root_and_quiet(flavour):
     steps = dockerfile_instructions(DOCKERFILES[flavour])
@@ -1191,7 +1244,7 @@ def trainer_argv(words: list[str]) -> list[str] | None:
     ):
         return words[words.index("--") + 2 :]
     if words[:2] == ["docker", "run"]:
-        images = [i for i, w in enumerate(words) if "/pair-trainer:" in w]
+        images = [i for i, w in enumerate(words) if re.search(r"/pair-trainer-(cpu|gpu)[:@]", w)]
         return words[images[0] + 1 :] if images else None
     return None
 
@@ -1387,13 +1440,14 @@ def pod_templates(obj: dict) -> list[tuple[str, dict]]:
         return [(name, obj["spec"])]
     if obj["kind"] == "Job":
         return [(name, obj["spec"]["template"]["spec"])]
-    if obj["kind"] == "RayJob":
-        cluster = obj["spec"]["rayClusterSpec"]
-        out = [
-            (f"{name} submitter", obj["spec"]["submitterPodTemplate"]["spec"]),
-            (f"{name} head", cluster["headGroupSpec"]["template"]["spec"]),
-        ]
-        out += [(f"{name} {g['groupName']}", g["template"]["spec"]) for g in cluster["workerGroupSpecs"]]
+    if obj["kind"] in ("RayJob", "RayCluster"):
+        out = []
+        if obj["kind"] == "RayJob":
+            out.append((f"{name} submitter", obj["spec"]["submitterPodTemplate"]["spec"]))
+        cluster = obj["spec"].get("rayClusterSpec") if obj["kind"] == "RayJob" else obj["spec"]
+        if cluster:
+            out.append((f"{name} head", cluster["headGroupSpec"]["template"]["spec"]))
+            out += [(f"{name} {g['groupName']}", g["template"]["spec"]) for g in cluster["workerGroupSpecs"]]
         return out
     return []
 
@@ -1402,7 +1456,9 @@ def all_pods(cli) -> list[tuple[str, dict]]:
     pods = [p for obj in every_object() for p in pod_templates(obj)]
     for args in ([DEMO], [ALL_PAIRS, "--gpus", "1"], [ALL_PAIRS, "--gpus", "0"]):
         pods += [(f"render {' '.join(args)}", p) for _, p in pod_templates(render(cli, *args)[-1])]
-    assert len(pods) == 8  # Job, RayJob submitter + head + workers, data shell, three renders
+    # Job, RayJob submitter + head + workers, data shell, RayCluster head + workers, the submitter of
+    # the RayJob that selects it, three renders
+    assert len(pods) == 11
     return pods
 
 
@@ -1553,7 +1609,7 @@ def test_the_optional_patches_apply_and_validate(tmp_path):
     for folder in (copy, copy / "rayjob", copy / "data-shell"):
         objects = kustomize(folder)
         for obj in objects:
-            check_rayjob(obj) if obj["kind"] == "RayJob" else validate_kubernetes(obj)
+            check_ray_object(obj)
         account = the(objects, "ServiceAccount")
         assert account["imagePullSecrets"] == [{"name": "registry-credentials"}], folder
         if folder.name == "data-shell":
@@ -1635,3 +1691,39 @@ def test_summary_only_rebuilds_the_summary_from_the_job_s_pairs_without_training
     assert rows["SOLUSDT"]["status"] == "cancelled" and "not trained" in rows["SOLUSDT"]["reason"]
     assert not (out / "SOLUSDT" / "_SUCCESS.json").exists()
     assert (out / "summary.html").stat().st_size > 0
+
+
+# -- a long-lived Ray cluster ----------------------------------------------------------------------------
+
+
+def test_the_long_lived_ray_cluster_is_the_rayjob_s_cluster_and_admits_only_its_own():
+    cluster = the(kustomize(K8S / "raycluster"), "RayCluster")
+    policy = the(kustomize(K8S / "raycluster"), "NetworkPolicy")
+    submit = the(kustomize(K8S / "raycluster" / "submit"), "RayJob")
+    rayjob = the(kustomize(K8S / "rayjob"), "RayJob")
+    # the same cluster as the RayJob's, but for its instance label
+    own = json.loads(json.dumps(rayjob["spec"]["rayClusterSpec"]))
+    for group in (own["headGroupSpec"], *own["workerGroupSpecs"]):
+        group["template"]["metadata"]["labels"]["app.kubernetes.io/instance"] = "trainer-ray"
+    assert cluster["spec"] == own
+    assert cluster["spec"]["authOptions"] == {"mode": "token"}
+    # the RayJob that selects it: the cluster's name, no cluster of its own, its submitter labelled for it
+    assert submit["spec"]["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
+    assert shlex.split(submit["spec"]["entrypoint"]) == ["trainer", "batch", POD_MANIFEST]
+    submitter = submit["spec"]["submitterPodTemplate"]["metadata"]["labels"]
+    head = cluster["spec"]["headGroupSpec"]["template"]["metadata"]["labels"]
+    (workers,) = [g["template"]["metadata"]["labels"] for g in cluster["spec"]["workerGroupSpecs"]]
+    for port in (8265, 6379, 10001):
+        assert admitted(policy, workers, port) and admitted(policy, head, port)
+    assert admitted(policy, submitter, 8265) and not admitted(policy, submitter, 6379)
+    # the RayJob's own pods (another instance) are not this cluster's
+    job_head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["metadata"]["labels"]
+    job_submitter = rayjob["spec"]["submitterPodTemplate"]["metadata"]["labels"]
+    assert not labels_match(policy["spec"]["podSelector"], job_head)
+    assert not admitted(policy, job_head, 6379) and not admitted(policy, job_submitter, 8265)
+    operator = {"app.kubernetes.io/name": "kuberay-operator"}
+    assert admitted(policy, operator, 8265, {"kubernetes.io/metadata.name": "ray-system"})
+    assert not admitted(policy, operator, 8265, {"kubernetes.io/metadata.name": "elsewhere"})
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    assert "kubectl apply -k k8s/raycluster/" in text and "kubectl apply -k k8s/raycluster/submit/" in text
+    assert "clusterSelector" in text
