@@ -323,7 +323,7 @@ def prepare(pair, data_path, output, manifest_path, sets):
 @click.option(
     "--summary-only",
     is_flag=True,
-    help="Train nothing: write summary.json and summary.html from the pairs' completed runs (after an Indexed Job).",
+    help="Train nothing: run the batch reporters (the summary) over the pairs' completed runs, as after an Indexed Job.",
 )
 @click.option(
     "--output", "output", metavar="DIR_OR_URL", help="Output root (overrides the manifest's output)."
