@@ -87,7 +87,22 @@ __all__ = [
     "manifest_from_dict",
     "read_for_prediction",
     "select_time",
+    # what `trainer validate` checks, for commands that write a manifest elsewhere (trainer k8s render)
+    "validate_components",
 ]
+
+
+def validate_components(manifest, specs, *, manifest_plugins: bool | None = None) -> None:
+    """What `trainer validate` checks beyond the settings: every component each of ``specs`` (the
+    manifest's resolved pairs) names is registered, with valid params. Loads the plugins as the
+    commands do (``manifest_plugins=False``: refuse the manifest's own `plugins:` modules); raises
+    the same `PluginError` or `ConfigError`."""
+    from .pipeline import check_components
+    from .plugins import Plugins
+
+    plugins = Plugins.load(manifest.plugins, manifest_plugins=manifest_plugins)
+    for spec in specs:
+        check_components(spec, plugins)
 
 
 def __getattr__(name: str):

@@ -191,14 +191,11 @@ def _manifest_text(path: str, indexes: list[int] | None) -> str:
 def _check_components(manifest, specs: list) -> None:
     """What `trainer validate` checks: every model, loader, balancer and reporter is registered here,
     with valid params. The pods need the same plugins in their image."""
-    from trainer_core.pipeline import check_components
-    from trainer_core.plugins import Plugins
+    from trainer_core import validate_components
 
     ctx = click.get_current_context(silent=True)
     refused = bool(ctx and (ctx.find_root().obj or {}).get("no_manifest_plugins"))
-    plugins = Plugins.load(manifest.plugins, manifest_plugins=False if refused else None)
-    for spec in specs:
-        check_components(spec, plugins)
+    validate_components(manifest, specs, manifest_plugins=False if refused else None)
 
 
 def _checked_manifest(manifest_path: str):
