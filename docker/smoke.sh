@@ -34,9 +34,10 @@ version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' trainer_core/version.py)
 IMAGE=${1:-pair-trainer-cpu:$version}
 PLUGIN_IMAGE=${IMAGE%%[:@]*}-example:smoke
 ALLOW_SKIP=${SMOKE_ALLOW_SKIP:-0}
-# the local S3 server and the Python with boto3 (the test extra): the repository's venv, else PATH's
-MOTO=$REPO/.venv/bin/moto_server
-[ -x "$MOTO" ] || MOTO=$(command -v moto_server || echo "$MOTO")
+# the local S3 server and the Python with boto3 (the test extra): MOTO_SERVER if set, else the
+# repository's venv, else PATH's
+MOTO=${MOTO_SERVER:-$REPO/.venv/bin/moto_server}
+[ -x "$MOTO" ] || [ -n "${MOTO_SERVER:-}" ] || MOTO=$(command -v moto_server || echo "$MOTO")
 HOST_PYTHON=$(dirname "$MOTO")/python
 [ -x "$HOST_PYTHON" ] || HOST_PYTHON=$REPO/.venv/bin/python
 if [ -z "${BUILDER:-}" ]; then

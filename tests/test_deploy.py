@@ -1405,7 +1405,8 @@ def test_the_scripts_check_what_they_need_first_in_one_line(tmp_path, script, en
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PATH": path, **env},
+        # MOTO_SERVER: a path that is not there, so the repository's own venv does not provide one
+        env={**os.environ, "PATH": path, "MOTO_SERVER": str(tmp_path / "no-moto_server"), **env},
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"{script}: missing "), proc.stderr
