@@ -40,6 +40,7 @@ from .manifest import (  # noqa: E402
     training_ready_name,
 )
 from .pipeline import Balance, Evaluation, PairResult, versions  # noqa: E402
+from .tune import TuneInterrupted, TuneRun  # noqa: E402
 from .version import __version__
 
 __all__ = [
@@ -89,6 +90,9 @@ __all__ = [
     "select_time",
     # what `trainer validate` checks, for commands that write a manifest elsewhere (trainer k8s render)
     "validate_components",
+    # the search behind `trainer tune`
+    "TuneInterrupted",
+    "TuneRun",
 ]
 
 

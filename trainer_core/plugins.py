@@ -41,6 +41,7 @@ DEFAULT_PLUGINS = (
     "trainer_plugins.commands.k8s",
     "trainer_plugins.commands.download",
     "trainer_plugins.commands.evaluate",
+    "trainer_plugins.commands.tune",
 )
 
 ENTRY_POINT_GROUP = "trainer.plugins"

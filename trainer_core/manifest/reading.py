@@ -319,6 +319,10 @@ def manifest_from_dict(raw: Any, path: str | None = None) -> Manifest:
         raise ConfigError(f"{label}: batch: expected a mapping, got {type_name(batch)}.", MANIFEST_HINT)
     batch = {**copy.deepcopy(BATCH_DEFAULTS), **check_values(batch, BATCH_SCHEMA, "batch", "batch")}
     defaults = merge(DEFAULTS, check_sections(raw.get("defaults"), "defaults"))
+    if "tune" in raw:  # read by `trainer tune`; checked here too, so every command refuses a bad one
+        from ..tune.settings import check_manifest_tune
+
+        check_manifest_tune(raw, label)
 
     pairs_raw = raw.get("pairs") or []
     if not isinstance(pairs_raw, list):
@@ -337,6 +341,7 @@ def manifest_from_dict(raw: Any, path: str | None = None) -> Manifest:
             if "pair" not in item:
                 raise ConfigError(f"{where}: missing 'pair' (the pair name).", MANIFEST_HINT)
             name = normalize_pair(item.pop("pair"), f"{where}.pair")
+            item.pop("tune", None)  # the pair's search settings, checked above
             overrides = check_sections(item, where)
         else:
             name = normalize_pair(item, where)

@@ -80,7 +80,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 SECTIONS = tuple(DEFAULTS)
-TOP_LEVEL_KEYS = ("version", "output", "plugins", "batch", "defaults", "pairs")
+TOP_LEVEL_KEYS = ("version", "output", "plugins", "batch", "defaults", "pairs", "tune")
 #: batch-level settings (not per pair): how `trainer batch` runs the pairs
 BATCH_DEFAULTS: dict[str, Any] = {"max_retries": 2, "reporters": ["summary"], "schedule_timeout": 600}
 DEFAULT_OUTPUT = "artifacts/"

@@ -387,12 +387,14 @@ def fit_fold(
     workdir: Path | None = None,
     resumed: bool = False,
     echo: Callable[[str], None] = print,
+    callbacks: list | None = None,
 ) -> Fit:
     """Build, compile and fit the model on one fold, then evaluate it on the fold's validation (and
     test) targets.
 
     With ``workdir`` (the saved model's fit) the production callbacks keep their state there, so an
     interrupted run resumes; without it (an earlier walk-forward fold) nothing is written.
+    ``callbacks``: extra Keras callbacks for this fit only, after the others (a search's pruning).
     """
     t_import = time.perf_counter()
     quiet_tensorflow()
@@ -460,23 +462,24 @@ def fit_fold(
     val_ds = window_dataset(feats, labs, fold.split.val_idx, t.sequence_length, t.batch_size, shuffle=False)
 
     if final:
-        callbacks = _production_callbacks(spec, workdir, plugins, record)
+        fit_callbacks = _production_callbacks(spec, workdir, plugins, record)
         verbose = t.verbose if t.verbose != "auto" else (1 if sys.stdout.isatty() else 2)
         if resumed:
             echo(f"Resuming an interrupted run after epoch {len(record)} (from its backup)")
     else:
-        callbacks, verbose = _fold_callbacks(spec), 0
+        fit_callbacks, verbose = _fold_callbacks(spec), 0
+    fit_callbacks.extend(callbacks or ())
     t0 = time.perf_counter()
     try:
         with _Preemption() as preemption:
             # first, so it stops the step before any other callback sees it
-            callbacks.insert(0, preemption.callback(spec.pair))
+            fit_callbacks.insert(0, preemption.callback(spec.pair))
             history = model.fit(
                 train_ds,
                 epochs=t.epochs,
                 steps_per_epoch=steps(len(balance.indices), t.batch_size),
                 validation_data=val_ds,
-                callbacks=callbacks,
+                callbacks=fit_callbacks,
                 verbose=verbose,
                 shuffle=False,  # the dataset draws its own permutation per epoch
             )
