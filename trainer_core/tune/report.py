@@ -1,6 +1,6 @@
 """What a search leaves behind: per pair `tuning_{tag}.json` and `search_{tag}.png`; for the run
-`tuned.yaml` (the manifest with each adopted pair's params, for `trainer batch`), `summary.json` and
-`summary.html`. Every file is written to a temporary name and renamed into place.
+`tuned.yaml` (the manifest with each adopted pair's params, for `trainer batch`), `search_summary.json` and
+`search_summary.html`. Every file is written to a temporary name and renamed into place.
 """
 
 from __future__ import annotations
@@ -259,7 +259,7 @@ def tuned_manifest(run) -> dict:
 
 
 def write_batch_report(run) -> None:
-    """`tuned.yaml`, `summary.json` and `summary.html` of the whole run."""
+    """`tuned.yaml`, `search_summary.json` and `search_summary.html` of the whole run."""
     rows = []
     for s in run.searches.values():
         r = s.report or {}
@@ -296,10 +296,10 @@ def write_batch_report(run) -> None:
         run.output / "tuned.yaml", (header + yaml.safe_dump(manifest, sort_keys=False)).encode()
     )
     summary = {"format": FORMAT, "manifest": str(run.manifest_path), "pairs": rows}
-    atomic_write_bytes(run.output / "summary.json", dumps(summary).encode())
-    atomic_write_bytes(run.output / "summary.html", _html(rows, run).encode())
+    atomic_write_bytes(run.output / "search_summary.json", dumps(summary).encode())
+    atomic_write_bytes(run.output / "search_summary.html", _html(rows, run).encode())
     run.echo(
-        f"Wrote {run.output / 'tuned.yaml'} (adopted: {', '.join(adopted) or 'none'}) and {run.output / 'summary.html'}"
+        f"Wrote {run.output / 'tuned.yaml'} (adopted: {', '.join(adopted) or 'none'}) and {run.output / 'search_summary.html'}"
     )
 
 
