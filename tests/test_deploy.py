@@ -244,7 +244,8 @@ def docs_of(text: str) -> list[dict]:
 
 
 def k8s_files() -> list[Path]:
-    return sorted(K8S.rglob("*.yaml"))
+    """The objects and kustomizations under k8s/ (not kustomize's own configuration files)."""
+    return sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomizeconfig.yaml")
 
 
 def kustomization_dirs() -> list[Path]:
@@ -359,6 +360,8 @@ def test_the_kustomizations_build_and_every_file_is_in_one():
     for folder in (*expected, K8S / "image"):
         kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
         listed |= {(folder / r).resolve() for r in kustomization.get("resources", []) if r.endswith(".yaml")}
+        for config in kustomization.get("configurations", []):
+            assert (folder / config).is_file(), (folder, config)
     orphans = {p.resolve() for p in k8s_files() if p.name != "kustomization.yaml"} - listed
     assert not orphans, f"files no kustomization applies: {sorted(map(str, orphans))}"
     for folder, kinds in expected.items():
@@ -1618,7 +1621,9 @@ def test_the_optional_patches_apply_and_validate(tmp_path):
     ):
         kustomization = folder / "kustomization.yaml"
         names = COMPONENTS if folder.name != "data-shell" else ["pull-secret"]
-        kustomization.write_text(kustomization.read_text() + "".join(f"  - {prefix}/{n}\n" for n in names))
+        text = yaml.safe_load(kustomization.read_text())
+        text["components"] = text.get("components", []) + [f"{prefix}/{n}" for n in names]
+        kustomization.write_text(yaml.safe_dump(text, sort_keys=False))
     for folder in (copy, copy / "rayjob", copy / "data-shell"):
         objects = kustomize(folder)
         for obj in objects:
@@ -1740,3 +1745,80 @@ def test_the_long_lived_ray_cluster_is_the_rayjob_s_cluster_and_admits_only_its_
     text = DEPLOY_DOC.read_text(encoding="utf-8")
     assert "kubectl apply -k k8s/raycluster/" in text and "kubectl apply -k k8s/raycluster/submit/" in text
     assert "clusterSelector" in text
+
+
+# -- renaming with kustomize -------------------------------------------------------------------------------
+
+
+def suffixed(tmp_path, folder: str, suffix: str) -> list[dict]:
+    """k8s/FOLDER built through an overlay with a nameSuffix and the instance label, as docs/deploy.md says."""
+    copy = tmp_path / "k8s"
+    if not copy.exists():
+        shutil.copytree(K8S, copy)
+    overlay = tmp_path / f"overlay{suffix}"
+    overlay.mkdir()
+    text = DEPLOY_DOC.read_text(encoding="utf-8").split("# k8s/overlays/nightly/kustomization.yaml\n", 1)[1]
+    text = text[: text.index("```")].replace("../../rayjob", f"../k8s/{folder}").replace("-nightly", suffix)
+    (overlay / "kustomization.yaml").write_text(text)
+    return kustomize(overlay)
+
+
+def test_a_name_suffix_renames_the_rayjob_and_every_reference_follows(tmp_path):
+    objects = suffixed(tmp_path, "rayjob", "-b")
+    for obj in objects:
+        check_ray_object(obj)
+    names = {o["kind"]: o["metadata"]["name"] for o in objects}
+    assert all(name.endswith("-b") for name in names.values()), names
+    instance = "trainer-all-pairs-b"
+    assert all(o["metadata"]["labels"]["app.kubernetes.io/instance"] == instance for o in objects)
+    rayjob, policy, budget = (
+        the(objects, "RayJob"),
+        the(objects, "NetworkPolicy"),
+        the(objects, "PodDisruptionBudget"),
+    )
+    pods = pod_templates(rayjob)
+    assert len(pods) == 3
+    for where, pod in pods:
+        assert pod["serviceAccountName"] == names["ServiceAccount"], where
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        if "manifest" in volumes:
+            assert volumes["manifest"]["configMap"]["name"] == names["ConfigMap"], where
+            assert volumes["data"]["persistentVolumeClaim"]["claimName"] == names["PersistentVolumeClaim"], (
+                where
+            )
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    head = cluster["headGroupSpec"]["template"]["metadata"]["labels"]
+    (worker,) = [g["template"]["metadata"]["labels"] for g in cluster["workerGroupSpecs"]]
+    submitter = rayjob["spec"]["submitterPodTemplate"]["metadata"]["labels"]
+    for labels in (head, worker, submitter):
+        assert labels["app.kubernetes.io/instance"] == instance
+    # this run's policy admits this run's pods, and not those of the run without the suffix
+    original = the(kustomize(K8S / "rayjob"), "RayJob")["spec"]["rayClusterSpec"]
+    other_head = original["headGroupSpec"]["template"]["metadata"]["labels"]
+    assert labels_match(policy["spec"]["podSelector"], head) and labels_match(
+        policy["spec"]["podSelector"], worker
+    )
+    assert not labels_match(policy["spec"]["podSelector"], other_head)
+    assert admitted(policy, worker, 6379) and admitted(policy, submitter, 8265)
+    assert not admitted(policy, other_head, 6379)
+    operator = {"app.kubernetes.io/name": "kuberay-operator"}
+    assert admitted(policy, operator, 8265, {"kubernetes.io/metadata.name": "ray-system"}), (
+        "the operator still gets in"
+    )
+    assert labels_match(budget["spec"]["selector"], head) and not labels_match(
+        budget["spec"]["selector"], other_head
+    )
+
+
+def test_a_name_suffix_renames_the_long_lived_cluster_too(tmp_path):
+    objects = suffixed(tmp_path, "raycluster", "-b")
+    cluster = the(objects, "RayCluster")
+    check_raycluster(cluster)
+    names = {o["kind"]: o["metadata"]["name"] for o in objects}
+    for where, pod in pod_templates(cluster):
+        assert pod["serviceAccountName"] == names["ServiceAccount"], where
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["manifest"]["configMap"]["name"] == names["ConfigMap"], where
+        assert volumes["data"]["persistentVolumeClaim"]["claimName"] == names["PersistentVolumeClaim"], where
+    head = cluster["spec"]["headGroupSpec"]["template"]["metadata"]["labels"]
+    assert labels_match(the(objects, "NetworkPolicy")["spec"]["podSelector"], head)
