@@ -98,68 +98,25 @@ def write_model_builder_plugin(folder: Path, module: str, name: str, body: str) 
     return module
 
 
-#: a third-party feature set (`returns`: two columns) and labeler (`return-sign`: the sign of the move
-#: `horizon` candles later, tag SIGN{horizon:03d}), as docs/writing-plugins.md's plugin author writes them
-FEATURE_PLUGIN = '''
-import numpy as np
-from trainer_core import hookimpl
-
-
-class Returns:
-    """close_change and the candle's range, in percent."""
-
-    def columns(self, params):
-        return ["close_change", "range_pct"]
-
-    def warmup(self, params):
-        return 1
-
-    def compute(self, candles, params):
-        close = candles["close"].to_numpy()
-        out = np.full((len(candles), 2), np.nan, dtype=np.float32)
-        out[1:, 0] = (close[1:] / close[:-1] - 1) * 100
-        out[:, 1] = ((candles["high"] - candles["low"]) / candles["close"] * 100).to_numpy()
-        return out
-
-
-class ReturnSign:
-    """LONG when the close `horizon` candles later is higher, SHORT when lower."""
-
-    def horizon(self, params):
-        return int(params.get("horizon", 30))
-
-    def tag(self, params):
-        return f"SIGN{self.horizon(params):03d}"
-
-    def compute(self, candles, params):
-        h, close = self.horizon(params), candles["close"].to_numpy()
-        labels = np.full(len(close), -1, dtype=np.int8)
-        move = np.full(len(close), np.nan)
-        move[:-h] = close[h:] / close[:-h] - 1
-        labels[:-h] = np.where(move[:-h] > 0.0005, 2, np.where(move[:-h] < -0.0005, 0, 1))
-        return labels, move, -move
-
-
-@hookimpl
-def trainer_register_feature_sets(register):
-    register("returns", Returns)
-
-
-@hookimpl
-def trainer_register_labelers(register):
-    register("return-sign", ReturnSign)
-'''
+def docs_feature_plugin() -> str:
+    """The third-party feature set (`returns`: two columns) and labeler (`return-sign`: the sign of
+    the move `horizon` candles later, tag SIGN{horizon:03d}) exactly as docs/writing-plugins.md
+    shows a plugin author writing them: its first Python block after "A feature set and a labeler"."""
+    text = (REPO / "docs" / "writing-plugins.md").read_text()
+    section = text[text.index("## 11. A feature set and a labeler") :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```", start)]
 
 
 @pytest.fixture
 def feature_plugin(tmp_path, monkeypatch):
-    """A module ``two_features`` (`FEATURE_PLUGIN`) importable from ``tmp_path/plugins`` for one test;
+    """A module ``two_features`` (`docs_feature_plugin`) importable from ``tmp_path/plugins`` for one test;
     returns that folder (put it on a subprocess's PYTHONPATH)."""
     import sys
 
     folder = tmp_path / "plugins"
     folder.mkdir()
-    (folder / "two_features.py").write_text(FEATURE_PLUGIN)
+    (folder / "two_features.py").write_text(docs_feature_plugin())
     monkeypatch.syspath_prepend(str(folder))
     sys.modules.pop("two_features", None)
     yield folder
