@@ -93,7 +93,7 @@ def test_the_doc_covers_the_environment_variables_and_protocols():
     for needle in (
         "TRAINER_LOAD_PLUGINS",
         "TRAINER_TRACE_PLUGINS=1",
-        "`load(spec) -> PairData`",
+        "`load(spec) -> Candles | PairData`",
         "`balance(labels, target_idx, rng, params) -> Balance`",
         "`build(input_shape, n_classes, params)`",
         "`check(params)`",

@@ -37,7 +37,9 @@ def trainer_register_loaders(register: Register) -> None:
 
     Args:
         register: ``register(name, factory)``. ``factory()`` returns an object with
-            ``load(spec) -> PairData``; ``spec`` is the pair's frozen `PairSpec`.
+            ``load(spec) -> Candles | PairData``; ``spec`` is the pair's frozen `PairSpec`. From
+            `Candles` the engine makes the rows with the pair's feature set and labeler (the
+            run's own plugins); `PairData` must hold the feature set's columns.
 
     Returns:
         None. A name registered twice is an error naming both plugins.
