@@ -32,6 +32,18 @@ from .formats import NAME_RE as TRAINING_READY_NAME_RE  # noqa: E402
 from .formats import pct_from_code, read_table
 from .hookspecs import hookimpl  # noqa: E402
 from .inference import PairModel, load_pair_model, read_for_prediction, select_time  # noqa: E402
+from .lifecycle import (  # noqa: E402
+    ConflictError,
+    ExpiredModelError,
+    LifecycleError,
+    ModelStore,
+    expired,
+    find_stores,
+    read_policy,
+    resolve_model,
+    split_selector,
+    write_policy,
+)
 from .manifest import (  # noqa: E402
     PairSpec,
     load_manifest,
@@ -93,6 +105,17 @@ __all__ = [
     # the search behind `trainer tune`
     "TuneInterrupted",
     "TuneRun",
+    # model versions, aliases and their event log
+    "ConflictError",
+    "ExpiredModelError",
+    "LifecycleError",
+    "ModelStore",
+    "expired",
+    "find_stores",
+    "read_policy",
+    "resolve_model",
+    "split_selector",
+    "write_policy",
 ]
 
 

@@ -345,10 +345,15 @@ def prepare(pair, data_path, output, manifest_path, sets):
     f"{', '.join(SORT_FIGURES)} (pair: by name), or a figure one of the pairs' reporters declares; "
     "failed and cancelled pairs last.",
 )
+@click.option(
+    "--register",
+    is_flag=True,
+    help="Make each newly trained pair's version its challenger (see trainer models promote).",
+)
 @debug_option
 @verbose_option
 @no_manifest_plugins_option
-def batch(manifest_path, address, only, force, dry_run, summary_only, output, sets, sort):
+def batch(manifest_path, address, only, force, dry_run, summary_only, output, sets, sort, register):
     """Train every pair of a manifest as Ray tasks, resumable, with a summary.
 
     Pairs whose _SUCCESS.json matches the settings, the data and every artifact's checksum are
@@ -365,6 +370,8 @@ def batch(manifest_path, address, only, force, dry_run, summary_only, output, se
     """
     from .batch import BatchRun, select_pairs
 
+    if register:  # read by the versions plugin, in this process and the local Ray workers it starts
+        os.environ["TRAINER_REGISTER"] = "1"
     manifest = _load_manifest(manifest_path)
     if not manifest.pairs:
         raise ConfigError(f"{manifest_path}: the manifest lists no pairs.", "Add pairs under `pairs:`.")
@@ -394,7 +401,8 @@ def batch(manifest_path, address, only, force, dry_run, summary_only, output, se
     "model_dir",
     required=True,
     metavar="DIR_OR_URL",
-    help="A trained pair's folder (OUTPUT/PAIR, with _SUCCESS.json); an fsspec URL works too.",
+    help="A trained pair's folder (OUTPUT/PAIR, with _SUCCESS.json; its champion when it has model "
+    "versions), OUTPUT/PAIR@champion, OUTPUT/PAIR@challenger or OUTPUT/PAIR#VERSION; an fsspec URL works too.",
 )
 @click.option(
     "--data",
@@ -431,10 +439,13 @@ def batch(manifest_path, address, only, force, dry_run, summary_only, output, se
     help="Refuse to predict when the model's feature set or labeler changed since it was trained "
     "(default: a warning).",
 )
+@click.option(
+    "--allow-expired", is_flag=True, help="Use the model even when its version is past its valid_until."
+)
 @debug_option
 @verbose_option
 @no_manifest_plugins_option
-def predict(model_dir, data_path, output, start, end, last, strict):
+def predict(model_dir, data_path, output, start, end, last, strict, allow_expired):
     """Apply a trained pair's model to new data: class probabilities per timestamp.
 
     Uses the saved scaler, window length and feature list. Data made with other label or feature
@@ -450,7 +461,7 @@ def predict(model_dir, data_path, output, start, end, last, strict):
 
     from .inference import CodeChangedWarning, load_pair_model, read_for_prediction, select_time
 
-    model = load_pair_model(model_dir, strict=strict)
+    model = load_pair_model(model_dir, strict=strict, allow_expired=allow_expired)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CodeChangedWarning)
         frame = read_for_prediction(model, data_path)

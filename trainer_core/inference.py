@@ -53,6 +53,10 @@ class PairModel:
     location: str
     #: a feature set or labeler whose code changed since training: an error (True) or a warning
     strict: bool = False
+    #: the model store's record of this version (None for a folder loaded as it is)
+    version: dict | None = None
+    #: predict_latest refuses a version past its ``valid_until`` unless this is True
+    allow_expired: bool = False
 
     @property
     def spec(self) -> dict:
@@ -148,7 +152,10 @@ class PairModel:
 
         from .candles import _frame_to_candles
         from .features import pair_data_from_candles
+        from .lifecycle import check_not_expired
 
+        if self.version is not None:
+            check_not_expired(self.version, self.pair, self.allow_expired)
         frame = candles if isinstance(candles, pl.DataFrame) else pl.from_pandas(candles)
         need = self.required_history
         if frame.height < need:
@@ -438,13 +445,19 @@ def _pair_folder(location: str) -> str | None:
     return name if PAIR_RE.fullmatch(name) else None
 
 
-def load_pair_model(path: str | Path, strict: bool = False) -> PairModel:
+def load_pair_model(path: str | Path, strict: bool = False, allow_expired: bool = False) -> PairModel:
     """Load a trained pair from its folder (``OUTPUT/PAIR``, local or an fsspec URL).
 
+    ``OUTPUT/PAIR@champion``, ``OUTPUT/PAIR@challenger`` and ``OUTPUT/PAIR#3`` pick a version from
+    the pair's model store; a plain ``OUTPUT/PAIR`` with a store loads its champion, else its newest
+    run. A version past its ``valid_until`` is refused unless ``allow_expired``.
     Reads only the engine's files: ``_SUCCESS.json``, the model, the scaler and ``spec_{tag}.json``
     (whichever reporters ran), each checked against its checksum first, then against each other
     (`trainer_core.verify.model_problems`: pair, tag, window, features, scaler, timeframe).
     """
+    from .lifecycle import resolve_model
+
+    path, version = resolve_model(str(path), allow_expired)
     folder, marker, tmp = _fetch(str(path))
     try:
         tag = marker["tag"]
@@ -524,6 +537,8 @@ def load_pair_model(path: str | Path, strict: bool = False) -> PairModel:
         info=spec_file,
         location=str(path),
         strict=strict,
+        version=version,
+        allow_expired=allow_expired,
     )
 
 

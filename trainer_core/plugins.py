@@ -42,6 +42,8 @@ DEFAULT_PLUGINS = (
     "trainer_plugins.commands.download",
     "trainer_plugins.commands.evaluate",
     "trainer_plugins.commands.tune",
+    "trainer_plugins.lifecycle.versions",
+    "trainer_plugins.commands.models",
 )
 
 ENTRY_POINT_GROUP = "trainer.plugins"

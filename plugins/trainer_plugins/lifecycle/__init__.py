@@ -1,0 +1,1 @@
+"""Model lifecycle plugins: versions registered after training, and the promotion gate."""

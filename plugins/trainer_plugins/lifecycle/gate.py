@@ -1,0 +1,349 @@
+"""The promotion gate: a candidate and the champion scored on the same fresh candles, with the
+dependence-aware statistics, and a verdict that can be recomputed from what it records.
+
+The fresh window starts ``purge`` candles after the last candle either model was trained on
+(``purge`` = the candidate's label horizon, or its embargo when larger), so no label either model
+learned from reaches into it. Each model trades the window under its own labeler's barriers and
+its own ``evaluation.trade_threshold``, one position at a time, paying the same fee. The trades'
+net returns, booked on their entry candle, make one series per model over the window's candles;
+the candidate - champion difference is resampled with a stationary block bootstrap
+(`arch.bootstrap`, blocks at least the horizon long) to give an interval of the difference in total
+net return. Assumption: the per-candle series is stationary and its dependence dies out within a
+few block lengths; it is not assumed independent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainer_core import ConfigError, DataError, read_candles
+
+#: the share of the window's candles each model must be able to predict (the rest lack history)
+MIN_COVERAGE = 0.99
+
+
+@dataclass
+class Scored:
+    """One model over the window: its per-candle net return series and its simulation."""
+
+    version: int
+    pnl: np.ndarray
+    simulation: dict
+    horizon: int
+    coverage: float
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(int(ms) / 1000, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _ms(text: str) -> int:
+    value = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return int(value.timestamp() * 1000)
+
+
+def purge_of(model) -> int:
+    """Candles between the end of a model's training data and the start of a fresh window."""
+    spec = model.spec
+    horizon = int((model.info.get("labels") or {}).get("horizon") or spec["labels"]["future_window"])
+    embargo = spec.get("split", {}).get("embargo", "auto")
+    return horizon if embargo in (None, "auto") else max(horizon, int(embargo))
+
+
+def read_fresh_candles(model, data_path: str):
+    """The pair's candles from ``data_path`` (a file or a folder), as `trainer predict` reads them."""
+    spec = model.prediction_spec(data_path)
+    market = dict(spec.data.params or {}).get("market")
+    return read_candles(data_path, model.pair, spec.data.timeframe, market, echo=lambda _m: None)
+
+
+def score(model, version: int, candles, start_ms: int, end_ms: int, fee_pct: float) -> Scored:
+    """Trade ``model`` over the candles from ``start_ms`` to ``end_ms`` (entry candles, inclusive)."""
+    from trainer_core import pair_data_from_candles
+
+    from ..reporters.trade_stats import Barriers, exit_offsets, simulate
+
+    spec = model.prediction_spec()
+    data = pair_data_from_candles(candles, spec, model.plugins(), with_labels=True, source="fresh candles")
+    if data.long_return is None or data.short_return is None:
+        raise DataError(
+            f"{model.pair}: version #{version}'s labeler records no realised returns, so its trades cannot be priced.",
+            "The gate needs a labeler with long_return / short_return (tp-sl has them).",
+        )
+    predictions = model.predict_features(data.features, data.timestamps)
+    pred_rows = predictions.get_column("row").to_numpy()
+    probs = np.column_stack([predictions.get_column(c).to_numpy() for c in ("p_short", "p_hold", "p_long")])
+    # data rows -> candle indices (data rows are candles that have complete features)
+    data_ms = data.timestamps.astype("datetime64[ms]").astype(np.int64)
+    cidx = np.searchsorted(candles.time_ms, data_ms)
+    n = len(candles)
+    long_c = np.full(n, np.nan)
+    short_c = np.full(n, np.nan)
+    long_c[cidx] = data.long_return
+    short_c[cidx] = data.short_return
+    window = np.flatnonzero((candles.time_ms >= start_ms) & (candles.time_ms <= end_ms))
+    rows_c = cidx[pred_rows]
+    keep = (candles.time_ms[rows_c] >= start_ms) & (candles.time_ms[rows_c] <= end_ms)
+    keep &= np.isfinite(long_c[rows_c]) & np.isfinite(short_c[rows_c])
+    rows_c, probs = rows_c[keep], probs[keep]
+    coverage = len(rows_c) / len(window) if len(window) else 0.0
+    labels = spec.labels
+    barriers = Barriers(
+        int((model.info.get("labels") or {}).get("horizon") or labels.future_window),
+        float(labels.take_profit_pct),
+        float(labels.stop_loss_pct),
+        float(spec.short_take_profit_pct),
+        float(spec.short_stop_loss_pct),
+    )
+    off_long, off_short, _ = exit_offsets(
+        candles.close, candles.high, candles.low, rows_c, barriers, long_c, short_c
+    )
+    last = n - 1
+    exit_long, exit_short = np.minimum(rows_c + off_long, last), np.minimum(rows_c + off_short, last)
+    timestamps = candles.time_ms.astype("datetime64[ms]")
+    threshold = (spec.evaluation or {}).get("trade_threshold")
+    sim = simulate(
+        rows_c,
+        probs,
+        timestamps,
+        long_c,
+        short_c,
+        exit_long,
+        exit_short,
+        threshold=threshold,
+        fee_pct=fee_pct,
+    )
+    pnl = np.zeros(len(window))
+    if len(window):
+        for trade in sim["trades"]:
+            at = int(np.searchsorted(candles.time_ms[window], _ms(trade["entry_time"])))
+            pnl[at] += trade["net_return"]
+    return Scored(version, pnl, sim, barriers.future_window, coverage)
+
+
+def buckets(series: np.ndarray, size: int) -> np.ndarray:
+    """Sums over consecutive runs of ``size`` candles (the last run may be shorter): the totals
+    are unchanged, and a sparse trade series becomes one whose dependence can be measured."""
+    if size <= 1:
+        return np.asarray(series, dtype=np.float64)
+    pad = (-len(series)) % size
+    return np.concatenate([series, np.zeros(pad)]).reshape(-1, size).sum(axis=1)
+
+
+def block_length(series: list[np.ndarray], horizon: int, fixed: int | None) -> tuple[int, int]:
+    """``(bucket, blocks)``: the bootstrap resamples sums over ``bucket`` candles in blocks of mean
+    length ``blocks`` buckets. With ``fixed`` (the policy's block length in candles): buckets of
+    one candle, blocks of ``fixed``. Otherwise buckets of the label horizon and the largest of
+    `arch`'s optimal stationary block lengths (Politis and White) of the bucketed series, at
+    least one bucket: a block never spans less than a label's horizon."""
+    if fixed:
+        return 1, int(fixed)
+    from arch.bootstrap import optimal_block_length
+
+    size = max(1, int(horizon))
+    best = 1
+    for s in series:
+        b = buckets(s, size)
+        if np.count_nonzero(b) > 2 and np.std(b) > 0:
+            found = float(optimal_block_length(b)["stationary"].iloc[0])
+            if math.isfinite(found):
+                best = max(best, int(math.ceil(found)))
+    return size, best
+
+
+def _bootstrap(
+    series: np.ndarray, bucket: int, blocks: int, draws: int, confidence: float, seed: int
+) -> tuple[float, float]:
+    """Percentile interval of the series' total under a stationary block bootstrap of its buckets."""
+    from arch.bootstrap import StationaryBootstrap
+
+    values = buckets(np.asarray(series, dtype=np.float64), bucket)
+    if not np.any(values):
+        return 0.0, 0.0
+    bs = StationaryBootstrap(blocks, values, seed=np.random.default_rng(seed))
+    totals = np.array([float(np.sum(x[0][0])) for x in bs.bootstrap(draws)])
+    tail = (1 - confidence) / 2
+    return float(np.quantile(totals, tail)), float(np.quantile(totals, 1 - tail))
+
+
+def decide(candidate, champion, data_path: str, policy: dict, fee_pct: float | None = None) -> dict:
+    """The gate's evidence and verdict for ``candidate`` (``(version, model, record)``) against
+    ``champion`` (the same, or None). Nothing is written; the caller records the result."""
+    promo = policy["promotion"]
+    c_version, c_model, c_record = candidate
+    trained_until = [c_record.get("trained_until")]
+    if champion is not None:
+        trained_until.append(champion[2].get("trained_until"))
+    if any(t is None for t in trained_until):
+        raise ConfigError(
+            f"{c_model.pair}: a version's training span is unknown, so no fresh window can be chosen.",
+            "Register versions trained by this trainer (their metadata or run records the span).",
+        )
+    step_ms = int(c_model.info.get("timeframe_ms") or 0) or _timeframe_ms(c_model)
+    purge = purge_of(c_model)
+    start_ms = max(_ms(t) for t in trained_until) + (purge + 1) * step_ms
+    candles = read_fresh_candles(c_model, data_path)
+    fee = float(fee_pct if fee_pct is not None else c_model.spec.get("evaluation", {}).get("fee_pct", 0.1))
+    horizon_max = purge
+    if champion is not None:
+        horizon_max = max(horizon_max, purge_of(champion[1]))
+    # entries whose label horizon is inside the file: the same last entry candle for both models
+    end_ms = int(candles.time_ms[-1]) - horizon_max * step_ms if len(candles) else start_ms - 1
+    window_candles = int(np.count_nonzero((candles.time_ms >= start_ms) & (candles.time_ms <= end_ms)))
+    evidence = {
+        "format": "pair-trainer promotion evidence v1",
+        "pair": c_model.pair,
+        "data": {"path": str(data_path), "sha256": _data_sha(candles)},
+        "window": {
+            "start": _iso(start_ms),
+            "end": _iso(end_ms) if end_ms >= start_ms else None,
+            "candles": window_candles,
+            "purge_candles": purge,
+            "rule": "entries strictly after the last candle either version was trained on, past the "
+            "candidate's purge, and early enough that their label horizon lies inside the data",
+        },
+        "fee_pct": fee,
+        "policy": promo,
+        "candidate": {"version": c_version, "marker_sha256": c_record.get("marker_sha256")},
+        "champion": None
+        if champion is None
+        else {"version": champion[0], "marker_sha256": champion[2].get("marker_sha256")},
+    }
+    if window_candles < 2:
+        first, last = (_iso(candles.time_ms[0]), _iso(candles.time_ms[-1])) if len(candles) else (None, None)
+        raise DataError(
+            f"{c_model.pair}: the candles ({first} to {last}) hold no fresh window: it must start after "
+            f"{_iso(start_ms - step_ms)} (the training data's end plus {purge} candles) and leave "
+            f"{horizon_max} candles after it for the labels.",
+            "Pass candles that continue past the versions' training data (trainer download).",
+        )
+    scored = [score(c_model, c_version, candles, start_ms, end_ms, fee)]
+    if champion is not None:
+        scored.append(score(champion[1], champion[0], candles, start_ms, end_ms, fee))
+    for s in scored:
+        if s.coverage < MIN_COVERAGE:
+            raise DataError(
+                f"{c_model.pair}: version #{s.version} can predict only {s.coverage:.1%} of the fresh window's "
+                "candles: the file holds too little history before the window for its features.",
+                f"Pass candles that start at least {s.horizon} + the feature set's history before {_iso(start_ms)}.",
+            )
+    judged = judge(scored[0], scored[1] if len(scored) > 1 else None, promo, horizon_max)
+    for side in ("candidate", "champion"):
+        figures = judged.pop(side)
+        if figures is not None:
+            evidence[side].update(figures)
+    evidence.update(judged)
+    return evidence
+
+
+def judge(cand: Scored, champ: Scored | None, promo: dict, horizon: int) -> dict:
+    """The checks and the verdict from the two per-candle series (the statistics alone).
+
+    Returns ``bootstrap``, ``candidate`` / ``champion`` (each's simulation and interval),
+    ``difference``, ``checks``, ``verdict`` (promote | keep) and ``why``.
+    """
+    scored = [cand] if champ is None else [cand, champ]
+    bucket, blocks = block_length([s.pnl for s in scored], horizon, promo.get("block_length"))
+    draws, conf, seed = int(promo["draws"]), float(promo["confidence"]), int(promo["seed"])
+    c_low, c_high = _bootstrap(cand.pnl, bucket, blocks, draws, conf, seed)
+    report = {
+        "method": "stationary block bootstrap (arch) of per-bucket net returns, percentile interval",
+        "bucket_candles": bucket,
+        "block_length": bucket * blocks,
+        "block_length_buckets": blocks,
+        "draws": draws,
+        "confidence": conf,
+        "seed": seed,
+    }
+    evidence = {"bootstrap": report, "candidate": {}, "champion": None}
+    evidence["candidate"].update(_summary(cand, c_low, c_high))
+    checks = []
+    min_trades = int(promo["min_trades"])
+    enough = cand.simulation["n_trades"] >= min_trades
+    checks.append(
+        {
+            "check": "enough independent trades",
+            "passed": enough,
+            "detail": f"{cand.simulation['n_trades']} non-overlapping trades, at least {min_trades} needed",
+        }
+    )
+    above = c_low > 0
+    checks.append(
+        {
+            "check": "net return interval above break-even",
+            "passed": above,
+            "detail": f"total net return {cand.simulation['total_net_return']:+.4f}, "
+            f"{conf:.0%} interval [{c_low:+.4f}, {c_high:+.4f}] must lie above 0",
+        }
+    )
+    if champ is not None:
+        h_low, h_high = _bootstrap(champ.pnl, bucket, blocks, draws, conf, seed)
+        evidence["champion"] = _summary(champ, h_low, h_high)
+        d_low, d_high = _bootstrap(cand.pnl - champ.pnl, bucket, blocks, draws, conf, seed)
+        delta = float(np.sum(cand.pnl - champ.pnl))
+        evidence["difference"] = {"total_net_return": delta, "ci_low": d_low, "ci_high": d_high}
+        min_delta = float(promo["min_delta"])
+        checks.append(
+            {
+                "check": "beats the champion",
+                "passed": d_low > min_delta,
+                "detail": f"candidate - champion {delta:+.4f}, {conf:.0%} interval [{d_low:+.4f}, {d_high:+.4f}]; "
+                f"its lower bound must exceed promotion.min_delta {min_delta:+.4f}",
+            }
+        )
+        margin = float(promo["max_drawdown_margin"])
+        dd_c, dd_h = cand.simulation["max_drawdown"], champ.simulation["max_drawdown"]
+        checks.append(
+            {
+                "check": "drawdown no worse than the champion's",
+                "passed": dd_c <= dd_h + margin,
+                "detail": f"max drawdown {dd_c:.4f} against the champion's {dd_h:.4f} + margin {margin:.4f}",
+            }
+        )
+    evidence["checks"] = checks
+    if not enough:
+        verdict, why = (
+            "keep",
+            (
+                f"too few signals to decide: {cand.simulation['n_trades']} non-overlapping trades of "
+                f"{min_trades} needed; the champion stays"
+            ),
+        )
+    elif all(c["passed"] for c in checks):
+        verdict, why = "promote", "every check passed"
+    else:
+        failed = [c["check"] for c in checks if not c["passed"]]
+        verdict, why = "keep", "failed: " + "; ".join(failed)
+    evidence["verdict"] = verdict
+    evidence["why"] = why
+    return evidence
+
+
+def _summary(s: Scored, low: float, high: float) -> dict:
+    sim = {k: v for k, v in s.simulation.items() if k != "trades"}
+    return {
+        "simulation": sim,
+        "trades": s.simulation["trades"],
+        "total_net_return": s.simulation["total_net_return"],
+        "ci_low": low,
+        "ci_high": high,
+        "coverage": s.coverage,
+        "pnl_sha256": "sha256:" + hashlib.sha256(np.ascontiguousarray(s.pnl).tobytes()).hexdigest(),
+    }
+
+
+def _timeframe_ms(model) -> int:
+    from trainer_core import timeframe_ms
+
+    return int(timeframe_ms(model.spec["data"]["timeframe"]))
+
+
+def _data_sha(candles) -> str:
+    return candles.sha256 or "unknown"

@@ -1,0 +1,492 @@
+"""Model versions, aliases and the event log (`trainer_core.lifecycle`, `trainer models`), and the
+promotion gate's statistics. Store tests use committed pair folders written by hand (the store
+never opens a model); the gate on real models and candles is in test_lifecycle_gate.py."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import stop_process
+
+from trainer_core.artifacts import SUCCESS, engine_files
+from trainer_core.lifecycle import (
+    ConflictError,
+    ModelStore,
+    State,
+    find_stores,
+    read_policy,
+    resolve_model,
+    split_selector,
+    write_policy,
+)
+from trainer_core.storage import file_sha256
+
+TAG = "ETHUSDT_FW005_SL050_TP100"
+
+
+@pytest.fixture(scope="module")
+def cli():
+    from trainer_core.cli import cli
+    from trainer_core.plugins import Plugins
+
+    Plugins.load().register_commands(cli)
+    return cli
+
+
+@pytest.fixture
+def trainer(cli):
+    """``trainer("models", "list", out)`` in this process, the plugin commands registered."""
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+def write_run(
+    out: Path, pair: str = "ETHUSDT", stamp: str = "a", until: str = "2025-05-08T23:59:00Z"
+) -> Path:
+    """A committed pair folder as the engine leaves it (engine files, metadata with the data's span,
+    marker last); ``stamp`` makes each run's bytes differ."""
+    folder = out / pair
+    if folder.exists():
+        for p in folder.iterdir():
+            p.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in engine_files(TAG):
+        (folder / name).write_bytes(f"{name} of run {stamp}\n".encode())
+    (folder / f"metadata_{TAG}.json").write_text(
+        json.dumps({"data": {"time_range": ["2025-05-05T00:01:00Z", until]}})
+    )
+    artifacts = {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in folder.iterdir()}
+    marker = {"pair": pair, "tag": TAG, "config_hash": f"sha256:{stamp}", "artifacts": artifacts}
+    (folder / SUCCESS).write_text(json.dumps(marker))
+    return folder
+
+
+def test_selectors_split_into_folder_alias_and_version():
+    assert split_selector("out/ETHUSDT@champion") == ("out/ETHUSDT", "champion", None)
+    assert split_selector("s3://b/runs/ETHUSDT#12") == ("s3://b/runs/ETHUSDT", None, 12)
+    assert split_selector("out/ETHUSDT/") == ("out/ETHUSDT", None, None)
+    assert split_selector("ETHUSDT@challenger") == ("ETHUSDT", "challenger", None)
+
+
+def test_a_folder_from_before_stores_reads_as_version_1_and_each_new_run_is_kept(tmp_path):
+    out = tmp_path / "out"
+    first = write_run(out, stamp="a")
+    originals = {p.name: p.read_bytes() for p in first.iterdir()}
+    store = ModelStore(out / "ETHUSDT")
+    assert not store.exists()
+    record = store.sync()
+    assert record["id"] == 1 and record["trained_until"] == "2025-05-08T23:59:00Z"
+    assert store.sync()["id"] == 1  # the same run is registered once
+    v1 = out / "_models" / "ETHUSDT" / "versions" / "v000001"
+    assert {p.name: p.read_bytes() for p in v1.iterdir()} == originals
+
+    write_run(out, stamp="b", until="2025-05-12T23:59:00Z")  # a retrain replaces the live folder
+    assert store.sync()["id"] == 2
+    assert {p.name: p.read_bytes() for p in v1.iterdir()} == originals  # version 1 untouched
+    state = store.state()
+    assert sorted(state.versions) == [1, 2] and state.aliases == {}
+    assert [e["action"] for e in state.events] == ["register", "register"]
+    index = json.loads((out / "_models" / "ETHUSDT" / "index.json").read_text())
+    assert index["seq"] == 2 and [v["id"] for v in index["versions"]] == [1, 2]
+    assert [s.name for s in find_stores(str(out))] == ["ETHUSDT"]
+
+
+def test_a_selector_defaults_to_the_champion_else_the_live_run(tmp_path):
+    out = tmp_path / "out"
+    write_run(out, stamp="a")
+    store = ModelStore(out / "ETHUSDT")
+    store.sync()
+    write_run(out, stamp="b")
+    store.sync()
+    assert resolve_model(str(out / "ETHUSDT")) == (str(out / "ETHUSDT"), store.state().versions[2])
+    store.move_alias(store.state(), "champion", 1, "force-promote", reason="test")
+    location, record = resolve_model(str(out / "ETHUSDT"))
+    assert record["id"] == 1 and location == str(out / "_models" / "ETHUSDT" / "versions" / "v000001")
+    assert resolve_model(str(out / "ETHUSDT#2"))[1]["id"] == 2
+    assert resolve_model(str(out / "ETHUSDT@champion"))[1]["id"] == 1
+
+
+def test_retention_keeps_the_last_k_and_every_champion(tmp_path):
+    out = tmp_path / "out"
+    write_policy(str(out), {**read_policy(str(out)), "lifecycle": {"keep": 2, "expire_after": None}})
+    store = ModelStore(out / "ETHUSDT")
+    for i, stamp in enumerate("abcde", start=1):
+        write_run(out, stamp=stamp)
+        store.sync()
+        if i == 1:
+            store.move_alias(store.state(), "champion", 1, "force-promote", reason="first")
+        if i == 2:
+            store.move_alias(store.state(), "champion", 2, "force-promote", reason="second")
+            store.move_alias(store.state(), "champion", 1, "rollback")
+    state = store.state()
+    # 1 and 2 were champions; 4 and 5 are the last two; 3 is pruned with its files
+    assert sorted(state.versions) == [1, 2, 4, 5]
+    assert [e["version"] for e in state.events if e["action"] == "prune"] == [3]
+    kept = sorted(p.name for p in (out / "_models" / "ETHUSDT" / "versions").iterdir() if p.is_dir())
+    assert kept == ["v000001", "v000002", "v000004", "v000005"]
+
+
+def _race(location: str, basis_seq: int, to: int, barrier, results, env: dict) -> None:
+    os.environ.update(env)
+    store = ModelStore(location)
+    state = store.state()
+    assert state.seq == basis_seq
+    barrier.wait(timeout=60)  # every writer holds the same state before anyone appends
+    try:
+        event = store.move_alias(state, "champion", to, "promote", reason=f"writer {to}")
+        results.put(("applied", to, event["seq"]))
+    except ConflictError as exc:
+        results.put(("conflict", to, exc.message))
+
+
+def _run_race(location: str, versions: list[int], env: dict | None = None) -> list[tuple]:
+    ctx = multiprocessing.get_context("spawn")
+    basis = ModelStore(location).state().seq
+    barrier, results = ctx.Barrier(len(versions)), ctx.Queue()
+    procs = [
+        ctx.Process(target=_race, args=(location, basis, v, barrier, results, env or {})) for v in versions
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    return [results.get(timeout=5) for _ in procs]
+
+
+def _four_versions(store: ModelStore, write) -> None:
+    for stamp in "abcd":
+        write(stamp)
+        store.sync()
+
+
+def test_concurrent_promotions_on_a_local_folder_apply_exactly_one(tmp_path):
+    out = tmp_path / "out"
+    store = ModelStore(out / "ETHUSDT")
+    _four_versions(store, lambda stamp: write_run(out, stamp=stamp))
+    outcomes = _run_race(str(out / "ETHUSDT"), [1, 2, 3, 4])
+    applied = [o for o in outcomes if o[0] == "applied"]
+    assert len(applied) == 1, outcomes
+    assert all("was not applied" in o[2] for o in outcomes if o[0] == "conflict")
+    state = store.state()
+    assert state.aliases["champion"] == applied[0][1]
+    assert [e["action"] for e in state.events].count("promote") == 1
+
+
+# -- the same on S3 (moto in server mode) -----------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _moto_server() -> str:
+    here = Path(sys.executable).with_name("moto_server")
+    found = str(here) if here.exists() else shutil.which("moto_server")
+    if not found:
+        pytest.fail("moto_server is not installed: pip install -e '.[test]'")
+    return found
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """`moto_server` on loopback (a real HTTP S3 API) and a bucket."""
+    s3fs = pytest.importorskip("s3fs")
+    boto3 = pytest.importorskip("boto3")
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as fh:
+        server = subprocess.Popen(
+            [_moto_server(), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=1).close()
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"moto_server did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(0.2)
+        env = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "FSSPEC_S3_ENDPOINT_URL": endpoint,
+        }
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket="lifecycle-test")
+        fs = s3fs.S3FileSystem(
+            key="testing",
+            secret="testing",
+            endpoint_url=endpoint,
+            skip_instance_cache=True,
+            use_listings_cache=False,
+        )
+        yield fs, env
+    finally:
+        stop_process(server)
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    fs, env = s3
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    import fsspec.config
+
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": env["FSSPEC_S3_ENDPOINT_URL"]})
+    return fs, env
+
+
+def _upload_run(fs, tmp_path: Path, prefix: str, stamp: str) -> None:
+    local = write_run(tmp_path / f"stage-{stamp}", stamp=stamp)
+    names = sorted(p.name for p in local.iterdir())
+    for name in names:
+        if name != SUCCESS:
+            fs.put_file(str(local / name), f"{prefix}/ETHUSDT/{name}")
+    fs.put_file(str(local / SUCCESS), f"{prefix}/ETHUSDT/{SUCCESS}")
+
+
+@pytest.mark.slow
+def test_concurrent_promotions_on_s3_apply_exactly_one(tmp_path, s3_env):
+    fs, env = s3_env
+    prefix = f"lifecycle-test/race-{os.getpid()}"
+    location = f"s3://{prefix}/ETHUSDT"
+    store = ModelStore(location)
+    _four_versions(store, lambda stamp: _upload_run(fs, tmp_path, prefix, stamp))
+    assert sorted(store.state().versions) == [1, 2, 3, 4]
+    assert fs.exists(f"{prefix}/_models/ETHUSDT/versions/v000004/{SUCCESS}")
+    outcomes = _run_race(location, [1, 2, 3, 4], env)
+    applied = [o for o in outcomes if o[0] == "applied"]
+    assert len(applied) == 1, outcomes
+    state = store.state()
+    assert state.aliases["champion"] == applied[0][1]
+    assert [e["action"] for e in state.events].count("promote") == 1
+    assert (
+        resolve_model(f"{location}@champion")[0]
+        == f"s3://{prefix}/_models/ETHUSDT/versions/v{applied[0][1]:06d}"
+    )
+
+
+# -- the CLI on hand-written runs ------------------------------------------------------------------
+
+
+def test_models_cli_lists_shows_forces_rolls_back_and_logs(tmp_path, trainer):
+    out = tmp_path / "out"
+    store = ModelStore(out / "ETHUSDT")
+    for stamp in "ab":
+        write_run(out, stamp=stamp)
+        store.sync()
+    r = trainer(
+        "models",
+        "promote",
+        out,
+        "ETHUSDT",
+        "--candidate",
+        1,
+        "--data",
+        tmp_path,
+        "--force",
+        "--reason",
+        "first live model",
+    )
+    assert r.exit_code == 0, r.output
+    assert "#1 promoted; champion - -> #1" in r.output
+    r = trainer(
+        "models",
+        "promote",
+        out,
+        "ETHUSDT",
+        "--candidate",
+        2,
+        "--data",
+        tmp_path,
+        "--force",
+        "--reason",
+        "second",
+    )
+    assert r.exit_code == 0, r.output
+    r = trainer("models", "list", out, "--json")
+    rows = json.loads(r.output)["versions"]
+    assert [(v["id"], v["aliases"]) for v in rows] == [(1, []), (2, ["champion"])]
+    r = trainer("models", "rollback", out, "ETHUSDT", "--reason", "live drawdown")
+    assert r.exit_code == 0 and "champion #2 -> #1 (rollback" in r.output, r.output
+    shown = json.loads(trainer("models", "show", out, "ETHUSDT", "--json").output)
+    assert shown["id"] == 1 and shown["aliases"] == ["champion"] and shown["pair_aliases"] == {"champion": 1}
+    events = json.loads(trainer("models", "history", out, "ETHUSDT", "--json").output)["events"]
+    moves = [(e["action"], e["alias"], e["from"], e["to"]) for e in events if e.get("alias")]
+    assert moves == [
+        ("force-promote", "champion", None, 1),
+        ("force-promote", "champion", 1, 2),
+        ("rollback", "champion", 2, 1),
+    ]
+    forced = [e for e in events if e["action"] == "force-promote"]
+    assert all(Path(e["evidence"]).is_file() for e in forced)
+    assert json.loads(Path(forced[0]["evidence"]).read_text())["why"] == "forced: first live model"
+    # rolling back again goes to the champion before #1's return: #2
+    r = trainer("models", "rollback", out, "ETHUSDT")
+    assert r.exit_code == 0 and "champion #1 -> #2" in r.output, r.output
+
+
+def test_models_cli_refuses_bad_input_with_one_clear_line(tmp_path, trainer):
+    out = tmp_path / "out"
+    write_run(out)
+    r = trainer("models", "show", out, "ETHUSDT#9")
+    assert r.exit_code == 2 and "ETHUSDT has no version #9 (kept: #1)" in r.output, r.output
+    r = trainer("models", "show", out, "ETHUSDT@champion")
+    assert r.exit_code == 2 and "ETHUSDT has no champion (no alias is set)" in r.output, r.output
+    r = trainer("models", "promote", out, "ETHUSDT", "--candidate", 1, "--data", tmp_path, "--force")
+    assert r.exit_code == 2 and "--force needs --reason" in r.output, r.output
+    r = trainer("models", "rollback", out, "ETHUSDT")
+    assert r.exit_code == 2 and "no previous champion" in r.output, r.output
+    r = trainer("models", "show", out, "BTCUSDT")
+    assert r.exit_code == 2 and "holds no trained model" in r.output and "ETHUSDT" in r.output, r.output
+    r = trainer("models", "show", out, "../ETHUSDT")
+    assert r.exit_code == 2 and "is not a pair folder name" in r.output, r.output
+    r = trainer("models", "policy", out, "--set", "lifecycle.expire_after=soon")
+    assert r.exit_code == 2 and "lifecycle.expire_after 'soon' is not a duration" in r.output, r.output
+    r = trainer("models", "policy", out, "--set", "promotion.confidence=2")
+    assert r.exit_code == 2 and "promotion.confidence is 2" in r.output, r.output
+    r = trainer("models", "policy", out, "--set", "promotion.colour=red")
+    assert r.exit_code == 2 and "Unknown setting promotion.colour" in r.output, r.output
+    assert not (out / "_models" / "policy.json").exists()
+    # an altered event is an error naming the file, never skipped
+    (out / "_models" / "ETHUSDT" / "events" / "000001.json").write_text("{not json")
+    r = trainer("models", "list", out)
+    assert r.exit_code == 2 and "000001.json is not a valid event" in r.output, r.output
+
+
+def test_an_expired_champion_is_refused_with_one_line(tmp_path, trainer):
+    out = tmp_path / "out"
+    r = trainer("models", "policy", out, "--set", "lifecycle.expire_after=1d")
+    assert r.exit_code == 0, r.output
+    write_run(out, until="2025-05-08T23:59:00Z")
+    ModelStore(out / "ETHUSDT").sync()
+    r = trainer(
+        "models", "promote", out, "ETHUSDT", "--candidate", 1, "--data", tmp_path, "--force", "--reason", "x"
+    )
+    assert r.exit_code == 0, r.output
+    listing = json.loads(trainer("models", "list", out, "--json").output)["versions"]
+    assert listing[0]["valid_until"] == "2025-05-09T23:59:00+00:00" and listing[0]["expired"] is True
+    assert "EXPIRED" in trainer("models", "list", out).output
+    r = trainer("predict", "--model-dir", out / "ETHUSDT@champion", "--data", tmp_path / "any.parquet")
+    assert r.exit_code == 1, r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert lines[0] == (
+        "Error: ETHUSDT version #1 expired at 2025-05-09T23:59:00+00:00 (trained on candles up to "
+        "2025-05-08T23:59:00Z, valid for 1d)."
+    ), r.output
+    assert len(lines) == 2 and "--allow-expired" in lines[1]
+
+
+# -- the gate's statistics on series with a known truth ----------------------------------------------
+
+
+def _scored(pnl: np.ndarray, version: int = 1):
+    from trainer_plugins.lifecycle.gate import Scored
+    from trainer_plugins.reporters.trade_stats import equity_stats
+
+    trades = pnl[pnl != 0]
+    sim = {"n_trades": int(len(trades)), "trades": [], **equity_stats(trades)}
+    return Scored(version, pnl, sim, horizon=30, coverage=1.0)
+
+
+POLICY = {
+    "min_delta": 0.0,
+    "max_drawdown_margin": 0.02,
+    "min_trades": 30,
+    "confidence": 0.95,
+    "draws": 400,
+    "block_length": None,
+    "seed": 0,
+}
+
+
+def _clustered(rng, n: int = 20_000, run: int = 400, mean: float = 0.0) -> np.ndarray:
+    """Zero-mean trades whose sign persists over runs of ``run`` candles (regimes): the dependence
+    an independent-trades interval ignores."""
+    regime = np.repeat(rng.choice([-1.0, 1.0], size=n // run + 1), run)[:n]
+    pnl = np.zeros(n)
+    entries = np.arange(0, n, 20)
+    pnl[entries] = regime[entries] * 0.004 + mean + rng.normal(0, 0.001, len(entries))
+    return pnl
+
+
+def test_the_gate_promotes_a_clear_edge_and_keeps_a_champion_on_too_few_trades():
+    from trainer_plugins.lifecycle.gate import judge
+
+    rng = np.random.default_rng(1)
+    champion = _clustered(rng, n=8_000, mean=0.0)
+    candidate = champion + np.where(champion != 0, 0.003, 0.0)  # the same trades, 0.3 % better each
+    out = judge(_scored(candidate, 2), _scored(champion, 1), POLICY, horizon=30)
+    assert out["verdict"] == "promote", out["checks"]
+    assert out["difference"]["ci_low"] > 0
+    few = np.zeros(8_000)
+    few[[100, 5000, 7000]] = 0.01
+    out = judge(_scored(few, 2), _scored(champion, 1), POLICY, horizon=30)
+    assert out["verdict"] == "keep" and out["why"].startswith(
+        "too few signals to decide: 3 non-overlapping trades"
+    )
+
+
+@pytest.mark.slow
+def test_the_block_bootstrap_does_not_promote_persistent_noise_that_independent_resampling_would():
+    """The gate's interval assumes dependence that dies out within a few blocks, not independence.
+    On zero-mean regimes (trade signs persisting 200 candles, no edge: data that break an
+    independent-trades interval) i.i.d. resampling (block length 1) puts its lower bound above zero
+    in 17 of 60 seeds (nominal: 2.5 %, 1.5 of 60); the block bootstrap in 7. Its remaining excess
+    is documented in docs/lifecycle.md; promotion.min_delta is the margin against it."""
+    from trainer_plugins.lifecycle.gate import judge
+
+    policy = {**POLICY, "draws": 300}
+    block_false, iid_false = 0, 0
+    for seed in range(60):
+        pnl = _clustered(np.random.default_rng(100 + seed), n=8_000, run=200)
+        auto = judge(_scored(pnl), None, policy, horizon=30)
+        iid = judge(_scored(pnl), None, {**policy, "block_length": 1}, horizon=30)
+        block_false += auto["candidate"]["ci_low"] > 0
+        iid_false += iid["candidate"]["ci_low"] > 0
+        assert auto["bootstrap"]["block_length"] >= 200  # the regimes are measured, not just the horizon
+    assert block_false <= 9, block_false
+    assert iid_false >= 2 * block_false and iid_false >= 12, (iid_false, block_false)
+
+
+def test_state_replays_aliases_from_events():
+    state = State()
+    state.apply({"seq": 1, "action": "register", "record": {"id": 1}})
+    state.apply({"seq": 2, "action": "register", "record": {"id": 2}})
+    state.apply({"seq": 3, "action": "promote", "alias": "champion", "from": None, "to": 1})
+    state.apply({"seq": 4, "action": "challenge", "alias": "challenger", "from": None, "to": 2})
+    state.apply({"seq": 5, "action": "clear", "alias": "challenger", "from": 2, "to": None})
+    assert state.aliases == {"champion": 1} and state.ever_champion == {1} and state.seq == 5
