@@ -59,10 +59,14 @@ def trainer(cli):
 
 
 def write_run(
-    out: Path, pair: str = "ETHUSDT", stamp: str = "a", until: str = "2025-05-08T23:59:00Z"
+    out: Path,
+    pair: str = "ETHUSDT",
+    stamp: str = "a",
+    until: str = "2025-05-08T23:59:00Z",
+    legacy: bool = False,
 ) -> Path:
     """A committed pair folder as the engine leaves it (engine files, metadata with the data's span,
-    marker last); ``stamp`` makes each run's bytes differ."""
+    marker last, with the span unless ``legacy``); ``stamp`` makes each run's bytes differ."""
     folder = out / pair
     if folder.exists():
         for p in folder.iterdir():
@@ -75,6 +79,8 @@ def write_run(
     )
     artifacts = {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in folder.iterdir()}
     marker = {"pair": pair, "tag": TAG, "config_hash": f"sha256:{stamp}", "artifacts": artifacts}
+    if not legacy:
+        marker["data_range"] = ["2025-05-05T00:01:00Z", until]
     (folder / SUCCESS).write_text(json.dumps(marker))
     return folder
 
@@ -87,13 +93,15 @@ def test_selectors_split_into_folder_alias_and_version():
 
 
 def test_a_folder_from_before_stores_reads_as_version_1_and_each_new_run_is_kept(tmp_path):
+    from trainer_plugins.lifecycle.versions import sync
+
     out = tmp_path / "out"
-    first = write_run(out, stamp="a")
+    first = write_run(out, stamp="a", legacy=True)  # its marker does not record the data's span
     originals = {p.name: p.read_bytes() for p in first.iterdir()}
     store = ModelStore(out / "ETHUSDT")
     assert not store.exists()
-    record = store.sync()
-    assert record["id"] == 1 and record["trained_until"] == "2025-05-08T23:59:00Z"
+    record = sync(store)
+    assert record["id"] == 1 and record["trained_until"] == "2025-05-08T23:59:00Z"  # from its metadata
     assert store.sync()["id"] == 1  # the same run is registered once
     v1 = out / "_models" / "ETHUSDT" / "versions" / "v000001"
     assert {p.name: p.read_bytes() for p in v1.iterdir()} == originals
@@ -416,7 +424,7 @@ def test_an_expired_champion_is_refused_with_one_line(tmp_path, trainer):
 
 def _scored(pnl: np.ndarray, version: int = 1):
     from trainer_plugins.lifecycle.gate import Scored
-    from trainer_plugins.reporters.trade_stats import equity_stats
+    from trainer_plugins.reporters.trading.simulation import equity_stats
 
     trades = pnl[pnl != 0]
     sim = {"n_trades": int(len(trades)), "trades": [], **equity_stats(trades)}

@@ -356,9 +356,9 @@ class ModelStore:
     def _claim_and_copy(self, state, raw, marker, digest, details, policy) -> dict | None:
         taken = {int(n[1:7]) for n in self._list("versions") if re.fullmatch(r"v[0-9]{6}(\.json)?", n)}
         version = max([*taken, *state.versions, 0]) + 1
-        trained_from, trained_until = details.get("trained_from"), details.get("trained_until")
-        if trained_until is None:
-            trained_from, trained_until = self._time_range(marker)
+        trained_from, trained_until = self._time_range(marker)
+        if trained_until is None:  # a run from before markers recorded it: what the caller knows
+            trained_from, trained_until = details.get("trained_from"), details.get("trained_until")
         expire = parse_duration(policy["lifecycle"].get("expire_after"))
         until = parse_time(trained_until)
         record = {
@@ -396,11 +396,9 @@ class ModelStore:
         return record
 
     def _time_range(self, marker: dict) -> tuple[str | None, str | None]:
-        """The first and last candle the run's data held, from its metadata file when it has one."""
-        tag = marker.get("tag")
-        raw = self.storage.read_bytes(f"{self.name}/metadata_{tag}.json")
-        with contextlib.suppress(ValueError, TypeError, KeyError, IndexError):
-            span = json.loads(raw or b"")["data"]["time_range"]
+        """The first and last candle the run's data held, as its marker records them."""
+        span = marker.get("data_range")
+        if isinstance(span, list) and len(span) == 2 and all(isinstance(t, str) for t in span):
             return span[0], span[1]
         return None, None
 

@@ -405,4 +405,6 @@ def _marker(result: PairResult, plugins: Plugins, started: str) -> dict:
         "code": fingerprint(spec) if fingerprint else {"trainer": __version__},
         "metrics": result.summary_metrics(),
         "figures": result.figures,
+        # the first and last candle the run's data held: where a fresh out-of-sample window starts
+        "data_range": result.data.time_range(),
     }

@@ -28,6 +28,8 @@ from trainer_core import (
     write_policy,
 )
 
+from ..lifecycle.versions import sync
+
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table."
@@ -45,7 +47,7 @@ def _store(output: str, pair: str) -> ModelStore:
             f"{pair!r} is not a pair folder name.", "Pass the pair as it is named under OUTPUT."
         )
     store = ModelStore(f"{output.rstrip('/')}/{pair}")
-    store.sync()
+    sync(store)
     if not store.exists():
         known = ", ".join(s.name for s in find_stores(output)) or "none"
         raise LifecycleError(
@@ -114,7 +116,7 @@ def list_command(output, pair, as_json):
     rows = []
     for store in stores:
         try:
-            store.sync()
+            sync(store)
         except TrainerError as exc:
             click.echo(f"Warning: {store.name}: {exc.message}", err=True)
         state = store.state()
@@ -291,7 +293,7 @@ def promote_pair(
     from ..lifecycle.gate import decide
 
     store = ModelStore(location)
-    store.sync()
+    sync(store)
     state = store.state()
     policy = read_policy(store.parent)
     if candidate is None:
@@ -366,7 +368,7 @@ def promote_all(output: str, data_path: str, address: str | None = None, cpus: f
     """The gate for every pair with a challenger, one Ray task each; rows in pair order."""
     todo = []
     for store in find_stores(output):
-        store.sync()
+        sync(store)
         if "challenger" in store.state().aliases:
             todo.append(store.location)
     if not todo:

@@ -10,6 +10,7 @@ or ``lifecycle.register: true`` in the output's policy) the new version becomes 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -31,10 +32,27 @@ def pair_location(spec) -> str:
     return ArtifactWriter(spec.output, spec.pair, spec.tag).location
 
 
+def metadata_span(store: ModelStore) -> dict | None:
+    """The span of candles of a run whose marker does not record it (trained before markers did):
+    the `metadata` reporter's ``data.time_range``, when that reporter ran."""
+    try:
+        marker = json.loads(store.storage.read_bytes(f"{store.name}/_SUCCESS.json") or b"")
+        raw = store.storage.read_bytes(f"{store.name}/metadata_{marker['tag']}.json")
+        first, last = json.loads(raw or b"")["data"]["time_range"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return {"trained_from": first, "trained_until": last}
+
+
+def sync(store: ModelStore, details: dict | None = None) -> dict | None:
+    """`ModelStore.sync` with the metadata's span as the fallback for older runs."""
+    return store.sync(details or metadata_span(store))
+
+
 def register(location: str, details: dict | None = None) -> dict | None:
     """Register the folder's run as a version and, when registering, make it the challenger."""
     store = ModelStore(location)
-    record = store.sync(details)
+    record = sync(store, details)
     if record is None or not registering(store.parent):
         return record
     for _attempt in range(10):
@@ -58,7 +76,7 @@ def _warn(what: str, exc: BaseException) -> None:
 def trainer_before_pair(spec):
     """Keep the run the pair's folder holds as a version before a retrain replaces it."""
     try:
-        ModelStore(pair_location(spec)).sync()
+        sync(ModelStore(pair_location(spec)))
     except Exception as exc:  # never stop a training for the model store
         _warn(f"{spec.pair}: the previous run could not be registered as a version", exc)
 
