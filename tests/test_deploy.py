@@ -1335,6 +1335,25 @@ def test_the_wheel_is_installed_with_the_object_store_extras(flavour):
     assert "s3fs" in pins and "gcsfs" in pins, "the constraints were resolved with the extras"
 
 
+def test_every_dependency_the_images_install_is_pinned():
+    """The images install pyproject.toml's dependencies and the s3 and gcs extras with `-c` the pins:
+    a dependency missing from docker/constraints-gpu.txt would be installed at whatever version the
+    index has on the day of the build (docker/pin.sh refreshes the pins)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [
+        *project["dependencies"],
+        *project["optional-dependencies"]["s3"],
+        *project["optional-dependencies"]["gcs"],
+    ]
+    pins = constraints()
+    names = {re.sub(r"[-_.]+", "-", re.split(r"[\s<>=!~\[;]", w, maxsplit=1)[0]).lower() for w in wanted}
+    assert names and not names - set(pins), (
+        f"not pinned in docker/constraints-gpu.txt: {sorted(names - set(pins))}"
+    )
+
+
 def test_the_constraints_pin_tensorflow_ray_and_nvidia_s_cuda_wheels():
     pins = constraints()
     args = dockerfile_args("gpu")
