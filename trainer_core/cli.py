@@ -203,7 +203,7 @@ def run(pair, manifest_path, index, data_path, output, epochs, batch_size, sets,
                 f"--index {index} is out of range: the manifest has {len(manifest.pairs)} pair(s) (0..{len(manifest.pairs) - 1}).",
                 f"Use 0..{len(manifest.pairs) - 1}; a Kubernetes Indexed Job needs completions: {len(manifest.pairs)}.",
             )
-        pair = manifest.pairs[index].pair
+        pair = manifest.pairs[index].key
     if not pair:
         raise click.UsageError("Missing option '--pair' (or --manifest with --index).")
     flags = {"data.path": data_path, "output": output, "train.epochs": epochs, "train.batch_size": batch_size}
@@ -217,7 +217,7 @@ def run(pair, manifest_path, index, data_path, output, epochs, batch_size, sets,
     if config_test:
         click.echo(f"# resolved settings for {spec.pair} (config hash {spec.config_hash})")
         click.echo(yaml.safe_dump(spec.to_dict(), sort_keys=False, default_flow_style=None).rstrip())
-        click.echo(f"# artifacts: {spec.output.rstrip('/')}/{spec.pair}/ (tag {spec.tag})")
+        click.echo(f"# artifacts: {spec.output.rstrip('/')}/{spec.name}/ (tag {spec.tag})")
         click.echo("Configuration OK.")
         return
     from .pipeline import run_pair
@@ -595,7 +595,7 @@ def validate(manifest_path, sets):
     if not manifest.pairs:
         raise ConfigError(f"{manifest_path}: the manifest lists no pairs.", "Add pairs under `pairs:`.")
     plugins = _plugins(manifest.plugins)
-    specs = [manifest.resolve(entry.pair, sets) for entry in manifest.pairs]
+    specs = [manifest.resolve(entry.key, sets) for entry in manifest.pairs]
     from .features import resolve_spec
     from .pipeline import check_components
 

@@ -436,13 +436,15 @@ def _fetch(location: str) -> tuple[Path, dict, tempfile.TemporaryDirectory | Non
     return Path(tmp.name), marker, tmp
 
 
-def _pair_folder(location: str) -> str | None:
-    """The folder's own name when it is shaped like a pair's folder (then it must be the model's
-    pair); None for a folder named otherwise (a copy kept under another name)."""
-    from .manifest import PAIR_RE
+#: a folder named like a pair's (``ETHUSDT``, ``ETHUSDT-futures``): it must hold that pair's model
+PAIR_FOLDER_RE = re.compile(r"[A-Z0-9]{2,20}(-[a-z0-9][a-z0-9.-]*)?")
 
+
+def _pair_folder(location: str) -> str | None:
+    """The folder's own name when it is shaped like a pair's folder (then it must be the model's);
+    None for a folder named otherwise (a copy kept under another name)."""
     name = location.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
-    return name if PAIR_RE.fullmatch(name) else None
+    return name if PAIR_FOLDER_RE.fullmatch(name) else None
 
 
 def load_pair_model(path: str | Path, strict: bool = False, allow_expired: bool = False) -> PairModel:
@@ -587,7 +589,10 @@ def read_for_prediction(model: PairModel, path: str | Path):
     from .features import pair_data_from_candles
 
     spec = model.prediction_spec(path)
-    candles = read_candles(path, model.pair, spec.data.timeframe, dict(spec.data.params or {}).get("market"))
+    market = dict(spec.data.params or {}).get("market") or {"futures": "futures-um", "spot": "spot"}.get(
+        spec.market or ""
+    )  # the manifest entry's market when the loader took none
+    candles = read_candles(path, model.pair, spec.data.timeframe, market)
     data = pair_data_from_candles(candles, spec, model.plugins(), with_labels=False)
     _check_feature_order(model, data.feature_names, str(path))
     # each row's candle in the file (0-based, header not counted; a folder's candles merged oldest

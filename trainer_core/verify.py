@@ -17,8 +17,7 @@ import zipfile
 from typing import Any
 
 from .artifacts import STAGING, SUCCESS, MarkerError, read_marker
-from .manifest import PAIR_RE
-from .manifest.schema import MAX_SEQUENCE_LENGTH
+from .manifest.schema import ID_RE, MAX_SEQUENCE_LENGTH
 from .storage import Storage, open_storage
 
 #: a model's config.json inside its .keras archive is a few KB; more is not a model this trainer wrote
@@ -50,8 +49,9 @@ def keras_input_shape(data: bytes) -> tuple | None:
 
 
 def folder_name(spec_doc: dict) -> str:
-    """The folder a model's files are written to under the output root, from its spec file."""
-    return str(spec_doc.get("pair"))
+    """The folder a model's files are written to under the output root, from its spec file: its
+    ``name`` (`PairSpec.name`), or for a model trained before names were recorded, its pair."""
+    return str(spec_doc.get("name") or spec_doc.get("pair"))
 
 
 def _int(value: Any) -> int | None:
@@ -86,7 +86,7 @@ def model_problems(
     if spec_doc.get("tag") != tag:
         problems.append(f"{SUCCESS} names the tag {tag}, the spec file {str(spec_doc.get('tag'))[:80]!r}")
     if folder is not None and folder != folder_name(spec_doc):
-        problems.append(f"the folder {folder} holds the model of {str(spec_doc.get('pair'))[:40]}")
+        problems.append(f"the folder {folder} holds the model of {folder_name(spec_doc)[:80]}")
 
     window = _int(spec_doc.get("sequence_length"))
     train = spec.get("train") if isinstance(spec.get("train"), dict) else {}
@@ -204,7 +204,8 @@ def verify_pair(storage: Storage, pair: str) -> list[str]:
 
 
 def pair_folders(storage: Storage) -> list[str]:
-    """The names of the pair folders under the root (staging and other files left out)."""
+    """The names of the pair folders under the root: every folder with a plain name (`PairSpec.name`:
+    ``ETHUSDT``, ``ETHUSDT-futures``, an entry's id); staging, hidden folders and files left out."""
     if storage.is_local:
         if not storage.path.is_dir():
             return []
@@ -214,7 +215,7 @@ def pair_folders(storage: Storage) -> list[str]:
             names = [p.rstrip("/").rsplit("/", 1)[-1] for p in storage.fs.ls(storage.base, detail=False)]
         except FileNotFoundError:
             return []
-    return sorted(n for n in names if n != STAGING and PAIR_RE.fullmatch(n))
+    return sorted(n for n in names if n != STAGING and ID_RE.fullmatch(n))
 
 
 def verify_output(output: str) -> list[tuple[str, list[str]]]:

@@ -196,11 +196,11 @@ class BatchRun:
         self.echo(f"{len(plans)} pair(s) in {self.manifest.path}, output {self.output}:")
         for p in plans:
             self.echo(
-                f"  {p.spec.pair:<14} {'would train' if p.action == 'train' else 'would skip'}: {p.reason}"
+                f"  {p.spec.name:<14} {'would train' if p.action == 'train' else 'would skip'}: {p.reason}"
             )
             problems = component_problems(p.spec, self.plugins)
             if problems:
-                fatal.append(ConfigError(f"{p.spec.pair}: {problems[0]}"))
+                fatal.append(ConfigError(f"{p.spec.name}: {problems[0]}"))
             if nodes is not None:
                 try:
                     cluster.check_fit([p.spec], nodes, self._where())
@@ -291,9 +291,9 @@ class BatchRun:
                 except Exception:  # cancelling is best effort; the row says what happened
                     pass
         for spec in self.specs:
-            if spec.pair not in self.rows:
-                self.rows[spec.pair] = _row(
-                    spec.pair, "cancelled", "interrupted (Ctrl-C)", error="cancelled before it finished"
+            if spec.name not in self.rows:
+                self.rows[spec.name] = _row(
+                    spec.name, "cancelled", "interrupted (Ctrl-C)", error="cancelled before it finished"
                 )
 
     # -- progress ----------------------------------------------------------------------------
@@ -315,12 +315,12 @@ class BatchRun:
     def _skipped_row(self, p: Plan) -> BatchRow:
         marker = p.marker or {}
         return _row(
-            p.spec.pair,
+            p.spec.name,
             "skipped",
             p.reason,
             metrics=dict(marker.get("metrics") or {}),
             figures=dict(marker.get("figures") or {}),
-            artifacts=open_storage(p.spec.output).url(p.spec.pair),
+            artifacts=open_storage(p.spec.output).url(p.spec.name),
             tag=marker.get("tag") or p.spec.tag,
             trained_at=marker.get("finished"),
         )
@@ -329,8 +329,8 @@ class BatchRun:
         total = len(plans)
         for p in plans:
             if p.action == "skip":
-                self.rows[p.spec.pair] = self._skipped_row(p)
-                self.echo(f"[{_clock(0)}] skipped   {p.spec.pair:<14} {p.reason}")
+                self.rows[p.spec.name] = self._skipped_row(p)
+                self.echo(f"[{_clock(0)}] skipped   {p.spec.name:<14} {p.reason}")
         todo = [p for p in plans if p.action == "train"]
         if not todo:
             return
@@ -352,7 +352,7 @@ class BatchRun:
                     num_gpus=p.spec.resources.gpus,
                     max_retries=retries,
                     retry_exceptions=False,
-                    name=f"train {p.spec.pair}",
+                    name=f"train {p.spec.name}",
                 ).remote(p.spec.to_dict(), progress, p.reason == "--force")
                 pending[ref] = p.spec
             resources = ray.cluster_resources()
@@ -370,7 +370,7 @@ class BatchRun:
                         self._line(state, pair, "started", total)
                     for ref in ready:
                         spec = pending.pop(ref)
-                        running.add(spec.pair)
+                        running.add(spec.name)
                         self._collect(ray, ref, spec, total, retries)
                     self._report_waiting(ray, pending, running, waited, submitted, total)
             except KeyboardInterrupt:
@@ -386,17 +386,17 @@ class BatchRun:
         now = time.time()
         timeout = self.schedule_timeout
         for spec in pending.values():
-            if spec.pair in running:
+            if spec.name in running:
                 continue
-            last = waited.get(spec.pair, submitted)
+            last = waited.get(spec.name, submitted)
             if now - last < timeout:
                 continue
-            waited[spec.pair] = now
+            waited[spec.name] = now
             free = ray.available_resources()
             total_res = ray.cluster_resources()
             self._line(
                 "waiting",
-                spec.pair,
+                spec.name,
                 f"not started after {_clock(now - submitted)}: waits for {spec.resources.cpus:g} CPU(s) "
                 f"and {spec.resources.gpus:g} GPU(s); free now {free.get('CPU', 0):g} of "
                 f"{total_res.get('CPU', 0):g} CPUs, {free.get('GPU', 0):g} of {total_res.get('GPU', 0):g} GPUs",
@@ -437,11 +437,11 @@ class BatchRun:
         try:
             out = ray.get(ref)
         except ray.exceptions.TaskCancelledError:
-            row = _row(spec.pair, "cancelled", "cancelled", error="cancelled before it finished")
+            row = _row(spec.name, "cancelled", "cancelled", error="cancelled before it finished")
         except ray.exceptions.RayError as exc:  # the worker died (killed, out of memory...) every try
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             row = _row(
-                spec.pair,
+                spec.name,
                 "failed",
                 "system failure",
                 error=f"the worker died ({type(exc).__name__}) after {retries + 1} attempt(s): {first}",
@@ -450,7 +450,7 @@ class BatchRun:
             )
         else:
             row = out if isinstance(out, BatchRow) else BatchRow(**dict(out))
-        self.rows[spec.pair] = row
+        self.rows[spec.name] = row
         if row["status"] == "trained":
             m = row["metrics"]
             detail = f"val_accuracy {m['val_accuracy']:.4f}, {m['epochs']} epoch(s), {row['seconds']:.1f}s"
@@ -461,15 +461,15 @@ class BatchRun:
                 detail += f"; predicts {m['single_class']} only"
         else:
             detail = row["error"] or row["status"]
-        self._line(row["status"], spec.pair, detail, total)
+        self._line(row["status"], spec.name, detail, total)
         if row.traceback:  # an unexpected error: the worker's traceback, where the hint says it is
             for line in row.traceback.rstrip().splitlines():
-                self.echo(f"[{spec.pair}] {line}")
+                self.echo(f"[{spec.name}] {line}")
 
     # -- results -----------------------------------------------------------------------------
     def ordered(self) -> list[BatchRow]:
         """One row per selected pair, in the manifest's order (not run: cancelled, not started)."""
-        return [self.rows.get(s.pair) or _row(s.pair, "cancelled", "not started") for s in self.specs]
+        return [self.rows.get(s.name) or _row(s.name, "cancelled", "not started") for s in self.specs]
 
     def exit_code(self) -> int:
         """130 after Ctrl-C, 1 when a pair failed or was cancelled, else 0."""

@@ -38,10 +38,20 @@ def select_pairs(manifest: Manifest, only: str | None) -> list[str]:
     names = manifest.pair_names
     if not only:
         return names
-    from ..manifest import normalize_pair
+    from ..manifest import normalize_pair, pair_market
 
-    wanted = [normalize_pair(p, "--only") for p in only.split(",") if p.strip()]
-    unknown = [p for p in wanted if p not in names]
+    wanted, unknown = set(), []
+    for p in (p.strip() for p in only.split(",")):
+        if not p:
+            continue
+        if p in names:  # a folder name (ETHUSDT-futures) or an id
+            wanted.add(p)
+            continue
+        pair, market = normalize_pair(p, "--only"), pair_market(p)
+        found = [e.key for e in manifest.pairs if e.pair == pair and (market is None or e.market == market)]
+        wanted.update(found)  # a pair names each of its entries
+        if not found:
+            unknown.append(p)
     if unknown:
         raise ConfigError(
             f"--only names pair(s) not in the manifest: {', '.join(unknown)}.",
@@ -94,11 +104,11 @@ def plan_pair(spec: PairSpec, plugins: Plugins, force: bool) -> Plan:
     if force:
         return Plan(spec, "train", "--force")
     storage = open_storage(spec.output)
-    raw = storage.read_bytes(f"{spec.pair}/{SUCCESS}")
+    raw = storage.read_bytes(f"{spec.name}/{SUCCESS}")
     if raw is None:
         return Plan(spec, "train", "no completed run")
     try:
-        marker = _read_marker(raw, storage.url(spec.pair))
+        marker = _read_marker(raw, storage.url(spec.name))
     except ValueError as exc:
         reason = str(exc)
         return Plan(spec, "train", f"{SUCCESS} is unreadable" + (f" ({reason})" if reason else ""))
@@ -121,7 +131,7 @@ def plan_pair(spec: PairSpec, plugins: Plugins, force: bool) -> Plan:
         return Plan(spec, "train", "the data changed since the last run")
     from ..verify import verify_pair
 
-    problems = verify_pair(storage, spec.pair)
+    problems = verify_pair(storage, spec.name)
     if problems:
         return Plan(spec, "train", f"artifact {problems[0]}")
     why = "completed with the same settings and data" if fingerprint else "completed with the same settings"

@@ -93,15 +93,15 @@ def train_in_worker(spec_dict: dict, progress: Any = None, force: bool = False) 
     started = time.time()
     if progress is not None:
         try:
-            progress.started.remote(spec.pair, started)  # fire and forget: no ray.get in a task
+            progress.started.remote(spec.name, started)  # fire and forget: no ray.get in a task
         except Exception:  # progress is best effort; training is not
             pass
     try:
         configure_tensorflow_threads(spec.resources.cpus)
         plugins = load_plugins(spec.plugins)
-        result = run_pair(spec, plugins, echo=lambda m: print(f"[{spec.pair}] {m}", flush=True), force=force)
+        result = run_pair(spec, plugins, echo=lambda m: print(f"[{spec.name}] {m}", flush=True), force=force)
         return BatchRow(
-            spec.pair,
+            spec.name,
             "trained",
             "trained",
             seconds=time.time() - started,
@@ -112,11 +112,11 @@ def train_in_worker(spec_dict: dict, progress: Any = None, force: bool = False) 
             trained_at=_now(),
         )
     except PreemptedError as exc:
-        print(f"[{spec.pair}] {exc.message}", flush=True)
+        print(f"[{spec.name}] {exc.message}", flush=True)
         os._exit(exc.exit_code)  # a dead worker, not a failed pair: Ray retries it (it resumes)
     except TrainerError as exc:
         return BatchRow(
-            spec.pair,
+            spec.name,
             "failed",
             "error",
             seconds=time.time() - started,
@@ -126,7 +126,7 @@ def train_in_worker(spec_dict: dict, progress: Any = None, force: bool = False) 
         )
     except Exception as exc:  # an unexpected error still fails only this pair
         return BatchRow(
-            spec.pair,
+            spec.name,
             "failed",
             "error",
             seconds=time.time() - started,

@@ -42,8 +42,9 @@ from .schema import (
     check_section,
     check_sections,
     normalize_pair,
+    pair_market,
 )
-from .spec import HASH_EXCLUDED, Frozen, PairSpec, artifact_tag, pct_code, training_ready_name
+from .spec import HASH_EXCLUDED, Frozen, PairSpec, artifact_tag, pair_name, pct_code, training_ready_name
 
 __all__ = [
     "BATCH_DEFAULTS",
@@ -81,6 +82,8 @@ __all__ = [
     "manifest_from_dict",
     "merge",
     "normalize_pair",
+    "pair_market",
+    "pair_name",
     "parse_set",
     "pct_code",
     "safe_load_limited",

@@ -26,16 +26,19 @@ from .schema import (
     SECTIONS,
     TOP_LEVEL_KEYS,
     _str_list,
+    check_id,
+    check_market,
     check_section,
     check_sections,
     check_values,
     count_values,
     normalize_pair,
+    pair_market,
     short_repr,
     type_name,
     value_depth,
 )
-from .spec import Frozen, PairSpec
+from .spec import Frozen, PairSpec, pair_name
 
 # -- YAML within limits -------------------------------------------------------------------------
 
@@ -158,11 +161,20 @@ def merge(base: dict, override: Mapping) -> dict:
 
 @dataclass
 class PairEntry:
-    """One item of a manifest's `pairs`: the normalised name, its checked overrides, its position."""
+    """One item of a manifest's `pairs`: the normalised pair, its checked overrides, its position,
+    its ``market`` and ``id`` when given, and its `name` (folder) once the manifest is read."""
 
     pair: str
     overrides: dict
     position: int
+    market: str | None = None
+    id: str | None = None
+    name: str | None = None
+
+    @property
+    def key(self) -> str:
+        """What names this entry in a manifest: its folder name (`PairSpec.name`), else its pair."""
+        return self.name or self.id or self.pair
 
 
 #: the named CLI options and the settings they set
@@ -188,20 +200,32 @@ class Manifest:
 
     @property
     def pair_names(self) -> list[str]:
-        """The normalised names of the listed pairs, in the manifest's order."""
-        return [entry.pair for entry in self.pairs]
+        """The names of the listed pairs (`PairEntry.key`: the folder names), in the manifest's order."""
+        return [entry.key for entry in self.pairs]
 
     def entry(self, pair: str) -> PairEntry:
-        """The pair's entry; a pair the manifest does not list gets no overrides (position -1)."""
+        """The entry named ``pair``: by its folder name (``ETHUSDT-futures``, an id), else by its pair
+        (``ETH/USDT``; ``ETH/USDT:USDT`` for the futures one). A pair listed under several names must
+        be named by one of them; a pair the manifest does not list gets no overrides (position -1)."""
         index = self.__dict__.get("_index")
         if index is None or index[0] is not self.pairs or index[1] != len(self.pairs):
-            index = (
-                self.pairs,
-                len(self.pairs),
-                {e.pair: e for e in self.pairs},
-            )  # resolving N pairs stays O(N)
-            self.__dict__["_index"] = index
-        return index[2].get(pair) or PairEntry(pair, {}, -1)
+            by_pair: dict[str, list[PairEntry]] = {}
+            for e in self.pairs:
+                by_pair.setdefault(e.pair, []).append(e)
+            index = (self.pairs, len(self.pairs), {e.key: e for e in self.pairs}, by_pair)
+            self.__dict__["_index"] = index  # resolving N pairs stays O(N)
+        if isinstance(pair, str) and pair in index[2]:
+            return index[2][pair]
+        name, market = normalize_pair(pair, "--pair"), pair_market(pair)
+        if name in index[2] and market is None:
+            return index[2][name]
+        found = [e for e in index[3].get(name, []) if market is None or e.market == market]
+        if len(found) > 1:
+            raise ConfigError(
+                f"{pair} is listed {len(found)} times in the manifest, as {', '.join(e.key for e in found)}.",
+                "Name the one you mean by its folder name (or its id).",
+            )
+        return found[0] if found else PairEntry(name, {}, -1, market=market)
 
     def resolve(
         self,
@@ -209,9 +233,18 @@ class Manifest:
         sets: Iterable[str] = (),
         flags: Mapping[str, Any] | None = None,
     ) -> PairSpec:
-        """The frozen spec of one pair: defaults, its overrides, ``--set`` values, then flags."""
-        pair = normalize_pair(pair, "--pair")
-        config = merge(self.defaults, self.entry(pair).overrides)
+        """The frozen spec of one pair (named as `entry` takes it): defaults, its overrides, ``--set``
+        values, then flags."""
+        return self.resolve_entry(self.entry(pair), sets, flags)
+
+    def resolve_entry(
+        self,
+        entry: PairEntry,
+        sets: Iterable[str] = (),
+        flags: Mapping[str, Any] | None = None,
+    ) -> PairSpec:
+        """`resolve` for an entry already found."""
+        config = merge(self.defaults, entry.overrides)
         output = self.output
         updates = [parse_set(s) for s in sets]
         for name, value in (flags or {}).items():
@@ -241,17 +274,39 @@ class Manifest:
                 continue
             checked = check_section(section, {key: value}, f"{where}: {section}")
             config[section] = merge(config[section], checked)
+        _apply_market(config, entry.market, f"pairs[{entry.position}]" if entry.position >= 0 else "--pair")
         return PairSpec(
-            pair=pair,
+            pair=entry.pair,
             output=output,
             plugins=tuple(self.plugins),
             reporters=tuple(config["reporters"]),
+            market=entry.market,
+            id=entry.id,
             **{s: Frozen(config[s]) for s in SECTIONS if s != "reporters"},
         )
 
     def resolve_all(self, sets: Iterable[str] = (), flags: Mapping[str, Any] | None = None) -> list[PairSpec]:
         """`resolve` for every listed pair, in the manifest's order."""
-        return [self.resolve(e.pair, sets, flags) for e in self.pairs]
+        return [self.resolve(e.key, sets, flags) for e in self.pairs]
+
+
+def _apply_market(config: dict, market: str | None, where: str) -> None:
+    """An entry's market reaches the `ohlcv` loader as its ``data.params.market`` (futures: the
+    ``futures-um`` candles); a ``data.params.market`` that says the other market is an error."""
+    if market is None:
+        return
+    data = config["data"]
+    said = (data.get("params") or {}).get("market")
+    if said is not None and (said.startswith("futures")) != (market == "futures"):
+        raise ConfigError(
+            f"{where}: market {market}, but data.params.market {said}.",
+            "Give the market once: the entry's market (spot or futures) is enough.",
+        )
+    if said is None and data.get("loader") == "ohlcv":
+        data["params"] = {
+            **(data.get("params") or {}),
+            "market": "futures-um" if market == "futures" else "spot",
+        }
 
 
 def _nest(dotted: str, value: Any) -> dict:
@@ -333,33 +388,55 @@ def manifest_from_dict(raw: Any, path: str | None = None) -> Manifest:
             "Split the pairs over several manifests.",
         )
     pairs: list[PairEntry] = []
-    seen: dict[str, int] = {}
     for i, item in enumerate(pairs_raw):
         where = f"pairs[{i}]"
+        market = entry_id = None
         if isinstance(item, Mapping):
             item = dict(item)
             if "pair" not in item:
                 raise ConfigError(f"{where}: missing 'pair' (the pair name).", MANIFEST_HINT)
-            name = normalize_pair(item.pop("pair"), f"{where}.pair")
+            raw_name = item.pop("pair")
+            name = normalize_pair(raw_name, f"{where}.pair")
+            market = pair_market(raw_name)
+            if "market" in item:
+                said = check_market(item.pop("market"), f"{where}.market")
+                if market is not None and said != market:
+                    raise ConfigError(
+                        f"{where}: the pair {short_repr(raw_name)} is a futures name, but market is {said}.",
+                        "Drop one of them.",
+                    )
+                market = said
+            if "id" in item:
+                entry_id = check_id(item.pop("id"), f"{where}.id")
             item.pop("tune", None)  # the pair's search settings, checked above
             overrides = check_sections(item, where)
         else:
             name = normalize_pair(item, where)
+            market = pair_market(item)
             overrides = {}
-        if name in seen:
-            raise ConfigError(
-                f"{where}: pair {name} is listed twice (also pairs[{seen[name]}]).", MANIFEST_HINT
-            )
-        seen[name] = i
-        pairs.append(PairEntry(name, overrides, i))
+        pairs.append(PairEntry(name, overrides, i, market, entry_id))
     manifest = Manifest(path, 1, output, tuple(plugins), batch, defaults, pairs)
-    plain_checked = False
+    plain = None
+    seen: dict[str, int] = {}
     for entry in pairs:  # a per-pair override must give a valid spec too
-        if not entry.overrides:
-            if plain_checked:  # the same settings as the plain pair already checked: only the name differs
-                continue
-            plain_checked = True
-        manifest.resolve(entry.pair)
+        if entry.overrides or entry.market is not None or plain is None:
+            entry.name = None
+            spec = manifest.resolve_entry(entry)
+            if not entry.overrides and entry.market is None:
+                plain = spec  # the same settings for every plain pair: only the name differs
+            entry.name = spec.name
+        else:
+            entry.name = pair_name(
+                entry.pair, entry.market, entry.id, plain.features.get("set"), plain.data.params.get("market")
+            )
+        if entry.name in seen:
+            raise ConfigError(
+                f"pairs[{entry.position}]: {entry.name} is listed twice (also pairs[{seen[entry.name]}]).",
+                "List spot and futures of one symbol with market: spot / futures, or give one of the two "
+                "entries an id (its folder name).",
+            )
+        seen[entry.name] = entry.position
+    manifest.__dict__.pop("_index", None)  # the names are known now
     return manifest
 
 

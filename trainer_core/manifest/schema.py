@@ -85,6 +85,12 @@ TOP_LEVEL_KEYS = ("version", "output", "plugins", "batch", "defaults", "pairs", 
 BATCH_DEFAULTS: dict[str, Any] = {"max_retries": 2, "reporters": ["summary"], "schedule_timeout": 600}
 DEFAULT_OUTPUT = "artifacts/"
 PAIR_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+#: freqtrade's settlement currency after the colon of a futures pair (`BTC/USDT:USDT`)
+SETTLE_RE = re.compile(r"[A-Za-z0-9]{2,10}")
+#: a manifest entry's id, a pair's folder name (`pair_name`)
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: the keys of a manifest entry besides its sections
+ENTRY_KEYS = ("pair", "market", "id")
 SCALERS = ("robust", "standard", "minmax", "none")
 LOSSES = ("categorical_crossentropy", "focal")
 MONITORS = ("val_accuracy", "val_loss")
@@ -455,18 +461,44 @@ BATCH_SCHEMA: dict[str, Callable[[Any], Any]] = {
 
 
 def normalize_pair(name: Any, where: str = "pair") -> str:
-    """`ETH/USDT`, `eth-usdt` -> `ETHUSDT`; anything else that is not ^[A-Z0-9]{2,20}$ is an error."""
+    """`ETH/USDT`, `eth-usdt`, freqtrade's futures `ETH/USDT:USDT` -> `ETHUSDT`; anything else that
+    is not ^[A-Z0-9]{2,20}$ is an error (`pair_market` tells a futures name)."""
     if not isinstance(name, str):
         raise ConfigError(
             f"{where}: expected a pair name such as 'ETHUSDT', got {short_repr(name)}.", MANIFEST_HINT
         )
-    normalized = re.sub(r"[/\-_ ]", "", name.strip()).upper()
-    if not PAIR_RE.fullmatch(normalized):
+    symbol, colon, settle = name.strip().partition(":")
+    normalized = re.sub(r"[/\-_ ]", "", symbol).upper()
+    if not PAIR_RE.fullmatch(normalized) or (colon and not SETTLE_RE.fullmatch(settle.strip())):
         raise ConfigError(
             f"{where}: {short_repr(name)} is not a valid pair name.",
-            "Use 2-20 letters and digits, such as ETHUSDT (ETH/USDT is accepted and becomes ETHUSDT).",
+            "Use 2-20 letters and digits, such as ETHUSDT (ETH/USDT is accepted and becomes ETHUSDT; "
+            "freqtrade's futures name ETH/USDT:USDT becomes ETHUSDT on the futures market).",
         )
     return normalized
+
+
+def pair_market(name: Any) -> str | None:
+    """``futures`` for freqtrade's futures pair names (``BTC/USDT:USDT``), else None (not said)."""
+    return "futures" if isinstance(name, str) and ":" in name else None
+
+
+def check_market(value: Any, where: str) -> str:
+    """A manifest entry's ``market``: ``spot`` or ``futures`` (``futures-um`` is read as futures)."""
+    if value in ("spot", "futures", "futures-um"):
+        return "futures" if value == "futures-um" else value
+    raise ConfigError(f"{where}: expected spot or futures, got {short_repr(value)}.", MANIFEST_HINT)
+
+
+def check_id(value: Any, where: str) -> str:
+    """A manifest entry's ``id``: a plain name that becomes the pair's folder and the start of its tag."""
+    if isinstance(value, str) and ID_RE.fullmatch(value) and ".." not in value:
+        return value
+    raise ConfigError(
+        f"{where}: expected a plain name (1-64 letters, digits, '_', '.', '-', starting with a letter "
+        f"or digit), got {short_repr(value)}.",
+        "The id names the pair's folder and starts its file names, such as btc-rsi.",
+    )
 
 
 def type_name(v: Any) -> str:

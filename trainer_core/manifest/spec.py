@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,27 @@ def artifact_tag(pair: str, fw: int, sl_pct: float, tp_pct: float) -> str:
     return f"{pair}_FW{fw:03d}_SL{pct_code(sl_pct):03d}_TP{pct_code(tp_pct):03d}"
 
 
+def pair_name(
+    pair: str,
+    market: str | None = None,
+    id: str | None = None,
+    feature_set: str | None = None,
+    data_market: str | None = None,
+) -> str:
+    """A pair's folder name and the first part of its tag: ``id`` when the manifest entry gives one,
+    else the pair, then ``-futures`` for a futures pair (``market: futures``, or the `ohlcv`
+    loader's ``data.params.market: futures-um``), then ``-SET`` for a feature set other than the
+    seed's (``ETHUSDT``, ``ETHUSDT-futures``, ``ETHUSDT-rsi``, ``ETHUSDT-futures-seed-context``)."""
+    if id is not None:
+        return id
+    parts = [pair]
+    if (market or data_market or "spot").startswith("futures"):
+        parts.append("futures")
+    if feature_set not in (None, "seed"):
+        parts.append(re.sub(r"[^a-z0-9.]+", "-", str(feature_set).lower()).strip("-.") or "set")
+    return "-".join(parts)
+
+
 def training_ready_name(
     pair: str, timeframe: str, fw: int, sl_pct: float, tp_pct: float, ext: str = "feather"
 ) -> str:
@@ -112,6 +134,9 @@ class PairSpec:
     #: what the engine resolved once from the pair's feature set and labeler (``tag``, ``horizon``,
     #: ``embargo``, ``columns``, ``warmup``, ``history``, ``context_pairs``...); None until resolved
     resolved: Frozen | None = None
+    #: the manifest entry's ``market`` (``spot`` or ``futures``) and ``id``; see `name`
+    market: str | None = None
+    id: str | None = None
 
     def to_dict(self) -> dict:
         """The spec as plain JSON-able dicts and lists (`from_dict` reads it back)."""
@@ -122,6 +147,9 @@ class PairSpec:
             out["label_tag"] = self.label_tag
         if self.resolved is not None:
             out["resolved"] = _thaw(self.resolved)
+        for key in ("market", "id"):  # only when given: older specs (and their hashes) stay as they were
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         return out
 
     def with_label_tag(self, label_tag: str | None) -> PairSpec:
@@ -148,6 +176,8 @@ class PairSpec:
             reporters=tuple(d["reporters"]),
             label_tag=d.get("label_tag"),
             resolved=Frozen(d["resolved"]) if d.get("resolved") is not None else None,
+            market=d.get("market"),
+            id=d.get("id"),
             **{s: Frozen(d[s]) for s in SECTIONS if s != "reporters"},
         )
 
@@ -165,6 +195,7 @@ class PairSpec:
         d.pop("output")
         d.pop("label_tag", None)  # derived from the labels settings
         d.pop("resolved", None)  # derived from the settings and the components' code
+        d.pop("id", None)  # names the folder, like the output
         d["split"]["embargo"] = self.embargo  # `auto` and its value purge the same rows
         for path in HASH_EXCLUDED:
             node = d
@@ -196,14 +227,21 @@ class PairSpec:
         return horizon if e == "auto" else max(horizon, int(e))
 
     @property
+    def name(self) -> str:
+        """The pair's folder under the output root and the first part of its tag (`pair_name`)."""
+        return pair_name(
+            self.pair, self.market, self.id, self.features.get("set"), self.data.params.get("market")
+        )
+
+    @property
     def tag(self) -> str:
-        """`{PAIR}_FW{fw:03d}_SL{sl:03d}_TP{tp:03d}`, SL/TP in hundredths of a percent (the seed's
-        naming, the `tp-sl` labeler's tag); ``{PAIR}_{label_tag}`` once the engine resolved another
-        labeler's tag."""
+        """`{NAME}_FW{fw:03d}_SL{sl:03d}_TP{tp:03d}`, SL/TP in hundredths of a percent (the seed's
+        naming, the `tp-sl` labeler's tag); ``{NAME}_{label_tag}`` once the engine resolved another
+        labeler's tag. ``NAME`` is `name`: the pair itself for a spot pair with the seed's features."""
         if self.label_tag is not None:
-            return f"{self.pair}_{self.label_tag}"
+            return f"{self.name}_{self.label_tag}"
         return artifact_tag(
-            self.pair, self.labels.future_window, self.labels.stop_loss_pct, self.labels.take_profit_pct
+            self.name, self.labels.future_window, self.labels.stop_loss_pct, self.labels.take_profit_pct
         )
 
     @property

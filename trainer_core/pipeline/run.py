@@ -246,7 +246,7 @@ def _run(spec: PairSpec, plugins: Plugins, echo, force: bool) -> PairResult:
         + (f", class weights {fold.balance.class_weight}" if fold.balance.class_weight else "")
     )
 
-    out = ArtifactWriter(spec.output, spec.pair, spec.tag)
+    out = ArtifactWriter(spec.output, spec.name, spec.tag)
     attempt = {"config_hash": spec.config_hash, "data_sha256": data.sha256}
     resumed = _prepare_output(out, attempt, force, echo)
     try:
@@ -339,6 +339,8 @@ def model_spec(result: PairResult, plugins: Plugins | None = None) -> dict:
     return {
         "format": SPEC_FORMAT,
         "pair": spec.pair,
+        "name": spec.name,
+        "market": spec.market,
         "tag": spec.tag,
         "trainer_version": __version__,
         "config_hash": spec.config_hash,

@@ -37,19 +37,22 @@ def _pairs_and_settings(pairs, manifest_path, timeframe, market) -> list[tuple[s
     """(pair, timeframe, market) per pair: the options, else the manifest's data settings."""
     from trainer_core import normalize_pair
 
-    out: dict[str, tuple[str, str, str]] = {}
+    out: dict[tuple[str, str], tuple[str, str, str]] = {}  # spot and futures of a pair are two downloads
     if manifest_path:
         from trainer_core import load_manifest
 
         manifest = load_manifest(manifest_path)
         for entry in manifest.pairs:
-            spec = manifest.resolve(entry.pair)
+            spec = manifest.resolve(entry.key)
             params = dict(spec.data.params or {})
             own_market = params.get("market") if spec.data.loader == "ohlcv" else None
-            out[spec.pair] = (spec.pair, timeframe or spec.data.timeframe, market or own_market or "spot")
+            own_market = own_market or {"futures": "futures-um", "spot": "spot"}.get(spec.market or "")
+            mk = market or own_market or "spot"
+            out[(spec.pair, mk)] = (spec.pair, timeframe or spec.data.timeframe, mk)
     for name in pairs:
         pair = normalize_pair(name, "--pair")
-        out.setdefault(pair, (pair, timeframe or "1m", market or "spot"))
+        mk = market or ("futures-um" if ":" in name else "spot")  # freqtrade's BTC/USDT:USDT is futures
+        out.setdefault((pair, mk), (pair, timeframe or "1m", mk))
     if not out:
         raise ConfigError(
             "Name the pairs to download: --pair BTCUSDT (repeatable) or --manifest FILE.",
