@@ -60,7 +60,7 @@ def test_labels_and_features_params_are_accepted_by_set(trainer, feature_plugin,
         "features.params.window=3",
     )
     assert result.exit_code == 0, result.output
-    assert "(tag ETHUSDT_SIGN012)" in result.output
+    assert "(tag ETHUSDT-returns_SIGN012)" in result.output
     # the example of docs/manifest.md
     result = trainer(
         "run",
@@ -79,9 +79,9 @@ def test_validate_and_config_test_show_the_plugin_labelers_tag(trainer, feature_
     path = manifest(tmp_path)
     result = trainer("validate", path)
     assert result.exit_code == 0, result.output
-    assert "tag=ETHUSDT_SIGN030" in result.output and "FW120" not in result.output
+    assert "tag=ETHUSDT-returns_SIGN030" in result.output and "FW120" not in result.output
     result = trainer("run", "--manifest", path, "--pair", "ETHUSDT", "--config-test")
-    assert "(tag ETHUSDT_SIGN030)" in result.output, result.output
+    assert "(tag ETHUSDT-returns_SIGN030)" in result.output, result.output
 
 
 def test_the_config_hash_counts_the_plugin_labelers_horizon_in_the_embargo(trainer, feature_plugin, tmp_path):
@@ -502,7 +502,9 @@ def test_a_file_prepared_with_a_plugin_feature_set_trains(trainer, feature_plugi
     ]
     result = trainer(*args)
     assert result.exit_code == 0, result.output
-    spec = __import__("json").loads((tmp_path / "out" / "ETHUSDT" / "spec_ETHUSDT_SIGN010.json").read_text())
+    spec = __import__("json").loads(
+        (tmp_path / "out" / "ETHUSDT-returns" / "spec_ETHUSDT-returns_SIGN010.json").read_text()
+    )
     assert spec["feature_names"] == ["close_change", "range_pct"]
 
 
