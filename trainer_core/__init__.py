@@ -14,6 +14,7 @@ from .candles import (  # noqa: E402
     iso_time,
     parse_candle_name,
     read_candles,
+    rows_fingerprint,
     timeframe_ms,
 )
 from .data import CLASS_NAMES, NO_LABEL, PairData, file_sha256  # noqa: E402
@@ -44,6 +45,7 @@ from .lifecycle import (  # noqa: E402
     split_selector,
     write_policy,
 )
+from .locks import PairLock  # noqa: E402
 from .manifest import (  # noqa: E402
     PairSpec,
     load_manifest,
@@ -70,6 +72,7 @@ __all__ = [
     "FEATURE_NAMES",
     "NO_LABEL",
     "PairData",
+    "PairLock",
     "PairResult",
     "PairSpec",
     "PluginError",
@@ -94,6 +97,7 @@ __all__ = [
     "pct_from_code",
     "read_candles",
     "read_table",
+    "rows_fingerprint",
     "timeframe_ms",
     "training_ready_name",
     # scoring predictions (`trainer evaluate`)

@@ -9,12 +9,13 @@ series from the files named after the pair and the timeframe, as `trainer downlo
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
+import os
 import re
 import sys
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,15 @@ QUOTES = (
 )
 NAME_RE = re.compile(r"^(?P<symbol>[A-Za-z0-9_]+)(?:-(?P<tf>[0-9]+[smhdwM]))?(?:-(?P<rest>.+))?$")
 PERIOD_RE = re.compile(r"^\d{4}-\d{2}(?:-\d{2})?$")
+#: a compressed candle file (a zip's CSV, a freqtrade .json.gz) may unpack to at most this many MB
+#: (a month of 1-second klines is about 380 MB) ...
+MAX_UNCOMPRESSED_ENV = "TRAINER_MAX_UNCOMPRESSED_MB"
+MAX_UNCOMPRESSED_MB = 512
+#: ... and, beyond RATIO_FLOOR bytes, to at most this many times its compressed size (exchange
+#: candles compress about 3-4:1; a run of zeros, a decompression bomb, about 1000:1)
+MAX_RATIO_ENV = "TRAINER_MAX_COMPRESSION_RATIO"
+MAX_RATIO = 100
+RATIO_FLOOR = 8 << 20
 
 
 def timeframe_ms(timeframe: str) -> int:
@@ -185,35 +195,128 @@ def _read_json(data: bytes, where: str) -> Candles:
     return Candles(_to_ms(arr[:, 0]), *(arr[:, i] for i in range(1, 6)), sources=[where])
 
 
+def _env_limit(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise ConfigError(
+            f"{name}={raw!r}: expected a number greater than 0.", f"Unset it for the default ({default:g})."
+        )
+    return value
+
+
+def unpack_limits() -> tuple[int, float]:
+    """The most bytes a compressed candle file may unpack to, and the largest compression ratio
+    allowed beyond `RATIO_FLOOR` bytes: `$TRAINER_MAX_UNCOMPRESSED_MB` (default 512) and
+    `$TRAINER_MAX_COMPRESSION_RATIO` (default 100)."""
+    return (
+        int(_env_limit(MAX_UNCOMPRESSED_ENV, MAX_UNCOMPRESSED_MB) * 1e6),
+        _env_limit(MAX_RATIO_ENV, MAX_RATIO),
+    )
+
+
+def _too_big(where: str, size: int, packed: int, exact: bool = True) -> DataError | None:
+    """The error for a member that unpacks to `size` bytes (at least, unless `exact`) from `packed`."""
+    limit, ratio = unpack_limits()
+    what = f"{size / 1e6:,.1f} MB" if exact else f"more than {size / 1e6:,.1f} MB"
+    if size > limit:
+        return DataError(
+            f"{where}: unpacks to {what}, over the {limit / 1e6:,.1f} MB allowed for one candle file "
+            "(a decompression bomb, or not a candle file).",
+            f"Remove it; if it is genuine, raise ${MAX_UNCOMPRESSED_ENV}.",
+        )
+    if size > RATIO_FLOOR and size > ratio * max(packed, 1):
+        return DataError(
+            f"{where}: unpacks to {what} from {packed / 1e6:,.2f} MB, over {ratio:g} times its "
+            "compressed size (candles compress about 4:1; this looks like a decompression bomb).",
+            f"Remove it; if it is genuine, raise ${MAX_RATIO_ENV}.",
+        )
+    return None
+
+
+def _read_capped(stream, where: str, packed: int) -> bytes:
+    """All of `stream`, refused as soon as it grows past the limits of `_too_big`."""
+    limit, ratio = unpack_limits()
+    most = min(limit, max(int(packed * ratio), RATIO_FLOOR))
+    chunks, size = [], 0
+    while True:
+        block = stream.read(1 << 20)
+        if not block:
+            return b"".join(chunks)
+        size += len(block)
+        if size > most:
+            problem = _too_big(where, size, packed, exact=False)
+            assert problem is not None  # past `most` is past one of the two limits
+            raise problem
+        chunks.append(block)
+
+
+def _read_zip(path: Path, where: str) -> Candles:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
+            names = [m.filename for m in members]
+            if len(members) != 1:
+                raise DataError(
+                    f"{where}: a candle archive holds one CSV; this one holds {len(names)} files"
+                    + (f" ({', '.join(names[:5])})" if names else "")
+                    + ".",
+                    "Unpack it, or keep one CSV per archive as the exchange publishes them.",
+                )
+            member = members[0]
+            inner = f"{where}:{member.filename}"
+            if not member.filename.lower().endswith(".csv"):
+                raise DataError(
+                    f"{inner}: a candle archive holds one CSV file; this member is not a .csv.",
+                    "Keep one kline CSV per archive as the exchange publishes them.",
+                )
+            problem = _too_big(inner, member.file_size, member.compress_size)
+            if problem:
+                raise problem
+            with zf.open(member) as stream:  # never more than the declared size comes out
+                data = _read_capped(stream, inner, member.compress_size)
+    except zipfile.BadZipFile:
+        raise DataError(f"{where}: a damaged zip archive.", "Download it again.") from None
+    except (zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise DataError(
+            f"{where}: a damaged or unsupported zip archive ({exc}).", "Download it again."
+        ) from None
+    return _read_csv_bytes(data, inner)
+
+
+def _gunzip(path: Path, where: str) -> bytes:
+    """A gzip file's content, streamed: refused once it unpacks past the limits, never held whole first."""
+    import gzip
+
+    packed = path.stat().st_size
+    try:
+        with gzip.open(path, "rb") as stream:
+            return _read_capped(stream, where, packed)
+    except (OSError, EOFError, zlib.error):
+        raise DataError(f"{where}: a damaged gzip file.", "Download it again.") from None
+
+
 def read_candle_file(path: Path) -> Candles:
     """One candle file (kline CSV or zip, freqtrade JSON / jsongz, Feather, Parquet, CSV), told apart by its
-    first bytes, then its suffix; a `DataError` when it cannot be read."""
+    first bytes, then its suffix; a `DataError` when it cannot be read. A compressed file is unpacked
+    as a stream and refused past `unpack_limits` (a decompression bomb)."""
     import polars as pl
 
     where = str(path)
     suffix = path.suffix.lower()
-    head = path.read_bytes()[:8] if path.exists() else b""
     if path.stat().st_size == 0:
         raise DataError(f"{where}: the file is empty.", f"Expected {EXPECTED}.")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
     if head.startswith(b"PK"):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = [n for n in zf.namelist() if not n.endswith("/")]
-                if len(names) != 1:
-                    raise DataError(
-                        f"{where}: a candle archive holds one CSV; this one holds {len(names)} files"
-                        + (f" ({', '.join(names[:5])})" if names else "")
-                        + ".",
-                        "Unpack it, or keep one CSV per archive as the exchange publishes them.",
-                    )
-                return _read_csv_bytes(zf.read(names[0]), f"{where}:{names[0]}")
-        except zipfile.BadZipFile:
-            raise DataError(f"{where}: a damaged zip archive.", "Download it again.") from None
+        return _read_zip(path, where)
     if head.startswith(b"\x1f\x8b"):  # freqtrade's jsongz format (or a gzipped CSV)
-        try:
-            data = gzip.decompress(path.read_bytes())
-        except (OSError, EOFError):
-            raise DataError(f"{where}: a damaged gzip file.", "Download it again.") from None
+        data = _gunzip(path, where)
         if data.lstrip()[:1] == b"[":
             return _read_json(data, where)
         return _read_csv_bytes(data, where)
@@ -434,6 +537,33 @@ def candle_fingerprint(files: list[Path]) -> str:
     h = hashlib.sha256()
     for f in files:
         h.update(file_sha256(f).encode())
+    return "sha256:" + h.hexdigest()
+
+
+def in_date_range(c: Candles, start=None, end=None) -> Candles:
+    """The candles from ``start`` (a date, included) to ``end`` (a date, its whole day included),
+    as ``data.start`` / ``data.end`` select them."""
+    if not (start or end):
+        return c
+    keep = np.ones(len(c), dtype=bool)
+    if start:
+        keep &= c.time_ms >= np.datetime64(start, "ms").astype(np.int64)
+    if end:
+        keep &= c.time_ms < (np.datetime64(end, "ms") + np.timedelta64(1, "D")).astype(np.int64)
+    return c.take(keep)
+
+
+def rows_fingerprint(c: Candles, start=None, end=None) -> str:
+    """``sha256:`` of the candles a pair trains on: times and OHLCV of the rows inside
+    [``start``, ``end``], whatever file format or other rows hold them. A file that grows past
+    ``data.end`` (a freqtrade file refreshed daily) keeps its fingerprint."""
+    import hashlib
+
+    rows = in_date_range(c, start, end)
+    h = hashlib.sha256()
+    for k in ("time_ms", *OHLCV):
+        values = getattr(rows, k)
+        h.update(np.ascontiguousarray(values, dtype=np.int64 if k == "time_ms" else np.float64).tobytes())
     return "sha256:" + h.hexdigest()
 
 

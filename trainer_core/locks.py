@@ -36,13 +36,15 @@ def _pid_alive(pid: int) -> bool:
 class PairLock:
     """An exclusive, heartbeated lock file for one pair: ``with PairLock(path, "ETHUSDT", where): ...``.
 
-    ``where`` (the output's URL) only appears in the message shown when another run holds it.
+    ``where`` (the output's URL) and ``activity`` (what the holder does to it) only appear in the
+    message shown when another run holds it.
     """
 
-    def __init__(self, path: str | Path, pair: str, where: str):
+    def __init__(self, path: str | Path, pair: str, where: str, activity: str = "trained into"):
         self.path = Path(path)
         self.pair = pair
         self.where = where
+        self.activity = activity
         self.held = False
         self._stop: threading.Event | None = None
 
@@ -70,7 +72,7 @@ class PairLock:
                     self.path.unlink(missing_ok=True)  # its process is gone (killed): take over
                     continue
                 raise StorageError(
-                    f"{self.pair} is being trained into {self.where} by another run "
+                    f"{self.pair} is being {self.activity} {self.where} by another run "
                     f"(pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}).",
                     f"Wait for it to finish, or delete {self.path} if that run is gone.",
                 ) from None

@@ -1,17 +1,23 @@
 """Binance's public kline archive (data.binance.vision): which archives cover a period, and fetching
 them in parallel, each verified against its .CHECKSUM, resumable, with nothing unverified left
 looking complete. `trainer download` (download.py) is the command around it.
+
+The server is not trusted: a .CHECKSUM and an archive body are read up to a cap, a transfer slower
+than a minimum rate is cut, a file the disk cannot hold is deleted, and links in the download
+folder are never followed.
 """
 
 from __future__ import annotations
 
 import calendar
+import errno
 import hashlib
 import http.client
 import os
 import queue
 import re
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -23,11 +29,19 @@ from pathlib import Path
 DEFAULT_BASE_URL = "https://data.binance.vision"
 BASE_URL_ENV = "TRAINER_DOWNLOAD_URL"
 TIMEOUT_ENV = "TRAINER_DOWNLOAD_TIMEOUT"
+MIN_RATE_ENV = "TRAINER_DOWNLOAD_MIN_RATE"
+MAX_ARCHIVE_ENV = "TRAINER_DOWNLOAD_MAX_MB"
 MARKET_PATHS = {"spot": "spot", "futures-um": "futures/um"}
 #: the kline intervals the archive publishes
 TIMEFRAMES = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w")
 CHUNK = 256 * 1024
 TIMEOUT = 30.0
+#: a transfer carrying fewer bytes per second than this over any TIMEOUT seconds is cut (and retried)
+MIN_RATE = 1000.0
+#: the most an archive may weigh (a month of 1-second klines is about 130 MB)
+MAX_ARCHIVE_MB = 1024.0
+#: a .CHECKSUM line is about 90 bytes
+MAX_CHECKSUM_BYTES = 4096
 #: network errors are retried this many times, after 0.5 s, 1 s, 2 s, ...
 RETRIES = 4
 BACKOFF = 0.5
@@ -97,8 +111,30 @@ class Failed(Exception):
         self.resumable = resumable
 
 
+class Refused(Failed):
+    """A link where an archive's file (or its folder) should be: never followed, never removed."""
+
+
 class Stopped(Exception):
     """The run was interrupted; the .part file stays for the next run to resume."""
+
+
+def env_number(name: str, default: float) -> float:
+    """A positive finite number from ``$name`` (``default`` when unset); a `ConfigError` otherwise."""
+    from trainer_core import ConfigError
+
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value < float("inf")):
+        raise ConfigError(
+            f"{name}={raw!r}: expected a number greater than 0.", f"Unset it for the default ({default:g})."
+        )
+    return value
 
 
 def base_url(option: str | None = None) -> str:
@@ -133,11 +169,22 @@ def _days(first: date, last: date) -> Iterable[date]:
         d += timedelta(days=1)
 
 
+def refuse_links(a: Archive) -> None:
+    """`Refused` when the archive's folder, zip, .part or .CHECKSUM is a symbolic link."""
+    for p in (a.path.parent, a.path, a.part_path, a.checksum_path):
+        if p.is_symlink():
+            raise Refused(
+                f"{a.name}: {p} is a symbolic link; the download folder is never written through a link "
+                "(move or delete it yourself: the trainer neither follows nor removes it)"
+            )
+
+
 def _verified(a: Archive) -> bool:
     """The file is there with the checksum it was verified against (no request needed)."""
     if not (a.path.is_file() and a.checksum_path.is_file()):
         return False
-    expected = parse_checksum(a.checksum_path.read_text(errors="replace"))
+    with open(a.checksum_path, "rb") as f:
+        expected = parse_checksum(f.read(MAX_CHECKSUM_BYTES).decode("utf-8", errors="replace"))
     return expected is not None and file_sha256(a.path) == expected
 
 
@@ -206,7 +253,9 @@ class Fetcher:
         backoff: float = BACKOFF,
         on_bytes: Callable[[int], None] | None = None,
     ):
-        self.timeout = timeout if timeout is not None else float(os.environ.get(TIMEOUT_ENV) or TIMEOUT)
+        self.timeout = timeout if timeout is not None else env_number(TIMEOUT_ENV, TIMEOUT)
+        self.min_rate = env_number(MIN_RATE_ENV, MIN_RATE)
+        self.max_bytes = int(env_number(MAX_ARCHIVE_ENV, MAX_ARCHIVE_MB) * 1e6)
         self.retries = retries
         self.backoff = backoff
         self.on_bytes = on_bytes or (lambda n: None)
@@ -218,6 +267,7 @@ class Fetcher:
         """Get one archive, verified against its .CHECKSUM (one verified earlier is kept); the `Outcome` says what became of it."""
         out = Outcome(a, "kept")
         try:
+            refuse_links(a)
             if _verified(a):
                 return out
             a.path.parent.mkdir(parents=True, exist_ok=True)
@@ -240,6 +290,8 @@ class Fetcher:
             )
         except Missing:
             out.status = "missing"
+        except Refused as exc:
+            out.status, out.error = "failed", str(exc)
         except Failed as exc:
             self._remove(a.path, a.checksum_path, *(() if exc.resumable else (a.part_path,)))
             out.status, out.error = "failed", str(exc)
@@ -253,7 +305,8 @@ class Fetcher:
         return out
 
     def _checksum(self, a: Archive, out: Outcome) -> str:
-        body = self._retrying(lambda: self._get_small(a.url + ".CHECKSUM", out), a.name + ".CHECKSUM")
+        what = a.name + ".CHECKSUM"
+        body = self._retrying(lambda: self._get_small(a.url + ".CHECKSUM", out, what), what)
         expected = parse_checksum(body.decode("utf-8", errors="replace"))
         if expected is None:
             raise Failed(f"{a.name}.CHECKSUM: not a sha256 checksum line ({body[:60]!r}).")
@@ -261,8 +314,11 @@ class Fetcher:
 
     def _keep_checksum(self, a: Archive, expected: str) -> None:
         tmp = a.checksum_path.with_name(f".{a.checksum_path.name}.tmp-{uuid.uuid4().hex[:8]}")
-        tmp.write_text(f"{expected}  {a.name}\n")
-        os.replace(tmp, a.checksum_path)
+        try:
+            tmp.write_text(f"{expected}  {a.name}\n")
+            os.replace(tmp, a.checksum_path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @staticmethod
     def _remove(*paths: Path) -> None:
@@ -283,11 +339,52 @@ class Fetcher:
         request = urllib.request.Request(url, headers={"User-Agent": "pair-trainer", **(headers or {})})
         return urllib.request.urlopen(request, timeout=self.timeout)
 
-    def _get_small(self, url: str, out: Outcome) -> bytes:
+    def _read_body(self, response, what: str, limit: int, write: Callable[[bytes], None]) -> int:
+        """Stream ``response`` into ``write``: cut past ``limit`` bytes (`Failed`) or when a window of
+        ``timeout`` seconds brings less than ``min_rate`` bytes a second (`TimeoutError`, retried:
+        a server sending a byte now and then cannot hold an archive open for hours)."""
+        got = 0
+        since, since_got = time.monotonic(), 0
+        while True:
+            if self.stop.is_set():
+                raise Stopped()
+            block = response.read1(CHUNK)  # what has arrived, so a stalled transfer still lands on disk
+            if not block:
+                return got
+            got += len(block)
+            if got > limit:
+                raise Failed(
+                    f"{what}: the server sent more than {_size(limit)}, the most allowed "
+                    f"(${MAX_ARCHIVE_ENV} for an archive); nothing was kept."
+                )
+            write(block)
+            self.on_bytes(len(block))
+            now = time.monotonic()
+            if now - since >= self.timeout:
+                rate = (got - since_got) / (now - since)
+                if rate < self.min_rate:
+                    raise TimeoutError(
+                        f"{got - since_got:,} bytes in {now - since:.1f} s, under the minimum of "
+                        f"{self.min_rate:,.0f} bytes/s (${MIN_RATE_ENV})"
+                    )
+                since, since_got = now, got
+
+    def _get_small(self, url: str, out: Outcome, what: str) -> bytes:
         with self._open(url, out) as response:
-            body = response.read()
             length = response.headers.get("Content-Length")
-            if length is not None and len(body) < int(length):
+            if length is not None and length.isdigit() and int(length) > MAX_CHECKSUM_BYTES:
+                raise Failed(
+                    f"{what}: the server announces {int(length):,} bytes; a checksum file is one line."
+                )
+            chunks: list[bytes] = []
+            try:
+                self._read_body(response, what, MAX_CHECKSUM_BYTES, chunks.append)
+            except Failed:
+                raise Failed(
+                    f"{what}: the server sent more than {MAX_CHECKSUM_BYTES:,} bytes; a checksum file is one line."
+                ) from None
+            body = b"".join(chunks)
+            if length is not None and length.isdigit() and len(body) < int(length):
                 raise http.client.IncompleteRead(body, int(length) - len(body))
             return body
 
@@ -303,27 +400,64 @@ class Fetcher:
             raise
         with response:
             if response.status == 206:
-                mode = "ab"
+                append = True
             else:  # 200: the server sends the whole file
-                mode, have = "wb", 0
+                append, have = False, 0
             length = response.headers.get("Content-Length")
-            remaining = int(length) if length is not None else None
+            remaining = int(length) if length is not None and length.isdigit() else None
+            if remaining is not None and have + remaining > self.max_bytes:
+                raise Failed(
+                    f"{a.name}: the server announces {_size(have + remaining)}, over the "
+                    f"{_size(self.max_bytes)} allowed for one archive (${MAX_ARCHIVE_ENV}); nothing was kept."
+                )
+            if remaining is not None:
+                self._check_space(a, remaining, have)
+            flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+            flags |= os.O_APPEND if append else os.O_TRUNC
+            try:
+                fd = os.open(part, flags, 0o644)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    refuse_links(a)
+                raise
             got = 0
-            with open(part, mode) as f:
-                while True:
-                    if self.stop.is_set():
-                        raise Stopped()
-                    block = response.read1(
-                        CHUNK
-                    )  # what has arrived, so a stalled transfer still lands on disk
-                    if not block:
-                        break
+            with os.fdopen(fd, "wb") as f:
+
+                def write(block: bytes) -> None:
                     f.write(block)
                     f.flush()
-                    got += len(block)
-                    self.on_bytes(len(block))
+
+                try:
+                    got = self._read_body(response, a.name, self.max_bytes - have, write)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                        self._full(a, exc, have, remaining)
+                    raise
             if remaining is not None and got < remaining:  # the connection closed early: resume
                 raise http.client.IncompleteRead(b"", remaining - got)
+
+    def _check_space(self, a: Archive, remaining: int, have: int) -> None:
+        try:
+            st = os.statvfs(a.path.parent)
+        except (OSError, AttributeError):
+            return
+        free = st.f_bavail * st.f_frsize
+        if remaining > free:
+            raise Failed(
+                f"{a.name}: needs {_size(remaining)} more on {a.path.parent}, which has {_size(free)} free; "
+                "free some space and run again"
+            )
+
+    def _full(self, a: Archive, exc: OSError, have: int, remaining: int | None) -> None:
+        """The disk filled mid-archive: its .part cannot be completed, so it goes, and the message says
+        how much the archive needs."""
+        written = a.part_path.stat().st_size if a.part_path.exists() else 0
+        a.part_path.unlink(missing_ok=True)
+        need = f"{_size(have + remaining)}" if remaining is not None else f"more than {_size(written)}"
+        raise Failed(
+            f"{a.name}: {exc.strerror or 'no space left on device'} on {a.path.parent} after "
+            f"{_size(written)}; the archive needs {need}; its .part was deleted, free that much and run again"
+        ) from None
 
     def _retrying(self, call, what: str):
         for attempt in range(self.retries + 1):
@@ -343,6 +477,10 @@ class Fetcher:
             if self.stop.wait(self.backoff * 2**attempt):
                 raise Stopped()
         raise AssertionError("unreachable")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 100_000 else f"{n:,} bytes"
 
 
 def run(

@@ -5,6 +5,7 @@ binance_archive.py.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -13,13 +14,16 @@ from pathlib import Path
 
 import click
 
-from trainer_core import ConfigError, TrainerError, hookimpl
+from trainer_core import ConfigError, PairLock, TrainerError, hookimpl
 
 from . import binance_archive as ba
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 DEFAULT_JOBS = 4
 MARKETS = tuple(ba.MARKET_PATHS)
+#: Binance's kline archive begins in 2017 (spot from 2017-08-17, USDⓈ-M futures from 2019-12-31)
+ARCHIVE_FIRST_DAY = date(2017, 1, 1)
+LOCK_NAME = ".trainer-download.lock"
 
 
 class DownloadError(TrainerError):
@@ -31,6 +35,51 @@ class DownloadError(TrainerError):
 def yesterday() -> date:
     """Yesterday's date in UTC (the default last day of a download)."""
     return datetime.now(timezone.utc).date() - timedelta(days=1)
+
+
+def days(start: date, end: date | None, echo=click.echo) -> tuple[date, date]:
+    """The first and last day to fetch: an ``end`` after yesterday (the last day the archive can
+    hold) becomes yesterday, with a note; a start before the archive or after the end is refused."""
+    last_published = yesterday()
+    if start < ARCHIVE_FIRST_DAY:
+        raise ConfigError(
+            f"--start {start.isoformat()} is before Binance's kline archive begins (2017).",
+            f"Give a --start from {ARCHIVE_FIRST_DAY} on (spot klines begin 2017-08-17, futures 2019-12-31).",
+        )
+    if end is not None and end > last_published:
+        echo(
+            f"Note: --end {end.isoformat()} is after yesterday, the last day the archive can hold: "
+            f"downloading up to {last_published}.",
+            err=True,
+        )
+    last = min(end or last_published, last_published)
+    if start > last:
+        if start > last_published:
+            raise ConfigError(
+                f"--start {start.isoformat()} is after yesterday ({last_published}), the last day the archive can hold.",
+                "Give a start in the past (UTC days).",
+            )
+        raise ConfigError(
+            f"--start {start} is after --end {last}.", "Give a start on or before the end (UTC days)."
+        )
+    return start, last
+
+
+def lock_folders(stack: contextlib.ExitStack, pairs: list[tuple[str, str, str]], output: Path) -> None:
+    """Hold each pair folder's download lock (the lock `trainer run` takes per pair) until ``stack`` closes:
+    a second download into the same folder stops with a message naming the run that holds it."""
+    for pair, _, market in pairs:
+        folder = ba.pair_folder(output, pair, market)
+        parts = folder.relative_to(output).parts
+        for i in range(1, len(parts) + 1):
+            target = output.joinpath(*parts[:i])
+            if target.is_symlink():
+                raise DownloadError(
+                    f"{pair}: {target} is a symbolic link; the download folder is never written through a link.",
+                    "Move or delete it yourself (the trainer neither follows nor removes it), or pick another --output.",
+                )
+        folder.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(PairLock(folder / LOCK_NAME, pair, str(folder), activity="downloaded into"))
 
 
 def _pairs_and_settings(pairs, manifest_path, timeframe, market) -> list[tuple[str, str, str]]:
@@ -96,7 +145,9 @@ def _pair_row(report: ba.PairReport, timeframe: str) -> tuple[list[str], str | N
             "-",
             "?",
             "?",
-        ], f"{report.pair}: the folder does not read as one series: {exc.message}"
+        ], f"{report.pair}: the folder does not read as one series: {exc.message.rstrip('.')}" + (
+            f" ({exc.hint.rstrip('.')})" if exc.hint else ""
+        )
     return row + [
         f"{len(candles):,}",
         iso_time(candles.time_ms[0]),
@@ -238,31 +289,27 @@ def download_command(pairs, manifest_path, start, end, output, market, timeframe
 
         trainer download --manifest manifests/laptop.yaml --start 2024-01-01
     """
-    first = start.date()
-    last = end.date() if end else yesterday()
-    if first > last:
-        raise ConfigError(
-            f"--start {first} is after --end {last}.", "Give a start on or before the end (UTC days)."
-        )
+    first, last = days(start.date(), end.date() if end else None)
+    ba.Fetcher()  # its settings from the environment, checked before anything is written
     chosen = _pairs_and_settings(pairs, manifest_path, timeframe, market)
     output_dir = Path(output).expanduser()
     base = ba.base_url(base_url)
-    click.echo(f"{len(chosen)} pair(s), {first} to {last}, from {base} into {output_dir}/", err=True)
-    try:
-        reports, figures = download(chosen, first, last, output_dir, base=base, jobs=jobs)
-    except KeyboardInterrupt:
-        click.echo(
-            "\nInterrupted: verified archives are kept; run the same command again to resume the rest.",
-            err=True,
-        )
-        sys.exit(130)
-    timeframes = {p: tf for p, tf, _ in chosen}
-    rows = [_pair_row(r, timeframes[r.pair]) for r in reports]
+    with contextlib.ExitStack() as locks:
+        lock_folders(locks, chosen, output_dir)
+        click.echo(f"{len(chosen)} pair(s), {first} to {last}, from {base} into {output_dir}/", err=True)
+        try:
+            reports, figures = download(chosen, first, last, output_dir, base=base, jobs=jobs)
+        except KeyboardInterrupt:
+            click.echo(
+                "\nInterrupted: verified archives are kept; run the same command again to resume the rest.",
+                err=True,
+            )
+            sys.exit(130)
+        timeframes = {p: tf for p, tf, _ in chosen}
+        rows = [_pair_row(r, timeframes[r.pair]) for r in reports]
     click.echo(_table([row for row, _ in rows]))
-    for _, problem in rows:
-        if problem:
-            click.echo(problem)
     failed, empty = [], []
+    unreadable = [problem for _, problem in rows if problem]
     for r in reports:
         missing = sorted(r.by_status("missing"), key=lambda o: o.archive.name)
         if missing and not any(o.status in ("kept", "fetched") for o in r.outcomes):
@@ -285,20 +332,27 @@ def download_command(pairs, manifest_path, start, end, output, market, timeframe
         f"({figures['bytes'] / max(seconds, 1e-6) / 1e6:,.1f} MB/s); {kept} already there and verified. "
         f"Candles in {output_dir}/."
     )
-    if failed or empty:
+    if failed or empty or unreadable:
         lines = [o.error.rstrip(".") for o in failed[:5]] + (
             [f"{len(failed) - 5} more"] if len(failed) > 5 else []
         )
         if empty:
             lines.append(f"no archive at all for {', '.join(empty)} between {first} and {last}")
-        counts = ([f"{len(failed)} archive(s) failed"] if failed else []) + (
-            [f"{len(empty)} pair(s) got nothing"] if empty else []
+        lines += [problem.rstrip(".") for problem in unreadable[:3]]
+        counts = (
+            ([f"{len(failed)} archive(s) failed"] if failed else [])
+            + ([f"{len(empty)} pair(s) got nothing"] if empty else [])
+            + ([f"{len(unreadable)} pair folder(s) do not read as candles"] if unreadable else [])
         )
-        raise DownloadError(
-            f"{' and '.join(counts)}: " + "; ".join(lines) + ".",
-            "Run the same command again: verified archives are kept and not fetched again; check the pair "
-            "names and --market for a pair that got nothing.",
-        )
+        hints = []
+        if failed or empty:
+            hints.append(
+                "Run the same command again: verified archives are kept and not fetched again; check the "
+                "pair names and --market for a pair that got nothing."
+            )
+        if unreadable:
+            hints.append("The file named matched its .CHECKSUM: the server sent it as it is; move it away.")
+        raise DownloadError(f"{' and '.join(counts)}: " + "; ".join(lines) + ".", " ".join(hints))
 
 
 @hookimpl

@@ -38,27 +38,29 @@ class OhlcvLoader:
         market_param(params)
 
     def fingerprint(self, spec) -> str:
-        """sha256 of the candle bytes, as `load` records it, without parsing them."""
-        from trainer_core import candle_files, candle_fingerprint
+        """sha256 of the candles inside ``data.start``..``data.end``, as `load` records it: a file
+        that grows past ``data.end`` keeps its fingerprint, so a batch does not retrain the pair."""
+        return self._candles(spec, quiet=True).sha256
+
+    def _candles(self, spec, quiet: bool = False):
+        from trainer_core import read_candles, rows_fingerprint
 
         if spec.data_path is None:
             raise ConfigError(f"{spec.pair}: the ohlcv loader needs data.path (a candle file or folder).")
-        files = candle_files(
+        candles = read_candles(
             spec.data_path,
             spec.pair,
             spec.data.timeframe,
             market_param(spec.data.params),
-            echo=lambda line: None,
+            echo=(lambda line: None) if quiet else None,
         )
-        return candle_fingerprint(files)
+        candles.sha256 = rows_fingerprint(candles, spec.data.start, spec.data.end)
+        return candles
 
     def load(self, spec):
-        """The pair's `Candles` from ``data.path`` (the engine makes the rows with the run's plugins)."""
-        from trainer_core import read_candles
-
-        if spec.data_path is None:
-            raise ConfigError(f"{spec.pair}: the ohlcv loader needs data.path (a candle file or folder).")
-        return read_candles(spec.data_path, spec.pair, spec.data.timeframe, market_param(spec.data.params))
+        """The pair's `Candles` from ``data.path`` (the engine makes the rows with the run's plugins),
+        fingerprinted by the rows inside ``data.start``..``data.end``."""
+        return self._candles(spec)
 
 
 @hookimpl
