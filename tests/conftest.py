@@ -108,6 +108,12 @@ def docs_feature_plugin() -> str:
     return section[start : section.index("```", start)]
 
 
+@pytest.fixture(scope="session")
+def feature_plugin_source() -> str:
+    """`docs_feature_plugin`'s source, for module-scoped fixtures that write it themselves."""
+    return docs_feature_plugin()
+
+
 @pytest.fixture
 def feature_plugin(tmp_path, monkeypatch):
     """A module ``two_features`` (`docs_feature_plugin`) importable from ``tmp_path/plugins`` for one test;

@@ -1,4 +1,4 @@
-"""Feature sets and labelers as plugins: a third-party set and labeler train and predict exactly as
+"""Feature sets and labelers as plugins: docs/writing-plugins.md's set and labeler train and predict exactly as
 trained; `predict_latest` and `required_history`; the built-in `seed+context` set sees no later
 candle of its context pair."""
 
@@ -14,57 +14,7 @@ import polars as pl
 import pytest
 from conftest import SHARED_DATA, tiny_args
 
-from trainer_plugins.loaders.synthetic import simulate
-
-PLUGIN = '''
-import numpy as np
-from trainer_core import hookimpl
-
-
-class Returns:
-    """close_change and the candle's range, in percent."""
-
-    def columns(self, params):
-        return ["close_change", "range_pct"]
-
-    def warmup(self, params):
-        return 1
-
-    def compute(self, candles, params):
-        close = candles["close"].to_numpy()
-        out = np.full((len(candles), 2), np.nan, dtype=np.float32)
-        out[1:, 0] = (close[1:] / close[:-1] - 1) * 100
-        out[:, 1] = ((candles["high"] - candles["low"]) / candles["close"] * 100).to_numpy()
-        return out
-
-
-class ReturnSign:
-    """LONG when the close `horizon` candles later is higher, SHORT when lower."""
-
-    def horizon(self, params):
-        return int(params.get("horizon", 30))
-
-    def tag(self, params):
-        return f"SIGN{self.horizon(params):03d}"
-
-    def compute(self, candles, params):
-        h, close = self.horizon(params), candles["close"].to_numpy()
-        labels = np.full(len(close), -1, dtype=np.int8)
-        move = np.full(len(close), np.nan)
-        move[:-h] = close[h:] / close[:-h] - 1
-        labels[:-h] = np.where(move[:-h] > 0.0005, 2, np.where(move[:-h] < -0.0005, 0, 1))
-        return labels, move, -move
-
-
-@hookimpl
-def trainer_register_feature_sets(register):
-    register("returns", Returns)
-
-
-@hookimpl
-def trainer_register_labelers(register):
-    register("return-sign", ReturnSign)
-'''
+from trainer_core.testing import synthetic_candles
 
 TAG = "ETHUSDT_SIGN010"
 
@@ -79,28 +29,18 @@ def own_features(frame: pl.DataFrame) -> np.ndarray:
 
 
 def candle_frame(rows: int, seed: int = 3) -> pl.DataFrame:
-    t, o, h, low, c, v = simulate("ETHUSDT", rows, seed=seed, start="2024-03-01")
-    return pl.DataFrame(
-        {
-            "timestamp": pl.Series(t).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"),
-            "open": o,
-            "high": h,
-            "low": low,
-            "close": c,
-            "volume": v,
-        }
-    )
+    return synthetic_candles("ETHUSDT", rows, seed=seed, start="2024-03-01")
 
 
 @pytest.fixture(scope="module")
-def plugin_model(tmp_path_factory):
+def plugin_model(tmp_path_factory, feature_plugin_source):
     """A model trained with the test's feature set and labeler on 2024-03-01..02 of a 3-day file."""
     from click.testing import CliRunner
 
     from trainer_core.cli import cli
 
     root = tmp_path_factory.mktemp("feature_sets")
-    (root / "two_features.py").write_text(PLUGIN)
+    (root / "two_features.py").write_text(feature_plugin_source)  # docs/writing-plugins.md's plugin
     sys.path.insert(0, str(root))
     frame = candle_frame(3 * 1440)
     candles = root / "data" / "ETHUSDT-1m.parquet"

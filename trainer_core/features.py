@@ -93,8 +93,10 @@ def call_plugin(plugins, kind: str, name: str, method: str, fn, *args):
         ) from exc
 
 
-def _whole(value, what: str, plugins, kind: str, name: str, minimum: int = 0) -> int:
-    """An integer a plugin returned, at least ``minimum``; anything else names the plugin."""
+def _whole(plugins, kind: str, name: str, component, method: str, params) -> int:
+    """``component.method(params)``: a count of candles, an integer >= 0; anything else names the plugin."""
+    value = call_plugin(plugins, kind, name, method, getattr(component, method), params)
+    what, minimum = f"a {method} of", 0
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
         raise PluginError(
             f"{describe(plugins, kind, name)} returned {what} {value!r}; expected an integer >= {minimum}.",
@@ -128,25 +130,10 @@ def resolve(spec, plugins) -> dict:
             "a column would be lost.",
             "Give every feature column its own name.",
         )
-    warmup = _whole(
-        call_plugin(plugins, "feature-set", fs, "warmup", feature_set.warmup, fparams),
-        "a warmup of",
-        plugins,
-        "feature-set",
-        fs,
-    )
+    warmup = _whole(plugins, "feature-set", fs, feature_set, "warmup", fparams)
     history = warmup
     if hasattr(feature_set, "history"):
-        history = max(
-            warmup,
-            _whole(
-                call_plugin(plugins, "feature-set", fs, "history", feature_set.history, fparams),
-                "a history of",
-                plugins,
-                "feature-set",
-                fs,
-            ),
-        )
+        history = max(warmup, _whole(plugins, "feature-set", fs, feature_set, "history", fparams))
     context_pairs = []
     if hasattr(feature_set, "context_pairs"):
         context_pairs = [
@@ -155,13 +142,7 @@ def resolve(spec, plugins) -> dict:
                 plugins, "feature-set", fs, "context_pairs", feature_set.context_pairs, fparams
             )
         ]
-    horizon = _whole(
-        call_plugin(plugins, "labeler", lb, "horizon", labeler.horizon, lparams),
-        "a horizon of",
-        plugins,
-        "labeler",
-        lb,
-    )
+    horizon = _whole(plugins, "labeler", lb, labeler, "horizon", lparams)
     tag = call_plugin(plugins, "labeler", lb, "tag", labeler.tag, lparams)
     if not isinstance(tag, str) or not TAG_RE.match(tag) or ".." in tag:
         raise PluginError(

@@ -133,3 +133,22 @@ def write_training_ready(
     else:
         frame.write_csv(path)
     return path
+
+
+def synthetic_candles(pair: str = "ETHUSDT", rows: int = 3000, seed: int = 0, start: str = "2024-01-01"):
+    """The `synthetic` loader's candles of ``pair`` as a polars frame (``timestamp`` UTC, ``open``,
+    ``high``, ``low``, ``close``, ``volume``): what a feature set's ``compute`` receives, to test one
+    without downloading anything."""
+    from .features import _frame
+    from .manifest import default_manifest
+
+    spec = default_manifest().resolve(
+        pair,
+        sets=[
+            "data.loader=synthetic",
+            f"data.params.rows={rows}",
+            f"data.params.seed={seed}",
+            f"data.params.start={start}",
+        ],
+    )
+    return _frame(load_plugins(entry_points=False).create("loader", "synthetic").load(spec))

@@ -114,24 +114,19 @@ def train_in_worker(spec_dict: dict, progress: Any = None, force: bool = False) 
     except PreemptedError as exc:
         print(f"[{spec.name}] {exc.message}", flush=True)
         os._exit(exc.exit_code)  # a dead worker, not a failed pair: Ray retries it (it resumes)
-    except TrainerError as exc:
+    except Exception as exc:  # a failure fails only this pair; an unexpected one keeps its traceback
+        if isinstance(exc, TrainerError):
+            error, hint, code, trace = exc.message, exc.hint, exc.exit_code, None
+        else:
+            error, code, trace = f"{type(exc).__name__}: {exc}", 1, traceback.format_exc()
+            hint = "The worker's traceback is printed above, under the pair's line."
         return BatchRow(
             spec.name,
             "failed",
             "error",
             seconds=time.time() - started,
-            error=exc.message,
-            hint=exc.hint,
-            exit_code=exc.exit_code,
-        )
-    except Exception as exc:  # an unexpected error still fails only this pair
-        return BatchRow(
-            spec.name,
-            "failed",
-            "error",
-            seconds=time.time() - started,
-            error=f"{type(exc).__name__}: {exc}",
-            hint="The worker's traceback is printed above, under the pair's line.",
-            exit_code=1,
-            traceback=traceback.format_exc(),
+            error=error,
+            hint=hint,
+            exit_code=code,
+            traceback=trace,
         )
