@@ -548,19 +548,17 @@ SCALE = {scale}
 
 
 class Drift:
-    """close_change times SCALE."""
+    """The candle's range relative to its close, times SCALE."""
 
     def columns(self, params):
-        return ["close_change"]
+        return ["range"]
 
     def warmup(self, params):
-        return 1
+        return 0
 
     def compute(self, candles, params):
-        close = candles["close"].to_numpy()
-        out = np.full((len(candles), 1), np.nan, dtype=np.float32)
-        out[1:, 0] = (close[1:] / close[:-1] - 1) * SCALE
-        return out
+        spread = (candles["high"] - candles["low"]) / candles["close"]
+        return (spread.to_numpy() * SCALE).astype(np.float32).reshape(-1, 1)
 
 
 @hookimpl
