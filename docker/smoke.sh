@@ -14,7 +14,7 @@
 # plugin installed (docker/Dockerfile.plugin) training with the plugin's model; and, as KubeRay runs
 # them, a Ray head (num-cpus 0) + one worker in separate pods sharing /data, token authentication
 # on, and `ray job submit` running `trainer batch` from a submitter pod (and refused without the
-# token). Takes about 5 minutes on 2 cores; not part of CI (docs/deploy.md).
+# token). Takes about 7 minutes on 2 cores; not part of CI (docs/deploy.md).
 #
 # Every check must pass: a check that cannot run (no moto_server, an image not built on
 # docker/make-base.sh's base) is a SKIP, and a SKIP fails the smoke unless SMOKE_ALLOW_SKIP=1.
