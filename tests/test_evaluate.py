@@ -156,3 +156,67 @@ def test_verdict_intervals_cover_the_no_skill_precision_of_random_persistent_sig
     assert coverage >= 0.95 - 3 * se, f"coverage {coverage:.3f} of {cases}"
     assert wilson_covered / cases < 0.8  # the raw count's interval is far too narrow
     assert 0.8 < float(np.median(width_ratio)) < 1.25
+
+
+@needs_candles
+@pytest.mark.slow
+def test_a_pair_trained_with_the_defaults_reports_its_test_slice_and_evaluates_later_candles(
+    tmp_path, trainer
+):
+    from conftest import tiny_args
+
+    frame = pl.read_parquet(CANDLES / "ETHUSDT-1m.parquet").slice(0, 4 * 1440)  # 2025-05-04 15:33 on
+    candles = tmp_path / "ETHUSDT-1m.parquet"
+    frame.write_parquet(candles)
+    settings = [
+        "--set",
+        "data.loader=ohlcv",
+        "--set",
+        "features.ma_short=30",
+        "--set",
+        "features.ma_long=120",
+    ]
+    settings += ["--set", "data.start=2025-05-05", "--set", "data.end=2025-05-06", *tiny_args()]
+    out = tmp_path / "out"
+    result = trainer("run", "--pair", "ETHUSDT", "--data", candles, "--output", out, *settings)
+    assert result.exit_code == 0, result.output
+    assert "Validation (the early-stopping slice) on" in result.output
+    assert "Test (untouched slice) on" in result.output
+    model = out / "ETHUSDT"
+    marker = json.loads((model / "_SUCCESS.json").read_text())
+    assert marker["metrics"]["measured_on"] == "test"
+    report = json.loads(next(model.glob("trading_*.json")).read_text())
+    assert report["split"] == "test"
+
+    result = trainer("predict", "--model-dir", model, "--data", candles, "--output", tmp_path / "p.parquet")
+    assert result.exit_code == 0, result.output
+    preds = pl.read_parquet(tmp_path / "p.parquet")
+    span = json.loads(next(model.glob("spec_*.json")).read_text())["in_sample_span"]
+    inside = preds.filter(pl.col("in_sample"))
+    assert inside.height > 0 and preds.filter(~pl.col("in_sample")).height > 0
+    first = pl.Series([span["first"]]).str.to_datetime(time_unit="ms", time_zone="UTC")[0]
+    last = pl.Series([span["last"]]).str.to_datetime(time_unit="ms", time_zone="UTC")[0]
+    assert inside["timestamp"].min() == first and inside["timestamp"].max() == last
+    # the test slice and the days after training are out of sample
+    assert not preds.filter(pl.col("timestamp") >= pl.datetime(2025, 5, 7, time_zone="UTC"))[
+        "in_sample"
+    ].any()
+
+    result = trainer(
+        "evaluate",
+        "--model-dir",
+        model,
+        "--data",
+        candles,
+        "--start",
+        "2025-05-07",
+        "--output",
+        tmp_path / "eval",
+        "--set",
+        "evaluation.random_entry_draws=100",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(next((tmp_path / "eval").glob("trading_*.json")).read_text())
+    assert report["evaluated"]["first"].startswith("2025-05-07")
+    assert report["evaluated"]["in_sample_rows_left_out"] == 0
+    assert report["samples"] == report["evaluated"]["rows_scored"] > 1000

@@ -22,7 +22,8 @@ CHECK = "\u2713"
 def side(wins: int, n: int, break_even: float = 0.4) -> dict:
     """One side of the trading reporter's headline figures, as `headline` builds it."""
     v = precision_verdict(wins, n, break_even, 30)
-    out = {k: v[k] for k in ("precision", "n", "wilson_low", "wilson_high", "p_value", "verdict")}
+    keys = ("precision", "n", "n_signals", "n_effective", "ci_low", "ci_high", "wilson_low", "wilson_high")
+    out = {k: v[k] for k in (*keys, "p_value", "verdict", "beats_break_even")}
     out["edge"] = None if v["precision"] is None else v["precision"] - break_even
     out["break_even"] = break_even
     return out
@@ -353,12 +354,13 @@ def test_the_simulation_scores_and_signal_counts_are_shown(tmp_path):
     bad = cells["BADUSDT"]
     assert bad["Status"] == "failed" and "data path not found" in bad["Reason / error"] and bad["MCC"] == ""
     sim = {r["pair"]: r for r in doc["pairs"]}["BTCUSDT"]["trading"]["simulation"]
-    assert sim == {
+    assert {k: sim[k] for k in ("n_trades", "total_net_return", "max_drawdown", "random_entry_p_value")} == {
         "n_trades": 85,
         "total_net_return": 0.0734,
         "max_drawdown": 0.021,
         "random_entry_p_value": 0.012,
     }
+    assert sim["sharpe_per_trade"] is None  # figures of a reporter that did not record it
 
 
 def test_figures_without_a_verdict_get_no_check_mark(tmp_path):
@@ -413,7 +415,7 @@ def test_trainer_batch_table_shows_the_scores_flags_one_class_and_sorts(tmp_path
     assert r.code == 0, r.both
     (line,) = progress(r.out, "trained", "XRPUSDT")
     assert re.search(
-        r"val_accuracy \d\.\d{4}, 1 epoch\(s\), [\d.]+s, MCC 0\.000, balanced accuracy 0\.333, "
+        r"val_accuracy \d\.\d{4}, 1 epoch\(s\), [\d.]+s, on the test slice: MCC 0\.000, balanced accuracy 0\.333, "
         r"signals LONG 0 / SHORT 0; predicts HOLD only",
         line,
     ), line
@@ -422,6 +424,7 @@ def test_trainer_batch_table_shows_the_scores_flags_one_class_and_sorts(tmp_path
         r"MCC -?\d\.\d{3}, balanced accuracy \d\.\d{3}, signals LONG [\d,]+ / SHORT [\d,]+", line
     ), line
     assert "predicts" not in line
+    assert "MCC, BAL_ACC, LONG, SHORT: on the test slice; VAL_ACC, VAL_LOSS: validation" in r.out
     header = next(x for x in r.out.splitlines() if x.startswith("PAIR "))
     assert header.split() == [
         "PAIR",

@@ -326,7 +326,22 @@ class PairModel:
         out["predicted_label"] = pl.Series(
             [CLASS_NAMES[i] for i in pred.tolist()], dtype=pl.String
         )  # a string column even when empty: every file type can hold it
+        out["in_sample"] = self.in_sample(out.get("timestamp"), len(rows))
         return pl.DataFrame(out)
+
+    def in_sample(self, timestamps: np.ndarray | None, n: int):
+        """Per prediction: True inside the model's training + validation span (from its first
+        training target to its last validation target), False outside; null when the model folder
+        does not record the span or the data carry no times."""
+        import polars as pl
+
+        span = self.info.get("in_sample_span") or {}
+        if timestamps is None or not span.get("first") or not span.get("last"):
+            return pl.Series([None] * n, dtype=pl.Boolean)
+        t = np.asarray(timestamps).astype("datetime64[ms]")
+        first = np.datetime64(span["first"].rstrip("Z"), "ms")
+        last = np.datetime64(span["last"].rstrip("Z"), "ms")
+        return pl.Series((t >= first) & (t <= last), dtype=pl.Boolean)
 
     def predict(self, frame, where: str = "data"):
         """Per timestamp (each row with a full window): p_short, p_hold, p_long, predicted class.

@@ -456,7 +456,7 @@ class BatchRun:
             detail = f"val_accuracy {m['val_accuracy']:.4f}, {m['epochs']} epoch(s), {row['seconds']:.1f}s"
             scores = _scores(m)
             if scores:
-                detail += ", " + scores
+                detail += f", {_slice_label(m)}: " + scores
             if m.get("single_class"):
                 detail += f"; predicts {m['single_class']} only"
         else:
@@ -536,9 +536,23 @@ class BatchRun:
                 row.insert(-1, warning)
         n = len(rows[0]) - 1
         widths = [max(len(row[i]) for row in rows) for i in range(n)]
-        return "\n".join(
-            "  ".join(c.ljust(w) for c, w in zip(row[:n], widths)) + "  " + str(row[n]) for row in rows
+        slices = {(r["metrics"] or {}).get("measured_on") for r in self.ordered() if r["metrics"]} - {None}
+        note = (
+            "MCC, BAL_ACC, LONG, SHORT: "
+            + " / ".join(sorted(_slice_label({"measured_on": s}) for s in slices))
+            + "; VAL_ACC, VAL_LOSS: validation"
+            if slices
+            else ""
         )
+        return "\n".join(
+            ["  ".join(c.ljust(w) for c, w in zip(row[:n], widths)) + "  " + str(row[n]) for row in rows]
+            + (["", note] if note else [])
+        )
+
+
+def _slice_label(m: dict) -> str:
+    """Where a pair's headline scores were measured, as the CLI says it."""
+    return "on the test slice" if m.get("measured_on") == "test" else "measured on the early-stopping slice"
 
 
 def _number(value: Any) -> float | None:

@@ -289,16 +289,25 @@ def _run(spec: PairSpec, plugins: Plugins, echo, force: bool) -> PairResult:
                 f"+/- {result.folds['spread']['accuracy']['std']:.4f}"
             )
         summary = result.validation.summary()
-        scores = result.validation.scores()
         echo(
-            f"Validation on {summary['samples']:,} targets: accuracy {summary['accuracy']:.4f}, "
-            f"loss {summary['loss']:.4f}, MCC {scores['mcc']:.3f}, balanced accuracy {scores['balanced_accuracy']:.3f}; "
-            f"signals LONG {scores['predicted']['LONG']:,} / SHORT {scores['predicted']['SHORT']:,} "
+            f"Validation (the early-stopping slice) on {summary['samples']:,} targets: accuracy "
+            f"{summary['accuracy']:.4f}, loss {summary['loss']:.4f}, MCC {result.validation.scores()['mcc']:.3f} "
             f"(best epoch {result.best_epoch()} of {len(result.history['loss'])})"
         )
-        if scores["single_class"]:
+        head = result.summary_metrics()
+        where = (
+            "Test (untouched slice)"
+            if head["measured_on"] == "test"
+            else "Headline measured on the early-stopping slice (split.test is 0)"
+        )
+        echo(
+            f"{where} on {head['headline_samples']:,} targets: MCC {head['mcc']:.3f}, balanced accuracy "
+            f"{head['balanced_accuracy']:.3f}; signals LONG {head['predicted']['LONG']:,} / "
+            f"SHORT {head['predicted']['SHORT']:,}"
+        )
+        if head["single_class"]:
             echo(
-                f"Warning: the model predicts {scores['single_class']} only on the validation slice: "
+                f"Warning: the model predicts {head['single_class']} only on the {head['measured_on']} slice: "
                 "its accuracy is the class share, not skill (MCC 0)."
             )
         _save_engine_files(result, out, plugins)
@@ -355,7 +364,21 @@ def model_spec(result: PairResult, plugins: Plugins | None = None) -> dict:
         "required_history": spec.train.sequence_length + (features["history"] or 0),
         "plugins": list(spec.plugins),
         "spec": spec.to_dict(),
+        # predictions inside it are in-sample (`trainer predict`'s in_sample column)
+        "in_sample_span": _in_sample_span(result),
     }
+
+
+def _in_sample_span(result: PairResult) -> dict | None:
+    """The times of the first training target and the last validation target, when the data have times."""
+    ts, split = result.data.timestamps, result.split
+    if ts is None or not len(split.train_idx) or not len(split.val_idx):
+        return None
+
+    def iso(i):
+        return str(np.datetime64(ts[int(i)], "ms")) + "Z"
+
+    return {"first": iso(split.train_idx[0]), "last": iso(split.val_idx[-1])}
 
 
 def _save_engine_files(result: PairResult, out: ArtifactWriter, plugins: Plugins) -> None:

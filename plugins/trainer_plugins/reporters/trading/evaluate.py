@@ -105,7 +105,10 @@ def resolve_spec(pair: str, base: dict | None, sets: Iterable[str]):
     """The pair's settings: the model's recorded spec (or the built-in defaults) with ``--set`` on top."""
     sections = {}
     if base:
-        sections = {k: v for k, v in base.items() if k not in ("pair", "output", "plugins", "label_tag")}
+        # the settings sections (mappings, and the reporters list); not the engine's resolved record
+        sections = {
+            k: v for k, v in base.items() if (isinstance(v, dict) and k != "resolved") or k == "reporters"
+        }
     manifest = manifest_from_dict({"version": 1, "defaults": sections, "pairs": [pair]})
     return manifest.resolve(pair, list(sets))
 

@@ -305,6 +305,8 @@ def headline(report: dict, tag: str) -> dict:
             "total_net_return": sim["total_net_return"],
             "max_drawdown": sim["max_drawdown"],
             "sharpe_per_trade": sim["sharpe_per_trade"],
+            "skewness": sim.get("skewness"),
+            "kurtosis": sim.get("kurtosis"),
             "random_entry_p_value": sim["baselines"]["random_entry"]["p_value"],
             "random_entry_draws": sim["baselines"]["random_entry"]["draws"],
         }

@@ -143,14 +143,26 @@ def equity_stats(net: np.ndarray) -> dict:
     """Total, max drawdown of the cumulative sum (a positive fraction) and per-trade Sharpe."""
     net = np.asarray(net, dtype=np.float64)
     if len(net) == 0:
-        return {"total_net_return": 0.0, "max_drawdown": 0.0, "sharpe_per_trade": None}
+        return {
+            "total_net_return": 0.0,
+            "max_drawdown": 0.0,
+            "sharpe_per_trade": None,
+            "skewness": None,
+            "kurtosis": None,
+        }
     equity = np.concatenate([[0.0], np.cumsum(net)])
     drawdown = np.maximum.accumulate(equity) - equity
     sd = float(np.std(net, ddof=1)) if len(net) > 1 else 0.0
+    moments = {"skewness": None, "kurtosis": None}
+    if len(net) > 2 and sd > 0:
+        from scipy.stats import kurtosis, skew
+
+        moments = {"skewness": float(skew(net)), "kurtosis": float(kurtosis(net, fisher=False))}
     return {
         "total_net_return": float(net.sum()),
         "max_drawdown": float(drawdown.max()),
         "sharpe_per_trade": float(net.mean() / sd) if sd > 0 else None,
+        **moments,
     }
 
 
