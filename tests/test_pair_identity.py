@@ -157,7 +157,7 @@ def test_spot_and_futures_of_one_symbol_train_side_by_side_in_one_batch(tmp_path
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")) == [
+    assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.name[0] not in "._") == [
         "BTCUSDT",
         "BTCUSDT-futures",
     ]
@@ -173,6 +173,13 @@ def test_spot_and_futures_of_one_symbol_train_side_by_side_in_one_batch(tmp_path
     assert result.exit_code == 0 and "2 of 2 pair(s) complete and intact." in result.output
     result = trainer("batch", manifest, "--dry-run")
     assert result.output.count("would skip") == 2, result.output
+    (out / "summary.json").unlink()
+    result = trainer("batch", manifest, "--summary-only")  # after an Indexed Job: one row per folder
+    rows = {row["pair"]: row for row in json.loads((out / "summary.json").read_text())["pairs"]}
+    assert {name: row["status"] for name, row in rows.items()} == {
+        "BTCUSDT": "skipped",
+        "BTCUSDT-futures": "skipped",
+    }, result.output
     # each model predicts on its own market's candles from the one folder
     for folder, frame in (("BTCUSDT", spot), ("BTCUSDT-futures", futures)):
         path = tmp_path / f"{folder}.parquet"

@@ -263,9 +263,9 @@ class BatchRun:
         self._check_batch_reporters()
         for p in self.plan(False):
             if p.action == "skip":
-                self.rows[p.spec.pair] = self._skipped_row(p)
+                self.rows[p.spec.name] = self._skipped_row(p)
             else:
-                self.rows[p.spec.pair] = _row(p.spec.pair, "cancelled", f"not trained: {p.reason}")
+                self.rows[p.spec.name] = _row(p.spec.name, "cancelled", f"not trained: {p.reason}")
         report = self.report()
         self._report_batch(report)
         return report

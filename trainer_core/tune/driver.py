@@ -184,7 +184,7 @@ class PairSearch:
 
     @property
     def pair(self) -> str:
-        return self.spec.pair
+        return self.spec.name  # the pair's folder name (`PairSpec.name`)
 
     def counts(self) -> dict:
         """Trials of this study by state; interrupted ones (retried) are not counted as finished."""
@@ -263,7 +263,7 @@ class TuneRun:
         self.settings: dict[str, TuneSettings] = {}
         for pair in names:
             spec = self.manifest.resolve(pair)
-            settings = self.tune.settings_for(pair)
+            settings = self.tune.settings_for(pair if pair in self.tune.per_pair else spec.pair)
             from ..pipeline import check_components
 
             check_components(spec, self.plugins)
@@ -302,7 +302,7 @@ class TuneRun:
             pruner=make_pruner(settings),
             load_if_exists=True,
         )
-        folder = self.output / spec.pair
+        folder = self.output / spec.name
         folder.mkdir(parents=True, exist_ok=True)
         changes_data = any(d.name.startswith(("features.", "labels.")) for d in settings.space)
         from .trial import load_data
@@ -528,7 +528,7 @@ class TuneRun:
         started_here = self._init_ray(ray)
         try:
             for spec in self.specs:
-                self.searches[spec.pair] = self._open_search(spec, self.settings[spec.pair], ray)
+                self.searches[spec.name] = self._open_search(spec, self.settings[spec.name], ray)
             total = ray.cluster_resources()
             capacity = {"CPU": float(total.get("CPU", 0)), "GPU": float(total.get("GPU", 0))}
             self.echo(

@@ -29,7 +29,7 @@ def registering(parent: str) -> bool:
 
 def pair_location(spec) -> str:
     """The pair's folder, exactly where the pipeline's writer commits it."""
-    return ArtifactWriter(spec.output, spec.pair, spec.tag).location
+    return ArtifactWriter(spec.output, spec.name, spec.tag).location
 
 
 def metadata_span(store: ModelStore) -> dict | None:
