@@ -29,6 +29,8 @@ from trainer_core import ConfigError, DataError, read_candles
 MIN_COVERAGE = 0.99
 #: the evaluation settings that price a trade; the candidate's apply to both versions
 COST_KEYS = ("fee_pct", "slippage_bps", "funding_rate_pct")
+#: the report's random-entry baseline is not part of the gate: a few draws keep a promotion fast
+GATE_EVALUATION = {"random_entry_draws": 100}
 
 
 @dataclass
@@ -74,6 +76,21 @@ def cost_settings(model) -> dict:
     return {k: e.get(k) for k in COST_KEYS if k in e}
 
 
+def settings_of(model, costs: dict) -> list[str]:
+    """The version's own labeler and evaluation settings as `trainer evaluate` takes them
+    (``--set``), with ``costs`` in place of its own."""
+    spec = model.spec
+    out = [f"data.timeframe={json.dumps(spec['data']['timeframe'])}"]
+    if spec["data"].get("params"):
+        out.append(f"data.params={json.dumps(spec['data']['params'])}")
+    for section in ("labels", "evaluation"):
+        for key, value in (spec.get(section) or {}).items():
+            value = costs[key] if section == "evaluation" and key in costs else value
+            value = GATE_EVALUATION.get(key, value) if section == "evaluation" else value
+            out.append(f"{section}.{key}={json.dumps(value)}")
+    return out
+
+
 def score(
     location: str,
     version: int,
@@ -86,11 +103,20 @@ def score(
 ) -> Scored:
     """Trade the version at ``location`` over the entry candles ``start_ms`` .. ``end_ms`` through
     `trainer evaluate` (its thresholds rule, costs and simulation), as a per-candle series."""
+    from trainer_core import load_pair_model, read_for_prediction
+
     from ..reporters.trading.evaluate import evaluate_predictions
 
-    sets = [f"evaluation.{k}={json.dumps(v)}" for k, v in costs.items()]
+    model = load_pair_model(location, allow_expired=True)
+    predictions = model.predict(read_for_prediction(model, data_path), where=str(data_path))
     report = evaluate_predictions(
-        None, data_path, None, model_dir=location, sets=sets, start=_iso(start_ms), end=_iso(end_ms)
+        predictions,
+        data_path,
+        None,
+        pair=model.pair,
+        sets=settings_of(model, costs),
+        start=_iso(start_ms),
+        end=_iso(end_ms),
     )
     sim = report["simulation"]
     if not sim.get("available", True):
