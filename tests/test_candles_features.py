@@ -20,7 +20,7 @@ from trainer_plugins.labelers.tp_sl import LabelParams, compute_labels
 needs_real_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="real candles in ../shared/data/ohlcv")
 
 
-# -- a plain per-row implementation of DESIGN.md section 3, the reference ----------------------
+# -- a plain per-row implementation of docs/design.md section 3, the reference -------------------
 
 
 def reference_features(c, h, l, v, ma_short, ma_long):

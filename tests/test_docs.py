@@ -182,7 +182,7 @@ def test_every_metadata_field_is_in_artifacts_md(metadata_section, dotted):
     assert f"`{dotted}`" in metadata_section, f"metadata field `{dotted}` is not in docs/artifacts.md"
 
 
-# -- (c) the README's install and test commands are the ones CI runs ---------------------------
+# -- (c) the README's two commands are the Makefile's, and CI runs the test one ------------------
 
 
 def fenced_lines(text: str) -> list[str]:
@@ -192,19 +192,63 @@ def fenced_lines(text: str) -> list[str]:
             inside = not inside
             continue
         if inside:
-            lines.append(line.strip())
+            lines.append(line.split("  #")[0].strip())
     return lines
 
 
-def test_readme_install_and_test_commands_are_what_ci_runs():
+def make_dry_run(target: str, venv: Path) -> list[str]:
+    """What ``make TARGET`` would run on a machine without the virtual environment ``venv``."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    proc = subprocess.run(
+        ["make", "-n", target, f"VENV={venv}"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [line.strip().replace(f"{venv}/bin/", "") for line in proc.stdout.splitlines()]
+
+
+def test_readme_names_two_commands_and_ci_runs_the_test_one():
     fenced = fenced_lines((REPO / "README.md").read_text(encoding="utf-8"))
+    assert fenced.index("make demo") + 1 == fenced.index("make test"), (
+        "the README opens with the two commands"
+    )
     ci = [line.strip() for line in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    assert "make test" in ci, ".ci/run does not run `make test`"
+    assert not any(line.startswith(("pip ", "python -m pytest")) for line in ci), (
+        "CI runs what make test runs"
+    )
+
+
+def test_make_demo_sets_up_and_runs_the_readmes_demo(tmp_path):
+    fenced = fenced_lines((REPO / "README.md").read_text(encoding="utf-8"))
+    demo = next(line for line in fenced if line.startswith("trainer batch manifests/demo.yaml"))
+    steps = make_dry_run("demo", tmp_path / "venv")
+    assert steps[0] == f"python3 -m venv {tmp_path / 'venv'}", steps  # the environment, created first
+    assert "python -m pip install -e ." in steps, steps  # the README's `pip install -e .`
+    assert steps[-1] == demo, steps
+
+
+def test_make_test_sets_up_stops_at_the_quick_tier_then_runs_the_suite(tmp_path):
+    fenced = fenced_lines((REPO / "README.md").read_text(encoding="utf-8"))
     installs = [line for line in fenced if line.startswith("pip install")]
     # a user installs the runtime only; the tests (and CI) install the test extra
     assert installs == ["pip install -e .", "pip install -e '.[test]'"], installs
-    assert installs[1] in ci, f"README.md's `{installs[1]}` is not a line of .ci/run"
+    assert fenced.index("python3 -m venv .venv") < fenced.index(installs[0])
+    steps = make_dry_run("test", tmp_path / "venv")
+    assert steps[0] == f"python3 -m venv {tmp_path / 'venv'}", steps
+    assert "python -m " + installs[1] in steps, steps
+    quick = [
+        "ruff check .",
+        "ruff format --check .",
+        "mypy",
+        "lint-imports",
+        'python -m pytest -m "not slow" -q',
+    ]
+    at = [steps.index(step) for step in quick]
+    assert at == sorted(at) and at[0] > steps.index("python -m " + installs[1]), steps
     tests = [line for line in fenced if line.startswith("python -m pytest")]
-    assert tests[0] == "python -m pytest" and tests[0] in ci, tests  # the test command CI runs
+    assert tests[0] == "python -m pytest" == steps[-1], (tests, steps)  # the whole suite, last
     assert all(t == tests[0] or t.startswith('python -m pytest -m "not slow"') for t in tests), tests
-    venv = fenced.index("python3 -m venv .venv")
-    assert venv < fenced.index(installs[0]), "the README creates a virtual environment before installing"

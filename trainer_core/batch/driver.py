@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,16 @@ from .planning import (
     plan_pair,
 )
 from .worker import FORWARDED_ENV, FORWARDED_PREFIXES, progress_actor, train_in_worker
+
+
+def plain_ray_output() -> None:
+    """Ray's forwarded worker lines, readable per pair in a redirected log: every line as printed
+    (no "[repeated Nx across cluster]" folding) and, when the output is not a terminal, no colour
+    codes. Ray reads these variables when it is imported; a value already set is kept."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+
 
 DEFAULT_BATCH_REPORTERS = ("summary",)
 DEFAULT_SCHEDULE_TIMEOUT = 600
@@ -224,6 +235,7 @@ class BatchRun:
     def _cluster_nodes_for_dry_run(self, fatal: list) -> list | None:
         try:
             check_reachable(self.address)
+            plain_ray_output()
             import ray
 
             started_here = self._init_ray(ray)
@@ -335,6 +347,7 @@ class BatchRun:
         if not todo:
             return
         check_reachable(self.address)
+        plain_ray_output()
         import ray
 
         started_here = self._init_ray(ray)
