@@ -16,7 +16,8 @@ from conftest import SHARED_DATA, tiny_args
 
 from trainer_core.testing import synthetic_candles
 
-TAG = "ETHUSDT_SIGN010"
+TAG = "ETHUSDT-returns_SIGN010"  # the folder name (pair and feature set) and the labeler's tag
+FOLDER = "ETHUSDT-returns"
 
 
 def own_features(frame: pl.DataFrame) -> np.ndarray:
@@ -74,7 +75,7 @@ def plugin_model(tmp_path_factory, feature_plugin_source):
     )
     try:
         assert result.exit_code == 0, result.output
-        yield root, frame, candles, root / "out" / "ETHUSDT"
+        yield root, frame, candles, root / "out" / FOLDER
     finally:
         sys.path.remove(str(root))
 
@@ -288,8 +289,8 @@ def test_seed_context_trains_ethusdt_with_btcusdt_context(trainer, tmp_path):
         *tiny_args(),
     )
     assert result.exit_code == 0, result.output
-    model_dir = out / "ETHUSDT"
-    tag = "ETHUSDT_FW005_SL050_TP100"
+    model_dir = out / "ETHUSDT-seed-context"  # the feature set names the folder and the tag
+    tag = "ETHUSDT-seed-context_FW005_SL050_TP100"
     assert keras.models.load_model(model_dir / f"model_{tag}.keras").input_shape == (None, 8, 10)
     spec = json.loads((model_dir / f"spec_{tag}.json").read_text())
     assert spec["features"]["context_pairs"] == ["BTCUSDT"]
@@ -337,13 +338,13 @@ def test_a_batch_trains_with_the_plugin_labeler_and_a_rerun_skips_under_its_tag(
     command = [sys.executable, "-m", "trainer_core.cli", "batch", str(manifest)]
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert (tmp_path / "out" / "ETHUSDT" / f"model_{TAG}.keras").exists()
+    assert (tmp_path / "out" / FOLDER / f"model_{TAG}.keras").exists()
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "skipped   ETHUSDT" in again.stdout and "completed with the same settings" in again.stdout
+    assert f"skipped   {FOLDER}" in again.stdout and "completed with the same settings" in again.stdout
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     row = summary["pairs"][0]
     assert row["status"] == "skipped"
     # the rerun's row points at the files of the labeler's tag, not the seed's naming
-    assert row["confusion_matrix_png"] == f"ETHUSDT/confusion_matrix_{TAG}.png"
-    assert row["trading"]["report"] == f"ETHUSDT/trading_{TAG}.html"
+    assert row["confusion_matrix_png"] == f"{FOLDER}/confusion_matrix_{TAG}.png"
+    assert row["trading"]["report"] == f"{FOLDER}/trading_{TAG}.html"
