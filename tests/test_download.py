@@ -669,7 +669,7 @@ def test_batch_on_the_laptop_manifest_trains_from_the_download(archive, tmp_path
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "\x1b[" not in proc.stdout + proc.stderr  # a redirected log: Ray's worker lines uncoloured
-    assert "Epoch 1/1" in proc.stdout + proc.stderr  # which are forwarded
+    assert f"(train {pairs[0]} pid=" in proc.stdout + proc.stderr  # which are forwarded
     for pair in pairs:
         success = json.loads((out / pair / "_SUCCESS.json").read_text())
         assert success["pair"] == pair

@@ -163,6 +163,20 @@ def trickle(body: bytes, every: float, longest: float):
     return answer
 
 
+def trickle_headers(every: float, longest: float):
+    """A status line, then a header a byte every ``every`` seconds, for at most ``longest`` seconds."""
+
+    def answer(handler):
+        handler.wfile.write(b"HTTP/1.0 200 OK\r\nX-Padding: ")
+        began = time.monotonic()
+        while time.monotonic() - began < longest:
+            handler.wfile.write(b"x")
+            handler.wfile.flush()
+            time.sleep(every)
+
+    return answer
+
+
 def fetch(trainer, archive, out, start=DAY, end=DAY, env=None):
     return trainer(
         "download",
@@ -352,10 +366,12 @@ def test_a_trickling_server_is_cut_by_the_minimum_rate(archive, tmp_path):
     second = serve(archive, kline_zip(day_frame("2024-02-02"), f"{PAIR}-1m-2024-02-02.csv"), day="2024-02-02")
     archive.custom[path] = trickle(archive.files[path], 0.05, 120)
     archive.custom[second + ".CHECKSUM"] = trickle(archive.files[second + ".CHECKSUM"], 0.05, 120)
+    third = serve(archive, kline_zip(day_frame("2024-02-03"), f"{PAIR}-1m-2024-02-03.csv"), day="2024-02-03")
+    archive.custom[third] = trickle_headers(0.05, 120)
     env = {**os.environ, "TRAINER_DOWNLOAD_URL": archive.url, "TRAINER_DOWNLOAD_TIMEOUT": "0.5"}
     started = time.monotonic()
     proc = subprocess.run(
-        command(tmp_path / "d", "--start", DAY, "--end", "2024-02-02", "--jobs", "2"),
+        command(tmp_path / "d", "--start", DAY, "--end", "2024-02-03", "--jobs", "3"),
         env=env,
         capture_output=True,
         text=True,
@@ -367,6 +383,10 @@ def test_a_trickling_server_is_cut_by_the_minimum_rate(archive, tmp_path):
     assert f"{PAIR}-1m-{DAY}.zip: network error after 5 tries (TimeoutError:" in said
     assert f"{PAIR}-1m-2024-02-02.zip.CHECKSUM: network error after 5 tries (TimeoutError:" in said
     assert "under the minimum of 1,000 bytes/s ($TRAINER_DOWNLOAD_MIN_RATE)" in said
+    assert (
+        f"{PAIR}-1m-2024-02-03.zip: network error after 5 tries (TimeoutError: no status line and headers "
+        "within 0.5 s ($TRAINER_DOWNLOAD_TIMEOUT))" in said
+    )
     assert took < 30, took  # 5 tries of 0.5 s and the back-off, not 1 byte/0.05 s for the whole file
 
 

@@ -16,6 +16,7 @@ import http.client
 import os
 import queue
 import re
+import socket
 import threading
 import time
 import urllib.error
@@ -135,6 +136,55 @@ def env_number(name: str, default: float) -> float:
             f"{name}={raw!r}: expected a number greater than 0.", f"Unset it for the default ({default:g})."
         )
     return value
+
+
+_connecting = threading.local()  # the connection this thread is opening, for its header deadline
+
+
+class _Watched:
+    """A connection whose server must send its status line and headers within `deadline` seconds of
+    connecting: past it the socket is shut, so a server sending a header byte now and then cannot
+    hold a request for hours (each read's own timeout would let it)."""
+
+    deadline = TIMEOUT
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self.cut = threading.Event()
+        self.watch = threading.Timer(self.deadline, self._cut)
+        self.watch.daemon = True
+        self.watch.start()
+        _connecting.conn = self
+
+    def _cut(self) -> None:
+        self.cut.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+        except OSError:
+            pass
+
+
+class _WatchedHTTP(_Watched, http.client.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPS(_Watched, http.client.HTTPSConnection):
+    pass
+
+
+def _opener(deadline: float) -> urllib.request.OpenerDirector:
+    http_class = type("_HTTP", (_WatchedHTTP,), {"deadline": deadline})
+    https_class = type("_HTTPS", (_WatchedHTTPS,), {"deadline": deadline})
+
+    class Plain(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(http_class, req)
+
+    class Secure(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(https_class, req, context=self._context)
+
+    return urllib.request.build_opener(Plain, Secure)
 
 
 def base_url(option: str | None = None) -> str:
@@ -258,6 +308,7 @@ class Fetcher:
         self.max_bytes = int(env_number(MAX_ARCHIVE_ENV, MAX_ARCHIVE_MB) * 1e6)
         self.retries = retries
         self.backoff = backoff
+        self.opener = _opener(self.timeout)
         self.on_bytes = on_bytes or (lambda n: None)
         self.stop = threading.Event()
 
@@ -337,7 +388,21 @@ class Fetcher:
             raise Stopped()
         out.requests += 1
         request = urllib.request.Request(url, headers={"User-Agent": "pair-trainer", **(headers or {})})
-        return urllib.request.urlopen(request, timeout=self.timeout)
+        _connecting.conn = None
+        late = TimeoutError(f"no status line and headers within {self.timeout:g} s (${TIMEOUT_ENV})")
+        try:
+            response = self.opener.open(request, timeout=self.timeout)
+        except (urllib.error.URLError, http.client.HTTPException, OSError):
+            if _connecting.conn is not None and _connecting.conn.cut.is_set():
+                raise late from None
+            raise
+        finally:
+            if _connecting.conn is not None:
+                _connecting.conn.watch.cancel()
+        if _connecting.conn is not None and _connecting.conn.cut.is_set():  # cut mid-headers: not an answer
+            response.close()
+            raise late
+        return response
 
     def _read_body(self, response, what: str, limit: int, write: Callable[[bytes], None]) -> int:
         """Stream ``response`` into ``write``: cut past ``limit`` bytes (`Failed`) or when a window of
