@@ -220,3 +220,46 @@ def test_a_pair_trained_with_the_defaults_reports_its_test_slice_and_evaluates_l
     assert report["evaluated"]["first"].startswith("2025-05-07")
     assert report["evaluated"]["in_sample_rows_left_out"] == 0
     assert report["samples"] == report["evaluated"]["rows_scored"] > 1000
+
+
+@needs_candles
+@pytest.mark.slow
+def test_walk_forward_folds_are_scored_out_of_sample_and_stitched(tmp_path, trainer):
+    from conftest import tiny_args
+
+    frame = pl.read_parquet(CANDLES / "ETHUSDT-1m.parquet").slice(0, 5 * 1440)
+    candles = tmp_path / "ETHUSDT-1m.parquet"
+    frame.write_parquet(candles)
+    settings = [
+        "--set",
+        "data.loader=ohlcv",
+        "--set",
+        "features.ma_short=30",
+        "--set",
+        "features.ma_long=120",
+    ]
+    settings += [
+        "--set",
+        "split.mode=walk-forward",
+        "--set",
+        "split.folds=3",
+        "--set",
+        "split.validation=0.2",
+    ]
+    settings += ["--set", "labels.take_profit_pct=0.3", "--set", "labels.stop_loss_pct=0.3", *tiny_args()]
+    out = tmp_path / "out"
+    result = trainer("run", "--pair", "ETHUSDT", "--data", candles, "--output", out, *settings)
+    assert result.exit_code == 0, result.output
+    report = json.loads(next((out / "ETHUSDT").glob("trading_*.json")).read_text())
+    wf = report["walk_forward"]
+    folds = wf["folds"]
+    assert len(folds) == 3 and all(f["scored_on"].startswith("outer block") for f in folds)
+    assert all(isinstance(f["mcc"], float) and "total_net_return" in f for f in folds)
+    oos = wf["out_of_sample"]
+    assert oos["n_trades"] == sum(f["n_trades"] for f in folds) == len(oos["trades"]) > 0
+    assert oos["total_net_return"] == pytest.approx(sum(f["total_net_return"] for f in folds))
+    times = [t["entry_time"] for t in oos["trades"]]
+    assert times == sorted(times)  # one curve through the blocks, in time order
+    assert wf["spread"]["total_net_return"]["max"] == pytest.approx(max(f["total_net_return"] for f in folds))
+    page = next((out / "ETHUSDT").glob("trading_*.html")).read_text()
+    assert "Walk-forward folds" in page and "outer block" in page

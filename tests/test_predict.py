@@ -151,33 +151,35 @@ def test_walk_forward_folds_are_purged_and_reported(trainer, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "Fold 1/3" in result.output and "Fold 3/3 (saved)" in result.output
+    assert "on its untouched block" in result.output
     meta = json.loads((out / "ETHUSDT" / f"metadata_{TAG}.json").read_text())
     folds = meta["walk_forward"]["folds"]
     assert [f["fold"] for f in folds] == [1, 2, 3]
     for f in folds:
         s = f["split"]
-        train, val, embargo = s["train_targets"], s["validation_targets"], s["embargo_rows"]
-        # each fold is purged: its last training label horizon ends before its validation starts
+        train, val, block = s["train_targets"], s["validation_targets"], s["test_targets"]
+        embargo = s["embargo_rows"]
+        # each fold early-stops on the end of its own training rows, purged from them ...
         assert train["last_label_horizon_row"] < val["first_row"]
-        assert train["last_row"] < s["validation_start_row"] - embargo + 1
-        assert s["scaler_fit_rows"]["last_row"] < s["validation_start_row"] - embargo
+        assert s["scaler_fit_rows"]["last_row"] < s["validation_start_row"] - embargo + 1
+        # ... and is scored on its block, which no training or early-stopping label reaches
+        assert val["last_row"] + s["future_window"] < block["first_row"]
+        assert f["scored_on"].startswith("outer block") and f["samples"] == block["count"]
     for a, b in zip(folds, folds[1:]):
-        va, sb = a["split"]["validation_targets"], b["split"]
-        # validation blocks never overlap, nor the next fold's purged region
-        assert va["last_row"] < sb["validation_start_row"] - sb["embargo_rows"]
-        assert (
-            a["split"]["train_targets"]["count"] < sb["train_targets"]["count"]
-        )  # expanding training window
-    # the saved model is the last fold's: its split is the metadata's split
+        ba, sb = a["split"]["test_targets"], b["split"]
+        assert ba["last_row"] < sb["test_targets"]["first_row"]  # the blocks follow each other
+        assert a["split"]["train_targets"]["count"] < sb["train_targets"]["count"]  # expanding window
+    # the saved model is the last fold's: its split is the metadata's split, its block the test slice
     assert folds[-1]["split"] == meta["split"]
-    assert folds[-1]["accuracy"] == pytest.approx(meta["metrics"]["validation"]["accuracy"])
-    spread = meta["walk_forward"]["spread"]["accuracy"]
-    accs = [f["accuracy"] for f in folds]
-    assert spread["mean"] == pytest.approx(np.mean(accs)) and spread["std"] == pytest.approx(
-        np.std(accs, ddof=1)
-    )
+    assert folds[-1]["accuracy"] == pytest.approx(meta["metrics"]["test"]["accuracy"])
+    spread = meta["walk_forward"]["spread"]
+    for key in ("accuracy", "mcc"):
+        values = [f[key] for f in folds]
+        assert spread[key]["mean"] == pytest.approx(np.mean(values))
+        assert spread[key]["std"] == pytest.approx(np.std(values, ddof=1))
     trading = json.loads((out / "ETHUSDT" / f"trading_{TAG}.json").read_text())
-    assert trading["walk_forward"]["folds"] == folds
+    assert trading["split"] == "test"
+    assert [f["mcc"] for f in trading["walk_forward"]["folds"]] == [f["mcc"] for f in folds]
 
 
 # -- the engine's own files are enough to predict -----------------------------------------------

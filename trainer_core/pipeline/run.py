@@ -21,7 +21,7 @@ from ..split import Split, purged_split, walk_forward_splits
 from ..version import __version__
 from .fit import fit_fold, prepare_fold
 from .results import PairResult
-from .walk_forward import fit_earlier_fold, fold_summary, spread
+from .walk_forward import fit_earlier_fold, fold_summary, out_of_sample_fold, spread
 
 #: the engine's own file beside the model and scaler: everything prediction needs
 SPEC_KIND = "spec"
@@ -153,9 +153,12 @@ def _split(spec: PairSpec, data: PairData, echo) -> tuple[Split, list[Split]]:
             where=spec.pair,
             breaks=breaks,
         )
+        # each fold early-stops on the end of its own training rows and is scored on its block
+        folds = [out_of_sample_fold(f, spec.split.validation) for f in folds]
         split = folds[-1]
         echo(
-            f"Walk-forward: {len(folds)} folds of {len(folds[-1].val_idx):,}-row validation blocks; "
+            f"Walk-forward: {len(folds)} folds, each scored on its untouched block of "
+            f"{len(folds[-1].test_idx):,} rows and early-stopped on the end of its training rows; "
             f"the saved model is the last fold's"
         )
     else:
@@ -250,10 +253,11 @@ def _run(spec: PairSpec, plugins: Plugins, echo, force: bool) -> PairResult:
     attempt = {"config_hash": spec.config_hash, "data_sha256": data.sha256}
     resumed = _prepare_output(out, attempt, force, echo)
     try:
-        earlier = [
+        fitted = [
             fit_earlier_fold(spec, plugins, data, s, k + 1, len(folds), echo)
             for k, s in enumerate(folds[:-1])
         ]
+        earlier = [summary for summary, _ in fitted]
         fit = fit_fold(spec, plugins, data, fold, workdir=out.dir, resumed=resumed, echo=echo)
         timings.update(fit.timings)
         result = PairResult(
@@ -278,15 +282,21 @@ def _run(spec: PairSpec, plugins: Plugins, echo, force: bool) -> PairResult:
             candles=candles,
         )
         if folds:
-            last = fold_summary(
-                len(earlier) + 1, split, data, result.validation, result.history, result.best_epoch()
-            )
+            outer = result.evaluations.get("test") or result.validation
+            last = fold_summary(len(earlier) + 1, split, data, outer, result.history, result.best_epoch())
             all_folds = [*earlier, last]
-            result.folds = {"folds": all_folds, "spread": spread(all_folds), "saved_model": "the last fold's"}
+            result.folds = {
+                "folds": all_folds,
+                "spread": spread(all_folds),
+                "saved_model": "the last fold's",
+                "scored_on": "each fold's outer block, untouched by its training and early stopping",
+            }
+            # the trading reporter simulates each fold's block and stitches the trades
+            result.fold_evaluations = [ev for _, ev in fitted] + [outer]
             echo(
-                f"Fold {len(all_folds)}/{len(all_folds)} (saved): validation accuracy {last['accuracy']:.4f}; "
-                f"across folds {result.folds['spread']['accuracy']['mean']:.4f} "
-                f"+/- {result.folds['spread']['accuracy']['std']:.4f}"
+                f"Fold {len(all_folds)}/{len(all_folds)} (saved): on its untouched block accuracy "
+                f"{last['accuracy']:.4f}, MCC {last['mcc']:.3f}; across folds MCC "
+                f"{result.folds['spread']['mcc']['mean']:.3f} +/- {result.folds['spread']['mcc']['std']:.3f}"
             )
         summary = result.validation.summary()
         echo(

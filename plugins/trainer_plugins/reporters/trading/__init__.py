@@ -73,7 +73,9 @@ class TradingReporter:
         report = {"pair": result.spec.pair, **body}
         folds = getattr(result, "folds", None)
         if folds:
-            report["walk_forward"] = folds
+            from .report import walk_forward_for
+
+            report["walk_forward"] = walk_forward_for(result, folds)
         return write_report(out, report, chart, result.spec.pair, result.spec.tag)
 
 

@@ -60,9 +60,9 @@ def deflated_sharpe_ratio(
     sr0 = expected_max_sharpe(trials, variance)
     denom = 1 - skewness * sharpe + (kurtosis - 1) / 4 * sharpe**2
     if n_returns < 2 or denom <= 0:
-        return {"sharpe": sharpe, "sr0": sr0, "dsr": None}
+        return {"sharpe": float(sharpe), "sr0": float(sr0), "dsr": None}
     z = (sharpe - sr0) * math.sqrt(n_returns - 1) / math.sqrt(denom)
-    return {"sharpe": sharpe, "sr0": sr0, "dsr": float(norm.cdf(z)), "z": float(z)}
+    return {"sharpe": float(sharpe), "sr0": float(sr0), "dsr": float(norm.cdf(z)), "z": float(z)}
 
 
 def sharpe_sampling_variance(sharpe: float, n_returns: int, skewness: float, kurtosis: float) -> float:

@@ -137,7 +137,15 @@ def _folds(report: dict) -> dict | None:
                 "net": fmt(f.get("total_net_return"), pct=True),
             }
         )
-    return {"note": wf.get("note", ""), "rows": rows}
+    oos = wf.get("out_of_sample")
+    summary = (
+        f"Stitched out-of-sample equity: {oos['n_trades']:,} trades, total net return "
+        f"{fmt(oos['total_net_return'], pct=True)}, max drawdown {fmt(oos['max_drawdown'], pct=True)}, "
+        f"Sharpe per trade {fmt(oos['sharpe_per_trade'])}."
+        if oos
+        else "No trades to stitch (no simulation on the folds' blocks)."
+    )
+    return {"note": wf.get("note", ""), "rows": rows, "summary": summary}
 
 
 def render_page(report: dict, pair: str, tag: str, chart_png: str | None = None) -> str:

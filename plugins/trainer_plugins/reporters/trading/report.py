@@ -107,8 +107,9 @@ def metrics_of(scored: Scored, market: Market, spec, train_counts: dict, horizon
     return out
 
 
-def simulation_for(scored: Scored, market: Market, spec, seed: int):
-    """The ``simulation`` section for one scored slice, and the series its chart draws."""
+def simulation_for(scored: Scored, market: Market, spec, seed: int, draws: int | None = None):
+    """The ``simulation`` section for one scored slice, and the series its chart draws (``draws``:
+    random-entry draws instead of ``evaluation.random_entry_draws``)."""
     if market.long_return is None or market.short_return is None:
         return {
             "available": False,
@@ -148,7 +149,7 @@ def simulation_for(scored: Scored, market: Market, spec, seed: int):
     funding = costs.funding_rate_pct / 100.0
     f_long = funding * funding_times(ms[er], ms[exit_long[eligible]])
     f_short = funding * funding_times(ms[er], ms[exit_short[eligible]])
-    draws = int(e.get("random_entry_draws", DEFAULT_RANDOM_ENTRY_DRAWS))
+    draws = int(draws or e.get("random_entry_draws", DEFAULT_RANDOM_ENTRY_DRAWS))
     rnd = random_entries(
         er,
         exit_long[eligible],
@@ -238,7 +239,7 @@ def report_for(result) -> tuple[dict, dict | None]:
     validation), else on the validation slice, which early-stopped the model (said so)."""
     spec, data = result.spec, result.data
     test = result.evaluations.get("test")
-    has_test = float(spec.split.get("test", 0) or 0) > 0 and test is not None and len(test.rows) > 0
+    has_test = test is not None and len(test.rows) > 0  # split.test, or a walk-forward's last block
     val = result.validation
 
     def scored(ev):
@@ -311,4 +312,59 @@ def headline(report: dict, tag: str) -> dict:
             "random_entry_draws": sim["baselines"]["random_entry"]["draws"],
         }
     )
+    return out
+
+
+def walk_forward_for(result, folds: dict) -> dict:
+    """The walk-forward section: each fold's figures on its untouched outer block with its trade
+    simulation's trades and net return, and the folds' trades stitched into one out-of-sample
+    equity curve (the blocks follow each other in time, so their trades do too)."""
+    from .simulation import equity_stats
+
+    spec, data = result.spec, result.data
+    evaluations = getattr(result, "fold_evaluations", None) or []
+    market = market_from_pair_data(data, spec)
+    rows = []
+    trades: list[dict] = []
+    for fold, ev in zip(folds.get("folds", []), evaluations):
+        row = dict(fold)
+        if ev is not None and len(ev.rows):
+            sim, _ = simulation_for(
+                Scored(ev.name, np.asarray(ev.rows, dtype=np.int64), ev.y_true, ev.y_prob),
+                market,
+                spec,
+                int(spec.train.seed),
+                draws=1,  # per fold the trades only; the random-entry baseline is the headline slice's
+            )
+            if sim.get("available"):
+                row["n_trades"] = sim["n_trades"]
+                row["total_net_return"] = sim["total_net_return"]
+                trades += sim["trades"]
+        rows.append(row)
+    net = np.asarray([t["net_return"] for t in trades], dtype=np.float64)
+    nets = [r["total_net_return"] for r in rows if r.get("total_net_return") is not None]
+    out = {
+        **{k: v for k, v in folds.items() if k != "folds"},
+        "folds": rows,
+        "note": "Each fold early-stopped on the end of its own training rows and is scored on its outer "
+        "block, which its training and early stopping never touched; the folds' trades, stitched, make one "
+        "out-of-sample equity curve.",
+        "out_of_sample": {
+            "n_trades": int(len(net)),
+            **equity_stats(net),
+            "trades": trades,
+        }
+        if trades
+        else None,
+    }
+    if nets:
+        out["spread"] = {
+            **out.get("spread", {}),
+            "total_net_return": {
+                "mean": float(np.mean(nets)),
+                "std": float(np.std(nets, ddof=1)) if len(nets) > 1 else 0.0,
+                "min": float(np.min(nets)),
+                "max": float(np.max(nets)),
+            },
+        }
     return out
