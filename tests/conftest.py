@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny seed-format data and an in-process `trainer` runner."""
+"""The one home of the tests' shared fixtures and markers: tiny seed-format data, an in-process
+`trainer` runner, the real candles (marker ``real_candles``), test plugins, servers and mounts.
+
+Tests take what they need as fixtures (never ``from conftest import``); plain helpers a plugin
+author could use too (``tiny_args``, ``success_markers``, ``TINY_SETTINGS``) live in
+`trainer_core.testing`."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from trainer_core.testing import TINY_SETTINGS, write_training_ready
+from trainer_core.testing import write_training_ready
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -18,11 +23,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "ohlcv"
 
 
-def tiny_args(epochs: int = 1) -> list[str]:
-    args = ["--epochs", str(epochs)]
-    for s in TINY_SETTINGS:
-        args += ["--set", s]
-    return args
+def pytest_runtest_setup(item):
+    """A test marked ``real_candles`` is skipped where ../shared/data/ohlcv is not beside the checkout."""
+    if item.get_closest_marker("real_candles") and not SHARED_DATA.exists():
+        pytest.skip(f"real candles in {SHARED_DATA} (../shared/data/ohlcv beside the checkout)")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real Binance 1-minute candles (tests using it are marked ``real_candles``)."""
+    return SHARED_DATA
 
 
 @pytest.fixture
@@ -46,11 +56,7 @@ def trainer():
     return invoke
 
 
-def success_markers(root: Path) -> list[Path]:
-    return sorted(Path(root).rglob("_SUCCESS.json")) if Path(root).exists() else []
-
-
-def write_slow_epochs_plugin(folder: Path, seconds: float, module: str = "slow_epochs") -> str:
+def _write_slow_epochs_plugin(folder: Path, seconds: float, module: str = "slow_epochs") -> str:
     """A plugin module in `folder` whose Keras callback sleeps after every epoch (time to act
     on a run that is training); returns the module name for a manifest's `plugins:`."""
     (folder / f"{module}.py").write_text(
@@ -63,7 +69,7 @@ def write_slow_epochs_plugin(folder: Path, seconds: float, module: str = "slow_e
 
 
 @contextmanager
-def mounted_tmpfs(path: Path, options: str):
+def _mounted_tmpfs(path: Path, options: str):
     """A real tmpfs mounted at ``path`` (e.g. ``size=160k`` or ``ro``) for one block (needs root)."""
     path.mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
@@ -73,7 +79,7 @@ def mounted_tmpfs(path: Path, options: str):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+def _stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
     """Terminate a server started by a test, killing it when it does not stop in time."""
     proc.terminate()
     try:
@@ -83,7 +89,7 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
         proc.wait()
 
 
-def write_model_builder_plugin(folder: Path, module: str, name: str, body: str) -> str:
+def _write_model_builder_plugin(folder: Path, module: str, name: str, body: str) -> str:
     """A plugin module in ``folder`` registering model builder ``name`` whose ``build`` runs ``body``
     (Keras code ending in ``return keras.Model(...)``, with ``input_shape`` and ``n_classes`` in
     scope); returns the module name for a manifest's ``plugins:``."""
@@ -96,6 +102,32 @@ def write_model_builder_plugin(folder: Path, module: str, name: str, body: str) 
         f"@hookimpl\ndef trainer_register_model_builders(register):\n    register({name!r}, Builder)\n"
     )
     return module
+
+
+@pytest.fixture(scope="session")
+def write_slow_epochs_plugin():
+    """``write_slow_epochs_plugin(folder, seconds, module="slow_epochs") -> module``: a plugin whose
+    Keras callback sleeps after every epoch (time to act on a run that is training)."""
+    return _write_slow_epochs_plugin
+
+
+@pytest.fixture(scope="session")
+def mounted_tmpfs():
+    """``with mounted_tmpfs(path, "size=160k"):`` a real tmpfs mounted for one block (needs root)."""
+    return _mounted_tmpfs
+
+
+@pytest.fixture(scope="session")
+def stop_process():
+    """``stop_process(proc)``: terminate a server a test started, killing it if it does not stop."""
+    return _stop_process
+
+
+@pytest.fixture(scope="session")
+def write_model_builder_plugin():
+    """``write_model_builder_plugin(folder, module, name, body) -> module``: a plugin registering
+    model builder ``name`` whose ``build`` runs ``body``."""
+    return _write_model_builder_plugin
 
 
 def docs_feature_plugin() -> str:

@@ -31,7 +31,6 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import stop_process
 
 from trainer_core.manifest import parse_set
 from trainer_core.testing import TINY_SETTINGS, training_ready_name
@@ -773,7 +772,7 @@ def test_an_unreachable_address_fails_fast_keeps_the_last_summary_and_calls_afte
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
+def s3(tmp_path_factory, stop_process):
     """`moto_server` on loopback (a real HTTP S3 API, not an in-process patch) and a bucket."""
     s3fs = pytest.importorskip("s3fs")
     boto3 = pytest.importorskip("boto3")

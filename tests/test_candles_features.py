@@ -9,15 +9,15 @@ import zipfile
 import numpy as np
 import polars as pl
 import pytest
-from conftest import SHARED_DATA, tiny_args
 
 from trainer_core.candles import read_candles
 from trainer_core.errors import DataError
 from trainer_core.manifest import default_manifest
+from trainer_core.testing import tiny_args
 from trainer_plugins.features.seed import compute_features
 from trainer_plugins.labelers.tp_sl import LabelParams, compute_labels
 
-needs_real_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="real candles in ../shared/data/ohlcv")
+needs_real_data = pytest.mark.real_candles
 
 
 # -- a plain per-row implementation of docs/design.md section 3, the reference -------------------
@@ -86,8 +86,8 @@ def reference_labels(c, h, l, p):
     [LabelParams(120, 1.0, 0.5), LabelParams(30, 0.2, 0.2), LabelParams(60, 0.15, 0.4, 0.3, 0.1)],
     ids=["seed", "tight", "asymmetric"],
 )
-def test_vectorised_matches_per_row_reference_on_real_candles(pair, params):
-    frame = pl.read_parquet(SHARED_DATA / f"{pair}-1m.parquet").slice(20_000, 2_500)
+def test_vectorised_matches_per_row_reference_on_real_candles(pair, params, shared_data):
+    frame = pl.read_parquet(shared_data / f"{pair}-1m.parquet").slice(20_000, 2_500)
     c, h, l, v = (frame[k].to_numpy() for k in ("close", "high", "low", "volume"))
     labels, long_r, short_r = compute_labels(c, h, l, params)
     ref_labels, ref_long, ref_short = reference_labels(c, h, l, params)
@@ -98,8 +98,8 @@ def test_vectorised_matches_per_row_reference_on_real_candles(pair, params):
 
 
 @needs_real_data
-def test_features_match_reference_to_float32_precision():
-    frame = pl.read_parquet(SHARED_DATA / "BTCUSDT-1m.parquet").head(3000)
+def test_features_match_reference_to_float32_precision(shared_data):
+    frame = pl.read_parquet(shared_data / "BTCUSDT-1m.parquet").head(3000)
     c, h, l, v = (frame[k].to_numpy() for k in ("close", "high", "low", "volume"))
     # short moving averages so both the expanding start and the full window are exercised
     feats = compute_features(c, h, l, v, ma_short=60, ma_long=1440)
@@ -336,10 +336,10 @@ def test_gap_policies(tmp_path):
 
 @pytest.mark.slow
 @needs_real_data
-def test_prepare_then_run_equals_ohlcv_loader(trainer, tmp_path):
+def test_prepare_then_run_equals_ohlcv_loader(trainer, tmp_path, shared_data):
     import json as _json
 
-    frame = pl.read_parquet(SHARED_DATA / "SOLUSDT-1m.parquet").slice(0, 4000)
+    frame = pl.read_parquet(shared_data / "SOLUSDT-1m.parquet").slice(0, 4000)
     candles = tmp_path / "SOLUSDT-1m.parquet"
     frame.write_parquet(candles)
     common = [

@@ -22,10 +22,11 @@ import click
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import REPO
 
 from trainer_core import __version__
 from trainer_core.manifest import load_manifest, manifest_from_dict
+
+REPO = Path(__file__).resolve().parents[1]
 
 K8S = REPO / "k8s"
 DOCKERFILES = {"gpu": REPO / "docker" / "Dockerfile.gpu", "cpu": REPO / "docker" / "Dockerfile.cpu"}

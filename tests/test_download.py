@@ -635,7 +635,7 @@ def test_batch_on_the_laptop_manifest_trains_from_the_download(archive, tmp_path
     )
     assert got.returncode == 0, got.stdout + got.stderr
     assert all((downloads / p / f"{p}-1m-2024-01-02.zip").exists() for p in everyone)
-    from conftest import TINY_SETTINGS
+    from trainer_core.testing import TINY_SETTINGS
 
     sets = [
         *TINY_SETTINGS,

@@ -671,3 +671,13 @@ def test_predict_with_no_manifest_plugins_names_the_module_a_model_folder_asks_f
     monkeypatch.delenv("TRAINER_MANIFEST_PLUGINS")
     allowed = trainer(*args)
     assert allowed.exit_code == 0 and marker.exists(), allowed.output
+
+
+def test_tests_share_helpers_through_conftest_fixtures_not_imports():
+    offenders = [
+        f"{path.name}:{number}"
+        for path in sorted((REPO / "tests").glob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.match(r"\s*(from conftest import|import conftest)", line)
+    ]
+    assert offenders == []

@@ -7,9 +7,14 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from conftest import success_markers, tiny_args
 
-from trainer_core.testing import training_ready_frame, training_ready_name, write_training_ready
+from trainer_core.testing import (
+    success_markers,
+    tiny_args,
+    training_ready_frame,
+    training_ready_name,
+    write_training_ready,
+)
 
 
 def run_with(trainer, tmp_path, data, *extra):

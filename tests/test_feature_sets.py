@@ -12,9 +12,8 @@ import sys
 import numpy as np
 import polars as pl
 import pytest
-from conftest import SHARED_DATA, tiny_args
 
-from trainer_core.testing import synthetic_candles
+from trainer_core.testing import synthetic_candles, tiny_args
 
 TAG = "ETHUSDT-returns_SIGN010"  # the folder name (pair and feature set) and the labeler's tag
 FOLDER = "ETHUSDT-returns"
@@ -206,7 +205,7 @@ def test_predict_latest_for_the_seed_set_needs_ma_long_history(trainer, tmp_path
 
 # -- seed+context on real candles -----------------------------------------------------------------
 
-needs_real_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="real candles in ../shared/data/ohlcv")
+needs_real_data = pytest.mark.real_candles
 CONTEXT = [
     "--set",
     "features.set=seed+context",
@@ -215,23 +214,23 @@ CONTEXT = [
 ]
 
 
-def _context_folder(tmp_path, rows=3000):
+def _context_folder(tmp_path, shared_data, rows=3000):
     folder = tmp_path / "candles"
     folder.mkdir()
     for pair in ("ETHUSDT", "BTCUSDT"):
-        pl.read_parquet(SHARED_DATA / f"{pair}-1m.parquet").slice(10_000, rows).write_parquet(
+        pl.read_parquet(shared_data / f"{pair}-1m.parquet").slice(10_000, rows).write_parquet(
             folder / f"{pair}-1m.parquet"
         )
     return folder
 
 
 @needs_real_data
-def test_context_features_never_see_a_later_context_candle(tmp_path):
+def test_context_features_never_see_a_later_context_candle(tmp_path, shared_data):
     from trainer_core.candles import read_candles
     from trainer_core.features import pair_data_from_candles
     from trainer_core.manifest import default_manifest
 
-    folder = _context_folder(tmp_path, rows=1500)
+    folder = _context_folder(tmp_path, shared_data, rows=1500)
     sets = [
         "data.loader=ohlcv",
         f"data.path={folder}",
@@ -270,10 +269,10 @@ def test_context_features_never_see_a_later_context_candle(tmp_path):
 
 @needs_real_data
 @pytest.mark.slow
-def test_seed_context_trains_ethusdt_with_btcusdt_context(trainer, tmp_path):
+def test_seed_context_trains_ethusdt_with_btcusdt_context(trainer, tmp_path, shared_data):
     import keras
 
-    folder = _context_folder(tmp_path)
+    folder = _context_folder(tmp_path, shared_data)
     out = tmp_path / "out"
     result = trainer(
         "run",

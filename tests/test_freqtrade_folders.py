@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import tiny_args
 
 from trainer_core.candles import read_candles
 from trainer_core.errors import DataError
 from trainer_core.manifest import default_manifest
+from trainer_core.testing import tiny_args
 
 START_MS = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 SETS = ("--set", "labels.future_window=10", "--set", "features.ma_short=30", "--set", "features.ma_long=120")

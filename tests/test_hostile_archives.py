@@ -21,7 +21,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import mounted_tmpfs
 from test_download import ANSI, PAIR, Archive, kline_zip, ms, publish, simulated
 
 REPO = Path(__file__).resolve().parents[1]
@@ -306,7 +305,7 @@ def test_an_archive_body_is_capped_and_nothing_is_kept(trainer, archive, tmp_pat
     assert sorted(p.name for p in (out / PAIR).iterdir()) == []
 
 
-def test_a_full_disk_is_freed_and_the_message_says_what_was_needed(trainer, archive, tmp_path):
+def test_a_full_disk_is_freed_and_the_message_says_what_was_needed(trainer, archive, tmp_path, mounted_tmpfs):
     body = os.urandom(3_000_000)
     path = serve(archive, body)
     with mounted_tmpfs(tmp_path / "small", "size=1m") as small:

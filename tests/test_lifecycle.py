@@ -20,7 +20,6 @@ import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import stop_process
 
 from trainer_core.artifacts import SUCCESS, engine_files
 from trainer_core.lifecycle import (
@@ -217,7 +216,7 @@ def _moto_server() -> str:
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
+def s3(tmp_path_factory, stop_process):
     """`moto_server` on loopback (a real HTTP S3 API) and a bucket."""
     s3fs = pytest.importorskip("s3fs")
     boto3 = pytest.importorskip("boto3")

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import tiny_args
 
-from trainer_core.testing import write_training_ready
+from trainer_core.testing import tiny_args, write_training_ready
 
 TAG = "ETHUSDT_FW005_SL050_TP100"
 READY = "ETHUSDT_TF-1m__FW-005__SL-050__TP-100__training_ready.feather"

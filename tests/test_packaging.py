@@ -6,8 +6,9 @@ import json
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_ships_exactly_trainer_core_and_trainer_plugins(tmp_path):

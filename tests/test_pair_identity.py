@@ -12,11 +12,10 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-from conftest import tiny_args
 
 from trainer_core.errors import ConfigError
 from trainer_core.manifest import manifest_from_dict, normalize_pair, pair_market
-from trainer_core.testing import TINY_SETTINGS
+from trainer_core.testing import TINY_SETTINGS, tiny_args
 
 
 def test_freqtrade_pair_names_are_normalised():

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import SHARED_DATA, tiny_args, write_model_builder_plugin
 
-from trainer_core.testing import training_ready_frame, write_training_ready
+from trainer_core.testing import tiny_args, training_ready_frame, write_training_ready
 
 TAG = "ETHUSDT_FW005_SL050_TP100"
 
@@ -276,13 +275,13 @@ def test_a_url_marker_cannot_write_outside_the_download_folder(model_dir, tmp_pa
 
 # -- predicting on candles: the data given, not the training window -------------------------------
 
-needs_real_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="real candles in ../shared/data/ohlcv")
+needs_real_data = pytest.mark.real_candles
 
 
 @needs_real_data
 @pytest.mark.slow
-def test_predict_on_candles_after_the_training_window(trainer, tmp_path):
-    frame = pl.read_parquet(SHARED_DATA / "ETHUSDT-1m.parquet").slice(0, 4 * 1440)  # 2025-05-04 15:33 on
+def test_predict_on_candles_after_the_training_window(trainer, tmp_path, shared_data):
+    frame = pl.read_parquet(shared_data / "ETHUSDT-1m.parquet").slice(0, 4 * 1440)  # 2025-05-04 15:33 on
     candles = tmp_path / "ETHUSDT-1m.parquet"
     frame.write_parquet(candles)
     settings = [
@@ -349,7 +348,9 @@ def test_predict_on_candles_after_the_training_window(trainer, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_lambda_layer_is_refused_before_training(trainer, tmp_path, inputs, monkeypatch):
+def test_a_lambda_layer_is_refused_before_training(
+    trainer, tmp_path, inputs, monkeypatch, write_model_builder_plugin
+):
     write_model_builder_plugin(
         tmp_path,
         "lambda_model_plugin",

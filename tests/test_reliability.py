@@ -13,13 +13,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import mounted_tmpfs, success_markers, tiny_args, write_slow_epochs_plugin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trainer_core.errors import TrainerError
 from trainer_core.manifest import default_manifest, load_manifest
-from trainer_core.testing import training_ready_frame, training_ready_name, write_training_ready
+from trainer_core.testing import (
+    success_markers,
+    tiny_args,
+    training_ready_frame,
+    training_ready_name,
+    write_training_ready,
+)
 
 TAG = "ETHUSDT_FW005_SL050_TP100"
 
@@ -76,7 +81,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), 
 
 
 @needs_root
-def test_read_only_output_fails_before_training(trainer, inputs, tmp_path):
+def test_read_only_output_fails_before_training(trainer, inputs, tmp_path, mounted_tmpfs):
     with mounted_tmpfs(tmp_path / "ro", "size=1m,ro") as ro:
         result = trainer("run", "--pair", "ETHUSDT", "--data", inputs, "--output", ro / "out", *tiny_args())
     assert result.exit_code == 1
@@ -86,7 +91,7 @@ def test_read_only_output_fails_before_training(trainer, inputs, tmp_path):
 
 @pytest.mark.slow
 @needs_root
-def test_full_filesystem_fails_cleanly(trainer, inputs, tmp_path):
+def test_full_filesystem_fails_cleanly(trainer, inputs, tmp_path, mounted_tmpfs):
     with mounted_tmpfs(tmp_path / "small", "size=160k") as small:
         result = trainer("run", "--pair", "ETHUSDT", "--data", inputs, "--output", small, *tiny_args())
         assert result.exit_code == 1, result.output
@@ -119,7 +124,7 @@ def test_output_that_is_a_file_fails_before_training(trainer, inputs, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_runs_of_one_pair_never_mix(tmp_path):
+def test_two_runs_of_one_pair_never_mix(tmp_path, write_slow_epochs_plugin):
     write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=800, seed=6)
     module = write_slow_epochs_plugin(tmp_path, 2.0)
     (tmp_path / "m.yaml").write_text(f"version: 1\nplugins: [{module}]\npairs: [ETHUSDT]\n")

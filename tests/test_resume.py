@@ -11,9 +11,8 @@ import sys
 import time
 
 import pytest
-from conftest import success_markers, write_slow_epochs_plugin
 
-from trainer_core.testing import write_training_ready
+from trainer_core.testing import success_markers, write_training_ready
 
 EPOCHS = 5
 
@@ -41,7 +40,7 @@ def _command(tmp_path):
     ]
 
 
-def _slow_run_setup(tmp_path) -> dict:
+def _slow_run_setup(tmp_path, write_slow_epochs_plugin) -> dict:
     """Data, a manifest whose epochs take over a second (time to act mid-run), and the env to run it."""
     write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=1500, seed=4)
     module = write_slow_epochs_plugin(tmp_path, 1.0)
@@ -80,8 +79,8 @@ def _signal_at_epoch_3(tmp_path, env: dict, sig: int) -> tuple[int, str, float]:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_at_the_next_epoch(tmp_path):
-    env = _slow_run_setup(tmp_path)
+def test_killed_run_resumes_at_the_next_epoch(tmp_path, write_slow_epochs_plugin):
+    env = _slow_run_setup(tmp_path, write_slow_epochs_plugin)
     returncode, output, _ = _signal_at_epoch_3(tmp_path, env, signal.SIGKILL)  # epochs 1 and 2 backed up
     assert returncode == -signal.SIGKILL, output
     out = tmp_path / "out"
@@ -120,11 +119,11 @@ def test_killed_run_resumes_at_the_next_epoch(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_stops_at_the_step_keeps_the_backup_and_the_rerun_resumes(tmp_path):
+def test_sigterm_stops_at_the_step_keeps_the_backup_and_the_rerun_resumes(tmp_path, write_slow_epochs_plugin):
     """What a preempted pod sees: SIGTERM mid-epoch, a prompt exit 143, a resumable backup."""
     import re
 
-    env = _slow_run_setup(tmp_path)
+    env = _slow_run_setup(tmp_path, write_slow_epochs_plugin)
     returncode, output, took = _signal_at_epoch_3(
         tmp_path, env, signal.SIGTERM
     )  # epoch 3's steps are running

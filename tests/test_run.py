@@ -7,11 +7,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import success_markers, tiny_args, write_model_builder_plugin
 
 from trainer_core.artifacts import sha256_file
 from trainer_core.scaling import Scaler
-from trainer_core.testing import training_ready_frame, write_training_ready
+from trainer_core.testing import success_markers, tiny_args, training_ready_frame, write_training_ready
 from trainer_core.windows import windows_numpy
 
 TAG = "ETHUSDT_FW005_SL050_TP100"
@@ -286,7 +285,9 @@ def trainer_register_balancers(register):
 
 
 @pytest.mark.slow
-def test_a_model_that_predicts_one_class_is_flagged(trainer, tmp_path, inputs, monkeypatch):
+def test_a_model_that_predicts_one_class_is_flagged(
+    trainer, tmp_path, inputs, monkeypatch, write_model_builder_plugin
+):
     write_model_builder_plugin(
         tmp_path,
         "hold_only_model",

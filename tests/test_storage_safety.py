@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import mounted_tmpfs, stop_process
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -398,7 +397,7 @@ def test_a_readable_backup_resumes_and_force_starts_over(tmp_path):
 
 
 @needs_root
-def test_a_commit_that_fails_on_a_full_disk_keeps_the_backup(tmp_path):
+def test_a_commit_that_fails_on_a_full_disk_keeps_the_backup(tmp_path, mounted_tmpfs):
     good = _real_hdf5(tmp_path / "w.h5")
     with mounted_tmpfs(tmp_path / "small", "size=200k") as small:
         out = ArtifactWriter(small, "ETHUSDT", TAG)
@@ -505,7 +504,7 @@ def test_local_outputs_that_cannot_be_written_are_refused_before_training(tmp_pa
 
 
 @needs_root
-def test_a_read_only_output_is_refused_by_the_access_check(tmp_path):
+def test_a_read_only_output_is_refused_by_the_access_check(tmp_path, mounted_tmpfs):
     with mounted_tmpfs(tmp_path / "ro", "size=1m,ro") as ro:
         for root in (ro, ro / "out"):
             with pytest.raises(StorageError) as caught:
@@ -521,7 +520,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
+def s3(tmp_path_factory, stop_process):
     """`moto_server` on loopback with authentication on: an IAM user whose key may do anything, and
     a bucket. Keys that do not exist there are refused (403) as a real S3 would."""
     pytest.importorskip("s3fs")
@@ -671,7 +670,7 @@ def test_object_store_access_problems_are_one_line_each(s3):
 def test_a_run_after_a_backup_cut_short_starts_over(trainer, inputs, tmp_path):
     """What a full disk during Keras' backup leaves (the attempt record, a 0-byte weights file, the
     epoch record) made every later run 'resume' and fail with 'file signature not found'."""
-    from conftest import tiny_args
+    from trainer_core.testing import tiny_args
 
     out = tmp_path / "out"
     first = trainer("run", "--pair", "ETHUSDT", "--data", inputs, "--output", out, *tiny_args())

@@ -248,7 +248,7 @@ def test_real_pair_report_shows_its_simulation_on_the_test_slice(tmp_path, train
 
 @pytest.mark.slow
 def test_report_without_test_slice_or_returns_says_so(tmp_path, trainer, inputs):
-    from conftest import tiny_args
+    from trainer_core.testing import tiny_args
 
     result = trainer(
         "run",

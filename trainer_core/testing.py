@@ -34,6 +34,20 @@ TINY_SETTINGS = (
 )
 
 
+def tiny_args(epochs: int = 1) -> list[str]:
+    """`trainer run` options for a model that trains in seconds: ``--epochs N`` and `TINY_SETTINGS`
+    as ``--set`` options."""
+    args = ["--epochs", str(epochs)]
+    for setting in TINY_SETTINGS:
+        args += ["--set", setting]
+    return args
+
+
+def success_markers(root: str | Path) -> list[Path]:
+    """The ``_SUCCESS.json`` markers under an output root (every completed pair), sorted."""
+    return sorted(Path(root).rglob("_SUCCESS.json")) if Path(root).exists() else []
+
+
 @contextlib.contextmanager
 def registered_plugin(plugin, name: str | None = None, plugins: Plugins | None = None) -> Iterator[Plugins]:
     """Register ``plugin`` (a module or object with hookimpls) on a manager for one block.
