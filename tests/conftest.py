@@ -20,7 +20,8 @@ from trainer_core.testing import write_training_ready
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data" / "ohlcv"
+#: the real candles: ../shared/data/ohlcv beside the checkout, or where TRAINER_SHARED_DATA points
+SHARED_DATA = Path(os.environ.get("TRAINER_SHARED_DATA") or REPO.parent / "shared" / "data" / "ohlcv")
 
 
 def pytest_runtest_setup(item):

@@ -163,7 +163,7 @@ def test_verdict_intervals_cover_the_no_skill_precision_of_random_persistent_sig
 def test_a_pair_trained_with_the_defaults_reports_its_test_slice_and_evaluates_later_candles(
     tmp_path, trainer
 ):
-    from conftest import tiny_args
+    from trainer_core.testing import tiny_args
 
     frame = pl.read_parquet(CANDLES / "ETHUSDT-1m.parquet").slice(0, 4 * 1440)  # 2025-05-04 15:33 on
     candles = tmp_path / "ETHUSDT-1m.parquet"

@@ -12,10 +12,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from conftest import SHARED_DATA
 
-#: the shared candles; beside a worktree checkout they may live one level further up
-DATA = SHARED_DATA if SHARED_DATA.exists() else Path(os.environ.get("TRAINER_SHARED_DATA", "/nonexistent"))
+#: the shared candles (../shared/data/ohlcv beside the checkout); TRAINER_SHARED_DATA points elsewhere
+DATA = Path(
+    os.environ.get("TRAINER_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "ohlcv"
+)
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not DATA.exists(), reason="real candles in ../shared/data/ohlcv"),
