@@ -225,7 +225,7 @@ def test_a_pair_trained_with_the_defaults_reports_its_test_slice_and_evaluates_l
 @needs_candles
 @pytest.mark.slow
 def test_walk_forward_folds_are_scored_out_of_sample_and_stitched(tmp_path, trainer):
-    from conftest import tiny_args
+    from trainer_core.testing import tiny_args
 
     frame = pl.read_parquet(CANDLES / "ETHUSDT-1m.parquet").slice(0, 5 * 1440)
     candles = tmp_path / "ETHUSDT-1m.parquet"
