@@ -1843,3 +1843,15 @@ def test_a_name_suffix_renames_the_long_lived_cluster_too(tmp_path):
         assert volumes["data"]["persistentVolumeClaim"]["claimName"] == names["PersistentVolumeClaim"], where
     head = cluster["spec"]["headGroupSpec"]["template"]["metadata"]["labels"]
     assert labels_match(the(objects, "NetworkPolicy")["spec"]["podSelector"], head)
+
+
+def test_ray_sends_no_usage_statistics_from_any_ray_pod():
+    seen = 0
+    for folder in (K8S / "rayjob", K8S / "raycluster", K8S / "raycluster" / "submit"):
+        for obj in kustomize(folder):
+            for where, pod in pod_templates(obj):
+                for container in pod["containers"]:
+                    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+                    assert env.get("RAY_USAGE_STATS_ENABLED") == "0", where
+                    seen += 1
+    assert seen == 6  # RayJob submitter, head, workers; RayCluster head, workers; its RayJob's submitter
