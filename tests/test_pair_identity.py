@@ -214,3 +214,26 @@ def test_a_folder_trained_before_names_were_recorded_still_predicts_and_verifies
     ready = next(Path(tmp_path / "inputs").iterdir())
     result = trainer("predict", "--model-dir", folder, "--data", ready)
     assert result.exit_code == 0 and "693 predictions" in result.output
+
+
+def test_a_futures_entry_reads_the_futures_candles_whatever_its_loader(tmp_path, trainer):
+    data = tmp_path / "data"
+    (data / "futures").mkdir(parents=True)
+    candles(300, 1, 1).write_parquet(data / "BTC_USDT-1m.parquet")
+    futures = candles(300, 2, 2)
+    futures.write_parquet(data / "futures" / "BTC_USDT_USDT-1m-futures.parquet")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(  # the training-ready loader takes no market: the entry's market still picks the candles
+        "version: 1\ndefaults: {labels: {future_window: 5}, features: {ma_short: 3, ma_long: 6}}\n"
+        "pairs: [BTC/USDT:USDT]\n"
+    )
+    out = tmp_path / "inputs"
+    result = trainer(
+        "prepare", "--manifest", manifest, "--pair", "BTC/USDT:USDT", "--data", data, "--output", out
+    )
+    assert result.exit_code == 0, result.output
+    (written,) = out.iterdir()
+    table = pl.read_ipc(written)
+    assert (
+        str(table["timestamp"][-1])[:16] == "2024-01-02 04:59"
+    )  # the futures file's last candle (spot: 01-01)

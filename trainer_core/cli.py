@@ -289,7 +289,7 @@ def prepare(pair, data_path, output, manifest_path, sets):
 
     manifest = _load_manifest(manifest_path)
     spec = manifest.resolve(pair, sets, {"data.path": data_path})
-    candles = read_candles(spec.data_path, spec.pair, spec.data.timeframe, spec.data.params.get("market"))
+    candles = read_candles(spec.data_path, spec.pair, spec.data.timeframe, spec.candle_market)
     from .features import resolve_spec
 
     plugins = _plugins(spec.plugins)

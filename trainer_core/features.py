@@ -310,8 +310,7 @@ def read_context(spec, feature_set, fparams) -> dict:
         if os.path.isdir(os.path.expanduser(spec.data_path))
         else os.path.dirname(spec.data_path)
     )
-    market = dict(spec.data.params or {}).get("market")
-    return {p: read_candles(folder, p, spec.data.timeframe, market) for p in pairs}
+    return {p: read_candles(folder, p, spec.data.timeframe, spec.candle_market) for p in pairs}
 
 
 def pair_data_from_candles(

@@ -604,10 +604,7 @@ def read_for_prediction(model: PairModel, path: str | Path):
     from .features import pair_data_from_candles
 
     spec = model.prediction_spec(path)
-    market = dict(spec.data.params or {}).get("market") or {"futures": "futures-um", "spot": "spot"}.get(
-        spec.market or ""
-    )  # the manifest entry's market when the loader took none
-    candles = read_candles(path, model.pair, spec.data.timeframe, market)
+    candles = read_candles(path, model.pair, spec.data.timeframe, spec.candle_market)
     data = pair_data_from_candles(candles, spec, model.plugins(), with_labels=False)
     _check_feature_order(model, data.feature_names, str(path))
     # each row's candle in the file (0-based, header not counted; a folder's candles merged oldest

@@ -234,6 +234,16 @@ class PairSpec:
         )
 
     @property
+    def candle_market(self) -> str | None:
+        """Which candles of a folder holding both markets to read (`read_candles`' ``market``): the
+        loader's ``data.params.market``, else the entry's market (``futures`` -> ``futures-um``),
+        else None (spot when there is any)."""
+        said = self.data.params.get("market")
+        if said is not None or self.market is None:
+            return said
+        return "futures-um" if self.market == "futures" else "spot"
+
+    @property
     def tag(self) -> str:
         """`{NAME}_FW{fw:03d}_SL{sl:03d}_TP{tp:03d}`, SL/TP in hundredths of a percent (the seed's
         naming, the `tp-sl` labeler's tag); ``{NAME}_{label_tag}`` once the engine resolved another

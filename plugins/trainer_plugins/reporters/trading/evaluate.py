@@ -109,7 +109,8 @@ def resolve_spec(pair: str, base: dict | None, sets: Iterable[str]):
         sections = {
             k: v for k, v in base.items() if (isinstance(v, dict) and k != "resolved") or k == "reporters"
         }
-    manifest = manifest_from_dict({"version": 1, "defaults": sections, "pairs": [pair]})
+    entry = {"pair": pair, "market": base["market"]} if base and base.get("market") else pair  # its candles
+    manifest = manifest_from_dict({"version": 1, "defaults": sections, "pairs": [entry]})
     return manifest.resolve(pair, list(sets))
 
 
@@ -274,9 +275,7 @@ def evaluate_predictions(
             "Widen --start/--end, or give predictions of the candles' dates.",
         )
 
-    candles = read_candles(
-        candles_path, pair, spec.data.timeframe, dict(spec.data.params or {}).get("market")
-    )
+    candles = read_candles(candles_path, pair, spec.data.timeframe, getattr(spec, "candle_market", None))
     labels, long_r, short_r, barriers = _labels(candles, spec)
     idx = np.searchsorted(candles.time_ms, ms)
     found = (idx < len(candles)) & (candles.time_ms[np.minimum(idx, len(candles) - 1)] == ms)
