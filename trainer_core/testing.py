@@ -44,8 +44,10 @@ def tiny_args(epochs: int = 1) -> list[str]:
 
 
 def success_markers(root: str | Path) -> list[Path]:
-    """The ``_SUCCESS.json`` markers under an output root (every completed pair), sorted."""
-    return sorted(Path(root).rglob("_SUCCESS.json")) if Path(root).exists() else []
+    """The ``_SUCCESS.json`` markers under an output root (every completed pair), sorted; the
+    model versions under ``_models/`` (copies of runs that completed earlier) left out."""
+    found = sorted(Path(root).rglob("_SUCCESS.json")) if Path(root).exists() else []
+    return [p for p in found if "_models" not in p.relative_to(root).parts]
 
 
 @contextlib.contextmanager
