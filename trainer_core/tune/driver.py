@@ -239,7 +239,9 @@ class TuneRun:
         if only:
             from ..manifest import normalize_pair
 
-            wanted = [normalize_pair(p, "--only") for p in only]
+            wanted = [
+                p if p in names else normalize_pair(p, "--only") for p in only
+            ]  # a folder name as it is
             unknown = [p for p in wanted if p not in names]
             if unknown:
                 raise ConfigError(
