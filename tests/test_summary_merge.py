@@ -115,6 +115,9 @@ def test_q_values_survivors_and_deflated_sharpe_recomputed_by_hand(tmp_path):
     page = (tmp_path / "out" / "summary.html").read_text()
     assert "<b>2</b> survive Benjamini-Hochberg at 5 % FDR" in page and "deflated Sharpe ratio" in page
     assert '<div class="scroll">' in page and "overflow-x: auto" in page
+    # every pair's headline is its test slice's, and the page says so
+    assert all(r["metrics"]["measured_on"] == "test" for r in doc["pairs"])
+    assert "measured on each pair's untouched test slice" in page
 
 
 def test_too_few_random_entry_draws_for_the_batch_is_said(tmp_path):
@@ -194,3 +197,24 @@ def test_concurrent_batches_each_keep_their_pairs(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0, 0]
     doc = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert {r["pair"] for r in doc["pairs"]} == set(pairs)
+
+
+@pytest.mark.slow
+def test_trainer_batch_run_again_keeps_the_pairs_times_and_figures(tmp_path):
+    import yaml
+    from test_batch import base_env, tiny_defaults, trainer_batch
+
+    doc = {"version": 1, "output": str(tmp_path / "out"), "defaults": tiny_defaults(), "pairs": ["ETHUSDT"]}
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
+    env = base_env(TRAINER_RAY_NUM_CPUS="1")
+    first = trainer_batch(manifest, env=env)
+    assert first.code == 0, first.both
+    before = json.loads((tmp_path / "out" / "summary.json").read_text())["pairs"][0]
+    marker = json.loads((tmp_path / "out" / "ETHUSDT" / "_SUCCESS.json").read_text())
+    assert before["trained_at"] == marker["finished"]  # the row's time is the marker's
+    again = trainer_batch(manifest, env=env)
+    assert again.code == 0 and "1 skipped" in again.out, again.both
+    after = json.loads((tmp_path / "out" / "summary.json").read_text())["pairs"][0]
+    assert after["status"] == "skipped" and after["seconds"] == before["seconds"] is not None
+    assert after["trading"]["simulation"] == before["trading"]["simulation"]

@@ -109,7 +109,7 @@ def train_in_worker(spec_dict: dict, progress: Any = None, force: bool = False) 
             tag=result.tag,
             metrics=dict(result.summary_metrics()),
             figures=dict(result.figures),
-            trained_at=_now(),
+            trained_at=getattr(result, "trained_at", None) or _now(),
         )
     except PreemptedError as exc:
         print(f"[{spec.name}] {exc.message}", flush=True)

@@ -322,7 +322,9 @@ def _run(spec: PairSpec, plugins: Plugins, echo, force: bool) -> PairResult:
             )
         _save_engine_files(result, out, plugins)
         _report(result, out, plugins)
-        result.pair_dir = out.commit(_marker(result, plugins, started))
+        marker = _marker(result, plugins, started)
+        result.pair_dir = out.commit(marker)
+        result.trained_at = marker["finished"]  # the batch row's time is the marker's, to the second
         result.artifacts = sorted(out.written)
     except BaseException:
         out.discard_outputs()

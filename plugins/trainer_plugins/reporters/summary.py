@@ -31,6 +31,9 @@ ROW_METRICS = (
     "balanced_accuracy",
     "predicted",
     "single_class",
+    "measured_on",
+    "headline_samples",
+    "val_mcc",
 )
 SIDE_KEYS = (
     "precision",
@@ -221,8 +224,16 @@ def merge_pairs(previous: list[dict], current: list[dict], storage) -> list[dict
         if before is None or row["status"] == "trained":
             out.append(row)
         elif row["status"] == "skipped":
-            same = before.get("trained_at") == row.get("trained_at") and before.get("trading")
-            out.append({**before, "status": "skipped", "reason": row["reason"]} if same else row)
+            # the marker's figures are the pair's own; the earlier summary adds what it lacks
+            if before.get("trained_at") == row.get("trained_at"):
+                row = {
+                    **row,
+                    "seconds": row.get("seconds")
+                    if row.get("seconds") is not None
+                    else before.get("seconds"),
+                    "trading": row.get("trading") or before.get("trading"),
+                }
+            out.append(row)
         elif before.get("status") in ("trained", "skipped") and _still_there(storage, before):
             attempt = {k: row.get(k) for k in ("status", "reason", "error", "hint", "exit_code")}
             out.append({**before, "last_attempt": attempt})
