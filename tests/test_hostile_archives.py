@@ -600,3 +600,57 @@ def test_a_freqtrade_file_growing_past_data_end_keeps_its_fingerprint(tmp_path):
     (folder / "BTC_USDT-1m.json.gz").unlink()
     write(changed)
     assert loader.fingerprint(spec()) != before  # a candle inside the range changed: retrain
+
+
+@pytest.mark.slow
+def test_a_batch_skips_a_pair_whose_freqtrade_file_grew_past_data_end(tmp_path):
+    """Trained once from a freqtrade file; the file refreshed with two more days: `--dry-run` says
+    the pair would be skipped. A changed candle inside the range would retrain it."""
+    from conftest import TINY_SETTINGS
+
+    frame = simulated(PAIR, "2024-01-01", 4 * 1440)
+    folder = tmp_path / "binance"
+    folder.mkdir()
+
+    def write(rows: pl.DataFrame) -> None:
+        rows.with_columns(
+            pl.col("timestamp").cast(pl.Datetime("ms")).dt.replace_time_zone("UTC").alias("date")
+        ).select("date", "open", "high", "low", "close", "volume").write_ipc(folder / "BTC_USDT-1m.feather")
+
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"version: 1\noutput: {tmp_path / 'artifacts'}\n"
+        f"defaults:\n  data: {{loader: ohlcv, path: {folder}, start: 2024-01-01, end: 2024-01-02}}\n"
+        f"pairs: [{PAIR}]\n"
+    )
+    sets = [
+        *TINY_SETTINGS,
+        "train.epochs=1",
+        "features.ma_short=60",
+        "features.ma_long=240",
+        "resources.cpus=1",
+    ]
+    args = [a for s in sets for a in ("--set", s)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env.update({"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"})
+
+    def batch(*extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "trainer_core.cli", "batch", str(manifest), *args, *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
+
+    write(frame.filter(pl.col("timestamp") < ms("2024-01-03")))
+    trained = batch()
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    write(frame)  # refreshed: two more days past data.end
+    plan = batch("--dry-run")
+    assert re.search(rf"{PAIR}\s+would skip: completed with the same settings and data", plan.stdout), (
+        plan.stdout
+    )
+    changed = frame.with_columns(
+        pl.when(pl.col("timestamp") == ms("2024-01-02") + 60_000)
+        .then(pl.col("volume") + 1)
+        .otherwise(pl.col("volume"))
+    )
+    write(changed)
+    plan = batch("--dry-run")
+    assert re.search(rf"{PAIR}\s+would train: the data changed since the last run", plan.stdout), plan.stdout
