@@ -404,7 +404,9 @@ class Fetcher:
             raise late
         return response
 
-    def _read_body(self, response, what: str, limit: int, write: Callable[[bytes], None]) -> int:
+    def _read_body(
+        self, response, what: str, limit: int, write: Callable[[bytes], None], counted: bool = True
+    ) -> int:
         """Stream ``response`` into ``write``: cut past ``limit`` bytes (`Failed`) or when a window of
         ``timeout`` seconds brings less than ``min_rate`` bytes a second (`TimeoutError`, retried:
         a server sending a byte now and then cannot hold an archive open for hours)."""
@@ -423,7 +425,8 @@ class Fetcher:
                     f"(${MAX_ARCHIVE_ENV} for an archive); nothing was kept."
                 )
             write(block)
-            self.on_bytes(len(block))
+            if counted:  # the archives' bytes are the run's figures; a .CHECKSUM's are not
+                self.on_bytes(len(block))
             now = time.monotonic()
             if now - since >= self.timeout:
                 rate = (got - since_got) / (now - since)
@@ -443,7 +446,7 @@ class Fetcher:
                 )
             chunks: list[bytes] = []
             try:
-                self._read_body(response, what, MAX_CHECKSUM_BYTES, chunks.append)
+                self._read_body(response, what, MAX_CHECKSUM_BYTES, chunks.append, counted=False)
             except Failed:
                 raise Failed(
                     f"{what}: the server sent more than {MAX_CHECKSUM_BYTES:,} bytes; a checksum file is one line."
