@@ -351,7 +351,9 @@ def download_command(pairs, manifest_path, start, end, output, market, timeframe
                 "pair names and --market for a pair that got nothing."
             )
         if unreadable:
-            hints.append("The file named matched its .CHECKSUM: the server sent it as it is; move it away.")
+            hints.append(
+                "Move the file named out of the folder (a .CHECKSUM only vouches that it is what the server sent)."
+            )
         raise DownloadError(f"{' and '.join(counts)}: " + "; ".join(lines) + ".", " ".join(hints))
 
 
