@@ -307,7 +307,13 @@ def test_gap_policies(tmp_path):
     path = _write_parquet(tmp_path, rows)
     from trainer_core.features import pair_data_from_candles
 
-    base = ["labels.future_window=5", "features.ma_short=10", "features.ma_long=30"]
+    # the seed's expanding means: rows count from each run's second candle
+    base = [
+        "labels.future_window=5",
+        "features.ma_short=10",
+        "features.ma_long=30",
+        "features.partial_history=true",
+    ]
     candles = read_candles(path, "ETHUSDT")
     with pytest.raises(DataError, match="1 gap.s. in the candles, 4 missing") as err:
         pair_data_from_candles(candles, default_manifest().resolve("ETHUSDT", sets=base))
@@ -408,6 +414,7 @@ def test_synthetic_market_is_reproducible_per_pair():
             "labels.future_window=30",
             "labels.take_profit_pct=0.3",
             "labels.stop_loss_pct=0.3",
+            "features.partial_history=true",  # the seed's expanding means: every row from the second
         ],
     )
     from trainer_core.pipeline import load_pair_data

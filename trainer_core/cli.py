@@ -218,6 +218,10 @@ def run(pair, manifest_path, index, data_path, output, epochs, batch_size, sets,
         click.echo(f"# resolved settings for {spec.pair} (config hash {spec.config_hash})")
         click.echo(yaml.safe_dump(spec.to_dict(), sort_keys=False, default_flow_style=None).rstrip())
         click.echo(f"# artifacts: {spec.output.rstrip('/')}/{spec.name}/ (tag {spec.tag})")
+        from .features import required_history
+        from .inference import live_history_note
+
+        click.echo(f"# {live_history_note(required_history(spec, plugins))}")
         click.echo("Configuration OK.")
         return
     from .pipeline import run_pair
@@ -603,11 +607,16 @@ def validate(manifest_path, sets):
         check_components(spec, plugins)
     specs = [resolve_spec(spec, plugins) for spec in specs]
     click.echo(f"{manifest_path}: OK, {len(specs)} pair(s), output {manifest.output}")
+    from .features import required_history
+    from .inference import live_history_note
+
     for spec in specs:
         click.echo(
             f"  {spec.pair:<14} loader={spec.data.loader} model={spec.model.builder} "
-            f"balance={spec.balance.method} epochs={spec.train.epochs} tag={spec.tag}"
+            f"balance={spec.balance.method} epochs={spec.train.epochs} tag={spec.tag} "
+            f"required_history={required_history(spec, plugins)}"
         )
+    click.echo(f"  {live_history_note(max(required_history(spec, plugins) for spec in specs))}")
 
 
 def _register_plugin_commands() -> None:

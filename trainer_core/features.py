@@ -39,7 +39,13 @@ def _plain(value: Any) -> Any:
 
 def feature_params(spec) -> dict:
     """The params the feature set receives: ``features.*`` with ``features.params`` on top."""
-    return _section_params(spec.features, ("set", "params"))
+    return _section_params(spec.features, ("set", "params", "partial_history"))
+
+
+def partial_history(spec) -> bool:
+    """``features.partial_history``: rows whose features read less history than the feature set's
+    ``history`` are training targets too (the seed's behaviour), instead of being left out."""
+    return bool(spec.features.get("partial_history", False))
 
 
 def label_params_of(spec) -> dict:
@@ -184,6 +190,13 @@ def history_of(feature_set, params) -> int:
     """Candles before a row its features read, full length (``warmup`` when a set says no more)."""
     warmup = int(feature_set.warmup(params))
     return max(warmup, int(feature_set.history(params)) if hasattr(feature_set, "history") else warmup)
+
+
+def required_history(spec, plugins) -> int:
+    """Candles one prediction needs, the last closed one included: the window plus the candles the
+    feature set reads before a row (recorded as ``required_history`` in ``spec_{tag}.json``)."""
+    resolved = dict(spec.resolved) if getattr(spec, "resolved", None) is not None else resolve(spec, plugins)
+    return int(spec.train.sequence_length) + int(resolved["history"])
 
 
 def _frame(candles):
@@ -363,6 +376,10 @@ def pair_data_from_candles(
     frame_all = _frame(candles)
     aligned_all = {p: _aligned(frame_all, c) for p, c in context.items()} if context_pairs else None
     columns = list(resolved["columns"])
+    # a row whose features read fewer candles than the set's full history holds a value serving
+    # never computes (serving always has the full history): left out unless partial_history is set
+    full_history = 0 if partial_history(spec) else int(resolved["history"])
+    short_rows = 0
     parts = {"ts": [], "feat": [], "lab": [], "lr": [], "sr": []}
     breaks: list[int] = []
     rows = 0
@@ -389,6 +406,10 @@ def pair_data_from_candles(
         labels = labels.copy()
         labels[filled[lo:hi]] = NO_LABEL  # a filled candle is history, never a target
         complete = np.isfinite(feats).all(axis=1)
+        if full_history:
+            short = complete[:full_history]
+            short_rows += int(short.sum())
+            complete[:full_history] = False
         # a row with any missing feature (warm-up, a missing context candle) is neither a target nor
         # a window member: the rows around it become separate runs
         starts = np.flatnonzero(complete & ~np.r_[False, complete[:-1]])
@@ -403,6 +424,14 @@ def pair_data_from_candles(
             parts["lr"].append(long_ret[a:b])
             parts["sr"].append(short_ret[a:b])
             rows += b - a
+    if not rows and short_rows:
+        raise DataError(
+            f"{where}: no row has the {full_history:,} candles of history its features read in full "
+            f"({max(b - a for a, b in zip(bounds[:-1], bounds[1:])):,} candles"
+            f"{' in the longest gap-free run' if len(bounds) > 2 else ''}).",
+            f"Pass at least {full_history + 1:,} gap-free candles, lower features.params (ma_long for the "
+            "seed set), or set features.partial_history: true to train on shorter-history rows.",
+        )
     if not rows:
         raise DataError(
             f"{where}: too few candles to compute features (need at least {resolved['warmup'] + 1} in a row)."
@@ -436,6 +465,8 @@ def pair_data_from_candles(
             "labeler": labeler_name(spec),
             "horizon": resolved["horizon"],
             "context_pairs": context_pairs,
+            "full_history": full_history,
+            "short_history_rows": short_rows,
         },
     )
 

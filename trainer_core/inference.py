@@ -38,6 +38,20 @@ def _short(origin: str) -> str:
 
 TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}")
 
+#: the candles a live feed holds: freqtrade asks an exchange for at most 5 pages of candles per
+#: pair, one of them the open candle (Binance spot: 5 x 1,000 - 1)
+LIVE_FEED_CANDLES = 4_999
+
+
+def live_history_note(required: int) -> str:
+    """``required_history N candles``, and whether a live feed (4,999 candles) can serve it."""
+    if required > LIVE_FEED_CANDLES:
+        return (
+            f"required_history {required:,} candles: more than the {LIVE_FEED_CANDLES:,} a live feed serves "
+            "(freqtrade on Binance); lower features.ma_long or train.sequence_length to trade it live"
+        )
+    return f"required_history {required:,} candles (a live feed serves up to {LIVE_FEED_CANDLES:,})"
+
 
 @dataclass
 class PairModel:
@@ -195,6 +209,14 @@ class PairModel:
             and len(data.breaks)
             and data.breaks[-1] > len(data) - self.sequence_length
         ):
+            gaps = (data.extra.get("gaps") or {}).get("gaps") or 0
+            if gaps:
+                raise DataError(
+                    f"{where}: {gaps} gap(s) inside the last {need:,} candles; the model was trained with "
+                    f"data.gaps: {spec.data.gaps}, under which the features after a gap start over, so "
+                    "the last window would not have its full history.",
+                    "Pass gap-free candles (a model trained with data.gaps: fill fills them as in training).",
+                )
             raise DataError(
                 f"{where}: the last {self.sequence_length} candles do not all have complete features "
                 "(a gap, or missing context candles).",

@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
         "method": "tp-sl",
         "params": {},
     },
-    "features": {"set": "seed", "ma_short": 1440, "ma_long": 43200, "params": {}},
+    "features": {"set": "seed", "ma_short": 1440, "ma_long": 43200, "partial_history": False, "params": {}},
     "split": {
         "validation": 0.2,
         "test": 0.15,
@@ -404,6 +404,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "set": _string(),
         "ma_short": _int(1, MAX_MOVING_AVERAGE),
         "ma_long": _int(1, MAX_MOVING_AVERAGE),
+        "partial_history": _bool,
         "params": _mapping,
     },
     "split": {

@@ -138,6 +138,21 @@ def _check_label_params(spec: PairSpec, data: PairData) -> None:
 
 
 def _split(spec: PairSpec, data: PairData, echo) -> tuple[Split, list[Split]]:
+    try:
+        return _split_rows(spec, data, echo)
+    except (DataError, ConfigError) as exc:
+        short = int(data.extra.get("short_history_rows") or 0)
+        if not short:
+            raise
+        raise type(exc)(
+            f"{exc.message} {short:,} rows were left out because their features read less than the "
+            f"{data.extra['full_history']:,} candles of history the feature set needs.",
+            "Add that much history before the range, lower features.params (ma_long for the seed set), "
+            "or set features.partial_history: true.",
+        ) from exc
+
+
+def _split_rows(spec: PairSpec, data: PairData, echo) -> tuple[Split, list[Split]]:
     t = spec.train
     breaks = data.breaks if data.breaks is not None else time_breaks(data, spec.data.timeframe)
     horizon, embargo = _horizon_and_embargo(spec, data)
@@ -173,10 +188,17 @@ def _split(spec: PairSpec, data: PairData, echo) -> tuple[Split, list[Split]]:
             breaks=breaks,
         )
     _check_validation_size(spec, data, split)
+    short = int(data.extra.get("short_history_rows") or 0)
     echo(
         f"Split: {len(split.train_idx):,} training targets (rows {split.train_idx[0]}-{split.train_idx[-1]}), "
         f"{split.embargo} purged rows, {len(split.val_idx):,} validation targets"
         + (f", {len(split.test_idx):,} test targets" if len(split.test_idx) else "")
+        + (
+            f"; {short:,} rows with less than the features' {data.extra['full_history']:,}-candle history "
+            "left out (features.partial_history: false)"
+            if short
+            else ""
+        )
     )
     return split, folds
 

@@ -64,6 +64,9 @@ def build_metadata(result, out) -> dict:
             "labelled_rows": int(np.count_nonzero(data.labels >= 0)),
             "time_range": data.time_range(),
             "timestamps_in_file": data.extra.get("timestamps_in_file", True),
+            # rows whose features read less than the feature set's full history: never targets
+            "full_history": data.extra.get("full_history"),
+            "short_history_rows": data.extra.get("short_history_rows"),
             "feature_columns": list(data.feature_names),
             "features_shape": list(data.features.shape),
             "label_format": "one-hot label_0..2 (SHORT, HOLD, LONG)",
