@@ -4,6 +4,7 @@ are history only (no train/serve skew), the seed's behaviour as an explicit sett
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,156 @@ def test_validate_and_config_test_print_required_history(trainer):
 def test_partial_history_takes_a_boolean_only(trainer):
     result = trainer("validate", REPO / "manifests" / "demo.yaml", "--set", "features.partial_history=maybe")
     assert result.exit_code == 2 and "features.partial_history" in result.output
+
+
+# -- a tiny trained model: the signal, raw candles, many pairs, gaps -----------------------------
+
+LIVE_SETS = [
+    "data.loader=ohlcv",
+    "data.gaps=split",
+    "labels.future_window=10",
+    "labels.take_profit_pct=0.2",
+    "labels.stop_loss_pct=0.2",
+    "features.ma_short=30",
+    "features.ma_long=120",
+    "train.sequence_length=10",
+    "model.params={lstm_units: [8], dense_units: [4], dropout: 0.0}",
+    "evaluation.min_signals=5",
+]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    from click.testing import CliRunner
+
+    from trainer_core.cli import cli
+
+    root = tmp_path_factory.mktemp("live")
+    out = {}
+    for seed, pair in ((3, "ETHUSDT"), (4, "BTCUSDT")):
+        path = _candles(root, 3000, seed=seed, name=f"{pair}-1m.parquet")
+        args = ["run", "--pair", pair, "--data", str(path), "--output", str(root / "art"), "--epochs", "1"]
+        for s in LIVE_SETS:
+            args += ["--set", s]
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        out[pair] = {"path": path, "dir": root / "art" / pair, "log": result.output}
+    return out
+
+
+@pytest.mark.slow
+def test_the_split_log_and_metadata_count_the_rows_left_out(live):
+    assert "118 rows with less than the features' 119-candle history left out" in live["ETHUSDT"]["log"]
+    meta = json.loads(next(live["ETHUSDT"]["dir"].glob("metadata_*.json")).read_text())
+    assert meta["data"]["full_history"] == 119 and meta["data"]["short_history_rows"] == 118
+
+
+@pytest.mark.slow
+def test_the_decision_rule_is_recorded_and_predict_prints_its_signal(live, trainer, tmp_path):
+    from trainer_core import load_pair_model
+    from trainer_core.inference import signals_from
+
+    decision = json.loads(next(live["ETHUSDT"]["dir"].glob("decision_*.json")).read_text())
+    assert decision["rule"] in ("thresholds", "arg-max")
+    model = load_pair_model(live["ETHUSDT"]["dir"])
+    assert model.decision_rule["rule"] == decision["rule"]
+    result = trainer(
+        "predict",
+        "--model-dir",
+        live["ETHUSDT"]["dir"],
+        "--data",
+        live["ETHUSDT"]["path"],
+        "--output",
+        tmp_path / "p.csv",
+    )
+    assert result.exit_code == 0, result.output
+    got = pl.read_csv(tmp_path / "p.csv")
+    assert got.columns[-1] == "signal" and got.height == 3000 - 129 + 1
+    probs = got.select("p_short", "p_hold", "p_long").to_numpy()
+    assert (got["signal"].to_numpy() == signals_from(probs, decision)).all()
+    # the rule by hand: a side signals when it is the arg-max class and reaches its threshold
+    pred = probs.argmax(axis=1)
+    for cls, side in ((2, "LONG"), (0, "SHORT")):
+        want = pred == cls
+        if decision["rule"] == "thresholds":
+            want &= probs[:, cls] >= (decision[side] if decision[side] is not None else np.inf)
+        assert ((got["signal"] == side).to_numpy() == want).all()
+    # a rule with thresholds changes the signal, not the probabilities
+    strict = signals_from(probs, {"rule": "thresholds", "LONG": 0.99, "SHORT": None})
+    assert (strict == "none").sum() >= (got["signal"] == "none").sum()
+
+
+@pytest.mark.slow
+def test_pair_model_predict_takes_raw_candles_like_trainer_predict(live, trainer, tmp_path):
+    from trainer_core import load_pair_model
+
+    model = load_pair_model(live["ETHUSDT"]["dir"])
+    candles = pl.read_parquet(live["ETHUSDT"]["path"])
+    result = trainer(
+        "predict",
+        "--model-dir",
+        live["ETHUSDT"]["dir"],
+        "--data",
+        live["ETHUSDT"]["path"],
+        "--output",
+        tmp_path / "p.parquet",
+    )
+    assert result.exit_code == 0
+    cli = pl.read_parquet(tmp_path / "p.parquet")
+    direct = model.predict(
+        candles.with_columns(pl.from_epoch("timestamp", time_unit="ms").dt.replace_time_zone("UTC"))
+    )
+    assert direct.equals(cli)
+    # any length >= required_history: one row per candle with a full window
+    tail = candles.tail(model.required_history + 4).with_columns(
+        pl.from_epoch("timestamp", time_unit="ms").dt.replace_time_zone("UTC")
+    )
+    assert model.required_history == 10 + 119
+    # the same predictions; `row` counts the rows of the frame given
+    assert model.predict(tail).drop("row").equals(cli.tail(5).drop("row"))
+    assert model.predict(tail.to_pandas()).drop("row").equals(cli.tail(5).drop("row"))
+    with pytest.raises(DataError, match="predict got 128 candles; a prediction needs 129"):
+        model.predict(tail.tail(128))
+
+
+@pytest.mark.slow
+def test_predict_latest_and_many_pairs_give_the_last_row_with_its_signal(live):
+    from trainer_core import load_pair_model, predict_latest_many
+
+    models = {p: load_pair_model(live[p]["dir"]) for p in ("ETHUSDT", "BTCUSDT")}
+    candles = {
+        p: pl.read_parquet(live[p]["path"]).with_columns(
+            pl.from_epoch("timestamp", time_unit="ms").dt.replace_time_zone("UTC")
+        )
+        for p in models
+    }
+    many = predict_latest_many(models, candles)
+    assert many["pair"].to_list() == ["ETHUSDT", "BTCUSDT"]
+    for row in many.iter_rows(named=True):
+        model = models[row["pair"]]
+        one = model.predict_latest(candles[row["pair"]].tail(model.required_history))
+        full = model.predict(candles[row["pair"]]).row(-1, named=True)
+        assert {k: row[k] for k in one} == one
+        assert one["signal"] == full["signal"] and one["p_long"] == full["p_long"]
+    with pytest.raises(DataError, match="no candles for BTCUSDT"):
+        predict_latest_many(models, {"ETHUSDT": candles["ETHUSDT"]})
+
+
+@pytest.mark.slow
+def test_a_gap_inside_the_required_history_is_refused_for_a_split_model(live):
+    from trainer_core import load_pair_model
+
+    model = load_pair_model(live["ETHUSDT"]["dir"])
+    candles = pl.read_parquet(live["ETHUSDT"]["path"]).with_columns(
+        pl.from_epoch("timestamp", time_unit="ms").dt.replace_time_zone("UTC")
+    )
+    need = model.required_history
+    window = candles.tail(need + 10)
+    gapped = pl.concat([window.head(50), window.tail(need - 50)])  # 10 minutes missing 80 candles back
+    assert gapped.height == need
+    with pytest.raises(
+        DataError, match="1 gap.s. inside the last 129 candles; the model was trained with data.gaps: split"
+    ):
+        model.predict_latest(gapped)
+    # the same number of candles without the gap is served
+    assert model.predict_latest(window.tail(need))["signal"] in ("LONG", "SHORT", "none")

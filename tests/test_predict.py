@@ -69,6 +69,8 @@ def test_predict_equals_the_saved_model_on_independent_windows(model_dir, traine
         "p_long",
         "predicted",
         "predicted_label",
+        "signal",
+        "in_sample",
     ]
     expected = independent_probabilities(model_dir, pl.read_ipc(new))
     got = predictions.select(["p_short", "p_hold", "p_long"]).to_numpy()

@@ -32,7 +32,13 @@ from .features import pair_data_from_candles  # noqa: E402
 from .formats import NAME_RE as TRAINING_READY_NAME_RE  # noqa: E402
 from .formats import pct_from_code, read_table
 from .hookspecs import hookimpl  # noqa: E402
-from .inference import PairModel, load_pair_model, read_for_prediction, select_time  # noqa: E402
+from .inference import (  # noqa: E402
+    PairModel,
+    load_pair_model,
+    predict_latest_many,
+    read_for_prediction,
+    select_time,
+)
 from .lifecycle import (  # noqa: E402
     ConflictError,
     ExpiredModelError,
@@ -62,6 +68,7 @@ __all__ = [
     "hookimpl",
     "load_pair_model",
     "PairModel",
+    "predict_latest_many",
     "ArtifactWriter",
     "Balance",
     "BatchReport",

@@ -26,18 +26,6 @@ from .scaling import Scaler
 from .storage import is_url, open_storage
 from .verify import keras_input_shape, model_problems
 
-
-class CodeChangedWarning(UserWarning):
-    """A model's feature set or labeler is installed in another version than it was trained with."""
-
-
-def _short(origin: str) -> str:
-    head, sep, digest = origin.partition("sha256:")
-    return f"{head}sha256:{digest[:12]}" if sep else origin
-
-
-TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}")
-
 #: the candles a live feed holds: freqtrade asks an exchange for at most 5 pages of candles per
 #: pair, one of them the open candle (Binance spot: 5 x 1,000 - 1)
 LIVE_FEED_CANDLES = 4_999
@@ -51,6 +39,18 @@ def live_history_note(required: int) -> str:
             "(freqtrade on Binance); lower features.ma_long or train.sequence_length to trade it live"
         )
     return f"required_history {required:,} candles (a live feed serves up to {LIVE_FEED_CANDLES:,})"
+
+
+class CodeChangedWarning(UserWarning):
+    """A model's feature set or labeler is installed in another version than it was trained with."""
+
+
+def _short(origin: str) -> str:
+    head, sep, digest = origin.partition("sha256:")
+    return f"{head}sha256:{digest[:12]}" if sep else origin
+
+
+TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}")
 
 
 @dataclass
@@ -71,6 +71,8 @@ class PairModel:
     version: dict | None = None
     #: predict_latest refuses a version past its ``valid_until`` unless this is True
     allow_expired: bool = False
+    #: the rule from probabilities to a signal (``decision_{tag}.json``); arg-max when absent
+    decision: dict | None = None
 
     @property
     def spec(self) -> dict:
@@ -195,8 +197,19 @@ class PairModel:
                 for p in self.context_pairs
             }
         spec = self.prediction_spec()
+        latest = _frame_to_candles(frame, where)
+        from .candles import timeframe_ms
+
+        gaps = int(np.count_nonzero(np.diff(latest.time_ms) != timeframe_ms(spec.data.timeframe)))
+        if gaps and spec.data.gaps != "fill":
+            raise DataError(
+                f"{where}: {gaps} gap(s) inside the last {need:,} candles; the model was trained with "
+                f"data.gaps: {spec.data.gaps}, under which the features after a gap start over, so the "
+                "last window would not have its full history.",
+                "Pass gap-free candles (a model trained with data.gaps: fill fills them as in training).",
+            )
         data = pair_data_from_candles(
-            _frame_to_candles(frame, where),
+            latest,
             spec,
             self.plugins(),
             context=ctx,
@@ -209,14 +222,6 @@ class PairModel:
             and len(data.breaks)
             and data.breaks[-1] > len(data) - self.sequence_length
         ):
-            gaps = (data.extra.get("gaps") or {}).get("gaps") or 0
-            if gaps:
-                raise DataError(
-                    f"{where}: {gaps} gap(s) inside the last {need:,} candles; the model was trained with "
-                    f"data.gaps: {spec.data.gaps}, under which the features after a gap start over, so "
-                    "the last window would not have its full history.",
-                    "Pass gap-free candles (a model trained with data.gaps: fill fills them as in training).",
-                )
             raise DataError(
                 f"{where}: the last {self.sequence_length} candles do not all have complete features "
                 "(a gap, or missing context candles).",
@@ -230,7 +235,51 @@ class PairModel:
             "p_hold": row["p_hold"],
             "p_long": row["p_long"],
             "predicted_label": row["predicted_label"],
+            "signal": row["signal"],
         }
+
+    @property
+    def decision_rule(self) -> dict:
+        """``{"rule": "thresholds", "LONG": p or None, "SHORT": p or None}`` or ``{"rule": "arg-max"}``."""
+        return dict(self.decision or {"rule": "arg-max", "chosen_on": None})
+
+    def signals(self, probs: np.ndarray) -> np.ndarray:
+        """``LONG`` / ``SHORT`` / ``none`` per row of (n, 3) probabilities, by the recorded rule: the
+        arg-max class when it is LONG or SHORT, and under ``thresholds`` only when that class's
+        probability reaches its side's threshold (a side without one never signals)."""
+        return signals_from(probs, self.decision_rule)
+
+    def features_from_candles(self, candles, context: dict | None = None, where: str | None = None):
+        """Raw candles (polars or pandas: ``timestamp``/``date``, open, high, low, close, volume) ->
+        the model's feature frame (``row``, ``timestamp`` and the feature columns), exactly as
+        `trainer predict` makes it from a candle file."""
+        import polars as pl
+
+        from .candles import _frame_to_candles
+        from .features import pair_data_from_candles
+
+        frame = candles if isinstance(candles, pl.DataFrame) else pl.from_pandas(candles)
+        where = where or f"{self.pair} (candles)"
+        ctx = None
+        if self.context_pairs:
+            missing = [p for p in self.context_pairs if not context or p not in context]
+            if missing:
+                raise DataError(
+                    f"{where}: the model needs the candles of {', '.join(missing)} too (context=...)."
+                )
+            ctx = {
+                p: _frame_to_candles(
+                    context[p] if isinstance(context[p], pl.DataFrame) else pl.from_pandas(context[p]),
+                    f"{p} (context)",
+                )
+                for p in self.context_pairs
+            }
+        raw = _frame_to_candles(frame, where)
+        data = pair_data_from_candles(
+            raw, self.prediction_spec(), self.plugins(), context=ctx, source=where, with_labels=False
+        )
+        _check_feature_order(self, data.feature_names, where)
+        return _feature_frame(data, raw)
 
     @property
     def label_params(self) -> dict:
@@ -348,6 +397,7 @@ class PairModel:
         out["predicted_label"] = pl.Series(
             [CLASS_NAMES[i] for i in pred.tolist()], dtype=pl.String
         )  # a string column even when empty: every file type can hold it
+        out["signal"] = pl.Series(self.signals(probs).tolist(), dtype=pl.String)
         out["in_sample"] = self.in_sample(out.get("timestamp"), len(rows))
         return pl.DataFrame(out)
 
@@ -365,13 +415,35 @@ class PairModel:
         last = np.datetime64(span["last"].rstrip("Z"), "ms")
         return pl.Series((t >= first) & (t <= last), dtype=pl.Boolean)
 
-    def predict(self, frame, where: str = "data"):
-        """Per timestamp (each row with a full window): p_short, p_hold, p_long, predicted class.
+    def predict(self, frame, where: str = "data", context: dict | None = None):
+        """Per timestamp (each row with a full window): p_short, p_hold, p_long, predicted class and
+        the signal.
 
-        ``row`` is the row's position in ``frame`` (0-based), or the value of ``frame``'s own integer
-        ``row`` column when it has one (`read_for_prediction` gives each candle's row in its file).
+        ``frame``: the model's feature columns, or raw candles (``timestamp``/``date``, open, high,
+        low, close, volume; any length >= `required_history`), whose features are computed first
+        with the model's own settings, as `trainer predict` does for a candle file: the result is
+        the same, row for row. ``row`` is the row's position in ``frame`` (0-based), or the value of
+        ``frame``'s own integer ``row`` column when it has one (`read_for_prediction` gives each
+        candle's row in its file).
         """
         import polars as pl
+
+        cols = list(frame.columns) if hasattr(frame, "columns") else []
+        if not any(c in cols for c in self.feature_names) and {
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+        } <= set(cols):
+            height = frame.height if isinstance(frame, pl.DataFrame) else len(frame)
+            if height < self.required_history:
+                raise DataError(
+                    f"{self.tag}: predict got {height:,} candles; a prediction needs {self.required_history:,} "
+                    f"(a window of {self.sequence_length} plus the candles its features read).",
+                    "Pass more history.",
+                )
+            frame = self.features_from_candles(frame, context, f"{self.pair} ({where})")
 
         features, ts = self.features_from(frame, where)
         out = self.predict_features(features, ts)
@@ -401,6 +473,57 @@ def _check_feature_order(model: PairModel, names, where: str) -> None:
             f"{', '.join(model.feature_names)} (in that order).",
             "The model's spec or the feature-set plugin changed since training; retrain the pair.",
         )
+
+
+def signals_from(probs: np.ndarray, rule: dict) -> np.ndarray:
+    """``LONG`` / ``SHORT`` / ``none`` per row of (n, 3) class probabilities (SHORT, HOLD, LONG)
+    under a decision rule (see `PairModel.signals`)."""
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1, 3)
+    out = np.full(len(probs), "none", dtype=object)
+    if not len(probs):
+        return out
+    pred = probs.argmax(axis=1)
+    thresholds = rule.get("rule") == "thresholds"
+    for cls, side in ((2, "LONG"), (0, "SHORT")):
+        hit = pred == cls
+        if thresholds:
+            thr = rule.get(side)
+            if thr is None:
+                continue
+            hit &= probs[:, cls] >= float(thr)  # as the trading report counts a signal
+        out[hit] = side
+    return out
+
+
+def predict_latest_many(models: dict, candles: dict, context: dict | None = None):
+    """The latest closed candle of several pairs at once: ``models`` ``{pair: PairModel}``,
+    ``candles`` ``{pair: frame}`` (each at least the pair model's `required_history` candles).
+    One row per pair (in ``models``' order): pair, timestamp, p_short, p_hold, p_long,
+    predicted_label, signal; each pair's row is its model's `predict_latest`, digit for digit."""
+    import polars as pl
+
+    missing = [p for p in models if p not in candles]
+    if missing:
+        raise DataError(f"predict_latest_many: no candles for {', '.join(missing)}.", "Pass {pair: candles}.")
+    return pl.DataFrame(
+        [{"pair": pair, **model.predict_latest(candles[pair], context)} for pair, model in models.items()]
+    )
+
+
+def _feature_frame(data, candles):
+    """`PairData` made from ``candles`` -> the model's feature frame: ``row`` (each row's candle in
+    ``candles``, 0-based; null for a candle the gap policy filled in), ``timestamp`` (UTC) and the
+    feature columns. A gap or dropped row shows in the timestamps: no window crosses it."""
+    import polars as pl
+
+    times = data.timestamps.astype("datetime64[ms]").astype(np.int64)
+    at = np.minimum(np.searchsorted(candles.time_ms, times), max(len(candles) - 1, 0))
+    found = candles.time_ms[at] == times if len(candles) else np.zeros(len(times), dtype=bool)
+    row = pl.select(pl.when(pl.Series(found)).then(pl.Series(at, dtype=pl.Int64))).to_series().alias("row")
+    columns = {"row": row, "timestamp": pl.Series(data.timestamps).dt.replace_time_zone("UTC")}
+    for i, name in enumerate(data.feature_names):
+        columns[name] = data.features[:, i]
+    return pl.DataFrame(columns)
 
 
 def _marker(raw: bytes, where: str) -> dict:
@@ -437,6 +560,10 @@ def _engine_names(tag: str) -> tuple[str, ...]:
     return (f"model_{tag}.keras", f"scaler_{tag}.json", f"spec_{tag}.json")
 
 
+def _decision_name(tag: str) -> str:
+    return f"decision_{tag}.json"
+
+
 def _fetch(location: str) -> tuple[Path, dict, tempfile.TemporaryDirectory | None]:
     """A local folder holding the engine's artifacts (downloaded first from a URL) and the marker."""
     if not is_url(location):
@@ -461,7 +588,7 @@ def _fetch(location: str) -> tuple[Path, dict, tempfile.TemporaryDirectory | Non
         )
     marker = _marker(raw, location)
     tmp = tempfile.TemporaryDirectory(prefix="trainer-model-")
-    for name in _engine_names(marker["tag"]):
+    for name in (*_engine_names(marker["tag"]), _decision_name(marker["tag"])):
         if name not in marker["artifacts"]:
             continue  # reported as missing below, with the checksums
         data = storage.read_bytes(name)
@@ -513,6 +640,23 @@ def load_pair_model(path: str | Path, strict: bool = False, allow_expired: bool 
                     f"{path}/{name} does not match its checksum in {SUCCESS}.",
                     "The artifacts were altered or truncated; retrain the pair.",
                 )
+        decision = None
+        info = marker["artifacts"].get(_decision_name(tag))
+        if info is not None:  # the decision reporter ran: its rule, checked like the engine's files
+            actual = folder / _decision_name(tag)
+            if not actual.exists() or sha256_file(actual) != info.get("sha256"):
+                raise DataError(
+                    f"{path}/{_decision_name(tag)} does not match its checksum in {SUCCESS}.",
+                    "The artifacts were altered or truncated; retrain the pair.",
+                )
+            try:
+                decision = json.loads(actual.read_text())
+                if decision.get("rule") not in ("thresholds", "arg-max"):
+                    raise ValueError(f"unknown rule {decision.get('rule')!r}")
+            except (OSError, ValueError, AttributeError) as exc:
+                raise DataError(
+                    f"{path}/{_decision_name(tag)} cannot be read ({exc}).", "Retrain the pair."
+                ) from exc
         try:
             spec_file = json.loads((folder / f"spec_{tag}.json").read_text())
             scaler_doc = json.loads((folder / f"scaler_{tag}.json").read_text())
@@ -578,6 +722,7 @@ def load_pair_model(path: str | Path, strict: bool = False, allow_expired: bool 
         strict=strict,
         version=version,
         allow_expired=allow_expired,
+        decision=decision,
     )
 
 
@@ -588,7 +733,6 @@ def read_for_prediction(model: PairModel, path: str | Path):
     whole file, whatever date range the model was trained on: every row with enough history gets a
     prediction (use `select_time` to keep a range).
     """
-    import polars as pl
 
     path = Path(path).expanduser()
     if not path.exists():
@@ -631,14 +775,7 @@ def read_for_prediction(model: PairModel, path: str | Path):
     _check_feature_order(model, data.feature_names, str(path))
     # each row's candle in the file (0-based, header not counted; a folder's candles merged oldest
     # first); a candle the gap policy filled in is in no file: null
-    times = data.timestamps.astype("datetime64[ms]").astype(np.int64)
-    at = np.minimum(np.searchsorted(candles.time_ms, times), max(len(candles) - 1, 0))
-    found = candles.time_ms[at] == times if len(candles) else np.zeros(len(times), dtype=bool)
-    row = pl.select(pl.when(pl.Series(found)).then(pl.Series(at, dtype=pl.Int64))).to_series().alias("row")
-    columns = {"row": row, "timestamp": pl.Series(data.timestamps).dt.replace_time_zone("UTC")}
-    for i, name in enumerate(data.feature_names):
-        columns[name] = data.features[:, i]
-    return pl.DataFrame(columns)  # a gap or dropped row shows in the timestamps: no window crosses it
+    return _feature_frame(data, candles)
 
 
 def select_time(predictions, start: str | None = None, end: str | None = None):

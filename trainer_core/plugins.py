@@ -37,6 +37,7 @@ DEFAULT_PLUGINS = (
     "trainer_plugins.reporters.history",
     "trainer_plugins.reporters.confusion_matrix",
     "trainer_plugins.reporters.trading",
+    "trainer_plugins.reporters.decision",
     "trainer_plugins.reporters.summary",
     "trainer_plugins.commands.k8s",
     "trainer_plugins.commands.download",
@@ -44,6 +45,7 @@ DEFAULT_PLUGINS = (
     "trainer_plugins.commands.tune",
     "trainer_plugins.lifecycle.versions",
     "trainer_plugins.commands.models",
+    "trainer_plugins.commands.freqtrade",
 )
 
 ENTRY_POINT_GROUP = "trainer.plugins"

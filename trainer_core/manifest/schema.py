@@ -76,7 +76,7 @@ DEFAULTS: dict[str, Any] = {
         "bootstrap_reps": 1000,
     },
     "resources": {"cpus": 1, "gpus": 0, "memory": None},
-    "reporters": ["metadata", "history", "confusion-matrix", "trading"],
+    "reporters": ["metadata", "history", "confusion-matrix", "trading", "decision"],
 }
 
 SECTIONS = tuple(DEFAULTS)
