@@ -347,7 +347,9 @@ def engine_strings() -> dict[str, list[str]]:
     return out
 
 
-ENGINE_FILES = {kind for kind, _ in __import__("trainer_core.artifacts").artifacts.ENGINE_KINDS}
+_ARTIFACTS = __import__("trainer_core.artifacts").artifacts
+# the engine's own files and the optional serving files prediction reads (a reporter writes those)
+ENGINE_FILES = {kind for kind, _ in (*_ARTIFACTS.ENGINE_KINDS, *_ARTIFACTS.SERVING_KINDS)}
 
 
 def plugin_names() -> dict[str, set[str]]:

@@ -293,7 +293,7 @@ def test_backtesting_trades_follow_the_labels_rule_and_the_simulation(bot):
     from trainer_core import load_pair_model
     from trainer_core.candles import read_candles
     from trainer_core.features import pair_data_from_candles
-    from trainer_plugins.reporters.trade_stats import Barriers, exit_offsets, simulate
+    from trainer_plugins.reporters.trading.simulation import Barriers, exit_offsets, simulate
 
     trades = _backtest_trades(bot)
     assert len(trades) > 20

@@ -45,6 +45,16 @@ RESUME_ONLY = (BACKUP, ATTEMPT, CHECKPOINT, EPOCHS)
 
 #: the files the engine itself writes for every pair, as (kind, extension): `engine_files(tag)`
 ENGINE_KINDS = (("model", "keras"), ("scaler", "json"), ("spec", "json"))
+#: optional files prediction reads when `_SUCCESS.json` lists them (checked like the engine's):
+#: the rule from probabilities to a trading signal, which a reporter chooses (``decision_{tag}.json``)
+SERVING_KINDS = (("decision", "json"),)
+
+
+def serving_file(kind: str, tag: str) -> str:
+    """The name of an optional serving file of `SERVING_KINDS` (``decision`` -> ``decision_{tag}.json``)."""
+    ext = dict(SERVING_KINDS)[kind]
+    return artifact_name(kind, tag, ext)
+
 
 #: kept for callers of the old name; `trainer_core.storage.file_sha256` is the one implementation
 sha256_file = file_sha256

@@ -561,7 +561,9 @@ def _engine_names(tag: str) -> tuple[str, ...]:
 
 
 def _decision_name(tag: str) -> str:
-    return f"decision_{tag}.json"
+    from .artifacts import serving_file
+
+    return serving_file("decision", tag)
 
 
 def _fetch(location: str) -> tuple[Path, dict, tempfile.TemporaryDirectory | None]:

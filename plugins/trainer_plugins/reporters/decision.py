@@ -4,19 +4,23 @@ and the exported freqtrade strategy apply it."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from trainer_core import hookimpl
 
 CRITERION = (
-    "per side, the confidence threshold whose validation signals' precision has the highest 95 % "
-    "Wilson lower bound minus the break-even win rate, among thresholds with at least "
-    "evaluation.min_signals signals; a side with no such threshold never signals"
+    "per side, the confidence threshold whose validation signals' precision has the highest lower "
+    "bound of its 95 % interval minus the break-even win rate (the trading report's choice), among "
+    "thresholds with at least evaluation.min_signals signals; a side with no such threshold never signals"
 )
 
 
 def choose_rule(result) -> dict:
     """The decision rule: ``evaluation.trade_threshold`` for both sides when it is set, else the
-    thresholds the validation slice supports per side, else the arg-max class."""
-    from .trading import choose_thresholds, trading_metrics
+    thresholds the validation slice supports per side (the trading report's choice), else the
+    arg-max class."""
+    from .trading import choose_thresholds
+    from .trading.report import Scored, market_from_pair_data, metrics_of
 
     spec, data = result.spec, result.data
     e = spec.evaluation
@@ -33,18 +37,13 @@ def choose_rule(result) -> dict:
     if ev is None or not len(ev.rows):
         return {"rule": "arg-max", "chosen_on": None, "criterion": "no validation predictions"}
     min_signals = int(e.get("min_signals", 30))
-    report = trading_metrics(
-        ev.y_true,
-        ev.y_prob,
-        train_class_counts=data.class_counts(result.split.train_idx),
-        take_profit_pct=spec.labels.take_profit_pct,
-        stop_loss_pct=spec.labels.stop_loss_pct,
-        short_take_profit_pct=spec.short_take_profit_pct,
-        short_stop_loss_pct=spec.short_stop_loss_pct,
-        fee_pct=e.fee_pct,
-        thresholds=tuple(e.thresholds),
-        calibration_bins=e.calibration_bins,
-        min_signals=min_signals,
+    report = metrics_of(
+        Scored(ev.name, np.asarray(ev.rows, dtype=np.int64), ev.y_true, ev.y_prob),
+        market_from_pair_data(data, spec),
+        spec,
+        train_counts=data.class_counts(result.split.train_idx),
+        horizon=int(data.extra.get("horizon", spec.labels.future_window)),
+        seed=int(spec.train.seed),
     )
     chosen = choose_thresholds(report)
     if all(v is None for v in chosen.values()):
@@ -62,7 +61,7 @@ def choose_rule(result) -> dict:
             out[f"{side}_validation"] = {
                 "signals": int(s["signals"]),
                 "precision": s.get("precision"),
-                "wilson_low": s.get("wilson_low"),
+                "ci_low": s.get("ci_low"),
                 "break_even": report["break_even"][side]["break_even_win_rate"],
             }
     return out
