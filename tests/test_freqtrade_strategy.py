@@ -21,14 +21,12 @@ import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from conftest import SHARED_DATA
 
 pytest.importorskip("freqtrade", reason="freqtrade is in the test extra (pair-trainer[freqtrade])")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.real_candles]
 
 REPO = Path(__file__).resolve().parents[1]
-CANDLES = Path(os.environ.get("TRAINER_TEST_CANDLES") or SHARED_DATA) / "ETHUSDT-1m.parquet"
 OFFLINE = REPO / "tests" / "freqtrade_offline.py"
 FW, TP, SL = 30, 0.3, 0.3
 MA_LONG, WINDOW = 2600, 16  # required_history 2,615: spot serves it (4,999), futures not (2,494)
@@ -64,11 +62,12 @@ def _sha(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def bot(tmp_path_factory):
-    if not CANDLES.exists():
-        pytest.skip(f"no real candles at {CANDLES}")
+def bot(tmp_path_factory, shared_data):
+    candles = shared_data / f"{PAIR}-1m.parquet"
+    if not candles.exists():
+        pytest.skip(f"no real candles at {candles}")
     root = tmp_path_factory.mktemp("freqtrade")
-    frame = pl.read_parquet(CANDLES).slice(20_000, 6 * 1440)
+    frame = pl.read_parquet(candles).slice(20_000, 6 * 1440)
     close = frame["close"].to_numpy()
     open_ = np.r_[frame["open"][0], close[:-1]]
     frame = frame.with_columns(

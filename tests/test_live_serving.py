@@ -208,7 +208,7 @@ def test_the_decision_rule_is_recorded_and_predict_prints_its_signal(live, train
     )
     assert result.exit_code == 0, result.output
     got = pl.read_csv(tmp_path / "p.csv")
-    assert got.columns[-1] == "signal" and got.height == 3000 - 129 + 1
+    assert "signal" in got.columns and got.height == 3000 - 129 + 1
     probs = got.select("p_short", "p_hold", "p_long").to_numpy()
     assert (got["signal"].to_numpy() == signals_from(probs, decision)).all()
     # the rule by hand: a side signals when it is the arg-max class and reaches its threshold
