@@ -310,7 +310,8 @@ def test_predict_on_candles_after_the_training_window(trainer, tmp_path, shared_
     # the whole file: from the first row with a full window to the last candle, UTC kept
     assert every["timestamp"].dtype == pl.Datetime("ms", "UTC")
     assert every["timestamp"][-1] == last_candle
-    assert every.height == frame.height - 1 - 7  # row 0 has no previous candle; window 8
+    # the first ma_long - 1 = 119 candles are history (their features would read less); window 8
+    assert every.height == frame.height - 119 - 7
     later = frame.filter(pl.col("timestamp") >= pl.datetime(2025, 5, 7, time_zone="UTC"))
     october_like = tmp_path / "later" / "ETHUSDT-1m.parquet"
     october_like.parent.mkdir()
@@ -319,7 +320,7 @@ def test_predict_on_candles_after_the_training_window(trainer, tmp_path, shared_
         "predict", "--model-dir", model, "--data", october_like, "--output", tmp_path / "later.parquet"
     )
     assert result.exit_code == 0, result.output
-    assert pl.read_parquet(tmp_path / "later.parquet").height == later.height - 8
+    assert pl.read_parquet(tmp_path / "later.parquet").height == later.height - 119 - 7
     result = trainer(
         "predict",
         "--model-dir",
