@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..contract import BatchReport, BatchRow, figure_of, sort_rows
@@ -27,7 +28,6 @@ from . import cluster
 from .planning import (
     Plan,
     absolute_paths,
-    check_components_of,
     check_output,
     component_problems,
     data_problems,
@@ -58,6 +58,18 @@ SORT_FIGURES = {
     "pair": False,
 }
 DEFAULT_SORT = "mcc"
+
+
+@dataclass
+class Preflight:
+    """What the pre-flight found: batch-wide problems, each pair's component problem, pairs that fit
+    on no node, the output's problem, and (dry run) each pair's data problems."""
+
+    batch: list[TrainerError] = field(default_factory=list)
+    components: dict[str, str] = field(default_factory=dict)
+    fit: list[tuple[str | None, ConfigError]] = field(default_factory=list)
+    output: TrainerError | None = None
+    data: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _row(pair: str, status: str, reason: str = "", **values: Any) -> BatchRow:
@@ -162,13 +174,52 @@ class BatchRun:
         for name in self.reporters:
             self.plugins.registry.get("reporter", name)
 
+    def check(self, nodes: list | None, per_pair: bool = False) -> Preflight:
+        """The pre-flight: every check that needs no Ray, run the same way for ``--dry-run`` and the
+        run. ``nodes``: where pairs must fit (None: not checked); ``per_pair`` (the dry run) checks
+        each pair's fit on its own and asks each loader whether it finds its data."""
+        found = Preflight()
+        for name in self.reporters:
+            try:
+                self.plugins.registry.get("reporter", name)
+            except TrainerError as exc:
+                found.batch.append(exc)
+        for spec in self.specs:
+            problems = component_problems(spec, self.plugins)
+            if problems:
+                found.components[spec.name] = problems[0]
+        if nodes is not None:
+            for specs in [[s] for s in self.specs] if per_pair else [self.specs]:
+                try:
+                    cluster.check_fit(specs, nodes, self._where())
+                except ConfigError as exc:
+                    found.fit.append((specs[0].name if per_pair else None, exc))
+        try:
+            check_output(self.output)
+        except TrainerError as exc:
+            found.output = exc
+        if per_pair:
+            found.data = {spec.name: data_problems(spec, self.plugins) for spec in self.specs}
+        return found
+
     def preflight(self) -> None:
-        """Every check that needs no Ray: raise before anything is started or written."""
-        self._check_batch_reporters()
-        check_components_of(self.specs, self.plugins)
-        if not self.address:
-            cluster.check_fit(self.specs, [cluster.this_machine()], self._where())
-        check_output(self.output)
+        """The pre-flight of a run: raise its first problem before anything is started or written."""
+        found = self.check([cluster.this_machine()] if not self.address else None)
+        if found.batch:
+            raise found.batch[0]
+        if found.components:
+            first, problem = next(iter(found.components.items()))
+            same = [name for name, other in found.components.items() if other == problem]
+            who = first if len(same) == 1 else f"{first} (and {len(same) - 1} more pair(s))"
+            raise ConfigError(
+                f"{who}: {problem}",
+                "Nothing was started. Fix the name in the manifest or install the plugin "
+                "(`trainer plugins` lists what is registered).",
+            )
+        if found.fit:
+            raise found.fit[0][1]
+        if found.output is not None:
+            raise found.output
 
     def _resolve(self) -> None:
         """Each pair's feature set and labeler resolved once (tag, horizon, embargo: the config
@@ -188,37 +239,25 @@ class BatchRun:
         return [plan_pair(spec, self.plugins, force) for spec in self.specs]
 
     def dry_run(self, force: bool) -> int:
-        """Print the plan and every problem per pair; return 2 when the batch would not start."""
+        """Print the plan and every problem per pair; raise when the batch would not start."""
         plans = self.plan(force)
         fatal: list[TrainerError] = []
-        try:
-            self._check_batch_reporters()
-        except TrainerError as exc:
-            fatal.append(exc)
-        nodes = None
-        if self.address:
-            nodes = self._cluster_nodes_for_dry_run(fatal)
-        else:
-            nodes = [cluster.this_machine()]
-        try:
-            check_output(self.output)
-        except TrainerError as exc:
-            fatal.append(exc)
+        nodes = self._cluster_nodes_for_dry_run(fatal) if self.address else [cluster.this_machine()]
+        found = self.check(nodes, per_pair=True)
+        fatal = found.batch + fatal + ([found.output] if found.output is not None else [])
+        fits = {name: exc for name, exc in found.fit}
         self.echo(f"{len(plans)} pair(s) in {self.manifest.path}, output {self.output}:")
         for p in plans:
-            self.echo(
-                f"  {p.spec.name:<14} {'would train' if p.action == 'train' else 'would skip'}: {p.reason}"
-            )
-            problems = component_problems(p.spec, self.plugins)
-            if problems:
-                fatal.append(ConfigError(f"{p.spec.name}: {problems[0]}"))
-            if nodes is not None:
-                try:
-                    cluster.check_fit([p.spec], nodes, self._where())
-                except ConfigError as exc:
-                    problems.append(exc.message)
-                    fatal.append(exc)
-            problems += data_problems(p.spec, self.plugins)
+            name = p.spec.name
+            self.echo(f"  {name:<14} {'would train' if p.action == 'train' else 'would skip'}: {p.reason}")
+            problems = []
+            if name in found.components:
+                problems.append(found.components[name])
+                fatal.append(ConfigError(f"{name}: {found.components[name]}"))
+            if name in fits:
+                problems.append(fits[name].message)
+                fatal.append(fits[name])
+            problems += found.data.get(name, [])
             for problem in problems:
                 self.echo(f"  {'':<14}   problem: {problem}")
         if fatal:

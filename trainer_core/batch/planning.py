@@ -173,20 +173,6 @@ def data_problems(spec: PairSpec, plugins: Plugins) -> list[str]:
     return [f"data path not found: {path}"]
 
 
-def check_components_of(specs: list[PairSpec], plugins: Plugins) -> None:
-    """Raise the first pair's component error, naming the pair and how many pairs share it."""
-    for spec in specs:
-        problems = component_problems(spec, plugins)
-        if problems:
-            same = [s.pair for s in specs if component_problems(s, plugins) == problems]
-            who = spec.pair if len(same) == 1 else f"{spec.pair} (and {len(same) - 1} more pair(s))"
-            raise ConfigError(
-                f"{who}: {problems[0]}",
-                "Nothing was started. Fix the name in the manifest or install the plugin "
-                "(`trainer plugins` lists what is registered).",
-            )
-
-
 def check_output(root: str) -> None:
     """The output root can be written (the engine's probe, where it has one)."""
     try:
