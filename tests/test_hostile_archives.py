@@ -606,7 +606,7 @@ def test_a_freqtrade_file_growing_past_data_end_keeps_its_fingerprint(tmp_path):
 def test_a_batch_skips_a_pair_whose_freqtrade_file_grew_past_data_end(tmp_path):
     """Trained once from a freqtrade file; the file refreshed with two more days: `--dry-run` says
     the pair would be skipped. A changed candle inside the range would retrain it."""
-    from conftest import TINY_SETTINGS
+    from trainer_core.testing import TINY_SETTINGS
 
     frame = simulated(PAIR, "2024-01-01", 4 * 1440)
     folder = tmp_path / "binance"
