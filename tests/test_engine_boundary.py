@@ -454,6 +454,16 @@ def test_registered_plugin_trains_a_feature_set_on_the_synthetic_loader(tmp_path
         result = run_pair(synthetic_spec(tmp_path), plugins, echo=lambda m: None)
     assert result.data.feature_names == ("close_change",)
     assert (Path(result.pair_dir) / f"model_{result.tag}.keras").exists()
+    # reporters get the real candles the rows were made from, not prices rebuilt from features
+    real = synthetic_candles("ETHUSDT", 2000)
+    assert len(result.candles) == 2000
+    assert np.array_equal(result.candles.close, real["close"].to_numpy())
+    rows = np.searchsorted(result.candles.time_ms, result.data.timestamps.astype(np.int64))
+    assert np.allclose(
+        result.data.features[:, 0],
+        real["close"].to_numpy()[rows] / real["close"].to_numpy()[rows - 1] - 1,
+        rtol=1e-5,
+    )
 
 
 @pytest.mark.slow
