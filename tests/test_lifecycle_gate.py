@@ -326,6 +326,9 @@ def test_batch_registers_challengers_and_promote_all_judges_each_on_ray(tmp_path
         ("BTCUSDT", 1, ["challenger"]),
         ("ETHUSDT", 1, ["challenger"]),
     ]
+    summary = json.loads((out / "summary.json").read_text())
+    assert {p["pair"]: p["models"]["versions"] for p in summary["pairs"]} == {"BTCUSDT": [1], "ETHUSDT": [1]}
+    assert all(p["models"]["champion"] is None for p in summary["pairs"])
     r = models(trainer, "promote", out, "--all", "--data", data, "--json")
     assert r.exit_code == 0, r.output
     decisions = json.loads(r.output)["decisions"]

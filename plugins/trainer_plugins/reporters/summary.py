@@ -162,6 +162,25 @@ def summary_row(row: Mapping[str, Any]) -> dict:
         "confusion_matrix_png": _in_pair(row["pair"], cm.get("png")) if has_artifacts else None,
         "trained_at": row.get("trained_at") if has_artifacts else None,
         "warning": f"predicts {single} only" if single else None,
+        "models": _model_versions(row.get("artifacts")) if has_artifacts else None,
+    }
+
+
+def _model_versions(location: Any) -> dict | None:
+    """The pair's champion, challenger and kept versions (docs/lifecycle.md), None without a store."""
+    from trainer_core import ModelStore, TrainerError
+
+    try:
+        store = ModelStore(str(location))
+        if not store.exists():
+            return None
+        state = store.state()
+    except (TrainerError, OSError, ValueError):
+        return None
+    return {
+        "champion": state.aliases.get("champion"),
+        "challenger": state.aliases.get("challenger"),
+        "versions": sorted(state.versions),
     }
 
 
