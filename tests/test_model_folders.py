@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One tiny ETHUSDT model (window 8, 8 seed features) and the training-ready file it was trained on."""
+    """One tiny ETHUSDT model (window 8, 8 seed features, partial history) and the training-ready file
+    it was trained on."""
     from click.testing import CliRunner
 
     from trainer_core.cli import cli
@@ -31,6 +32,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("folders")
     write_training_ready(root / "inputs", "ETHUSDT", rows=700, seed=11)
     args = ["run", "--pair", "ETHUSDT", "--data", str(root / "inputs"), "--output", str(root / "out")]
+    # partial history: raw candles get features from their second candle on, so short files predict
+    args += ["--set", "features.partial_history=true"]
     result = CliRunner().invoke(cli, [*args, *tiny_args()], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return root / "out" / "ETHUSDT", root / "inputs" / READY
