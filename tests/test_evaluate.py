@@ -187,6 +187,7 @@ def test_a_pair_trained_with_the_defaults_reports_its_test_slice_and_evaluates_l
     assert marker["metrics"]["measured_on"] == "test"
     report = json.loads(next(model.glob("trading_*.json")).read_text())
     assert report["split"] == "test"
+    assert report["simulation"]["exit_prices"] == "the candles"  # real highs and lows, not rebuilt
 
     result = trainer("predict", "--model-dir", model, "--data", candles, "--output", tmp_path / "p.parquet")
     assert result.exit_code == 0, result.output

@@ -77,6 +77,7 @@ class Market:
     low: np.ndarray | None
     barriers: Barriers | None
     reason: str | None = None
+    source: str = "the candles"
 
 
 def metrics_of(scored: Scored, market: Market, spec, train_counts: dict, horizon: int, seed: int) -> dict:
@@ -140,6 +141,7 @@ def simulation_for(scored: Scored, market: Market, spec, seed: int, draws: int |
     )
     sim["available"] = True
     sim["slice"] = scored.name
+    sim["exit_prices"] = market.source
     sim["exit_rows_matched_within_tolerance"] = int(adjusted)
     eligible = np.isfinite(long_r[rows]) & np.isfinite(short_r[rows])
     bh = buy_and_hold(market.close, rows[eligible], costs.round_trip_pct)
@@ -231,7 +233,47 @@ def market_from_pair_data(data, spec) -> Market:
         float(lp["short_stop_loss_pct"]),
     )
     close, high, low = path if (path is not None and reason is None) else (None, None, None)
-    return Market(data.timestamps, data.long_return, data.short_return, close, high, low, barriers, reason)
+    return Market(
+        data.timestamps,
+        data.long_return,
+        data.short_return,
+        close,
+        high,
+        low,
+        barriers,
+        reason,
+        "prices rebuilt from the seed's change features",
+    )
+
+
+def market_of_result(result):
+    """The trained pair's market and a function taking data rows to its rows: the real candles the
+    rows were made from when the engine passes them (exit candles from real highs and lows, any
+    feature set), else prices rebuilt from the seed's change features (data rows)."""
+    spec, data = result.spec, result.data
+    candles = getattr(result, "candles", None)
+    method = spec.labels.get("method", "tp-sl")
+    if candles is not None and len(candles) and method == "tp-sl" and data.long_return is not None:
+        ts = np.asarray(data.timestamps).astype("datetime64[ms]").astype(np.int64)
+        where = np.searchsorted(candles.time_ms, ts)
+        inside = where < len(candles)
+        if inside.all() and np.array_equal(candles.time_ms[where], ts):
+            n = len(candles)
+            long_r, short_r = np.full(n, np.nan), np.full(n, np.nan)
+            long_r[where] = data.long_return
+            short_r[where] = data.short_return
+            base = market_from_pair_data(data, spec)
+            market = Market(
+                candles.time_ms.astype("datetime64[ms]"),
+                long_r,
+                short_r,
+                np.asarray(candles.close, dtype=np.float64),
+                np.asarray(candles.high, dtype=np.float64),
+                np.asarray(candles.low, dtype=np.float64),
+                base.barriers,
+            )
+            return market, lambda rows: where[np.asarray(rows, dtype=np.int64)]
+    return market_from_pair_data(data, spec), lambda rows: np.asarray(rows, dtype=np.int64)
 
 
 def report_for(result) -> tuple[dict, dict | None]:
@@ -242,11 +284,12 @@ def report_for(result) -> tuple[dict, dict | None]:
     has_test = test is not None and len(test.rows) > 0  # split.test, or a walk-forward's last block
     val = result.validation
 
+    market, to_rows = market_of_result(result)
+
     def scored(ev):
-        return Scored(ev.name, np.asarray(ev.rows, dtype=np.int64), ev.y_true, ev.y_prob)
+        return Scored(ev.name, to_rows(ev.rows), ev.y_true, ev.y_prob)
 
     horizon = int(data.extra.get("horizon", spec.labels.future_window))
-    market = market_from_pair_data(data, spec)
     report, chart = build_report(
         scored(test) if has_test else scored(val),
         market,
@@ -321,16 +364,16 @@ def walk_forward_for(result, folds: dict) -> dict:
     equity curve (the blocks follow each other in time, so their trades do too)."""
     from .simulation import equity_stats
 
-    spec, data = result.spec, result.data
+    spec = result.spec
     evaluations = getattr(result, "fold_evaluations", None) or []
-    market = market_from_pair_data(data, spec)
+    market, to_rows = market_of_result(result)
     rows = []
     trades: list[dict] = []
     for fold, ev in zip(folds.get("folds", []), evaluations):
         row = dict(fold)
         if ev is not None and len(ev.rows):
             sim, _ = simulation_for(
-                Scored(ev.name, np.asarray(ev.rows, dtype=np.int64), ev.y_true, ev.y_prob),
+                Scored(ev.name, to_rows(ev.rows), ev.y_true, ev.y_prob),
                 market,
                 spec,
                 int(spec.train.seed),
