@@ -136,6 +136,16 @@ def test_validate_and_config_test_print_required_history(trainer):
     result = trainer("validate", REPO / "manifests" / "demo.yaml", "--set", "features.ma_long=43200")
     assert result.exit_code == 0
     assert "required_history 43,229 candles: more than the 4,999 a live feed serves" in result.output
+    # the live example of docs/freqtrade.md
+    result = trainer(
+        "validate",
+        REPO / "manifests" / "laptop.yaml",
+        "--set",
+        "features.ma_long=2880",
+        "--set",
+        "train.sequence_length=60",
+    )
+    assert "required_history=2939" in result.output
     result = trainer("run", "--pair", "ETHUSDT", "--config-test")
     assert "# required_history 43,319 candles: more than the 4,999 a live feed serves" in result.output
     assert "partial_history: false" in result.output
@@ -297,3 +307,58 @@ def test_a_gap_inside_the_required_history_is_refused_for_a_split_model(live):
         model.predict_latest(gapped)
     # the same number of candles without the gap is served
     assert model.predict_latest(window.tail(need))["signal"] in ("LONG", "SHORT", "none")
+
+
+@pytest.mark.slow
+def test_an_altered_decision_file_is_refused(live, tmp_path):
+    import shutil
+
+    from trainer_core import load_pair_model
+
+    copy = tmp_path / "ETHUSDT"
+    shutil.copytree(live["ETHUSDT"]["dir"], copy)
+    decision = next(copy.glob("decision_*.json"))
+    rule = json.loads(decision.read_text())
+    decision.write_text(json.dumps({**rule, "rule": "arg-max"}))
+    with pytest.raises(DataError, match=f"{decision.name} does not match its checksum"):
+        load_pair_model(copy)
+
+
+@pytest.mark.slow
+@pytest.mark.real_candles
+def test_a_laptop_manifest_model_serves_from_a_live_buffer(trainer, tmp_path, shared_data):
+    """manifests/laptop.yaml's features and window (a smaller model, one epoch): the model predicts
+    the last candle of a 4,999-candle live buffer, as `trainer predict` does on the whole file."""
+    from trainer_core import load_pair_model
+
+    frame = pl.read_parquet(shared_data / "ETHUSDT-1m.parquet").slice(0, 12 * 1440)
+    (tmp_path / "ETHUSDT").mkdir()
+    frame.write_parquet(tmp_path / "ETHUSDT" / "ETHUSDT-1m.parquet")
+    result = trainer(
+        "run",
+        "--manifest",
+        REPO / "manifests" / "laptop.yaml",
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        tmp_path,
+        "--output",
+        tmp_path / "out",
+        "--epochs",
+        "1",
+        "--set",
+        "model.params={lstm_units: [8], dense_units: [4], dropout: 0.0}",
+    )
+    assert result.exit_code == 0, result.output
+    model = load_pair_model(tmp_path / "out" / "ETHUSDT")
+    assert model.required_history == 60 + 4319 <= 4999
+    buffer = frame.tail(4999)
+    latest = model.predict_latest(buffer)
+    every = model.predict(frame)
+    last = every.row(-1, named=True)
+    assert latest["timestamp"] == frame["timestamp"][-1] == last["timestamp"]
+    assert (latest["p_short"], latest["p_long"], latest["signal"]) == (
+        last["p_short"],
+        last["p_long"],
+        last["signal"],
+    )
