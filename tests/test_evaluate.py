@@ -91,6 +91,7 @@ def test_evaluate_command_writes_the_trading_report_of_a_predictions_file(tmp_pa
         "slippage_bps": 0.0,
         "funding_rate_pct": 0.0,
         "round_trip_pct": 0.2,
+        "funding_from": "none",
     }
     sens = report["simulation"]["cost_sensitivity"]
     assert [c["cost_multiple"] for c in sens] == [0.0, 1.0, 2.0]
@@ -264,3 +265,76 @@ def test_walk_forward_folds_are_scored_out_of_sample_and_stitched(tmp_path, trai
     assert wf["spread"]["total_net_return"]["max"] == pytest.approx(max(f["total_net_return"] for f in folds))
     page = next((out / "ETHUSDT").glob("trading_*.html")).read_text()
     assert "Walk-forward folds" in page and "outer block" in page
+
+
+def _funding_zip(path: Path, times_ms, rates, extra_member: bool = False) -> Path:
+    import zipfile
+
+    body = "calc_time,funding_interval_hours,last_funding_rate\n" + "".join(
+        f"{t},8,{r:.8f}\n" for t, r in zip(times_ms, rates)
+    )
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("ETHUSDT-fundingRate-2025-05.csv", body)
+        if extra_member:
+            z.writestr("other.csv", body)
+    return path
+
+
+@needs_candles
+def test_a_funding_rate_file_charges_each_trade_the_rates_it_was_held_across(tmp_path):
+    rng = np.random.default_rng(3)
+    ts = window("ETHUSDT", rng)
+    first = int(ts[0].timestamp() * 1000) // (8 * 3600_000) * (8 * 3600_000)
+    times = first + np.arange(0, 40) * 8 * 3600_000
+    rates = np.round(rng.uniform(-0.0005, 0.001, len(times)), 8)  # as the file holds them
+    funding = _funding_zip(tmp_path / "funding.zip", times, rates)
+    report = evaluate_predictions(
+        random_signals(rng, ts),
+        CANDLES / "ETHUSDT-1m.parquet",
+        None,
+        sets=[
+            "data.params.market=futures-um",
+            f"evaluation.funding_file={funding}",
+            "evaluation.random_entry_draws=20",
+            "evaluation.bootstrap_reps=0",
+        ],
+    )
+    sim = report["simulation"]
+    assert sim["costs"]["market"] == "futures" and sim["costs"]["fee_pct"] == 0.1
+    assert sim["costs"]["funding_from"].startswith("file ")
+    crossed = 0
+    for t in sim["trades"]:
+        entry = int(np.datetime64(t["entry_time"].rstrip("Z"), "ms").astype(np.int64))
+        exit_ = int(np.datetime64(t["exit_time"].rstrip("Z"), "ms").astype(np.int64))
+        paid = rates[(times > entry) & (times <= exit_)].sum()
+        crossed += paid != 0
+        sign = 1 if t["side"] == "LONG" else -1
+        assert t["cost"] == pytest.approx(0.001 + sign * paid, abs=1e-12)
+    assert crossed > 0  # some trades were held across a funding time
+
+
+def test_a_funding_file_that_is_not_one_csv_is_one_line(tmp_path, trainer):
+    bad = _funding_zip(tmp_path / "f.zip", [0], [0.0001], extra_member=True)
+    ts = pl.datetime_range(
+        pl.datetime(2025, 5, 5), pl.datetime(2025, 5, 5, 0, 4), "1m", time_zone="UTC", eager=True
+    )
+    preds = tmp_path / "p.csv"
+    pl.DataFrame({"timestamp": ts, "p_short": 0.2, "p_hold": 0.6, "p_long": 0.2}).write_csv(preds)
+    candles = tmp_path / "ETHUSDT-1m.csv"
+    lines = [f"2025-05-05T00:0{i}:00,1,1.1,0.9,1,1" for i in range(5)]
+    candles.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(lines) + "\n")
+    result = trainer(
+        "evaluate",
+        "--predictions",
+        preds,
+        "--data",
+        candles,
+        "--output",
+        tmp_path / "out",
+        "--set",
+        "labels.future_window=1",
+        "--set",
+        f"evaluation.funding_file={bad}",
+    )
+    assert result.exit_code == 2 and "expected one CSV" in result.output and "Traceback" not in result.output
+    assert not any((tmp_path / "out").glob("trading_*"))

@@ -68,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
         "fee_pct": None,  # null: two taker fees of the pair's market (spot 0.2, futures 0.1)
         "slippage_bps": 0.0,
         "funding_rate_pct": None,  # null: 0.01 for futures, 0 for spot
+        "funding_file": None,  # the exchange's funding-rate history, used instead of the constant
         "thresholds": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
         "calibration_bins": 10,
         "min_signals": 30,
@@ -439,6 +440,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "fee_pct": _number(0, MAX_FEE_PCT, nullable=True),
         "slippage_bps": _number(0, MAX_SLIPPAGE_BPS),
         "funding_rate_pct": _number(-MAX_FUNDING_PCT, MAX_FUNDING_PCT, nullable=True),
+        "funding_file": _string(nullable=True),
         "thresholds": _thresholds,
         "calibration_bins": _int(2, MAX_CALIBRATION_BINS),
         "min_signals": _int(1, MAX_ROWS),

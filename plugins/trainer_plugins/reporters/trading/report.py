@@ -16,7 +16,6 @@ from .simulation import (
     Costs,
     buy_and_hold,
     exit_offsets,
-    funding_times,
     price_path,
     random_entries,
     simulate,
@@ -49,7 +48,12 @@ def costs_of(spec) -> Costs:
     funding = e.get("funding_rate_pct")
     if funding is None:
         funding = DEFAULT_FUNDING_8H_PCT if market == "futures" else 0.0
-    return Costs(float(fee), float(e.get("slippage_bps") or 0.0), float(funding), market)
+    history, source = None, None
+    if e.get("funding_file"):
+        from .simulation import read_funding_file
+
+        history, source = read_funding_file(e.get("funding_file")), f"file {e.get('funding_file')}"
+    return Costs(float(fee), float(e.get("slippage_bps") or 0.0), float(funding), market, history, source)
 
 
 @dataclass
@@ -148,9 +152,8 @@ def simulation_for(scored: Scored, market: Market, spec, seed: int, draws: int |
     ms = np.asarray(market.timestamps).astype("datetime64[ms]").astype(np.int64)
     er = rows[eligible]
     # random entries pay the same funding as the model's trades would at those candles
-    funding = costs.funding_rate_pct / 100.0
-    f_long = funding * funding_times(ms[er], ms[exit_long[eligible]])
-    f_short = funding * funding_times(ms[er], ms[exit_short[eligible]])
+    f_long = costs.funding_paid(ms[er], ms[exit_long[eligible]])
+    f_short = costs.funding_paid(ms[er], ms[exit_short[eligible]])
     draws = int(draws or e.get("random_entry_draws", DEFAULT_RANDOM_ENTRY_DRAWS))
     rnd = random_entries(
         er,

@@ -181,6 +181,10 @@ class Costs:
     slippage_bps: float = 0.0
     funding_rate_pct: float = 0.0
     market: str = "spot"
+    #: the exchange's funding history (``evaluation.funding_file``): times (epoch ms) and rates
+    #: (fractions), used instead of the constant rate when given
+    funding_history: tuple | None = None
+    funding_source: str | None = None
 
     @property
     def round_trip_pct(self) -> float:
@@ -195,7 +199,23 @@ class Costs:
             "slippage_bps": float(self.slippage_bps),
             "funding_rate_pct": float(self.funding_rate_pct),
             "round_trip_pct": float(self.round_trip_pct),
+            "funding_from": self.funding_source or ("constant rate" if self.funding_rate_pct else "none"),
         }
+
+    def funding_paid(self, entry_ms, exit_ms) -> np.ndarray:
+        """What a LONG held from ``entry_ms`` to ``exit_ms`` pays in funding, as a fraction of the
+        entry price (a SHORT receives it): the recorded rates of the funding times in
+        ``(entry, exit]``, else the constant rate times their number."""
+        entry_ms = np.asarray(entry_ms, dtype=np.int64)
+        exit_ms = np.asarray(exit_ms, dtype=np.int64)
+        if self.funding_history is None:
+            return self.funding_rate_pct / 100.0 * funding_times(entry_ms, exit_ms)
+        times, rates = self.funding_history
+        cum = np.concatenate([[0.0], np.cumsum(rates)])
+        return (
+            cum[np.searchsorted(times, exit_ms, side="right")]
+            - cum[np.searchsorted(times, entry_ms, side="right")]
+        )
 
 
 FUNDING_PERIOD_MS = 8 * 3600 * 1000
@@ -212,8 +232,68 @@ def trade_costs(costs: Costs, is_long, entry_ms, exit_ms) -> np.ndarray:
     """Each trade's total cost as a fraction of the entry price: the round trip, plus funding paid
     by a LONG (received by a SHORT) at every funding time it is held across."""
     is_long = np.asarray(is_long, dtype=bool)
-    funding = costs.funding_rate_pct / 100.0 * funding_times(entry_ms, exit_ms)
+    funding = costs.funding_paid(entry_ms, exit_ms)
     return costs.round_trip_pct / 100.0 + np.where(is_long, funding, -funding)
+
+
+#: the largest funding-rate file read (Binance's monthly files are about 4 KB)
+MAX_FUNDING_BYTES = 20_000_000
+
+
+def read_funding_file(path) -> tuple[np.ndarray, np.ndarray]:
+    """Funding times (epoch ms) and rates (fractions) from Binance's archive files
+    (``futures/um/monthly/fundingRate``: ``calc_time, funding_interval_hours, last_funding_rate``),
+    a ``.csv`` or a ``.zip`` holding one, or a folder of them; sorted, each time once."""
+    import io
+    import zipfile
+    from pathlib import Path
+
+    from trainer_core import DataError
+
+    path = Path(path).expanduser()
+    files = (
+        sorted(p for p in path.iterdir() if p.suffix.lower() in (".csv", ".zip")) if path.is_dir() else [path]
+    )
+    hint = "Give Binance's fundingRate CSV (or its zip) or a folder of them: calc_time, last_funding_rate."
+    if not files or not all(f.is_file() for f in files):
+        raise DataError(f"evaluation.funding_file {path}: no funding-rate file there.", hint)
+    times, rates = [], []
+    for f in files:
+        try:
+            if f.suffix.lower() == ".zip":
+                with zipfile.ZipFile(f) as z:
+                    members = [m for m in z.infolist() if not m.is_dir()]
+                    if len(members) != 1 or members[0].file_size > MAX_FUNDING_BYTES:
+                        raise DataError(
+                            f"{f}: expected one CSV of at most {MAX_FUNDING_BYTES:,} bytes.", hint
+                        )
+                    with z.open(members[0]) as member:
+                        raw = member.read(MAX_FUNDING_BYTES + 1)
+            else:
+                if f.stat().st_size > MAX_FUNDING_BYTES:
+                    raise DataError(f"{f}: larger than {MAX_FUNDING_BYTES:,} bytes.", hint)
+                raw = f.read_bytes()
+            import polars as pl
+
+            frame = pl.read_csv(io.BytesIO(raw))
+            cols = {c.lower(): c for c in frame.columns}
+            t = cols.get("calc_time") or cols.get("timestamp")
+            r = cols.get("last_funding_rate") or cols.get("funding_rate")
+            if t is None or r is None:
+                raise DataError(
+                    f"{f}: no calc_time / last_funding_rate columns ({', '.join(frame.columns[:6])}).", hint
+                )
+            times.append(frame.get_column(t).cast(pl.Int64).to_numpy())
+            rates.append(frame.get_column(r).cast(pl.Float64).to_numpy())
+        except DataError:
+            raise
+        except Exception as exc:
+            raise DataError(f"{f}: not a funding-rate file ({type(exc).__name__}: {exc}).", hint) from None
+    t_all, r_all = np.concatenate(times), np.concatenate(rates)
+    if not np.isfinite(r_all).all() or np.any(np.abs(r_all) > 0.1):
+        raise DataError(f"{path}: a funding rate is not a finite fraction below 10 %.", hint)
+    t_all, first = np.unique(t_all, return_index=True)
+    return t_all, r_all[first]
 
 
 def _ms(timestamps) -> np.ndarray:
