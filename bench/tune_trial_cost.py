@@ -1,13 +1,17 @@
-"""The fixed cost of one search trial (process start, imports, data, model build) and a worker's
-memory across trials, measured on real candles with the code `trainer tune` runs.
+"""The fixed cost of one `trainer tune` trial (process start, imports, data, model build) with warm
+workers against a fresh process per trial, and the worker's memory across trials, on real candles.
 
-    python bench/tune_trial_cost.py --trials 8 --repeats 3     # warm worker vs a process per trial
+    TRAINER_RAY_NUM_CPUS=2 python bench/tune_trial_cost.py --repeats 2
 
-warm: one process runs every trial (as a reused Ray worker does), the pair's data prepared once and
-handed to each trial; cold: a new Python process per trial that imports, loads the candles and
-builds everything itself (what a process-per-trial design pays). The fixed cost of a trial is its
-wall time less the Keras training and evaluation it reports. Runs alternate warm and cold, and
-the best of the repeats is reported with the spread.
+Each run is a real `trainer tune` of one pair (4,000 one-minute ETHUSDT candles, 8 trials of a tiny
+LSTM, 2 inner folds, 1 epoch, no pruning) with `worker_reuse: 1` (a new worker process per trial,
+as `trainer batch` runs a pair) or `worker_reuse: 8` (the default: a worker runs up to 8 jobs, the
+pair's data prepared once by the driver). A trial's fixed cost is what the driver waits for it less
+the Keras training and evaluation it reports: the driver's wait from submitting to its result,
+less the worker's time, is Ray's scheduling and the worker's start; the worker's time less training
+and evaluation is imports, data, folds, scaling, balancing and model build. Modes alternate run by
+run (a shared machine's drift hits both); the best run per mode is reported with the spread of all
+runs. The trial values of both modes are compared: reuse must not change any result.
 """
 
 from __future__ import annotations
@@ -19,15 +23,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 #: real candles: ../shared/data/ohlcv beside the checkout, or TRAINER_SHARED_DATA
 DATA = Path(os.environ.get("TRAINER_SHARED_DATA") or REPO.parent / "shared" / "data" / "ohlcv")
 
-MANIFEST = """
-version: 1
+MANIFEST = """version: 1
 output: {out}
 defaults:
   data: {{loader: ohlcv, path: {candles}, gaps: split}}
@@ -38,15 +40,17 @@ defaults:
   train: {{epochs: 1, batch_size: 64, sequence_length: 8, verbose: 0}}
   resources: {{cpus: 1}}
 tune:
-  trials: 8
+  trials: {trials}
   space:
     train.learning_rate: {{log_uniform: [1.0e-4, 1.0e-2]}}
+    model.params.dropout: {{uniform: [0.0, 0.3]}}
   folds: 2
+  worker_reuse: {reuse}
 pairs: [ETHUSDT]
 """
 
 
-def setup(folder: Path) -> Path:
+def one_run(folder: Path, reuse: int, trials: int) -> dict:
     import polars as pl
 
     candles = folder / "candles"
@@ -54,137 +58,59 @@ def setup(folder: Path) -> Path:
     pl.read_parquet(DATA / "ETHUSDT-1m.parquet").slice(20_000, 4000).write_parquet(
         candles / "ETHUSDT-1m.parquet"
     )
-    path = folder / "m.yaml"
-    path.write_text(MANIFEST.format(out=folder / "out", candles=candles))
-    return path
-
-
-def jobs(manifest: Path, n: int, storage: str) -> tuple[list[dict], object]:
-    """n trial jobs of one study, as the driver builds them, and the pair's data."""
-    import optuna
-
-    from trainer_core.pipeline import resolve_tag
-    from trainer_core.tune.driver import TuneRun, apply_params, distributions, study_name
-    from trainer_core.tune.trial import load_data
-
-    run = TuneRun(str(manifest), output=str(Path(storage).parent), echo=lambda m: None)
-    spec = run.specs[0]
-    settings = run.settings[spec.pair]
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name(spec, settings) + f"-{time.time_ns()}",
-        storage=run._storage(),
-        direction="minimize",
+    manifest = folder / "m.yaml"
+    manifest.write_text(MANIFEST.format(out=folder / "out", candles=candles, trials=trials, reuse=reuse))
+    subprocess.run(
+        [sys.executable, "-m", "trainer_core.cli", "tune", str(manifest)],
+        check=True,
+        capture_output=True,
+        text=True,
     )
-    data = load_data(spec, run.plugins)
-    out = []
-    for _ in range(n):
-        t = study.ask(distributions(settings))
-        params = dict(t.params)
-        out.append(
-            {
-                "kind": "trial",
-                "pair": spec.pair,
-                "number": t.number,
-                "trial_id": t._trial_id,
-                "params": params,
-                "spec": resolve_tag(apply_params(spec, params), run.plugins).to_dict(),
-                "embargo": 120,
-                "folds": 2,
-                "test": 0.2,
-                "objective": "val_loss",
-                "direction": "minimize",
-                "record_dir": str(Path(storage).parent),
-                "storage": storage,
-                "study": study.study_name,
-                "pruner": None,
-            }
-        )
-    return out, data
-
-
-def warm(manifest: Path, n: int, storage: str) -> list[dict]:
-    from trainer_core.tune.trial import run_job
-
-    todo, data = jobs(manifest, n, storage)
-    return [run_job(job, data) for job in todo]
-
-
-COLD = """
-import json, sys, time
-t0 = time.perf_counter()
-from trainer_core.tune.trial import run_job
-job = json.loads(sys.argv[1])
-rec = run_job(job, None)
-rec["process_seconds"] = time.perf_counter() - t0
-print("RECORD" + json.dumps(rec))
-"""
-
-
-def cold(manifest: Path, n: int, storage: str) -> list[dict]:
-    todo, _ = jobs(manifest, n, storage)
-    out = []
-    for job in todo:
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-c", COLD, json.dumps(job)], capture_output=True, text=True, check=True
-        )
-        wall = time.perf_counter() - t0
-        rec = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RECORD"))[6:])
-        rec["timings"]["fixed_seconds"] = (
-            wall - rec["timings"]["train_seconds"] - rec["timings"]["evaluate_seconds"]
-        )
-        out.append(rec)
-    return out
+    report = json.loads(next((folder / "out" / "tune" / "ETHUSDT").glob("tuning_*.json")).read_text())
+    rows = sorted(report["trials"], key=lambda t: t["number"])
+    fixed = [
+        t["timings"]["queued_seconds"] + t["timings"]["fixed_seconds"]
+        for t in rows
+        if t["state"] == "COMPLETE"
+    ]
+    return {
+        "fixed_seconds": fixed,
+        "train_seconds": [t["timings"]["train_seconds"] for t in rows],
+        "values": [t["value"] for t in rows],
+        "params": [t["params"] for t in rows],
+        "worker_rss_mb": [t["worker_rss_mb"] for t in rows],
+        "workers": len({t["worker_pid"] for t in rows}),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--modes", default="warm,cold")
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = "1"
-    results: dict[str, list] = {m: [] for m in args.modes.split(",")}
+    runs: dict[int, list[dict]] = {1: [], 8: []}
     with tempfile.TemporaryDirectory() as tmp:
-        manifest = setup(Path(tmp))
         for r in range(args.repeats):
-            for mode in results:  # alternate the modes so drift on a shared machine hits both
-                storage = str(Path(tmp) / f"{mode}-{r}" / "studies.journal")
-                Path(storage).parent.mkdir(parents=True, exist_ok=True)
-                if mode == "warm":  # a fresh process, as a fresh Ray worker would be
-                    proc = subprocess.run(
-                        [sys.executable, __file__, "--inner", str(manifest), str(args.trials), storage],
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                    )
-                    recs = json.loads(proc.stdout.strip().splitlines()[-1])
-                else:
-                    recs = cold(manifest, args.trials, storage)
-                fixed = [x["timings"]["fixed_seconds"] for x in recs]
-                results[mode].append(
-                    {
-                        "fixed_seconds": fixed,
-                        "train_seconds": [x["timings"]["train_seconds"] for x in recs],
-                        "rss_mb": [x["worker_rss_mb"] for x in recs],
-                        "values": [x.get("value") for x in recs],
-                        "params": [x.get("params") for x in recs],
-                    }
-                )
+            for reuse in runs:  # alternate
+                res = one_run(Path(tmp) / f"r{r}-reuse{reuse}", reuse, args.trials)
+                runs[reuse].append(res)
+                f = res["fixed_seconds"]
                 print(
-                    f"{mode} run {r + 1}: fixed per trial (after the first) median "
-                    f"{statistics.median(fixed[1:] or fixed):.2f} s, first {fixed[0]:.2f} s; "
-                    f"RSS after each trial {[round(m) for m in results[mode][-1]['rss_mb']]} MB",
+                    f"worker_reuse {reuse}, run {r + 1}: fixed cost per trial mean {statistics.mean(f):.2f} s "
+                    f"(first {f[0]:.2f} s, later median {statistics.median(f[1:]):.2f} s) over {len(f)} trials, "
+                    f"{res['workers']} worker process(es); worker RSS after each trial "
+                    f"{[round(x) for x in res['worker_rss_mb']]} MB",
                     flush=True,
                 )
-    print(json.dumps(results))
+    for reuse, results in runs.items():
+        means = [statistics.mean(x["fixed_seconds"]) for x in results]
+        print(
+            f"worker_reuse {reuse}: best mean fixed cost {min(means):.2f} s per trial, runs {[round(m, 2) for m in means]}"
+        )
+    same = all(a["values"] == b["values"] and a["params"] == b["params"] for a, b in zip(runs[1], runs[8]))
+    print(f"identical trial params and values with and without reuse: {same}")
+    print(json.dumps({str(k): v for k, v in runs.items()}))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--inner":
-        recs = warm(Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
-        print(json.dumps(recs))
-    else:
-        main()
+    main()

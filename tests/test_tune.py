@@ -277,3 +277,55 @@ def test_pbo_is_misled_when_the_blocks_are_not_exchangeable():
 
 def test_pbo_needs_two_trials():
     assert pbo(_row_scorers(np.zeros((100, 1))), 100)["pbo"] is None
+
+
+# -- warm start ------------------------------------------------------------------------------------
+
+
+def test_a_new_study_starts_from_the_best_params_of_finished_studies(tmp_path):
+    import optuna
+
+    from trainer_core.testing import write_training_ready
+    from trainer_core.tune.driver import PairSearch, TuneRun, distributions, encode, make_pruner
+
+    write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=600, seed=1)
+    m = tmp_path / "m.yaml"
+    m.write_text(
+        f"version: 1\npairs: [ETHUSDT]\noutput: {tmp_path / 'out'}\n"
+        f"defaults: {{data: {{path: {tmp_path / 'inputs'}}}, labels: {{future_window: 5}}}}\n"
+        "tune:\n  space:\n    train.learning_rate: {log_uniform: [1.0e-4, 1.0e-2]}\n"
+        "    model.params.lstm_units: {choice: [[4], [8, 4]]}\n"
+    )
+    lines: list[str] = []
+    run = TuneRun(str(m), echo=lines.append)
+    settings = run.settings["ETHUSDT"]
+    dims = {d.name: d for d in settings.space}
+    storage = run._storage()
+    (tmp_path / "out" / "tune").mkdir(parents=True)
+    done = optuna.create_study(study_name="BTCUSDT_FW005-earlier", storage=storage)
+    for lr, units, value in ((0.001, [8, 4], 0.9), (0.005, [4], 1.1)):
+        params = {
+            "train.learning_rate": lr,
+            "model.params.lstm_units": encode(dims["model.params.lstm_units"], units),
+        }
+        done.add_trial(
+            optuna.trial.create_trial(params=params, distributions=distributions(settings), value=value)
+        )
+    outside = optuna.create_study(study_name="XRPUSDT-outside", storage=storage)  # a best outside the space
+    outside.add_trial(
+        optuna.trial.create_trial(
+            params={"train.learning_rate": 0.5},
+            distributions={"train.learning_rate": optuna.distributions.FloatDistribution(0.1, 1.0)},
+            value=0.1,
+        )
+    )
+    study = optuna.create_study(study_name="ETHUSDT-new", storage=storage, pruner=make_pruner(settings))
+    search = PairSearch(run.specs[0], settings, study, "ETHUSDT-new", tmp_path, embargo=5)
+    run.searches["ETHUSDT"] = search
+    job = run._trial_job(search)
+    assert job["params"] == {"train.learning_rate": 0.001, "model.params.lstm_units": [8, 4]}
+    assert study.trials[0].user_attrs["warm_start_from"] == "BTCUSDT_FW005-earlier"
+    assert lines == ["ETHUSDT: warm start from BTCUSDT_FW005-earlier's best params"]
+    assert job["spec"]["train"]["learning_rate"] == 0.001 and job["spec"]["model"]["params"][
+        "lstm_units"
+    ] == [8, 4]

@@ -351,10 +351,11 @@ class TuneRun:
                 search.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
             except (RuntimeError, ValueError):  # finished meanwhile by its worker
                 continue
-            search.study.enqueue_trial(
-                dict(t.params), user_attrs={"retry_of": t.number}, skip_if_exists=False
-            )
-            search.retried += 1
+            if t.params:  # (a trial killed while it was being asked for has none: nothing to retry)
+                search.study.enqueue_trial(
+                    dict(t.params), user_attrs={"retry_of": t.number}, skip_if_exists=False
+                )
+                search.retried += 1
         if search.retried:
             self.echo(f"{search.pair}: {search.retried} trial(s) left running by an earlier run are retried")
 

@@ -62,7 +62,7 @@ def _trial_rows(run, s) -> list[dict]:
                 "worker_job": rec.get("worker_job"),
                 "worker_rss_mb": rec.get("worker_rss_mb"),
                 "worker_peak_rss_mb": rec.get("worker_peak_rss_mb"),
-                "timings": rec.get("timings"),
+                "timings": dict(rec.get("timings") or {}, queued_seconds=rec.get("queued_seconds")),
             }
         )
     return out

@@ -88,11 +88,11 @@ def _plugins(names: tuple) -> Plugins:
 
 
 def load_data(spec: PairSpec, plugins: Plugins) -> PairData:
-    """The pair's data through its loader, checked (for a trial whose params change the data)."""
-    from ..data import validate_pair_data
+    """The pair's rows through the engine's own loading path (candles made into rows by the pair's
+    feature set and labeler, checked)."""
+    from ..pipeline import load_pair_data
 
-    loader = plugins.create("loader", spec.data.loader)
-    return validate_pair_data(loader.load(spec), f"{spec.pair} ({spec.data.loader})")
+    return load_pair_data(spec, plugins)[0]
 
 
 def _breaks(spec: PairSpec, data: PairData):
@@ -193,7 +193,11 @@ def run_job(job: dict, data: PairData | None = None) -> dict:
     except TrainerError as exc:
         out = dict(record, state="FAIL", error=exc.message, hint=exc.hint)
     except Exception as exc:  # an unexpected error fails this trial only
-        out = dict(record, state="FAIL", error=f"{type(exc).__name__}: {exc}")
+        import traceback
+
+        out = dict(
+            record, state="FAIL", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
+        )
     finally:
         _clear_keras()
     out["end"] = _now()
@@ -279,7 +283,7 @@ def _trial(spec, plugins, data, job, trial, record, t0) -> dict:
             ev.y_prob,
             _at(data.long_return, ev.rows),
             _at(data.short_return, ev.rows),
-            spec.evaluation.fee_pct,
+            fee_pct(spec),
         )
         fold_scores.append(objective_value(objective, ev.y_true, ev.y_prob, fold_net))
         rows.append(ev.rows)
@@ -315,6 +319,14 @@ def _trial(spec, plugins, data, job, trial, record, t0) -> dict:
     )
 
 
+def fee_pct(spec: PairSpec) -> float:
+    """The round-trip cost in percent: ``evaluation.fee_pct``, else two taker fees of the pair's
+    market (spot 0.1 % each, USD-M futures 0.05 % each), as the trading reporter reads it."""
+    if spec.evaluation.fee_pct is not None:
+        return float(spec.evaluation.fee_pct)
+    return 0.1 if dict(spec.data.params or {}).get("market") == "futures-um" else 0.2
+
+
 def _at(values, rows):
     return None if values is None else np.asarray(values)[rows]
 
@@ -327,7 +339,7 @@ def _outer(spec, plugins, data, job, record, t0) -> dict:
     fit = fit_fold(spec, plugins, data, fold, echo=lambda m: None)
     ev = fit.evaluations["test"]
     net = net_returns(
-        ev.y_prob, _at(data.long_return, ev.rows), _at(data.short_return, ev.rows), spec.evaluation.fee_pct
+        ev.y_prob, _at(data.long_return, ev.rows), _at(data.short_return, ev.rows), fee_pct(spec)
     )
     _save_predictions(
         Path(job["record_dir"]) / f"outer_{job['label']}.npz", ev.rows, ev.y_true, ev.y_prob, net
