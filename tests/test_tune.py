@@ -300,8 +300,8 @@ def test_a_new_study_starts_from_the_best_params_of_finished_studies(tmp_path):
     run = TuneRun(str(m), echo=lines.append)
     settings = run.settings["ETHUSDT"]
     dims = {d.name: d for d in settings.space}
-    storage = run._storage()
     (tmp_path / "out" / "tune").mkdir(parents=True)
+    storage = run._storage()
     done = optuna.create_study(study_name="BTCUSDT_FW005-earlier", storage=storage)
     for lr, units, value in ((0.001, [8, 4], 0.9), (0.005, [4], 1.1)):
         params = {

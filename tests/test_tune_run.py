@@ -111,6 +111,7 @@ def test_tune_two_real_pairs_killed_and_resumed_then_retrained(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        time.sleep(15)  # a worker left without its raylet stops at its next epoch
     assert proc.returncode == -signal.SIGKILL
     journal = tmp_path / "out" / "tune" / "studies.journal"
     before = _trials(journal)
@@ -124,8 +125,6 @@ def test_tune_two_real_pairs_killed_and_resumed_then_retrained(tmp_path):
         [*command, "--adopt", "best"], capture_output=True, text=True, env=_env(tmp_path), timeout=900
     )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    if any(t.params for t in running_before.values()):
-        assert "left running by an earlier run are retried" in rerun.stdout
 
     after = _trials(journal)
     for pair, trials in after.items():
@@ -145,6 +144,7 @@ def test_tune_two_real_pairs_killed_and_resumed_then_retrained(tmp_path):
         else:  # killed while the driver was asking for it: it never ran, nothing to retry
             assert retries == []
     assert any(t.params for t in running_before.values())  # some trial was really running
+    assert "left running by an earlier run are retried" in rerun.stdout
 
     out = tmp_path / "out" / "tune"
     for pair in PAIRS:
@@ -174,14 +174,20 @@ def test_tune_two_real_pairs_killed_and_resumed_then_retrained(tmp_path):
         )
         pbo = report["overfitting"]["pbo"]
         assert pbo["pbo"] is None or 0 <= pbo["pbo"] <= 1
-        assert report["adopted"] is True and report["adopted_because"].startswith("--adopt best")
+        proven = cmp["improvement"]["low"] > 0
+        assert report["adopted"] is True  # --adopt best: proven or not
+        assert report["adopted_because"] == (
+            "the outer comparison's lower bound is above zero"
+            if proven
+            else "--adopt best (not proven on the outer slice)"
+        )
         assert (out / pair / f"search_{tag}.png").stat().st_size > 1000
         # memory: workers are replaced every 4 jobs; no later worker grows past the first ones
         rss = report["memory"]["worker_rss_mb"]
         assert len(rss) >= TRIALS
         assert max(rss[4:]) <= max(rss[:4]) + 150, rss
-        driver = report["memory"]["driver_rss_mb"]
-        assert driver[-1] - driver[0] < 60, driver
+        driver = report["memory"]["driver_rss_mb"]  # at each trial the rerun's driver collected
+        assert len(driver) >= 3 and max(driver) - driver[0] < 40, driver
     summary = (out / "search_summary.html").read_text()
     assert all(pair in summary for pair in PAIRS)
 

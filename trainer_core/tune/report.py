@@ -187,7 +187,12 @@ def write_pair_report(run, s) -> dict:
         "worker_rss_mb": [
             t["worker_rss_mb"] for t in sorted(trials, key=lambda t: t["end"] or "") if t["worker_rss_mb"]
         ],
-        "driver_rss_mb": list(run.driver_rss),
+        # the driver's memory when it collected each trial of this pair (this run's trials)
+        "driver_rss_mb": [
+            s.records[t["number"]]["driver_rss_mb"]
+            for t in trials
+            if t["number"] in s.records and "driver_rss_mb" in s.records[t["number"]]
+        ],
     }
     atomic_write_bytes(s.folder / f"tuning_{s.spec.tag}.json", dumps(report).encode())
     try:

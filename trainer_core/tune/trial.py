@@ -116,7 +116,14 @@ def folds_for(spec: PairSpec, data: PairData, job: dict):
     )
 
 
-def _pruning_callback(trial, fold: int, max_epochs: int, monitor: str, sign: float):
+def exit_if_orphaned(parent: int) -> None:
+    """End this worker when the process that started it is gone: a local Ray's raylet dies with a
+    killed driver, and a trial must not go on training (and writing to the study) for nobody."""
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _pruning_callback(trial, fold: int, max_epochs: int, monitor: str, sign: float, parent: int):
     import keras
 
     class ReportEpoch(keras.callbacks.Callback):
@@ -126,6 +133,7 @@ def _pruning_callback(trial, fold: int, max_epochs: int, monitor: str, sign: flo
         reported: list = []
 
         def on_epoch_end(self, epoch, logs=None):
+            exit_if_orphaned(parent)
             value = (logs or {}).get(monitor)
             if value is None:
                 return
@@ -158,6 +166,7 @@ def run_job(job: dict, data: PairData | None = None) -> dict:
 
     started, t0 = _now(), time.perf_counter()
     _PROCESS_JOBS["count"] += 1
+    job = dict(job, _parent=os.getppid())
     record: dict[str, Any] = {
         "kind": job["kind"],
         "pair": job["pair"],
@@ -271,7 +280,7 @@ def _trial(spec, plugins, data, job, trial, record, t0) -> dict:
     intermediate = []
     for k, split in enumerate(folds.inner):
         fold = prepare_fold(spec, plugins, data, split)
-        callback = _pruning_callback(trial, k, spec.train.epochs, monitor, sign)
+        callback = _pruning_callback(trial, k, spec.train.epochs, monitor, sign, job["_parent"])
         if first_fit_at is None:
             first_fit_at = time.perf_counter()
         fit = fit_fold(spec, plugins, data, fold, echo=lambda m: None, callbacks=[callback])
