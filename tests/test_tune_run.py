@@ -14,21 +14,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SHARED_DATA
 
-DATA = SHARED_DATA if SHARED_DATA.exists() else Path(os.environ.get("TRAINER_SHARED_DATA", "/nonexistent"))
-needs_real_data = pytest.mark.skipif(not DATA.exists(), reason="real candles in ../shared/data/ohlcv")
 PAIRS = ("ETHUSDT", "BTCUSDT")
 TRIALS = 8
 
 
-def _setup(tmp_path: Path) -> Path:
+def _setup(tmp_path: Path, data: Path) -> Path:
     import polars as pl
 
     candles = tmp_path / "candles"
     candles.mkdir()
     for pair in PAIRS:
-        pl.read_parquet(DATA / f"{pair}-1m.parquet").slice(20_000, 3000).write_parquet(
+        pl.read_parquet(data / f"{pair}-1m.parquet").slice(20_000, 3000).write_parquet(
             candles / f"{pair}-1m.parquet"
         )
     manifest = tmp_path / "m.yaml"
@@ -81,10 +78,10 @@ def _finished(t) -> bool:
     )
 
 
-@needs_real_data
+@pytest.mark.real_candles
 @pytest.mark.slow
-def test_tune_two_real_pairs_killed_and_resumed_then_retrained(tmp_path):
-    manifest = _setup(tmp_path)
+def test_tune_two_real_pairs_killed_and_resumed_then_retrained(tmp_path, shared_data):
+    manifest = _setup(tmp_path, shared_data)
     command = [sys.executable, "-m", "trainer_core.cli", "tune", str(manifest)]
     proc = subprocess.Popen(
         command,
