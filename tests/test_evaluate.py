@@ -114,6 +114,13 @@ def test_evaluate_refuses_predictions_that_are_not_probabilities(tmp_path, train
     assert result.exit_code == 2, result.output
     assert "do not sum to 1" in result.output and "Traceback" not in result.output
     assert not out.exists()
+    # a CSV's text times are read as times, so --start/--end work on them
+    good = bad.with_columns(p_short=pl.lit(0.2), p_hold=pl.lit(0.6), p_long=pl.lit(0.2)).head(3)
+    good.write_csv(preds)
+    late = trainer(
+        "evaluate", "--predictions", preds, "--data", candles, "--output", out, "--start", "2025-05-06"
+    )
+    assert late.exit_code == 2 and "no predictions to evaluate between 2025-05-06" in late.output
     missing = trainer("evaluate", "--data", str(candles), "--output", str(out))
     assert missing.exit_code == 2 and "--predictions" in missing.output
 

@@ -260,6 +260,16 @@ def evaluate_predictions(
         predictions = read_table(path)
     if not isinstance(predictions, pl.DataFrame):
         predictions = pl.from_pandas(predictions)
+    if "timestamp" in predictions.columns and predictions.schema["timestamp"] == pl.String:
+        try:  # a CSV's times arrive as text
+            predictions = predictions.with_columns(
+                pl.col("timestamp").str.to_datetime(time_unit="ms", time_zone="UTC", strict=True)
+            )
+        except Exception:
+            raise DataError(
+                f"{where}: the timestamp column cannot be read as times.",
+                "Write timestamps as ISO-8601 strings (UTC), e.g. 2025-05-05T00:00:00Z.",
+            ) from None
     predictions = select_time(predictions, start, end)
     in_sample = 0
     if "in_sample" in predictions.columns and not include_in_sample:
