@@ -693,3 +693,69 @@ def test_tests_share_helpers_through_conftest_fixtures_not_imports():
         if re.match(r"\s*(from conftest import|import conftest)", line)
     ]
     assert offenders == []
+
+
+# -- the batch's progress lines and table are a plugin's ---------------------------------------------
+
+
+def test_hook_trainer_batch_progress(tmp_path):
+    from trainer_core.batch import BatchRun
+    from trainer_core.manifest import load_manifest
+
+    seen, lines = [], []
+
+    class Recorder:
+        @trainer_core.hookimpl
+        def trainer_batch_progress(self, event):
+            seen.append(event)
+
+    path = manifest(
+        tmp_path,
+        f"version: 1\noutput: {tmp_path / 'out'}\npairs: [ETHUSDT, BTCUSDT]\ndefaults:\n  data: {{loader: synthetic}}\n",
+    )
+    loaded = load_manifest(str(path))
+    with registered_plugin(Recorder(), name="recorder") as plugins:
+        run = BatchRun(loaded, [loaded.resolve(p) for p in loaded.pair_names], plugins, echo=lines.append)
+        report = run.summarize()  # no pair trained: both are reported as not trained
+        run.show(report)
+    (event,) = seen
+    assert event.kind == "finished" and event.report is report and event.pair is None
+    assert [(r.pair, r.status) for r in event.report.rows] == [
+        ("ETHUSDT", "cancelled"),
+        ("BTCUSDT", "cancelled"),
+    ]
+    # the built-in console plugin printed the table, through the batch's echo
+    printed = "\n".join(lines).splitlines()
+    header = next(line for line in printed if line.startswith("PAIR"))
+    assert header.split()[:3] == ["PAIR", "STATUS", "EPOCHS"]
+    assert any(line.startswith("ETHUSDT") and "cancelled" in line for line in printed)
+
+
+def test_the_console_plugin_formats_a_finished_pairs_line():
+    from trainer_core import BatchEvent, BatchRow
+    from trainer_plugins.reporters.console import line
+
+    row = BatchRow("ETHUSDT", "failed", "error", error="boom", traceback="Traceback ...\nRuntimeError: boom")
+    event = BatchEvent("failed", "ETHUSDT", "", done=1, to_run=3, failed=1, elapsed=65, echo=print, row=row)
+    assert line(event) == "[01:05] failed    ETHUSDT        boom  (1/3 done, 1 failed, ETA 02:10)"
+
+
+def test_the_console_plugin_formats_a_waiting_pairs_line():
+    from trainer_core import BatchEvent
+    from trainer_plugins.reporters.console import line
+
+    event = BatchEvent(
+        "waiting",
+        "XRPUSDT",
+        "waits for 1 CPU(s)",
+        done=0,
+        to_run=4,
+        failed=0,
+        elapsed=12,
+        echo=print,
+        waited=10,
+    )
+    assert (
+        line(event)
+        == "[00:12] waiting   XRPUSDT        not started after 00:10: waits for 1 CPU(s)  (0/4 done, 0 failed)"
+    )

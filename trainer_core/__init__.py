@@ -17,6 +17,7 @@ from .candles import (  # noqa: E402
     rows_fingerprint,
     timeframe_ms,
 )
+from .contract import BatchEvent, BatchRow, figure_of, sort_rows  # noqa: E402
 from .data import CLASS_NAMES, NO_LABEL, PairData, file_sha256  # noqa: E402
 from .errors import (  # noqa: E402
     ConfigError,
@@ -71,7 +72,11 @@ __all__ = [
     "predict_latest_many",
     "ArtifactWriter",
     "Balance",
+    "BatchEvent",
     "BatchReport",
+    "BatchRow",
+    "figure_of",
+    "sort_rows",
     "CLASS_NAMES",
     "ConfigError",
     "DataError",

@@ -390,8 +390,7 @@ def batch(manifest_path, address, only, force, dry_run, summary_only, output, se
             "--summary-only trains nothing, so --force has no meaning with it.", "Leave one out."
         )
     report = run.summarize() if summary_only else run.run(force)
-    click.echo("")
-    click.echo(run.table())
+    run.show(report)  # the console plugin prints the final table
     counts = ", ".join(f"{v} {k}" for k, v in report.counts.items())
     where = f" Summary: {', '.join(report.written)}" if report.written else ""
     click.echo(f"\n{counts} in {report.seconds:.0f}s.{where}")

@@ -27,6 +27,7 @@ __all__ = [
     "NO_LABEL",
     "Balance",
     "Balancer",
+    "BatchEvent",
     "BatchReport",
     "BatchReporter",
     "BatchRow",
@@ -420,6 +421,37 @@ class BatchReport:
         """The rows best first by ``sort``: pairs lacking that figure after the others, failed and
         cancelled pairs last, ties in the manifest's order."""
         return sort_rows(self.rows, self.sort, self.larger_is_better)
+
+
+@dataclass
+class BatchEvent:
+    """A moment of a batch, as ``trainer_batch_progress`` receives it (the built-in `console`
+    plugin prints one line per event, and the final table).
+
+    Attributes:
+        kind: ``skipped``, ``running``, ``trained``, ``failed``, ``cancelled``, ``waiting`` (a pair
+            not started after ``batch.schedule_timeout``) or ``finished`` (the batch is over).
+        pair: the pair's name (None for ``finished``).
+        detail: what the driver says about it (why skipped, what a waiting pair waits for).
+        done: pairs trained or failed so far; to_run: pairs the batch trains (skipped ones not
+            counted); failed: pairs failed so far; elapsed: seconds since the batch started.
+        echo: where the batch's lines go (the CLI's standard output).
+        row: the pair's `BatchRow` once it finished (trained, failed, cancelled), else None.
+        report: the whole `BatchReport`, for ``finished``.
+        waited: for ``waiting``, the seconds since the pair was submitted.
+    """
+
+    kind: str
+    pair: str | None
+    detail: str
+    done: int
+    to_run: int
+    failed: int
+    elapsed: float
+    echo: Callable[[str], None]
+    row: BatchRow | None = None
+    report: BatchReport | None = None
+    waited: float | None = None
 
 
 # ---------------------------------------------------------------------------

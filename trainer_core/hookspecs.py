@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from .contract import BatchRow, Register
+from .contract import BatchEvent, BatchRow, Register
 
 if TYPE_CHECKING:  # annotations only
     from click import Group as CommandGroup
@@ -204,6 +204,23 @@ def trainer_after_batch(manifest: Manifest, results: Sequence[BatchRow]) -> None
     Runs: in the batch driver, once, after the batch reporters, whatever happened after
     ``trainer_before_batch``: also when the Ray cluster cannot be joined, when a pair fails
     and after Ctrl-C.
+    """
+
+
+@hookspec
+def trainer_batch_progress(event: BatchEvent) -> None:
+    """Something happened in a batch: a pair was skipped, started, finished or is still waiting,
+    or the batch is over.
+
+    Args:
+        event: the `BatchEvent` (``kind``, ``pair``, ``row`` once a pair finished, ``report`` when
+            the batch is over, the counts so far, and ``echo`` for the batch's output).
+
+    Returns:
+        None. Every implementation runs; the built-in `console` plugin prints the progress lines
+        and the final table.
+
+    Runs: in the batch driver, as it happens (``finished`` once, after ``trainer_after_batch``).
     """
 
 

@@ -19,7 +19,7 @@ from .registry import KINDS, Registry
 if TYPE_CHECKING:  # annotations only: importing these here would load the manifest and Click
     import click
 
-    from .contract import BatchRow, Manifest, PairSpec
+    from .contract import BatchEvent, BatchRow, Manifest, PairSpec
 
 #: the built-in plugins, registered on every manager like a third-party plugin would be
 DEFAULT_PLUGINS = (
@@ -39,6 +39,7 @@ DEFAULT_PLUGINS = (
     "trainer_plugins.reporters.trading",
     "trainer_plugins.reporters.decision",
     "trainer_plugins.reporters.summary",
+    "trainer_plugins.reporters.console",
     "trainer_plugins.commands.k8s",
     "trainer_plugins.commands.download",
     "trainer_plugins.commands.evaluate",
@@ -387,6 +388,10 @@ class Plugins:
     def after_batch(self, manifest: Manifest, results: Sequence[BatchRow]) -> None:
         """Call ``trainer_after_batch`` with one outcome row per pair."""
         self.pm.hook.trainer_after_batch(manifest=manifest, results=results)
+
+    def batch_progress(self, event: BatchEvent) -> None:
+        """Call ``trainer_batch_progress`` (the console plugin prints it)."""
+        self.pm.hook.trainer_batch_progress(event=event)
 
     def before_pair(self, spec: PairSpec) -> None:
         """Call ``trainer_before_pair``; a `TrainerError` raised there stops the pair."""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..contract import BatchReport, BatchRow, figure_of, sort_rows
+from ..contract import BatchEvent, BatchReport, BatchRow
 from ..errors import ConfigError, TrainerError
 from ..features import resolve_spec
 from ..manifest import Manifest, PairSpec
@@ -74,13 +74,6 @@ class Preflight:
 
 def _row(pair: str, status: str, reason: str = "", **values: Any) -> BatchRow:
     return BatchRow(pair, status, reason, **values)
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def _iso(timestamp: float) -> str:
@@ -347,20 +340,32 @@ class BatchRun:
                     spec.name, "cancelled", "interrupted (Ctrl-C)", error="cancelled before it finished"
                 )
 
-    # -- progress ----------------------------------------------------------------------------
-    def _line(self, state: str, pair: str, detail: str, total: int) -> None:
+    # -- progress: events for trainer_batch_progress (the console plugin prints them) ------------
+    def _emit(
+        self,
+        kind: str,
+        pair: str | None,
+        detail: str = "",
+        row: BatchRow | None = None,
+        report: BatchReport | None = None,
+        waited: float | None = None,
+    ) -> None:
         finished = [r for r in self.rows.values() if r["status"] in ("trained", "failed")]
-        failed = sum(r["status"] == "failed" for r in finished)
         skipped = sum(r["status"] == "skipped" for r in self.rows.values())
-        elapsed = time.time() - self.started
-        to_run = total - skipped
-        eta = ""
-        if finished and len(finished) < to_run:
-            eta = f", ETA {_clock(elapsed / len(finished) * (to_run - len(finished)))}"
-        self.echo(
-            f"[{_clock(elapsed)}] {state:<9} {pair:<14} {detail}  ({len(finished)}/{to_run} done, "
-            f"{failed} failed{eta})"
+        event = BatchEvent(
+            kind,
+            pair,
+            detail,
+            done=len(finished),
+            to_run=len(self.specs) - skipped,
+            failed=sum(r["status"] == "failed" for r in finished),
+            elapsed=time.time() - self.started,
+            echo=self.echo,
+            row=row,
+            report=report,
+            waited=waited,
         )
+        self.plugins.batch_progress(event)
 
     # -- running -----------------------------------------------------------------------------
     def _skipped_row(self, p: Plan) -> BatchRow:
@@ -381,7 +386,7 @@ class BatchRun:
         for p in plans:
             if p.action == "skip":
                 self.rows[p.spec.name] = self._skipped_row(p)
-                self.echo(f"[{_clock(0)}] skipped   {p.spec.name:<14} {p.reason}")
+                self._emit("skipped", p.spec.name, p.reason)
         todo = [p for p in plans if p.action == "train"]
         if not todo:
             return
@@ -419,7 +424,7 @@ class BatchRun:
                     ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                     for state, pair, _ in ray.get(progress.drain.remote()):
                         running.add(pair)
-                        self._line(state, pair, "started", total)
+                        self._emit(state, pair, "started")
                     for ref in ready:
                         spec = pending.pop(ref)
                         running.add(spec.name)
@@ -446,13 +451,13 @@ class BatchRun:
             waited[spec.name] = now
             free = ray.available_resources()
             total_res = ray.cluster_resources()
-            self._line(
+            self._emit(
                 "waiting",
                 spec.name,
-                f"not started after {_clock(now - submitted)}: waits for {spec.resources.cpus:g} CPU(s) "
+                f"waits for {spec.resources.cpus:g} CPU(s) "
                 f"and {spec.resources.gpus:g} GPU(s); free now {free.get('CPU', 0):g} of "
                 f"{total_res.get('CPU', 0):g} CPUs, {free.get('GPU', 0):g} of {total_res.get('GPU', 0):g} GPUs",
-                total,
+                waited=now - submitted,
             )
 
     def _init_ray(self, ray) -> bool:
@@ -503,20 +508,7 @@ class BatchRun:
         else:
             row = out if isinstance(out, BatchRow) else BatchRow(**dict(out))
         self.rows[spec.name] = row
-        if row["status"] == "trained":
-            m = row["metrics"]
-            detail = f"val_accuracy {m['val_accuracy']:.4f}, {m['epochs']} epoch(s), {row['seconds']:.1f}s"
-            scores = _scores(m)
-            if scores:
-                detail += f", {_slice_label(m)}: " + scores
-            if m.get("single_class"):
-                detail += f"; predicts {m['single_class']} only"
-        else:
-            detail = row["error"] or row["status"]
-        self._line(row["status"], spec.name, detail, total)
-        if row.traceback:  # an unexpected error: the worker's traceback, where the hint says it is
-            for line in row.traceback.rstrip().splitlines():
-                self.echo(f"[{spec.name}] {line}")
+        self._emit(row.status, spec.name, row=row)
 
     # -- results -----------------------------------------------------------------------------
     def ordered(self) -> list[BatchRow]:
@@ -550,79 +542,7 @@ class BatchRun:
             larger_is_better=self.larger_is_better,
         )
 
-    def table(self) -> str:
-        """The table the CLI prints at the end: one line per pair, best first by ``sort`` (failed and
-        cancelled pairs last), with the class-balance-aware scores and signal counts beside the
-        validation accuracy, and a warning for a model that predicts one class only."""
-        extra = self.sort not in ("pair", "mcc", "balanced_accuracy", "val_accuracy", "val_loss")
-        rows = [
-            ["PAIR", "STATUS", "EPOCHS", "VAL_ACC", "MCC", "BAL_ACC", "LONG", "SHORT", "VAL_LOSS", "TIME"]
-            + ([self.sort.upper()] if extra else [])
-        ]
-        warnings = []
-        for r in sort_rows(self.ordered(), self.sort, self.larger_is_better):
-            m = r["metrics"] or {}
-            predicted = m.get("predicted") or {}
-            cells = [
-                r["pair"],
-                r["status"],
-                str(m.get("epochs", "")),
-                _fixed(m.get("val_accuracy"), 4),
-                _fixed(m.get("mcc"), 3),
-                _fixed(m.get("balanced_accuracy"), 3),
-                str(predicted.get("LONG", "")),
-                str(predicted.get("SHORT", "")),
-                _fixed(m.get("val_loss"), 4),
-                f"{r['seconds']:.0f}s" if r["seconds"] is not None else "",
-            ]
-            if extra:
-                cells.append(_fixed(figure_of(r, self.sort), 4))
-            rows.append(cells)
-            warnings.append(f"predicts {m['single_class']} only" if m.get("single_class") else "")
-            rows[-1].append(
-                r["artifacts"] if r["status"] in ("trained", "skipped") else (r["error"] or r["reason"])
-            )
-        rows[0].append("ARTIFACTS / ERROR")
-        if any(warnings):  # the column shows only when a model predicts one class
-            for row, warning in zip(rows, ["WARNING", *warnings]):
-                row.insert(-1, warning)
-        n = len(rows[0]) - 1
-        widths = [max(len(row[i]) for row in rows) for i in range(n)]
-        slices = {(r["metrics"] or {}).get("measured_on") for r in self.ordered() if r["metrics"]} - {None}
-        note = (
-            "MCC, BAL_ACC, LONG, SHORT: "
-            + " / ".join(sorted(_slice_label({"measured_on": s}) for s in slices))
-            + "; VAL_ACC, VAL_LOSS: validation"
-            if slices
-            else ""
-        )
-        return "\n".join(
-            ["  ".join(c.ljust(w) for c, w in zip(row[:n], widths)) + "  " + str(row[n]) for row in rows]
-            + (["", note] if note else [])
-        )
-
-
-def _slice_label(m: dict) -> str:
-    """Where a pair's headline scores were measured, as the CLI says it."""
-    return "on the test slice" if m.get("measured_on") == "test" else "measured on the early-stopping slice"
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _fixed(value: Any, digits: int) -> str:
-    return "" if _number(value) is None else f"{value:.{digits}f}"
-
-
-def _scores(m: dict) -> str:
-    """MCC, balanced accuracy and the LONG / SHORT signal counts of a pair's metrics ('' without)."""
-    if _number(m.get("mcc")) is None:
-        return ""
-    predicted = m.get("predicted") or {}
-    out = f"MCC {m['mcc']:.3f}"
-    if _number(m.get("balanced_accuracy")) is not None:
-        out += f", balanced accuracy {m['balanced_accuracy']:.3f}"
-    if predicted:
-        out += f", signals LONG {predicted.get('LONG', 0):,} / SHORT {predicted.get('SHORT', 0):,}"
-    return out
+    def show(self, report: BatchReport) -> None:
+        """The batch is over: ``trainer_batch_progress`` with a ``finished`` event (the console
+        plugin prints the final table)."""
+        self._emit("finished", None, report=report)
