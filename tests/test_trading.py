@@ -265,6 +265,7 @@ def test_report_without_test_slice_or_returns_says_so(tmp_path, trainer, inputs)
         "split.test=0",
     )
     assert result.exit_code == 0, result.output
+    assert "Headline measured on the early-stopping slice (split.test is 0) on" in result.output
     page = next((tmp_path / "ETHUSDT").glob("trading_*.html")).read_text()
     report = json.loads(next((tmp_path / "ETHUSDT").glob("trading_*.json")).read_text())
     assert (
