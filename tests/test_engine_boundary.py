@@ -666,6 +666,8 @@ def test_predict_with_no_manifest_plugins_names_the_module_a_model_folder_asks_f
         tmp_path / "out",
         "data.loader=synthetic",
         "data.params.rows=2000",
+        "features.ma_short=30",
+        "features.ma_long=120",
         manifest=load_manifest(str(path)),
     )
     result = run_pair(spec, load_plugins(spec.plugins), echo=lambda m: None)
