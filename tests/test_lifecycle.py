@@ -562,3 +562,18 @@ def test_the_retrain_cronjob_component_builds_into_k8s_and_validates(tmp_path, c
                 command = command.get_command(ctx, words[1])
                 words = words[1:]
             command.make_context(words[0], words[1:], resilient_parsing=False)
+
+
+def test_a_version_folder_loaded_directly_keeps_its_record_and_expiry(tmp_path):
+    """What a deployment pins (`trainer freqtrade export` pins the champion's version folder)."""
+    from trainer_core import ExpiredModelError
+
+    out = tmp_path / "out"
+    write_policy(str(out), {**read_policy(str(out)), "lifecycle": {"keep": 5, "expire_after": "1d"}})
+    write_run(out)
+    store = ModelStore(out / "ETHUSDT")
+    store.sync()
+    folder = str(out / "_models" / "ETHUSDT" / "versions" / "v000001")
+    with pytest.raises(ExpiredModelError, match="ETHUSDT version #1 expired at 2025-05-09T23:59:00"):
+        resolve_model(folder)
+    assert resolve_model(folder, allow_expired=True) == (folder, store.state().versions[1])

@@ -178,6 +178,19 @@ def test_the_gate_decides_on_fresh_candles_and_the_decision_replays_from_the_log
         assert models(trainer, "rollback", out, "ETHUSDT").exit_code == 0
 
 
+def test_candles_without_a_fresh_window_are_one_clear_error(versions, trainer):
+    out, data = versions
+    stale = candles(data.parent / "to-12", "ETHUSDT", "2025-05-12")
+    before = json.loads(models(trainer, "history", out, "ETHUSDT", "--json").output)["events"]
+    r = models(trainer, "promote", out, "ETHUSDT", "--candidate", 2, "--data", stale)
+    assert r.exit_code == 2, r.output
+    assert "hold no fresh window: it must start after 2025-05-13T00:29:00+00:00" in r.output, r.output
+    assert "Hint: Pass candles that continue past the versions' training data" in r.output
+    after = json.loads(models(trainer, "history", out, "ETHUSDT", "--json").output)["events"]
+    assert after == before  # nothing logged, no evidence left behind
+    assert not list((out / "_models" / "ETHUSDT").glob(f"evidence/{len(before) + 1:06d}-*"))
+
+
 def test_a_worthless_challenger_is_never_promoted(versions, trainer):
     out, data = versions
     assert json.loads(models(trainer, "show", out, "ETHUSDT", "--json").output)["id"] == 1
@@ -226,6 +239,14 @@ def test_rollback_restores_the_previous_champion_and_predict_uses_it(versions, t
         predictions["v1"]
     )
     assert not predictions["live"].equals(predictions["v1"])
+    # freqtrade export pins the champion's own version folder (immutable), not the live folder
+    from trainer_plugins.commands.freqtrade import export
+
+    userdir = tmp_path / "user_data"
+    userdir.mkdir()
+    _, _, pins = export([f"{out}/ETHUSDT@champion"], userdir)
+    (pin,) = pins["models"].values()
+    assert pin["model_dir"] == str((out / "_models" / "ETHUSDT" / "versions" / "v000001").resolve())
 
 
 def test_an_expired_champion_is_refused_in_one_line_and_allowed_on_request(versions, trainer, tmp_path):

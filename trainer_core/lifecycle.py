@@ -46,6 +46,7 @@ DEFAULT_POLICY: dict[str, dict[str, Any]] = {
     },
 }
 _SELECTOR = re.compile(r"^(?P<name>.+?)(?:@(?P<alias>[A-Za-z][A-Za-z0-9_-]*)|#(?P<version>[0-9]+))$")
+_VERSION_FOLDER = re.compile(rf"^(?P<parent>.+)/{STORE}/(?P<name>[^/]+)/versions/v(?P<id>[0-9]{{6}})$")
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(m|h|d|w)\s*$")
 
 
@@ -571,6 +572,14 @@ def resolve_model(location: str | Path, allow_expired: bool = False) -> tuple[st
     ``allow_expired``. Returns the folder to load and the version's record.
     """
     folder, alias, version = split_selector(str(location))
+    inside = _VERSION_FOLDER.match(folder.replace("\\", "/").rstrip("/"))
+    if inside and alias is None and version is None:
+        # a version's own folder (what a deployment pins): its record, for its expiry
+        store = ModelStore(f"{inside['parent']}/{inside['name']}")
+        record = store.state().versions.get(int(inside["id"])) if store.exists() else None
+        if record is not None:
+            check_not_expired(record, store.name, allow_expired)
+        return str(location), record
     if alias is None and version is None:
         if not is_url(folder) and not Path(folder).expanduser().is_dir():
             return str(location), None

@@ -81,7 +81,10 @@ def pins_for(model_dirs, trading_mode: str | None, rule: str) -> dict:
     models = []
     for folder in model_dirs:
         path = Path(folder).expanduser().resolve()
-        models.append((path, load_pair_model(path)))
+        model = load_pair_model(path)
+        # OUTPUT/PAIR@champion (or a folder with model versions) pins the version's own folder
+        path = path if model.version is None else Path(model.location)
+        models.append((path, model))
     markets = {str(dict(m.spec["data"].get("params") or {}).get("market") or "spot") for _, m in models}
     if trading_mode is None:
         trading_mode = "futures" if any(m.startswith("futures") for m in markets) else "spot"
