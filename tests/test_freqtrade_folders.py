@@ -270,8 +270,9 @@ def test_train_from_the_freqtrade_folder(trainer, binance, tmp_path, pair, extra
         *extra,
     )
     assert result.exit_code == 0, result.output
-    (marker,) = out.glob(f"{pair}/_SUCCESS.json")
-    (meta_path,) = out.glob(f"{pair}/metadata_*.json")
+    folder = f"{pair}-futures" if pair == "BTCUSDT" else pair  # a futures pair's folder names its market
+    (marker,) = out.glob(f"{folder}/_SUCCESS.json")
+    (meta_path,) = out.glob(f"{folder}/metadata_*.json")
     meta = json.loads(meta_path.read_text())
     name = LAYOUT[(pair, "1m", "futures-um") if pair == "BTCUSDT" else (pair, "5m", "spot")][0]
     assert meta["data"]["source"] == str(binance / name)
