@@ -96,9 +96,9 @@ def trainer_after_pair(spec, result):
 def trainer_after_batch(manifest, results):
     """Make sure each pair trained in the batch is a version (and the challenger, when registering)."""
     for row in results:
-        if row.get("status") != "trained" or not row.get("artifacts"):
-            continue
         try:
+            if row.get("status") != "trained" or not row.get("artifacts"):
+                continue
             register(row["artifacts"])
-        except Exception as exc:
-            _warn(f"{row['pair']}: the new run could not be registered as a version", exc)
+        except Exception as exc:  # never fail a finished batch for the model store
+            _warn(f"{row.get('pair')}: the new run could not be registered as a version", exc)
