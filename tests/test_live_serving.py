@@ -362,3 +362,38 @@ def test_a_laptop_manifest_model_serves_from_a_live_buffer(trainer, tmp_path, sh
         last["p_long"],
         last["signal"],
     )
+
+
+@pytest.mark.slow
+def test_a_model_trained_with_gaps_filled_fills_a_served_gap_as_in_training(tmp_path, trainer):
+    from trainer_core import load_pair_model
+
+    path = _candles(tmp_path, 1500, seed=5)
+    full = pl.read_parquet(path)
+    gapped = pl.concat([full.head(1400), full.tail(90)])  # 10 minutes missing, 90 candles before the end
+    gapped.write_parquet(path)
+    args = ["run", "--pair", "ETHUSDT", "--data", path, "--output", tmp_path / "art", "--epochs", "1"]
+    for s in LIVE_SETS:
+        args += ["--set", s.replace("data.gaps=split", "data.gaps=fill")]
+    result = trainer(*args)
+    assert result.exit_code == 0, result.output
+    model = load_pair_model(tmp_path / "art" / "ETHUSDT")
+    candles = gapped.with_columns(pl.from_epoch("timestamp", time_unit="ms").dt.replace_time_zone("UTC"))
+    buffer = candles.tail(model.required_history)  # 39 candles, the gap, 90 candles
+    assert np.diff(buffer["timestamp"].dt.epoch("ms").to_numpy()).max() == 11 * 60_000
+    latest = model.predict_latest(buffer)
+    result = trainer(
+        "predict",
+        "--model-dir",
+        tmp_path / "art" / "ETHUSDT",
+        "--data",
+        path,
+        "--output",
+        tmp_path / "p.parquet",
+    )
+    assert result.exit_code == 0, result.output
+    last = pl.read_parquet(tmp_path / "p.parquet").row(-1, named=True)
+    assert latest["timestamp"] == last["timestamp"]
+    for column in ("p_short", "p_hold", "p_long"):
+        assert latest[column] == pytest.approx(last[column], abs=1e-6)
+    assert latest["signal"] == last["signal"]
