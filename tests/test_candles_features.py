@@ -355,6 +355,8 @@ def test_prepare_then_run_equals_ohlcv_loader(trainer, tmp_path, shared_data):
         "labels.take_profit_pct=0.3",
         "--set",
         "labels.stop_loss_pct=0.3",
+        "--set",
+        "features.partial_history=true",  # 4,000 candles and the seed's 30-day means: expanding
     ]
     result = trainer(
         "prepare", "--pair", "SOLUSDT", "--data", candles, "--output", tmp_path / "inputs", *common
