@@ -17,6 +17,7 @@ from .candles import (  # noqa: E402
     rows_fingerprint,
     timeframe_ms,
 )
+from .commands import command_manifest, command_plugins, debug_option, no_manifest_plugins_option
 from .contract import BatchEvent, BatchRow, figure_of, sort_rows  # noqa: E402
 from .data import CLASS_NAMES, NO_LABEL, PairData, file_sha256  # noqa: E402
 from .errors import (  # noqa: E402
@@ -29,7 +30,7 @@ from .errors import (  # noqa: E402
     TrainingError,
     reject_unknown,
 )
-from .features import pair_data_from_candles  # noqa: E402
+from .features import pair_data_from_candles, resolve_spec  # noqa: E402
 from .formats import NAME_RE as TRAINING_READY_NAME_RE  # noqa: E402
 from .formats import pct_from_code, read_table
 from .hookspecs import hookimpl  # noqa: E402
@@ -112,6 +113,12 @@ __all__ = [
     "rows_fingerprint",
     "timeframe_ms",
     "training_ready_name",
+    # what a plugin command shares with the built-in ones (`trainer prepare`)
+    "command_manifest",
+    "command_plugins",
+    "debug_option",
+    "no_manifest_plugins_option",
+    "resolve_spec",
     # scoring predictions (`trainer evaluate`)
     "manifest_from_dict",
     "read_for_prediction",

@@ -1,4 +1,4 @@
-"""The `trainer` command line. The only module that knows Click."""
+"""The `trainer` command line: the group and its built-in commands (plugins add the others)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import yaml
 
 from . import __version__
 from .batch.driver import DEFAULT_SORT, SORT_FIGURES
+from .commands import command_manifest, command_plugins, debug_option, no_manifest_plugins_option
 from .errors import ConfigError, DataError, PluginError, TrainerError
 from .registry import KINDS
 
@@ -30,7 +31,28 @@ class CommandError(click.ClickException):
 
 
 class TrainerGroup(click.Group):
-    """The `trainer` group: a `TrainerError` becomes a `CommandError` (no traceback unless ``--debug``)."""
+    """The `trainer` group: a `TrainerError` becomes a `CommandError` (no traceback unless ``--debug``);
+    the plugins' commands (`trainer prepare`, `download`, ...) join it the first time a command is
+    looked up, so the group is whole however it is invoked."""
+
+    plugin_commands_added = False
+
+    def get_command(self, ctx, cmd_name):
+        """The command ``cmd_name``, the plugins' commands included."""
+        if cmd_name not in self.commands:
+            self.add_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx):
+        """Every command's name, the plugins' commands included."""
+        self.add_plugin_commands()
+        return super().list_commands(ctx)
+
+    def add_plugin_commands(self) -> None:
+        """Register the plugins' commands once (`trainer_register_commands`)."""
+        if not self.plugin_commands_added:
+            self.plugin_commands_added = True
+            _register_plugin_commands(self)
 
     def invoke(self, ctx):
         """Run the subcommand; a `TrainerError` becomes a `CommandError`, Ctrl-C exits 130 with one line."""
@@ -43,22 +65,6 @@ class TrainerGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted: nothing of the interrupted pair was committed.", err=True)
             ctx.exit(130)
-
-
-def _set_debug(ctx, param, value):
-    if value:
-        ctx.ensure_object(dict)["debug"] = True
-    return value
-
-
-debug_option = click.option(
-    "--debug",
-    is_flag=True,
-    expose_value=False,
-    callback=_set_debug,
-    is_eager=True,
-    help="Show the full traceback of an error (and every line TensorFlow and Ray print).",
-)
 
 
 def _set_verbose(ctx, param, value):
@@ -80,37 +86,6 @@ verbose_option = click.option(
 )
 
 
-def _no_manifest_plugins(ctx, param, value):
-    # one knob for every process: the variable reaches prepare, predict and the batch workers
-    if value:
-        from .plugins import MANIFEST_PLUGINS_ENV
-
-        root = ctx.find_root()
-        root.ensure_object(dict)["no_manifest_plugins"] = True
-        before = os.environ.get(MANIFEST_PLUGINS_ENV)
-        os.environ[MANIFEST_PLUGINS_ENV] = "0"
-        root.call_on_close(lambda: _restore_env(MANIFEST_PLUGINS_ENV, before))
-    return value
-
-
-def _restore_env(name: str, value: str | None) -> None:
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
-
-
-no_manifest_plugins_option = click.option(
-    "--no-manifest-plugins",
-    is_flag=True,
-    expose_value=False,
-    callback=_no_manifest_plugins,
-    is_eager=True,
-    help="Refuse to import the modules a manifest or a model folder names in `plugins:` (they run "
-    "code; same as TRAINER_MANIFEST_PLUGINS=0).",
-)
-
-
 @click.group(cls=TrainerGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="trainer")
 @debug_option
@@ -127,18 +102,8 @@ def cli(ctx):
     ctx.ensure_object(dict)
 
 
-def _load_manifest(path):
-    from .manifest import default_manifest, load_manifest
-
-    return load_manifest(path) if path else default_manifest()
-
-
-def _plugins(extra=()):
-    from .plugins import load_plugins
-
-    ctx = click.get_current_context(silent=True)
-    refused = bool(ctx and (ctx.find_root().obj or {}).get("no_manifest_plugins"))
-    return load_plugins(extra, manifest_plugins=False if refused else None)
+_load_manifest = command_manifest
+_plugins = command_plugins
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -240,76 +205,6 @@ def run(pair, manifest_path, index, data_path, output, epochs, batch_size, sets,
             "Run again with --debug for the traceback.",
         ) from exc
     click.echo(f"Done: {result.pair_dir}")
-
-
-@cli.command(context_settings=CONTEXT_SETTINGS)
-@click.option(
-    "--pair", "pair", required=True, metavar="PAIR", help="The pair, e.g. ETHUSDT (ETH/USDT is accepted)."
-)
-@click.option(
-    "--data",
-    "data_path",
-    required=True,
-    metavar="CANDLES",
-    help="A candle file (Binance CSV/zip, freqtrade Feather/JSON, Parquet/CSV) or a folder of the pair's files.",
-)
-@click.option(
-    "--output",
-    "output",
-    default="inputs/",
-    show_default=True,
-    metavar="DIR",
-    help="Folder for the training-ready file.",
-)
-@click.option(
-    "--manifest",
-    "manifest_path",
-    type=click.Path(dir_okay=False),
-    metavar="FILE",
-    help="Take labels.*, features.* and data.* settings from this manifest.",
-)
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a setting, e.g. --set labels.future_window=60 (repeatable).",
-)
-@debug_option
-@no_manifest_plugins_option
-def prepare(pair, data_path, output, manifest_path, sets):
-    """Turn 1-minute candles into a training-ready file: features, labels and realised returns.
-
-    Writes {PAIR}_TF-{tf}__FW-{fw}__SL-{sl}__TP-{tp}__training_ready.feather into the output
-    folder, where `trainer run --data DIR` finds it.
-
-    Example:
-
-        trainer prepare --pair ETHUSDT --data downloads/ETHUSDT-1m-2024-01.zip --output inputs/
-    """
-    from .candles import read_candles
-    from .features import pair_data_from_candles
-    from .prepare import write_training_ready
-
-    manifest = _load_manifest(manifest_path)
-    spec = manifest.resolve(pair, sets, {"data.path": data_path})
-    candles = read_candles(spec.data_path, spec.pair, spec.data.timeframe, spec.candle_market)
-    from .features import resolve_spec
-
-    plugins = _plugins(spec.plugins)
-    spec = resolve_spec(spec, plugins)  # the feature set and labeler, checked; prepare needs no loader
-    data = pair_data_from_candles(candles, spec, plugins)
-    path = write_training_ready(data, spec, output)
-    counts = data.class_counts()
-    gaps = data.extra["gaps"]
-    click.echo(
-        f"{spec.pair}: {data.extra['candles']:,} candles -> {len(data):,} rows "
-        f"(SHORT {counts['SHORT']:,} / HOLD {counts['HOLD']:,} / LONG {counts['LONG']:,}, "
-        f"{int((data.labels < 0).sum()):,} without label); "
-        f"{gaps['gaps']:,} gap(s), {gaps['missing_candles']:,} missing candle(s)"
-        + (f", {data.extra['filled_candles']:,} filled" if data.extra["filled_candles"] else "")
-    )
-    click.echo(f"Wrote {path}")
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -618,9 +513,9 @@ def validate(manifest_path, sets):
     click.echo(f"  {live_history_note(max(required_history(spec, plugins) for spec in specs))}")
 
 
-def _register_plugin_commands() -> None:
+def _register_plugin_commands(group: click.Group | None = None) -> None:
     try:
-        _plugins().register_commands(cli)
+        _plugins().register_commands(cli if group is None else group)
     except PluginError as exc:  # a broken plugin must not take `trainer --help` down with it
         click.echo(f"Warning: {exc.message}", err=True)
 

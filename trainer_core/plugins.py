@@ -47,6 +47,7 @@ DEFAULT_PLUGINS = (
     "trainer_plugins.lifecycle.versions",
     "trainer_plugins.commands.models",
     "trainer_plugins.commands.freqtrade",
+    "trainer_plugins.commands.prepare",
 )
 
 ENTRY_POINT_GROUP = "trainer.plugins"

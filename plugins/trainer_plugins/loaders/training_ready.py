@@ -1,4 +1,5 @@
-"""Loader `training-ready`: the seed's training-ready files (Feather, Parquet or CSV) read with polars.
+"""Loader `training-ready`: the seed's training-ready files (Feather, Parquet or CSV) read with polars,
+and written (`write_training_ready`, behind `trainer prepare`).
 
 File name: ``{PAIR}_TF-{tf}__FW-{fw:03d}__SL-{sl:03d}__TP-{tp:03d}__training_ready.feather``;
 columns: the 8 features, one-hot ``label_0..2`` (SHORT, HOLD, LONG), optionally a timestamp
@@ -7,6 +8,8 @@ column and the realised ``long_return`` / ``short_return``.
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,7 @@ from trainer_core import (
     NO_LABEL,
     DataError,
     PairData,
+    StorageError,
     file_sha256,
     hookimpl,
     reject_unknown,
@@ -51,6 +55,46 @@ def expected_filename(spec, ext: str = "feather") -> str:
     return training_ready_name(
         spec.pair, spec.data.timeframe, lab.future_window, lab.stop_loss_pct, lab.take_profit_pct, ext=ext
     )
+
+
+def frame_from_pair_data(data: PairData):
+    """A training-ready polars DataFrame from `PairData`: timestamp, the features (float32), one-hot
+    ``label_0..2`` (null where a row has no label) and the realised returns when present."""
+    import polars as pl
+
+    labelled = data.labels >= 0
+    columns = {"timestamp": pl.Series("timestamp", data.timestamps.astype("datetime64[ms]"))}
+    for i, name in enumerate(data.feature_names):
+        columns[name] = pl.Series(name, data.features[:, i], dtype=pl.Float32)
+    for k, name in enumerate(LABEL_COLUMNS):
+        values = (data.labels == k).astype(np.int8)
+        columns[name] = pl.Series(name, values, dtype=pl.Int8).set(pl.Series(~labelled), None)
+    for name in RETURN_COLUMNS:
+        values = getattr(data, name)
+        if values is not None:
+            columns[name] = pl.Series(name, values, dtype=pl.Float64, nan_to_null=True)
+    return pl.DataFrame(columns)
+
+
+def write_training_ready(data: PairData, spec, folder: str | Path) -> Path:
+    """Write ``data`` as the Feather file this loader finds for ``spec`` (`expected_filename`) in
+    ``folder``, atomically (temporary name, then rename); return the file's path."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / expected_filename(spec)
+        tmp = folder / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            frame_from_pair_data(data).write_ipc(tmp, compression="zstd")
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    except OSError as exc:
+        raise StorageError(
+            f"Cannot write to {folder}: {exc.strerror or exc}.", "Check the --output folder."
+        ) from exc
+    return final
 
 
 def find_file(spec) -> Path:

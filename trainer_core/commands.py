@@ -1,0 +1,84 @@
+"""What every `trainer` command shares, built-in or a plugin's: the ``--debug`` and
+``--no-manifest-plugins`` flags, the manifest a ``--manifest`` option names, and the plugins
+loaded under the command line's one policy."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+
+def _set_debug(ctx, param, value):
+    if value:
+        ctx.ensure_object(dict)["debug"] = True
+    return value
+
+
+_debug = click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    callback=_set_debug,
+    is_eager=True,
+    help="Show the full traceback of an error (and every line TensorFlow and Ray print).",
+)
+
+
+def debug_option(command):
+    """Click decorator: the command's ``--debug`` flag (a `TrainerError` then shows its traceback)."""
+    return _debug(command)
+
+
+def _no_manifest_plugins(ctx, param, value):
+    # one knob for every process: the variable reaches prepare, predict and the batch workers
+    if value:
+        from .plugins import MANIFEST_PLUGINS_ENV
+
+        root = ctx.find_root()
+        root.ensure_object(dict)["no_manifest_plugins"] = True
+        before = os.environ.get(MANIFEST_PLUGINS_ENV)
+        os.environ[MANIFEST_PLUGINS_ENV] = "0"
+        root.call_on_close(lambda: _restore_env(MANIFEST_PLUGINS_ENV, before))
+    return value
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+_no_manifest_plugins_flag = click.option(
+    "--no-manifest-plugins",
+    is_flag=True,
+    expose_value=False,
+    callback=_no_manifest_plugins,
+    is_eager=True,
+    help="Refuse to import the modules a manifest or a model folder names in `plugins:` (they run "
+    "code; same as TRAINER_MANIFEST_PLUGINS=0).",
+)
+
+
+def no_manifest_plugins_option(command):
+    """Click decorator: the command's ``--no-manifest-plugins`` flag (refuse to import the modules a
+    manifest or model folder names, for this command and every process it starts)."""
+    return _no_manifest_plugins_flag(command)
+
+
+def command_manifest(path):
+    """The manifest a ``--manifest FILE`` option names, else the built-in defaults."""
+    from .manifest import default_manifest, load_manifest
+
+    return load_manifest(path) if path else default_manifest()
+
+
+def command_plugins(extra=()):
+    """The plugin manager a command uses: built-ins, entry points, then the ``extra`` modules (a
+    manifest's `plugins:`), which ``--no-manifest-plugins`` refuses."""
+    from .plugins import load_plugins
+
+    ctx = click.get_current_context(silent=True)
+    refused = bool(ctx and (ctx.find_root().obj or {}).get("no_manifest_plugins"))
+    return load_plugins(extra, manifest_plugins=False if refused else None)
