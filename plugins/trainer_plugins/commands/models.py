@@ -431,6 +431,8 @@ def replay_decision(location: str, seq: int, data_path: str) -> dict:
         recorded["costs"],
     )
     differences = []
+    if recorded.get("format") != again["format"]:
+        differences.append(f"format: {recorded.get('format')} was decided by an earlier interval rule")
     for key in ("verdict", "window", "bootstrap", "difference"):
         if json.loads(json.dumps(again.get(key), default=str)) != recorded.get(key):
             differences.append(key)

@@ -8,9 +8,10 @@ learned from reaches into it. Each model is scored on the window by `trainer eva
 both paying the candidate's costs (fee, slippage, funding). The trades'
 net returns, booked on their entry candle, make one series per model over the window's candles;
 the candidate - champion difference is resampled with a stationary block bootstrap
-(`arch.bootstrap`, blocks at least the horizon long) to give an interval of the difference in total
-net return. Assumption: the per-candle series is stationary and its dependence dies out within a
-few block lengths; it is not assumed independent.
+(`arch.bootstrap`, blocks at least the horizon long) and, beside it, cut into non-overlapping
+batches three block lengths long for a batch-means Student-t interval; the gate reads the lower of
+the two lower bounds. Assumption: the per-candle series is stationary and its dependence dies out
+within one batch (three block lengths); it is not assumed independent.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from trainer_core import ConfigError, DataError, read_candles
 MIN_COVERAGE = 0.99
 #: the evaluation settings that price a trade; the candidate's apply to both versions
 COST_KEYS = ("fee_pct", "slippage_bps", "funding_rate_pct")
+#: evidence of an earlier format was decided by an earlier interval rule and does not replay
+EVIDENCE_FORMAT = "pair-trainer promotion evidence v2"
+#: a batch-means batch spans this many bootstrap block lengths
+BATCH_BLOCKS = 3
 #: the report's random-entry baseline is not part of the gate: a few draws keep a promotion fast
 GATE_EVALUATION = {"random_entry_draws": 100}
 
@@ -191,6 +196,47 @@ def _bootstrap(
     return float(np.quantile(totals, tail)), float(np.quantile(totals, 1 - tail))
 
 
+def _batch_means(series: np.ndarray, bucket: int, batch: int, confidence: float) -> dict:
+    """Student-t interval of the series' total from non-overlapping batches of ``batch`` buckets
+    (the batch-means method): with ``k`` full batches of sums ``s_j``, the total's variance is
+    ``(n / batch) * var(s_j)`` over ``n`` buckets, and the interval uses ``k - 1`` degrees of
+    freedom. Fewer than two full batches: no interval (``ci_low`` / ``ci_high`` None)."""
+    from scipy import stats
+
+    values = buckets(np.asarray(series, dtype=np.float64), bucket)
+    batch = max(1, int(batch))
+    k = len(values) // batch
+    out: dict = {"batch_candles": bucket * batch, "batches": int(k), "ci_low": None, "ci_high": None}
+    if k < 2:
+        return out
+    sums = values[: k * batch].reshape(k, batch).sum(axis=1)
+    total = float(np.sum(values))
+    se = math.sqrt(len(values) / batch * float(np.var(sums, ddof=1)))
+    t = float(stats.t.ppf(1 - (1 - confidence) / 2, k - 1))
+    out.update(ci_low=total - t * se, ci_high=total + t * se)
+    return out
+
+
+def _interval(
+    series: np.ndarray, bucket: int, blocks: int, draws: int, confidence: float, seed: int
+) -> tuple[float | None, float | None, dict]:
+    """The gate's interval of the series' total: the wider of the block bootstrap's percentile
+    interval and the batch-means t interval on each side; ``(None, None, ...)`` when too few
+    batches make the latter undefined (no decision can rest on it)."""
+    b_low, b_high = _bootstrap(series, bucket, blocks, draws, confidence, seed)
+    bm = _batch_means(series, bucket, BATCH_BLOCKS * blocks, confidence)
+    parts = {"bootstrap_low": b_low, "bootstrap_high": b_high, "batch_means": bm}
+    if bm["ci_low"] is None:
+        if not np.any(series):
+            return 0.0, 0.0, parts
+        return None, None, parts
+    return min(b_low, bm["ci_low"]), max(b_high, bm["ci_high"]), parts
+
+
+def _fmt(x: float | None) -> str:
+    return "undefined (too few batches)" if x is None else f"{x:+.4f}"
+
+
 def decide(candidate, champion, data_path: str, policy: dict, costs: dict | None = None) -> dict:
     """The gate's evidence and verdict for ``candidate`` (``(version, location, record)``) against
     ``champion`` (the same, or None). ``costs`` (default: the candidate's) apply to both. Nothing is
@@ -220,7 +266,7 @@ def decide(candidate, champion, data_path: str, policy: dict, costs: dict | None
     end_ms = int(candles.time_ms[-1]) - horizon_max * step_ms if len(candles) else start_ms - 1
     window_candles = int(np.count_nonzero((candles.time_ms >= start_ms) & (candles.time_ms <= end_ms)))
     evidence = {
-        "format": "pair-trainer promotion evidence v1",
+        "format": EVIDENCE_FORMAT,
         "pair": c_model.pair,
         "data": {"path": str(data_path), "sha256": _data_sha(candles)},
         "window": {
@@ -275,10 +321,13 @@ def judge(cand: Scored, champ: Scored | None, promo: dict, horizon: int) -> dict
     scored = [cand] if champ is None else [cand, champ]
     bucket, blocks = block_length([s.pnl for s in scored], horizon, promo.get("block_length"))
     draws, conf, seed = int(promo["draws"]), float(promo["confidence"]), int(promo["seed"])
-    c_low, c_high = _bootstrap(cand.pnl, bucket, blocks, draws, conf, seed)
+    c_low, c_high, c_parts = _interval(cand.pnl, bucket, blocks, draws, conf, seed)
     report = {
-        "method": "stationary block bootstrap (arch) of per-bucket net returns, percentile interval",
+        "method": "the wider of a stationary block bootstrap (arch) percentile interval and a "
+        "batch-means Student-t interval (non-overlapping batches of three block lengths, df = batches - 1) "
+        "of per-bucket net returns",
         "bucket_candles": bucket,
+        "batch_candles": bucket * blocks * BATCH_BLOCKS,
         "block_length": bucket * blocks,
         "block_length_buckets": blocks,
         "draws": draws,
@@ -286,7 +335,7 @@ def judge(cand: Scored, champ: Scored | None, promo: dict, horizon: int) -> dict
         "seed": seed,
     }
     evidence = {"bootstrap": report, "candidate": {}, "champion": None}
-    evidence["candidate"].update(_summary(cand, c_low, c_high))
+    evidence["candidate"].update(_summary(cand, c_low, c_high, c_parts))
     checks = []
     min_trades = int(promo["min_trades"])
     enough = cand.simulation["n_trades"] >= min_trades
@@ -297,27 +346,27 @@ def judge(cand: Scored, champ: Scored | None, promo: dict, horizon: int) -> dict
             "detail": f"{cand.simulation['n_trades']} non-overlapping trades, at least {min_trades} needed",
         }
     )
-    above = c_low > 0
+    above = c_low is not None and c_low > 0
     checks.append(
         {
             "check": "net return interval above break-even",
             "passed": above,
             "detail": f"total net return {cand.simulation['total_net_return']:+.4f}, "
-            f"{conf:.0%} interval [{c_low:+.4f}, {c_high:+.4f}] must lie above 0",
+            f"{conf:.0%} interval [{_fmt(c_low)}, {_fmt(c_high)}] must lie above 0",
         }
     )
     if champ is not None:
-        h_low, h_high = _bootstrap(champ.pnl, bucket, blocks, draws, conf, seed)
-        evidence["champion"] = _summary(champ, h_low, h_high)
-        d_low, d_high = _bootstrap(cand.pnl - champ.pnl, bucket, blocks, draws, conf, seed)
+        h_low, h_high, h_parts = _interval(champ.pnl, bucket, blocks, draws, conf, seed)
+        evidence["champion"] = _summary(champ, h_low, h_high, h_parts)
+        d_low, d_high, d_parts = _interval(cand.pnl - champ.pnl, bucket, blocks, draws, conf, seed)
         delta = float(np.sum(cand.pnl - champ.pnl))
-        evidence["difference"] = {"total_net_return": delta, "ci_low": d_low, "ci_high": d_high}
+        evidence["difference"] = {"total_net_return": delta, "ci_low": d_low, "ci_high": d_high, **d_parts}
         min_delta = float(promo["min_delta"])
         checks.append(
             {
                 "check": "beats the champion",
-                "passed": d_low > min_delta,
-                "detail": f"candidate - champion {delta:+.4f}, {conf:.0%} interval [{d_low:+.4f}, {d_high:+.4f}]; "
+                "passed": d_low is not None and d_low > min_delta,
+                "detail": f"candidate - champion {delta:+.4f}, {conf:.0%} interval [{_fmt(d_low)}, {_fmt(d_high)}]; "
                 f"its lower bound must exceed promotion.min_delta {min_delta:+.4f}",
             }
         )
@@ -349,7 +398,7 @@ def judge(cand: Scored, champ: Scored | None, promo: dict, horizon: int) -> dict
     return evidence
 
 
-def _summary(s: Scored, low: float, high: float) -> dict:
+def _summary(s: Scored, low: float | None, high: float | None, parts: dict) -> dict:
     sim = {k: v for k, v in s.simulation.items() if k != "trades"}
     return {
         "simulation": sim,
@@ -357,6 +406,7 @@ def _summary(s: Scored, low: float, high: float) -> dict:
         "total_net_return": s.simulation["total_net_return"],
         "ci_low": low,
         "ci_high": high,
+        **parts,
         "coverage": s.coverage,
         "pnl_sha256": "sha256:" + hashlib.sha256(np.ascontiguousarray(s.pnl).tobytes()).hexdigest(),
     }
