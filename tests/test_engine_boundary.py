@@ -1,7 +1,8 @@
 """The engine and its plugins meet at one floor: a third-party feature set and labeler are resolved
 once per pair (tag, horizon, embargo, columns) with the run's own plugins, every plugin failure names
 the plugin, `--no-manifest-plugins` reaches every command that imports modules, and no engine module
-names a plugin's features, figures or files."""
+names a plugin's features, figures, files or labelers (the seed's labeler's two known namings aside) nor
+defines a plugin's command."""
 
 from __future__ import annotations
 
@@ -355,14 +356,21 @@ ENGINE_FILES = {kind for kind, _ in (*_ARTIFACTS.ENGINE_KINDS, *_ARTIFACTS.SERVI
 def plugin_names() -> dict[str, set[str]]:
     """What the registered components name: feature columns, the figures reporters declare, and the
     files reporters write (``out.name(KIND, ...)`` prefixes and module-level file names)."""
-    from trainer_core.features import feature_params
+    from trainer_core.features import feature_params, labeler_name
     from trainer_core.plugins import load_plugins
 
     plugins = load_plugins(entry_points=False)
     spec = default_manifest().resolve("ETHUSDT")
-    names: dict[str, set[str]] = {"feature": set(), "figure": set(), "file": set()}
+    names: dict[str, set[str]] = {"feature": set(), "figure": set(), "file": set(), "labeler": set()}
     for registration in plugins.registry:
         component = registration.factory()
+        if registration.kind == "labeler":
+            names["labeler"].add(registration.name)
+            params = dict(spec.labels) if registration.name == labeler_name(spec) else {}
+            try:
+                names["labeler"].add(component.tag(params))
+            except (trainer_core.TrainerError, KeyError, TypeError):
+                pass
         if registration.kind == "feature-set":
             params = feature_params(spec) if registration.name == "seed" else {}
             try:
@@ -386,23 +394,76 @@ def plugin_names() -> dict[str, set[str]]:
     return names
 
 
+# Where the engine still names the seed's labeler: the built-in manifest's default `labels.method`,
+# and the spec's artifact tag before the labeler is resolved (the seed's FW/SL/TP naming, which
+# model folders trained before carry). Any other naming, or one of these gone, fails the test.
+SEED_LABELER_NAMED_BY = {
+    "trainer_core/manifest/schema.py names the labeler 'tp-sl'",
+    "trainer_core/manifest/spec.py names the labeler 'tp-sl'",
+}
+
+
 def test_the_guard_knows_what_the_built_in_plugins_name():
     names = plugin_names()
     assert {"close_change", "price_to_ma43200"} <= names["feature"]
     assert {"total_net_return", "max_drawdown"} <= names["figure"]
     assert {"trading_", "confusion_matrix_", "summary.json", "summary.html"} <= names["file"]
+    assert {"tp-sl", "FW120_SL050_TP100"} <= names["labeler"]
 
 
-def test_no_engine_module_names_a_plugins_feature_figure_or_file():
+def test_no_engine_module_names_a_plugins_feature_figure_file_or_labeler():
     names = plugin_names()
-    offenders = []
+    offenders = set()
     for module, strings in engine_strings().items():
         for kind, values in names.items():
             for value in values:
-                pattern = re.compile(rf"(?<![\w.]){re.escape(value)}(?!\w)")
+                pattern = re.compile(rf"(?<![\w.-]){re.escape(value)}(?![\w-])")
                 if any(pattern.search(text) for text in strings):
-                    offenders.append(f"{module} names the {kind} {value!r}")
-    assert offenders == []
+                    offenders.add(f"{module} names the {kind} {value!r}")
+    assert offenders == SEED_LABELER_NAMED_BY
+
+
+def plugin_commands() -> dict[str, str]:
+    """The commands the plugins register (`trainer_register_commands`), by name: their modules."""
+    import click
+
+    from trainer_core.plugins import load_plugins
+
+    group = click.Group()
+    load_plugins(entry_points=False).register_commands(group)
+    return {
+        name: command.callback.__module__ if command.callback else ""
+        for name, command in group.commands.items()
+    }
+
+
+def engine_command_names() -> set[str]:
+    """The names of the Click commands and groups any engine module defines (``@x.command``,
+    ``@x.group``, ``click.command(...)``): the explicit name, else the function's, as Click makes it."""
+    found = set()
+    for path in (REPO / "trainer_core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for decorator in node.decorator_list:
+                call = decorator if isinstance(decorator, ast.Call) else None
+                func = call.func if call else decorator
+                if isinstance(func, ast.Attribute) and func.attr in ("command", "group"):
+                    named = [a.value for a in (call.args if call else []) if isinstance(a, ast.Constant)]
+                    named += [k.value.value for k in (call.keywords if call else []) if k.arg == "name"]
+                    found.add(named[0] if named else node.name.replace("_", "-"))
+    return found
+
+
+def test_every_plugin_command_is_the_plugins_own():
+    """A command a plugin registers (`trainer prepare` among them) is defined by the plugin, never
+    by an engine module as well. (User-facing hints such as "run `trainer prepare`" may name them.)"""
+    commands = plugin_commands()
+    assert {"prepare", "download", "k8s"} <= set(commands)
+    assert all(module.startswith("trainer_plugins.") for module in commands.values()), commands
+    engine = engine_command_names()
+    assert {"run", "batch", "predict", "validate"} <= engine, engine
+    assert engine.isdisjoint(commands), engine & set(commands)
 
 
 # -- docs/hooks.md tells the callbacks' real order -----------------------------------------------------

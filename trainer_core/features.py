@@ -54,13 +54,17 @@ def label_params_of(spec) -> dict:
 
 
 def feature_set_name(spec) -> str:
-    """The pair's feature set name (``features.set``, default ``seed``)."""
-    return spec.features.get("set", "seed")
+    """The pair's feature set name (``features.set``, default: the built-in manifest's)."""
+    from .manifest import DEFAULTS
+
+    return spec.features.get("set", DEFAULTS["features"]["set"])
 
 
 def labeler_name(spec) -> str:
-    """The pair's labeler name (``labels.method``, default ``tp-sl``)."""
-    return spec.labels.get("method", "tp-sl")
+    """The pair's labeler name (``labels.method``, default: the built-in manifest's)."""
+    from .manifest import DEFAULTS
+
+    return spec.labels.get("method", DEFAULTS["labels"]["method"])
 
 
 def components(spec, plugins) -> tuple[Any, dict, Any, dict]:
@@ -177,7 +181,7 @@ def resolve_spec(spec, plugins):
 
 
 def label_tag(spec, plugins) -> str:
-    """The labeler's part of the artifact tag (``FW120_SL050_TP100`` for tp-sl), checked to be a plain name."""
+    """The labeler's part of the artifact tag (its `tag(params)`), checked to be a plain name."""
     return resolve(spec, plugins)["tag"]
 
 

@@ -331,9 +331,11 @@ class Plugins:
             ("model", spec.model.builder),
         ]
         used += [("reporter", name) for name in spec.reporters]
+        from .manifest import DEFAULTS
+
         used += [
-            ("feature-set", spec.features.get("set", "seed")),
-            ("labeler", spec.labels.get("method", "tp-sl")),
+            ("feature-set", spec.features.get("set", DEFAULTS["features"]["set"])),
+            ("labeler", spec.labels.get("method", DEFAULTS["labels"]["method"])),
         ]
         for kind, name in used:
             try:

@@ -14,7 +14,14 @@ from ..artifacts import ArtifactWriter, dumps
 from ..candles import Candles
 from ..data import PairData, validate_pair_data
 from ..errors import ConfigError, DataError, PluginError, TrainerError, TrainingError
-from ..features import describe, pair_data_from_candles, resolve, resolve_spec
+from ..features import (
+    describe,
+    feature_set_name,
+    labeler_name,
+    pair_data_from_candles,
+    resolve,
+    resolve_spec,
+)
 from ..manifest import PairSpec
 from ..plugins import Plugins
 from ..split import Split, purged_split, walk_forward_splits
@@ -46,7 +53,7 @@ def check_components(spec: PairSpec, plugins: Plugins) -> None:
 
 def resolve_tag(spec: PairSpec, plugins: Plugins) -> PairSpec:
     """The spec with its feature set and labeler resolved once (`features.resolve_spec`): its tag
-    (the seed's ``FW120_SL050_TP100`` for tp-sl), horizon, embargo, columns and history."""
+    (the labeler's), horizon, embargo, columns and history."""
     return spec if spec.resolved is not None else resolve_spec(spec, plugins)
 
 
@@ -363,7 +370,8 @@ def model_spec(result: PairResult, plugins: Plugins | None = None) -> dict:
     """
     spec, data = result.spec, result.data
     resolved = dict(spec.resolved or {})
-    set_name, method = resolved.get("feature_set", "seed"), resolved.get("labeler", "tp-sl")
+    set_name = resolved.get("feature_set", feature_set_name(spec))
+    method = resolved.get("labeler", labeler_name(spec))
     features = {
         "set": set_name,
         "params": resolved.get("feature_params", {}),
