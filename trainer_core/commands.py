@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 
-import click
-
 
 def _set_debug(ctx, param, value):
     if value:
@@ -15,19 +13,18 @@ def _set_debug(ctx, param, value):
     return value
 
 
-_debug = click.option(
-    "--debug",
-    is_flag=True,
-    expose_value=False,
-    callback=_set_debug,
-    is_eager=True,
-    help="Show the full traceback of an error (and every line TensorFlow and Ray print).",
-)
-
-
 def debug_option(command):
     """Click decorator: the command's ``--debug`` flag (a `TrainerError` then shows its traceback)."""
-    return _debug(command)
+    import click  # here, so `import trainer_core` does not load Click
+
+    return click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_debug,
+        is_eager=True,
+        help="Show the full traceback of an error (and every line TensorFlow and Ray print).",
+    )(command)
 
 
 def _no_manifest_plugins(ctx, param, value):
@@ -50,21 +47,20 @@ def _restore_env(name: str, value: str | None) -> None:
         os.environ[name] = value
 
 
-_no_manifest_plugins_flag = click.option(
-    "--no-manifest-plugins",
-    is_flag=True,
-    expose_value=False,
-    callback=_no_manifest_plugins,
-    is_eager=True,
-    help="Refuse to import the modules a manifest or a model folder names in `plugins:` (they run "
-    "code; same as TRAINER_MANIFEST_PLUGINS=0).",
-)
-
-
 def no_manifest_plugins_option(command):
     """Click decorator: the command's ``--no-manifest-plugins`` flag (refuse to import the modules a
     manifest or model folder names, for this command and every process it starts)."""
-    return _no_manifest_plugins_flag(command)
+    import click
+
+    return click.option(
+        "--no-manifest-plugins",
+        is_flag=True,
+        expose_value=False,
+        callback=_no_manifest_plugins,
+        is_eager=True,
+        help="Refuse to import the modules a manifest or a model folder names in `plugins:` (they run "
+        "code; same as TRAINER_MANIFEST_PLUGINS=0).",
+    )(command)
 
 
 def command_manifest(path):
@@ -77,6 +73,8 @@ def command_manifest(path):
 def command_plugins(extra=()):
     """The plugin manager a command uses: built-ins, entry points, then the ``extra`` modules (a
     manifest's `plugins:`), which ``--no-manifest-plugins`` refuses."""
+    import click
+
     from .plugins import load_plugins
 
     ctx = click.get_current_context(silent=True)
