@@ -452,3 +452,32 @@ def test_trainer_batch_table_shows_the_scores_flags_one_class_and_sorts(tmp_path
     html = (tmp_path / "out" / "summary.html").read_text()
     assert "predicts HOLD only" in html and "no signals: the model predicts HOLD only" in html
     assert "&#10003; beats" not in html.split("XRPUSDT</b>")[1].split("</tr>")[0]
+
+
+def test_the_page_names_each_pairs_champion_and_challenger(tmp_path):
+    from trainer_plugins.reporters.summary import render_html
+
+    pairs = [
+        row("ETHUSDT", models={"champion": 2, "challenger": 3, "versions": [1, 2, 3]}),
+        row("BTCUSDT", models={"champion": None, "challenger": 1, "versions": [1]}),
+        row("SOLUSDT", models=None),
+    ]
+    summary = {
+        "pairs": pairs,
+        "order": ["ETHUSDT", "BTCUSDT", "SOLUSDT"],
+        "counts": {"trained": 3},
+        "manifest": "m.yaml",
+        "output": "out",
+        "started": "2026-12-01T10:00:00+00:00",
+        "finished": "2026-12-01T10:01:00+00:00",
+        "seconds": 60.0,
+        "interrupted": False,
+    }
+    page = render_html(summary)  # the page from summary.json's pairs[].models
+    parser = Table()
+    parser.feed(page)
+    header, *body = parser.rows
+    cells = {re.match(r"[A-Z0-9]+", r[0]).group(): r[0] for r in body}
+    assert "champion #2; challenger #3" in cells["ETHUSDT"], cells
+    assert "no champion; challenger #1" in cells["BTCUSDT"], cells
+    assert "champion" not in cells["SOLUSDT"], cells  # no version store: nothing claimed

@@ -184,6 +184,16 @@ def _model_versions(location: Any) -> dict | None:
     }
 
 
+def _versions_cell(models: Any) -> str:
+    """The pair cell's line on its versions: which is champion (and challenger), or none."""
+    if not isinstance(models, Mapping) or not models.get("versions"):
+        return ""
+    parts = [f"champion #{models['champion']}" if models.get("champion") else "no champion"]
+    if models.get("challenger"):
+        parts.append(f"challenger #{models['challenger']}")
+    return f'<br><small class="versions">{html.escape("; ".join(parts))}</small>'
+
+
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -428,6 +438,7 @@ def render_html(summary: dict) -> str:
                 f'<br><small>{where}<a href="{esc(trading["report"])}">trading report</a></small></td>'
             )
         warning = f'<br><span class="warning">&#9888; {esc(r["warning"])}</span>' if r.get("warning") else ""
+        warning += _versions_cell(r.get("models"))
         seconds = "" if r.get("seconds") is None else f"{r['seconds']:.0f}s"
         word = _slice_word(m) if len(slices) > 1 else ""  # the slice is named per row only when they differ
         rows.append(
