@@ -403,8 +403,13 @@ def test_force_only_retrains_that_pair_alone(batch):
     assert batch.after_forced["ETHUSDT"][1] != batch.after_first["ETHUSDT"][1], (
         "ETHUSDT's model was not rewritten"
     )
-    assert [row["pair"] for row in batch.after_forced["summary"]["pairs"]] == ["ETHUSDT"]
-    assert batch.after_forced["summary"]["counts"] == {"trained": 1}
+    # summary.json merges per pair: this batch's pair first, the others kept as the last batch left them
+    summary = batch.after_forced["summary"]
+    assert summary["this_batch"] == {"pairs": ["ETHUSDT"], "counts": {"trained": 1}}
+    assert [row["pair"] for row in summary["pairs"]] == ["ETHUSDT", "BTCUSDT", BAD]
+    before, after = rows_by_pair(batch.after_again["summary"]), rows_by_pair(summary)
+    assert after["BTCUSDT"] == before["BTCUSDT"] and after[BAD]["status"] == "failed"
+    assert after["ETHUSDT"]["trained_at"] != before["ETHUSDT"]["trained_at"]
 
 
 # -- the batch hooks and the batch reporters, as `trainer batch` calls them -------------------
