@@ -54,12 +54,14 @@ def test_every_artifact_is_written(trained):
             f"trading_{TAG}.json",
             f"trading_{TAG}.png",
             f"trading_{TAG}.html",
+            f"decision_{TAG}.json",
         ]
     )
     assert any((pair_dir / "logs").rglob("events.out.tfevents.*"))
     # nothing temporary is left behind, in the pair folder or the output root
     assert not [p for p in pair_dir.parent.rglob("*") if ".tmp-" in p.name or p.name == ".trainer-staging"]
-    assert "Saved" in output and "Validation on" in output
+    assert "Saved" in output and "Validation (the early-stopping slice) on" in output
+    assert "Test (untouched slice) on 105 targets: MCC" in output
 
 
 @pytest.mark.slow
@@ -87,7 +89,11 @@ def test_metadata_records_the_purged_split(trained):
     assert fit["last_row"] < val["first_row"] - split["embargo_rows"] + 1
     assert fit["last_row"] >= train["last_row"]
     assert train["first_row"] == 7  # sequence_length 8: the first full window ends at row 7
-    assert val["last_row"] == 700 - 1
+    # the test slice (split.test 0.15 by default) is purged from validation the same way, and ends the data
+    test = split["test_targets"]
+    assert val["last_row"] + split["future_window"] < test["first_row"]
+    assert test["last_row"] == 700 - 1
+    assert test["count"] == test["last_row"] - test["first_row"] + 1
     assert train["first_time"] == "2024-01-01T00:07:00Z"
     scaler = json.loads((pair_dir / f"scaler_{TAG}.json").read_text())
     assert scaler["fit_rows"] == {"start": 0, "stop": fit["last_row"] + 1}
