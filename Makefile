@@ -4,6 +4,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# every target runs as in an activated .venv: its commands (trainer, moto_server, kubectl) first on PATH
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: demo test check
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -203,8 +204,15 @@ def make_dry_run(target: str, venv: Path) -> list[str]:
 
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
+    # a make of its own, not a sub-make of the `make test` that may be running these tests
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     proc = subprocess.run(
-        ["make", "-n", target, f"VENV={venv}"], cwd=REPO, capture_output=True, text=True, timeout=60
+        ["make", "--no-print-directory", "-n", target, f"VENV={venv}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     return [line.strip().replace(f"{venv}/bin/", "") for line in proc.stdout.splitlines()]
