@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from trainer_core import hookimpl
+from trainer_core import figure_of, hookimpl
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_HTML = "summary.html"
@@ -194,23 +194,6 @@ def _versions_cell(models: Any) -> str:
     return f'<br><small class="versions">{html.escape("; ".join(parts))}</small>'
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _search(node: Any, name: str) -> float | None:
-    if not isinstance(node, Mapping):
-        return None
-    found = _number(node.get(name))
-    if found is not None:
-        return found
-    for value in node.values():
-        found = _search(value, name)
-        if found is not None:
-            return found
-    return None
-
-
 def order_of(pairs: list[dict], sort: str, larger_is_better: bool) -> list[str]:
     """The pairs best first by ``sort`` (a metric, or a figure of the trading report): pairs lacking
     it after the others, failed and cancelled pairs last, ties in the given order."""
@@ -220,9 +203,7 @@ def order_of(pairs: list[dict], sort: str, larger_is_better: bool) -> list[str]:
         last = r["status"] in ("failed", "cancelled")
         if sort == "pair":
             return (last, 0, r["pair"], index)
-        value = _number((r.get("metrics") or {}).get(sort))
-        if value is None:
-            value = _search(r.get("trading") or {}, sort)
+        value = figure_of({"metrics": r.get("metrics"), "figures": r.get("trading")}, sort)
         if value is None:
             return (last, 1, 0.0, index)
         return (last, 0, -value if larger_is_better else value, index)
