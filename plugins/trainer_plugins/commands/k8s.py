@@ -439,6 +439,12 @@ def to_yaml(objects: list[dict], header: str = "") -> str:
     return header + "---\n" + "---\n".join(docs)
 
 
+def _count_option(*decls: str, minimum: int, help: str, default: int | None = None, metavar: str = "N"):
+    """A whole-number option of at least ``minimum``; one with a default shows it in --help."""
+    shown = {} if default is None else {"default": default, "show_default": True}
+    return click.option(*decls, type=click.IntRange(min=minimum), metavar=metavar, help=help, **shown)
+
+
 @click.group(context_settings=CONTEXT_SETTINGS)
 def k8s():
     """Kubernetes: print the objects that train a manifest's pairs as an Indexed Job or a RayJob.
@@ -484,18 +490,12 @@ def k8s():
     help="Name of the Job and the ConfigMap; with --ray the RayJob is NAME-ray [default: "
     "trainer-<manifest file name>].",
 )
-@click.option(
-    "--parallelism",
-    type=click.IntRange(min=1),
-    default=DEFAULT_PARALLELISM,
-    show_default=True,
-    metavar="N",
-    help="At most N pairs train at once (the Job).",
+@_count_option(
+    "--parallelism", minimum=1, default=DEFAULT_PARALLELISM, help="At most N pairs train at once (the Job)."
 )
-@click.option(
+@_count_option(
     "--gpus",
-    type=click.IntRange(min=0),
-    metavar="N",
+    minimum=0,
     help="Whole GPUs per pod, instead of the manifest's resources.gpus (which may be a fraction for Ray).",
 )
 @click.option(
@@ -503,27 +503,23 @@ def k8s():
     metavar="I,J-K",
     help="Only these pairs of the manifest (from 0), e.g. a finished Job's status.failedIndexes; needs --name.",
 )
-@click.option(
+@_count_option(
     "--deadline",
-    type=click.IntRange(min=1),
+    minimum=1,
     default=DEFAULT_DEADLINE,
-    show_default=True,
     metavar="SECONDS",
     help="Stop the run (activeDeadlineSeconds) after this long; finished pairs keep their artifacts.",
 )
-@click.option(
+@_count_option(
     "--max-failed-indexes",
     "max_failed",
-    type=click.IntRange(min=0),
-    metavar="N",
+    minimum=0,
     help="Stop the Job once more than N pairs have failed [default: a tenth of its pairs, at least 1].",
 )
-@click.option(
+@_count_option(
     "--workers",
-    type=click.IntRange(min=1),
+    minimum=1,
     default=DEFAULT_WORKERS,
-    show_default=True,
-    metavar="N",
     help="With --ray: the Ray workers (one GPU each when the manifest asks for GPUs).",
 )
 @click.option(
