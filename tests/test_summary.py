@@ -9,11 +9,14 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from trainer_core import BatchReport, load_manifest
 from trainer_core.storage import open_storage
 from trainer_plugins.reporters.summary import SummaryReporter
+from trainer_plugins.reporters.trading.metrics import trading_metrics
+from trainer_plugins.reporters.trading.report import headline
 from trainer_plugins.reporters.trading.stats import precision_verdict
 
 CHECK = "\u2713"
@@ -205,8 +208,11 @@ class Table(HTMLParser):
             self.text.append(data)
 
 
-def write_summary(tmp_path: Path, sort: str = "mcc") -> tuple[dict, str, dict[str, dict], list[str]]:
-    """summary.json, summary.html, the page's rows by pair ({header: cell}) and the page's pair order."""
+def write_summary(
+    tmp_path: Path, sort: str = "mcc", pair_rows: list[dict] | None = None
+) -> tuple[dict, str, dict[str, dict], list[str]]:
+    """summary.json, summary.html, the page's rows by pair ({header: cell}) and the page's pair order,
+    of `rows()` or the given rows of the same pairs."""
     manifest = tmp_path / "m.yaml"
     manifest.write_text("version: 1\npairs: [BADUSDT, XRPUSDT, ETHUSDT, SOLUSDT, BTCUSDT, ADAUSDT]\n")
     out = tmp_path / "out"
@@ -221,7 +227,7 @@ def write_summary(tmp_path: Path, sort: str = "mcc") -> tuple[dict, str, dict[st
         interrupted=False,
         exit_code=1,
         counts={"failed": 1, "trained": 4, "skipped": 1},
-        rows=rows(),
+        rows=rows() if pair_rows is None else pair_rows,
         sort=sort,
         larger_is_better=sort not in ("val_loss", "max_drawdown", "random_entry_p_value", "pair"),
     )
@@ -233,6 +239,29 @@ def write_summary(tmp_path: Path, sort: str = "mcc") -> tuple[dict, str, dict[st
     header, *body = parser.rows
     pairs = [re.match(r"[A-Z0-9]+", r[0]).group() for r in body]
     return doc, page, {p: dict(zip(header, r)) for p, r in zip(pairs, body)}, pairs
+
+
+def test_a_summary_side_keeps_every_figure_of_the_trading_headline(tmp_path):
+    rng = np.random.default_rng(7)
+    report = trading_metrics(
+        rng.integers(0, 3, 300),
+        rng.dirichlet(np.ones(3), 300),
+        train_class_counts={"SHORT": 100, "HOLD": 100, "LONG": 100},
+        take_profit_pct=0.5,
+        stop_loss_pct=0.5,
+        short_take_profit_pct=0.5,
+        short_stop_loss_pct=0.5,
+        fee_pct=0.2,
+        bootstrap_reps=0,
+    )
+    figures = headline({**report, "split": "test", "simulation": {"available": False}}, "ETHUSDT_FW010")
+    pair_rows = [{**r, "figures": {"trading": figures}} if r["pair"] == "ETHUSDT" else r for r in rows()]
+    doc, *_ = write_summary(tmp_path, pair_rows=pair_rows)
+    (eth,) = [p["trading"] for p in doc["pairs"] if p["pair"] == "ETHUSDT"]
+    for name in ("LONG", "SHORT"):
+        shown = {k: v for k, v in eth[name].items() if k != "claim"}
+        assert shown == figures[name] and len(shown) == 13
+        assert list(shown)[:3] == ["precision", "break_even", "edge"]
 
 
 def test_pairs_are_sorted_by_mcc_by_default_failed_last(tmp_path):

@@ -17,6 +17,8 @@ from typing import Any
 
 from trainer_core import figure_of, hookimpl
 
+from .trading.report import SIDE_HEADLINE
+
 SUMMARY_JSON = "summary.json"
 SUMMARY_HTML = "summary.html"
 FORMAT = "pair-trainer batch summary v1"
@@ -35,21 +37,8 @@ ROW_METRICS = (
     "headline_samples",
     "val_mcc",
 )
-SIDE_KEYS = (
-    "precision",
-    "break_even",
-    "edge",
-    "n",
-    "n_signals",
-    "n_effective",
-    "ci_low",
-    "ci_high",
-    "wilson_low",
-    "wilson_high",
-    "p_value",
-    "verdict",
-    "beats_break_even",
-)
+#: a side of a summary row: the trading headline's figures, precision against break-even and the edge first
+SIDE_KEYS = tuple(dict.fromkeys(("precision", "break_even", "edge", *SIDE_HEADLINE)))
 SIMULATION_KEYS = (
     "n_trades",
     "total_net_return",

@@ -312,6 +312,7 @@ def report_for(result) -> tuple[dict, dict | None]:
     return report, chart
 
 
+#: one side's figures in the headline `report_pair` returns; the batch summary shows these
 SIDE_HEADLINE = (
     "precision",
     "n",
@@ -325,6 +326,7 @@ SIDE_HEADLINE = (
     "verdict",
     "beats_break_even",
     "edge",
+    "break_even",
 )
 
 
