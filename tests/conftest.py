@@ -8,6 +8,7 @@ author could use too (``tiny_args``, ``success_markers``, ``TINY_SETTINGS``) liv
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 #: the real candles: ../shared/data/ohlcv beside the checkout, or where TRAINER_SHARED_DATA points
 SHARED_DATA = Path(os.environ.get("TRAINER_SHARED_DATA") or REPO.parent / "shared" / "data" / "ohlcv")
+#: the colour codes Click's styled output carries
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def pytest_runtest_setup(item):
@@ -36,6 +39,33 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+#: `trainer run` settings for a few days of real 1-minute candles: the ohlcv loader, and moving
+#: averages short enough to leave most of the days as rows
+REAL_CANDLE_SETTINGS = ("data.loader=ohlcv", "features.ma_short=30", "features.ma_long=120")
+
+
+@pytest.fixture
+def train_on_real_candles(trainer, tmp_path, shared_data):
+    """``train_on_real_candles(days, *settings) -> (frame, candles, result)``: the first ``days`` days
+    of the real ETHUSDT candles (from 2025-05-04 15:33) written to ``tmp_path/ETHUSDT-1m.parquet``,
+    and a tiny `trainer run` on them into ``tmp_path/out`` with `REAL_CANDLE_SETTINGS`, then
+    ``settings`` (``key=value``). Tests using it are marked ``real_candles``."""
+    import polars as pl
+
+    from trainer_core.testing import tiny_args
+
+    def train(days: int, *settings: str):
+        frame = pl.read_parquet(shared_data / "ETHUSDT-1m.parquet").slice(0, days * 1440)
+        candles = tmp_path / "ETHUSDT-1m.parquet"
+        frame.write_parquet(candles)
+        sets = [arg for setting in (*REAL_CANDLE_SETTINGS, *settings) for arg in ("--set", setting)]
+        out = tmp_path / "out"
+        result = trainer("run", "--pair", "ETHUSDT", "--data", candles, "--output", out, *sets, *tiny_args())
+        return frame, candles, result
+
+    return train
+
+
 @pytest.fixture
 def inputs(tmp_path) -> Path:
     """A folder with one tiny ETHUSDT training-ready file (FW 5, SL 0.5 %, TP 1 %)."""
@@ -44,15 +74,18 @@ def inputs(tmp_path) -> Path:
     return folder
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def trainer():
-    """Invoke the CLI in this process: ``trainer("run", "--pair", ...)`` -> click Result."""
+    """Invoke the CLI in this process, the plugins' commands included: ``trainer("run", "--pair", ...,
+    env={...})`` -> click Result, with ``result.text`` its output without colour codes."""
     from trainer_core.cli import cli
 
     runner = CliRunner()
 
-    def invoke(*args):
-        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    def invoke(*args, env=None):
+        result = runner.invoke(cli, [str(a) for a in args], catch_exceptions=False, env=env)
+        result.text = ANSI.sub("", result.output)
+        return result
 
     return invoke
 

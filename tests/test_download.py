@@ -24,14 +24,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from click.testing import CliRunner
 
 from trainer_core.manifest import default_manifest, load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 PAIR = "BTCUSDT"
 DAYS = ("2024-02-01", "2024-02-02", "2024-02-03")
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 # -- the archive ---------------------------------------------------------------------------------
@@ -191,41 +189,16 @@ def publish(archive: Archive, pair: str = PAIR, days=DAYS) -> pl.DataFrame:
     return frame.filter(pl.any_horizontal(published))
 
 
-@pytest.fixture(scope="module")
-def cli():
-    from trainer_core.cli import cli
-    from trainer_core.plugins import Plugins
-
-    Plugins.load().register_commands(cli)
-    return cli
-
-
-@pytest.fixture
-def trainer(cli):
-    runner = CliRunner()
-
-    def invoke(*args, env=None):
-        result = runner.invoke(cli, [str(a) for a in args], catch_exceptions=False, env=env)
-        result.text = ANSI.sub("", result.output)
-        return result
-
-    return invoke
-
-
-def download(trainer, archive, out, *args, end=DAYS[-1], pairs=(PAIR,)):
+def download_args(out, *more, start="2024-01-01", end=DAYS[-1], pairs=(PAIR,)) -> list[str]:
+    """`trainer download`'s arguments: ``pairs`` from ``start`` to ``end`` into ``out``, then ``more``."""
     pair_args = [a for p in pairs for a in ("--pair", p)]
+    return ["download", *pair_args, "--start", start, "--end", end, "--output", str(out), *more]
+
+
+def download(trainer, archive, out, *args, start="2024-01-01", end=DAYS[-1], pairs=(PAIR,), env=None):
+    """`trainer download` in this process from the loopback archive (``--base-url``)."""
     return trainer(
-        "download",
-        *pair_args,
-        "--start",
-        "2024-01-01",
-        "--end",
-        end,
-        "--output",
-        out,
-        "--base-url",
-        archive.url,
-        *args,
+        *download_args(out, "--base-url", archive.url, *args, start=start, end=end, pairs=pairs), env=env
     )
 
 
@@ -360,19 +333,7 @@ def test_a_month_extended_day_by_day_stays_daily_and_a_whole_month_is_one_archiv
     assert table(result.text)[PAIR][:3] == ["0", "31", f"{31 * 1440:,}"]  # no candle twice
     assert not any(p.endswith("2024-03.zip") for p in archive.fetched())
     whole = tmp_path / "w"
-    result = trainer(
-        "download",
-        "--pair",
-        PAIR,
-        "--output",
-        whole,
-        "--base-url",
-        archive.url,
-        "--start",
-        "2024-03-01",
-        "--end",
-        "2024-03-31",
-    )
+    result = download(trainer, archive, whole, start="2024-03-01", end="2024-03-31")
     assert sorted(p.name for p in (whole / PAIR).glob("*.zip")) == [f"{PAIR}-1m-2024-03.zip"]
 
 
@@ -444,20 +405,7 @@ def test_an_interrupted_download_leaves_only_a_part_file_and_resumes(archive, tm
     out = tmp_path / "downloads"
     env = {**os.environ, "TRAINER_DOWNLOAD_URL": archive.url}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trainer_core.cli",
-            "download",
-            "--pair",
-            PAIR,
-            "--start",
-            "2024-01-01",
-            "--end",
-            "2024-01-31",
-            "--output",
-            str(out),
-        ],
+        [sys.executable, "-m", "trainer_core.cli", *download_args(out, end="2024-01-31")],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -479,18 +427,7 @@ def test_an_interrupted_download_leaves_only_a_part_file_and_resumes(archive, tm
     kept = part.stat().st_size
     archive.stall.clear()
     archive.requests.clear()
-    result = trainer(
-        "download",
-        "--pair",
-        PAIR,
-        "--start",
-        "2024-01-01",
-        "--end",
-        "2024-01-31",
-        "--output",
-        out,
-        env={"TRAINER_DOWNLOAD_URL": archive.url},
-    )
+    result = trainer(*download_args(out, end="2024-01-31"), env={"TRAINER_DOWNLOAD_URL": archive.url})
     assert result.exit_code == 0, result.text
     assert [r for p, r in archive.requests if p == jan] == [f"bytes={kept}-"]  # resumed, not restarted
     assert (out / PAIR / f"{PAIR}-1m-2024-01.zip").read_bytes() == archive.files[jan]
@@ -516,23 +453,7 @@ def test_futures_and_other_timeframes_come_from_their_own_paths(trainer, archive
     for day, offset in (("2024-01-01", 0), ("2024-01-02", 24)):
         archive.add(PAIR, "1h", day, hourly.slice(offset, 24), market="futures-um")
     out = tmp_path / "downloads"
-    result = trainer(
-        "download",
-        "--pair",
-        PAIR,
-        "--start",
-        "2024-01-01",
-        "--end",
-        "2024-01-02",
-        "--output",
-        out,
-        "--market",
-        "futures-um",
-        "--timeframe",
-        "1h",
-        "--base-url",
-        archive.url,
-    )
+    result = download(trainer, archive, out, "--market", "futures-um", "--timeframe", "1h", end="2024-01-02")
     assert result.exit_code == 0, result.text
     assert all("/data/futures/um/" in p for p in archive.fetched())
     assert sorted(p.name for p in (out / "futures" / PAIR).glob("*.zip")) == [

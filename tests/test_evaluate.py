@@ -5,7 +5,6 @@ precision at about its nominal rate, where the old Wilson interval of the raw co
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +13,8 @@ import pytest
 
 from trainer_plugins.reporters.trading.evaluate import evaluate_predictions
 
-REPO = Path(__file__).resolve().parents[1]
-CANDLES = Path(os.environ.get("TRAINER_TEST_CANDLES", REPO.parent / "shared" / "data" / "ohlcv"))
 PAIRS = ("ADAUSDT", "BNBUSDT", "BTCUSDT", "ETHUSDT", "LTCUSDT", "SOLUSDT", "XRPUSDT")
 WINDOW = 11_000  # about the test slice (15 %) of these files
-needs_candles = pytest.mark.skipif(
-    not (CANDLES / "ETHUSDT-1m.parquet").exists(), reason=f"no real candles in {CANDLES}"
-)
 
 
 @pytest.fixture(autouse=True)
@@ -46,24 +40,24 @@ def random_signals(rng, timestamps) -> pl.DataFrame:
     return pl.DataFrame({"timestamp": timestamps, "p_short": p[:, 0], "p_hold": p[:, 1], "p_long": p[:, 2]})
 
 
-def window(pair: str, rng) -> pl.Series:
-    ts = pl.read_parquet(CANDLES / f"{pair}-1m.parquet", columns=["timestamp"]).get_column("timestamp")
+def window(candles: Path, rng) -> pl.Series:
+    ts = pl.read_parquet(candles, columns=["timestamp"]).get_column("timestamp")
     start = int(rng.integers(0, len(ts) - WINDOW - 200))
     return ts.slice(start, WINDOW)
 
 
-@needs_candles
-def test_evaluate_command_writes_the_trading_report_of_a_predictions_file(tmp_path, trainer):
+@pytest.mark.real_candles
+def test_evaluate_command_writes_the_trading_report_of_a_predictions_file(tmp_path, trainer, shared_data):
     rng = np.random.default_rng(7)
     preds = tmp_path / "preds.parquet"
-    random_signals(rng, window("ETHUSDT", rng)).write_parquet(preds)
+    random_signals(rng, window(shared_data / "ETHUSDT-1m.parquet", rng)).write_parquet(preds)
     out = tmp_path / "eval"
     result = trainer(
         "evaluate",
         "--predictions",
         str(preds),
         "--data",
-        str(CANDLES / "ETHUSDT-1m.parquet"),
+        str(shared_data / "ETHUSDT-1m.parquet"),
         "--output",
         str(out),
         "--set",
@@ -125,8 +119,8 @@ def test_evaluate_refuses_predictions_that_are_not_probabilities(tmp_path, train
     assert missing.exit_code == 2 and "--predictions" in missing.output
 
 
-@needs_candles
-def test_verdict_intervals_cover_the_no_skill_precision_of_random_persistent_signals():
+@pytest.mark.real_candles
+def test_verdict_intervals_cover_the_no_skill_precision_of_random_persistent_signals(shared_data):
     """Over seeded random signals on the 7 pairs, the 95 % interval each verdict uses covers the
     precision a no-skill signal has on those rows (their share of the side's label) in about 95 %
     of the cases, with a width close to a block bootstrap's; the raw Wilson interval does not.
@@ -142,8 +136,8 @@ def test_verdict_intervals_cover_the_no_skill_precision_of_random_persistent_sig
         rng = np.random.default_rng(1000 + seed)
         pair = PAIRS[seed % len(PAIRS)]
         report = evaluate_predictions(
-            random_signals(rng, window(pair, rng)),
-            CANDLES / f"{pair}-1m.parquet",
+            random_signals(rng, window(shared_data / f"{pair}-1m.parquet", rng)),
+            shared_data / f"{pair}-1m.parquet",
             None,
             sets=[
                 "evaluation.bootstrap_reps=200",
@@ -166,27 +160,13 @@ def test_verdict_intervals_cover_the_no_skill_precision_of_random_persistent_sig
     assert 0.8 < float(np.median(width_ratio)) < 1.25
 
 
-@needs_candles
+@pytest.mark.real_candles
 @pytest.mark.slow
 def test_a_pair_trained_with_the_defaults_reports_its_test_slice_and_evaluates_later_candles(
-    tmp_path, trainer
+    tmp_path, trainer, train_on_real_candles
 ):
-    from trainer_core.testing import tiny_args
-
-    frame = pl.read_parquet(CANDLES / "ETHUSDT-1m.parquet").slice(0, 4 * 1440)  # 2025-05-04 15:33 on
-    candles = tmp_path / "ETHUSDT-1m.parquet"
-    frame.write_parquet(candles)
-    settings = [
-        "--set",
-        "data.loader=ohlcv",
-        "--set",
-        "features.ma_short=30",
-        "--set",
-        "features.ma_long=120",
-    ]
-    settings += ["--set", "data.start=2025-05-05", "--set", "data.end=2025-05-06", *tiny_args()]
+    _, candles, result = train_on_real_candles(4, "data.start=2025-05-05", "data.end=2025-05-06")
     out = tmp_path / "out"
-    result = trainer("run", "--pair", "ETHUSDT", "--data", candles, "--output", out, *settings)
     assert result.exit_code == 0, result.output
     assert "Validation (the early-stopping slice) on" in result.output
     assert "Test (untouched slice) on" in result.output
@@ -231,33 +211,14 @@ def test_a_pair_trained_with_the_defaults_reports_its_test_slice_and_evaluates_l
     assert report["samples"] == report["evaluated"]["rows_scored"] > 1000
 
 
-@needs_candles
+@pytest.mark.real_candles
 @pytest.mark.slow
-def test_walk_forward_folds_are_scored_out_of_sample_and_stitched(tmp_path, trainer):
-    from trainer_core.testing import tiny_args
-
-    frame = pl.read_parquet(CANDLES / "ETHUSDT-1m.parquet").slice(0, 5 * 1440)
-    candles = tmp_path / "ETHUSDT-1m.parquet"
-    frame.write_parquet(candles)
-    settings = [
-        "--set",
-        "data.loader=ohlcv",
-        "--set",
-        "features.ma_short=30",
-        "--set",
-        "features.ma_long=120",
-    ]
-    settings += [
-        "--set",
-        "split.mode=walk-forward",
-        "--set",
-        "split.folds=3",
-        "--set",
-        "split.validation=0.2",
-    ]
-    settings += ["--set", "labels.take_profit_pct=0.3", "--set", "labels.stop_loss_pct=0.3", *tiny_args()]
+def test_walk_forward_folds_are_scored_out_of_sample_and_stitched(tmp_path, train_on_real_candles):
+    walk_forward = ("split.mode=walk-forward", "split.folds=3", "split.validation=0.2")
+    _, _, result = train_on_real_candles(
+        5, *walk_forward, "labels.take_profit_pct=0.3", "labels.stop_loss_pct=0.3"
+    )
     out = tmp_path / "out"
-    result = trainer("run", "--pair", "ETHUSDT", "--data", candles, "--output", out, *settings)
     assert result.exit_code == 0, result.output
     report = json.loads(next((out / "ETHUSDT").glob("trading_*.json")).read_text())
     wf = report["walk_forward"]
@@ -287,17 +248,17 @@ def _funding_zip(path: Path, times_ms, rates, extra_member: bool = False) -> Pat
     return path
 
 
-@needs_candles
-def test_a_funding_rate_file_charges_each_trade_the_rates_it_was_held_across(tmp_path):
+@pytest.mark.real_candles
+def test_a_funding_rate_file_charges_each_trade_the_rates_it_was_held_across(tmp_path, shared_data):
     rng = np.random.default_rng(3)
-    ts = window("ETHUSDT", rng)
+    ts = window(shared_data / "ETHUSDT-1m.parquet", rng)
     first = int(ts[0].timestamp() * 1000) // (8 * 3600_000) * (8 * 3600_000)
     times = first + np.arange(0, 40) * 8 * 3600_000
     rates = np.round(rng.uniform(-0.0005, 0.001, len(times)), 8)  # as the file holds them
     funding = _funding_zip(tmp_path / "funding.zip", times, rates)
     report = evaluate_predictions(
         random_signals(rng, ts),
-        CANDLES / "ETHUSDT-1m.parquet",
+        shared_data / "ETHUSDT-1m.parquet",
         None,
         sets=[
             "data.params.market=futures-um",

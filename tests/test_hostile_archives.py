@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from test_download import ANSI, PAIR, Archive, kline_zip, ms, publish, simulated
+from test_download import PAIR, Archive, download, kline_zip, ms, publish, simulated
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = "2024-02-01"
@@ -33,24 +33,6 @@ def archive():
     server = Archive()
     yield server
     server.close()
-
-
-@pytest.fixture
-def trainer():
-    from click.testing import CliRunner
-
-    from trainer_core.cli import cli
-    from trainer_core.plugins import Plugins
-
-    Plugins.load().register_commands(cli)
-    runner = CliRunner()
-
-    def invoke(*args, env=None):
-        result = runner.invoke(cli, [str(a) for a in args], catch_exceptions=False, env=env)
-        result.text = ANSI.sub("", result.output)
-        return result
-
-    return invoke
 
 
 # -- hostile payloads, built in memory ------------------------------------------------------------
@@ -177,20 +159,7 @@ def trickle_headers(every: float, longest: float):
 
 
 def fetch(trainer, archive, out, start=DAY, end=DAY, env=None):
-    return trainer(
-        "download",
-        "--pair",
-        PAIR,
-        "--start",
-        start,
-        "--end",
-        end,
-        "--output",
-        out,
-        "--base-url",
-        archive.url,
-        env=env,
-    )
+    return download(trainer, archive, out, start=start, end=end, env=env)
 
 
 def day_frame(day: str = DAY) -> pl.DataFrame:
@@ -411,19 +380,7 @@ def test_a_second_download_into_the_same_folder_stops_with_the_holder(trainer, a
         time.sleep(0.05)
     try:
         size = part.stat().st_size
-        second = trainer(
-            "download",
-            "--pair",
-            PAIR,
-            "--start",
-            "2024-01-01",
-            "--end",
-            "2024-01-31",
-            "--output",
-            out,
-            "--base-url",
-            archive.url,
-        )
+        second = fetch(trainer, archive, out, start="2024-01-01", end="2024-01-31")
         assert second.exit_code == 1, second.text
         assert f"{PAIR} is being downloaded into {out / PAIR} by another run (pid {first.pid}" in second.text
         assert part.stat().st_size == size  # the second run touched nothing

@@ -20,7 +20,6 @@ from pathlib import Path
 import click
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from trainer_core.artifacts import SUCCESS, engine_files
 from trainer_core.lifecycle import (
@@ -45,17 +44,6 @@ def cli():
 
     Plugins.load().register_commands(cli)
     return cli
-
-
-@pytest.fixture
-def trainer(cli):
-    """``trainer("models", "list", out)`` in this process, the plugin commands registered."""
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-    return invoke
 
 
 def write_run(

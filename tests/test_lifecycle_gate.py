@@ -11,7 +11,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from click.testing import CliRunner
 
 #: the shared candles (../shared/data/ohlcv beside the checkout); TRAINER_SHARED_DATA points elsewhere
 DATA = Path(
@@ -37,25 +36,6 @@ SETTINGS = [
     "split.test=0",
     "train.verbose=0",
 ]
-
-
-@pytest.fixture(scope="module")
-def cli():
-    from trainer_core.cli import cli
-    from trainer_core.plugins import Plugins
-
-    Plugins.load().register_commands(cli)
-    return cli
-
-
-@pytest.fixture(scope="module")
-def trainer(cli):
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-    return invoke
 
 
 def sets(*extra: str) -> list[str]:

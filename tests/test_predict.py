@@ -282,25 +282,9 @@ needs_real_data = pytest.mark.real_candles
 
 @needs_real_data
 @pytest.mark.slow
-def test_predict_on_candles_after_the_training_window(trainer, tmp_path, shared_data):
-    frame = pl.read_parquet(shared_data / "ETHUSDT-1m.parquet").slice(0, 4 * 1440)  # 2025-05-04 15:33 on
-    candles = tmp_path / "ETHUSDT-1m.parquet"
-    frame.write_parquet(candles)
-    settings = [
-        "--set",
-        "data.loader=ohlcv",
-        "--set",
-        "features.ma_short=30",
-        "--set",
-        "features.ma_long=120",
-        "--set",
-        "data.start=2025-05-05",
-        "--set",
-        "data.end=2025-05-06",
-        *tiny_args(),
-    ]
+def test_predict_on_candles_after_the_training_window(trainer, tmp_path, train_on_real_candles):
+    frame, candles, result = train_on_real_candles(4, "data.start=2025-05-05", "data.end=2025-05-06")
     out = tmp_path / "out"
-    result = trainer("run", "--pair", "ETHUSDT", "--data", candles, "--output", out, *settings)
     assert result.exit_code == 0, result.output
     model = out / "ETHUSDT"
     last_candle = frame["timestamp"][-1]
