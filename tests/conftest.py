@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import socket
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -123,6 +130,22 @@ def _stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
         proc.wait()
 
 
+def _free_port() -> int:
+    """A TCP port on loopback that nothing listens on (yet)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _console_script(name: str) -> str:
+    """A console script of this interpreter's environment (the one pytest runs in)."""
+    here = Path(sys.executable).with_name(name)
+    found = str(here) if here.exists() else shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed: pip install -e '.[test]'")
+    return found
+
+
 def _write_model_builder_plugin(folder: Path, module: str, name: str, body: str) -> str:
     """A plugin module in ``folder`` registering model builder ``name`` whose ``build`` runs ``body``
     (Keras code ending in ``return keras.Model(...)``, with ``input_shape`` and ``n_classes`` in
@@ -155,6 +178,80 @@ def mounted_tmpfs():
 def stop_process():
     """``stop_process(proc)``: terminate a server a test started, killing it if it does not stop."""
     return _stop_process
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """``free_port() -> int``: a TCP port on loopback that nothing listens on (yet)."""
+    return _free_port
+
+
+@pytest.fixture(scope="session")
+def console_script():
+    """``console_script(name) -> path``: a console script of the environment pytest runs in; the
+    test fails naming the install command when it is missing."""
+    return _console_script
+
+
+#: the keys every test S3 server accepts (moto checks none unless told to)
+S3_TEST_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="module")
+def moto_s3(tmp_path_factory):
+    """`moto_server` on loopback (a real HTTP S3 API, not an in-process patch) for one test module:
+    ``.endpoint``, ``.fs`` (s3fs on it, no instance or listings cache), ``.env`` (the test keys, the
+    region and ``FSSPEC_S3_ENDPOINT_URL``: fsspec reads FSSPEC_{PROTOCOL}_{KWARG} into its config,
+    the endpoint of every s3:// it opens) and ``.create_bucket(name)``."""
+    s3fs = pytest.importorskip("s3fs")
+    boto3 = pytest.importorskip("boto3")
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as fh:
+        server = subprocess.Popen(
+            [_console_script("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=1).close()
+                break
+            except urllib.error.HTTPError:
+                break  # it answers
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"moto_server did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(0.2)
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=S3_TEST_CREDENTIALS["AWS_DEFAULT_REGION"],
+            aws_access_key_id=S3_TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+        fs = s3fs.S3FileSystem(
+            key=S3_TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            secret=S3_TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            endpoint_url=endpoint,
+            skip_instance_cache=True,
+            use_listings_cache=False,
+        )
+        yield SimpleNamespace(
+            endpoint=endpoint,
+            fs=fs,
+            env={**S3_TEST_CREDENTIALS, "FSSPEC_S3_ENDPOINT_URL": endpoint},
+            create_bucket=lambda name: client.create_bucket(Bucket=name),
+        )
+    finally:
+        _stop_process(server)
 
 
 @pytest.fixture(scope="session")

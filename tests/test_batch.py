@@ -18,13 +18,10 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
@@ -175,15 +172,6 @@ def write_manifest(folder: Path, pairs=(*GOOD, BAD), output: str = "out", plugin
     return path
 
 
-def tool(name: str) -> str:
-    """A console script of this interpreter's environment (the one pytest runs in)."""
-    here = Path(sys.executable).with_name(name)
-    found = str(here) if here.exists() else shutil.which(name)
-    if not found:
-        pytest.fail(f"{name} is not installed: pip install -e '.[test]'")
-    return found
-
-
 def base_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "FSSPEC_", "AWS_"))}
     env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
@@ -246,12 +234,6 @@ def snapshot(out: Path) -> dict:
             model.stat().st_mtime_ns if model.exists() else None,
         )
     return snap
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rows_by_pair(summary: dict) -> dict[str, dict]:
@@ -643,6 +625,7 @@ def test_demo_manifest_validates(trainer):
 
 # -- a Ray head started with `ray start` ------------------------------------------------------
 
+#: the nodes' S3 keys: the ones the loopback S3 server (conftest's `moto_s3`) is given
 S3_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -667,7 +650,7 @@ def _pids_using(marker: str) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
+def ray_head(tmp_path_factory, free_port, console_script):
     """`ray start --head --block` on loopback, with token authentication (Ray's default) on.
 
     Stopped by killing its own process group (and anything left that names its temp dir), not by
@@ -682,7 +665,7 @@ def ray_head(tmp_path_factory):
     with open(log, "wb") as fh:
         head = subprocess.Popen(
             [
-                tool("ray"),
+                console_script("ray"),
                 "start",
                 "--head",
                 "--block",
@@ -750,7 +733,7 @@ def test_batch_joins_a_ray_head_by_address_and_by_ray_address(tmp_path, ray_head
     assert (tmp_path / "again" / "BTCUSDT" / model_name("BTCUSDT")).is_file()
 
 
-def test_an_unreachable_address_fails_fast_keeps_the_last_summary_and_calls_after_batch(tmp_path):
+def test_an_unreachable_address_fails_fast_keeps_the_last_summary_and_calls_after_batch(tmp_path, free_port):
     log = tmp_path / "hooks.jsonl"
     write_recorder(tmp_path, log)
     manifest = write_manifest(
@@ -777,49 +760,13 @@ def test_an_unreachable_address_fails_fast_keeps_the_last_summary_and_calls_afte
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory, stop_process):
-    """`moto_server` on loopback (a real HTTP S3 API, not an in-process patch) and a bucket."""
-    s3fs = pytest.importorskip("s3fs")
-    boto3 = pytest.importorskip("boto3")
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log, "wb") as fh:
-        server = subprocess.Popen(
-            [tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=fh, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(endpoint, timeout=1).close()
-                break
-            except urllib.error.HTTPError:
-                break  # it answers
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"moto_server did not start:\n{log.read_text()[-3000:]}")
-                time.sleep(0.2)
-        bucket = "pair-trainer-test"
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        ).create_bucket(Bucket=bucket)
-        fs = s3fs.S3FileSystem(
-            key="testing",
-            secret="testing",
-            endpoint_url=endpoint,
-            skip_instance_cache=True,
-            use_listings_cache=False,
-        )
-        # fsspec reads FSSPEC_{PROTOCOL}_{KWARG} into its config: endpoint_url for every s3:// it opens
-        env = base_env(**S3_CREDENTIALS, FSSPEC_S3_ENDPOINT_URL=endpoint)
-        yield SimpleNamespace(endpoint=endpoint, bucket=bucket, fs=fs, env=env)
-    finally:
-        stop_process(server)
+def s3(moto_s3):
+    """The loopback S3 server with a bucket; ``.env`` a batch's environment for it."""
+    bucket = "pair-trainer-test"
+    moto_s3.create_bucket(bucket)
+    return SimpleNamespace(
+        endpoint=moto_s3.endpoint, bucket=bucket, fs=moto_s3.fs, env=base_env(**moto_s3.env)
+    )
 
 
 def test_batch_to_s3_commits_the_pair_and_resumes(tmp_path, s3):

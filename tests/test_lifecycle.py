@@ -9,12 +9,8 @@ import math
 import multiprocessing
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import click
@@ -190,69 +186,11 @@ def test_concurrent_promotions_on_a_local_folder_apply_exactly_one(tmp_path):
 # -- the same on S3 (moto in server mode) -----------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _moto_server() -> str:
-    here = Path(sys.executable).with_name("moto_server")
-    found = str(here) if here.exists() else shutil.which("moto_server")
-    if not found:
-        pytest.fail("moto_server is not installed: pip install -e '.[test]'")
-    return found
-
-
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory, stop_process):
-    """`moto_server` on loopback (a real HTTP S3 API) and a bucket."""
-    s3fs = pytest.importorskip("s3fs")
-    boto3 = pytest.importorskip("boto3")
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log, "wb") as fh:
-        server = subprocess.Popen(
-            [_moto_server(), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(endpoint, timeout=1).close()
-                break
-            except urllib.error.HTTPError:
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"moto_server did not start:\n{log.read_text()[-3000:]}")
-                time.sleep(0.2)
-        env = {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "FSSPEC_S3_ENDPOINT_URL": endpoint,
-        }
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        ).create_bucket(Bucket="lifecycle-test")
-        fs = s3fs.S3FileSystem(
-            key="testing",
-            secret="testing",
-            endpoint_url=endpoint,
-            skip_instance_cache=True,
-            use_listings_cache=False,
-        )
-        yield fs, env
-    finally:
-        stop_process(server)
+def s3(moto_s3):
+    """The loopback S3 server with a bucket: its filesystem and environment."""
+    moto_s3.create_bucket("lifecycle-test")
+    return moto_s3.fs, moto_s3.env
 
 
 @pytest.fixture

@@ -12,14 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-#: the shared candles (../shared/data/ohlcv beside the checkout); TRAINER_SHARED_DATA points elsewhere
-DATA = Path(
-    os.environ.get("TRAINER_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "ohlcv"
-)
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not DATA.exists(), reason="real candles in ../shared/data/ohlcv"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.real_candles]
 
 SETTINGS = [
     "data.loader=ohlcv",
@@ -45,19 +38,50 @@ def sets(*extra: str) -> list[str]:
     return out
 
 
-def candles(folder: Path, pair: str, last_day: str) -> Path:
-    """The pair's real candles from the start of the file through ``last_day``, as a candle folder."""
-    frame = pl.read_parquet(DATA / f"{pair}-1m.parquet")
-    frame = frame.filter(
-        pl.col("timestamp") < pl.lit(last_day).str.to_datetime(time_zone="UTC") + pl.duration(days=1)
+def train(trainer, data: Path, out: Path, epochs: int, *settings: str):
+    """`trainer run` of ETHUSDT on the candle folder ``data`` into ``out``: SETTINGS, then ``settings``."""
+    return trainer(
+        "run", "--pair", "ETHUSDT", "--data", data, "--output", out, "--epochs", epochs, *sets(*settings)
     )
-    folder.mkdir(parents=True, exist_ok=True)
-    frame.write_parquet(folder / f"{pair}-1m.parquet")
-    return folder
+
+
+def force_promote(trainer, out: Path, candidate: int, data: Path, reason: str):
+    """`trainer models promote --force`: ETHUSDT's version ``candidate`` made champion, the gate's
+    evidence measured on ``data``."""
+    return models(
+        trainer,
+        "promote",
+        out,
+        "ETHUSDT",
+        "--candidate",
+        candidate,
+        "--data",
+        data,
+        "--force",
+        "--reason",
+        reason,
+    )
+
+
+@pytest.fixture(scope="session")
+def candles(shared_data):
+    """``candles(folder, pair, last_day) -> folder``: the pair's real candles from the start of the
+    file through ``last_day``, as a candle folder."""
+
+    def cut(folder: Path, pair: str, last_day: str) -> Path:
+        frame = pl.read_parquet(shared_data / f"{pair}-1m.parquet")
+        frame = frame.filter(
+            pl.col("timestamp") < pl.lit(last_day).str.to_datetime(time_zone="UTC") + pl.duration(days=1)
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(folder / f"{pair}-1m.parquet")
+        return folder
+
+    return cut
 
 
 @pytest.fixture(scope="module")
-def versions(tmp_path_factory, trainer):
+def versions(tmp_path_factory, trainer, candles):
     """ETHUSDT: #1 trained on 5-8 May, #2 on 9-12 May, #3 on 9-12 May with a learning rate of
     1e-9 (its initial weights: worthless); candles through 18 May, the fresh window after 12 May."""
     root = tmp_path_factory.mktemp("lifecycle")
@@ -69,18 +93,7 @@ def versions(tmp_path_factory, trainer):
         ("2025-05-09", "2025-05-12", ["train.learning_rate=1e-9"]),
     ]
     for start, end, extra in spans:
-        r = trainer(
-            "run",
-            "--pair",
-            "ETHUSDT",
-            "--data",
-            data,
-            "--output",
-            out,
-            "--epochs",
-            2,
-            *sets(f"data.start={start}", f"data.end={end}", *extra),
-        )
+        r = train(trainer, data, out, 2, f"data.start={start}", f"data.end={end}", *extra)
         assert r.exit_code == 0, r.output
     return out, data
 
@@ -104,21 +117,9 @@ def test_every_training_is_a_version_with_its_span(versions, trainer):
     assert json.loads((v3 / "_SUCCESS.json").read_text()) == marker  # the live run is #3, copied whole
 
 
-def test_the_gate_decides_on_fresh_candles_and_the_decision_replays_from_the_log(versions, trainer):
+def test_the_gate_decides_on_fresh_candles_and_the_decision_replays_from_the_log(versions, trainer, candles):
     out, data = versions
-    r = models(
-        trainer,
-        "promote",
-        out,
-        "ETHUSDT",
-        "--candidate",
-        1,
-        "--data",
-        data,
-        "--force",
-        "--reason",
-        "baseline",
-    )
+    r = force_promote(trainer, out, 1, data, "baseline")
     assert r.exit_code == 0, r.output
     r = models(trainer, "promote", out, "ETHUSDT", "--candidate", 2, "--data", data, "--json")
     assert r.exit_code == 0, r.output
@@ -158,7 +159,7 @@ def test_the_gate_decides_on_fresh_candles_and_the_decision_replays_from_the_log
         assert models(trainer, "rollback", out, "ETHUSDT").exit_code == 0
 
 
-def test_candles_without_a_fresh_window_are_one_clear_error(versions, trainer):
+def test_candles_without_a_fresh_window_are_one_clear_error(versions, trainer, candles):
     out, data = versions
     stale = candles(data.parent / "to-12", "ETHUSDT", "2025-05-12")
     before = json.loads(models(trainer, "history", out, "ETHUSDT", "--json").output)["events"]
@@ -171,7 +172,7 @@ def test_candles_without_a_fresh_window_are_one_clear_error(versions, trainer):
     assert not list((out / "_models" / "ETHUSDT").glob(f"evidence/{len(before) + 1:06d}-*"))
 
 
-def test_a_worthless_challenger_is_never_promoted(versions, trainer):
+def test_a_worthless_challenger_is_never_promoted(versions, trainer, candles):
     out, data = versions
     assert json.loads(models(trainer, "show", out, "ETHUSDT", "--json").output)["id"] == 1
     windows = [data, candles(data.parent / "to-15", "ETHUSDT", "2025-05-15")]
@@ -196,9 +197,7 @@ def test_a_worthless_challenger_is_never_promoted(versions, trainer):
 
 def test_rollback_restores_the_previous_champion_and_predict_uses_it(versions, trainer, tmp_path):
     out, data = versions
-    r = models(
-        trainer, "promote", out, "ETHUSDT", "--candidate", 2, "--data", data, "--force", "--reason", "drill"
-    )
+    r = force_promote(trainer, out, 2, data, "drill")
     assert r.exit_code == 0, r.output
     r = models(trainer, "rollback", out, "ETHUSDT", "--reason", "drill over")
     assert r.exit_code == 0 and "champion #2 -> #1" in r.output, r.output
@@ -233,35 +232,12 @@ def test_an_expired_champion_is_refused_in_one_line_and_allowed_on_request(versi
     out, data = versions
     r = models(trainer, "policy", out, "--set", "lifecycle.expire_after=2d")
     assert r.exit_code == 0, r.output
-    r = trainer(
-        "run",
-        "--pair",
-        "ETHUSDT",
-        "--data",
-        data,
-        "--output",
-        out,
-        "--epochs",
-        1,
-        *sets("data.start=2025-05-13", "data.end=2025-05-14"),
-    )
+    r = train(trainer, data, out, 1, "data.start=2025-05-13", "data.end=2025-05-14")
     assert r.exit_code == 0, r.output
     rows = json.loads(models(trainer, "list", out, "--json").output)["versions"]
     (v4,) = [v for v in rows if v["id"] == 4]
     assert v4["valid_until"] == "2025-05-16T23:59:00+00:00" and v4["expired"]
-    r = models(
-        trainer,
-        "promote",
-        out,
-        "ETHUSDT",
-        "--candidate",
-        4,
-        "--data",
-        data,
-        "--force",
-        "--reason",
-        "expiry drill",
-    )
+    r = force_promote(trainer, out, 4, data, "expiry drill")
     assert r.exit_code == 0, r.output
     r = trainer("predict", "--model-dir", out / "ETHUSDT", "--data", data / "ETHUSDT-1m.parquet", "--last", 1)
     assert r.exit_code == 1
@@ -289,7 +265,7 @@ def test_an_expired_champion_is_refused_in_one_line_and_allowed_on_request(versi
     assert models(trainer, "rollback", out, "ETHUSDT").exit_code == 0
 
 
-def test_batch_registers_challengers_and_promote_all_judges_each_on_ray(tmp_path, trainer):
+def test_batch_registers_challengers_and_promote_all_judges_each_on_ray(tmp_path, trainer, candles):
     import yaml
 
     data = candles(tmp_path / "candles", "ETHUSDT", "2025-05-16")

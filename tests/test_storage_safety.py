@@ -513,21 +513,15 @@ def test_a_read_only_output_is_refused_by_the_access_check(tmp_path, mounted_tmp
             assert "read-only (Read-only file system)" in caught.value.message and caught.value.hint
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory, stop_process):
+def s3(tmp_path_factory, stop_process, free_port):
     """`moto_server` on loopback with authentication on: an IAM user whose key may do anything, and
     a bucket. Keys that do not exist there are refused (403) as a real S3 would."""
     pytest.importorskip("s3fs")
     boto3 = pytest.importorskip("boto3")
     from types import SimpleNamespace
 
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     moto = Path(sys.executable).with_name("moto_server")
