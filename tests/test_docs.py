@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainer_core.manifest import DEFAULTS, SCHEMA, TOP_LEVEL_KEYS
+from trainer_core.manifest import ALIASES, DEFAULTS, SCHEMA, TOP_LEVEL_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST_DOC = REPO / "docs" / "manifest.md"
@@ -54,7 +54,17 @@ def component_params() -> dict[str, object]:
     except ModuleNotFoundError:
         SYNTHETIC = {}
     out.update({f"data.params.{k}": v for k, v in SYNTHETIC.items()})
+    from trainer_plugins.features.seed import DEFAULTS as SEED
+    from trainer_plugins.labelers.tp_sl import DEFAULTS as TP_SL
+
+    out.update({f"labels.params.{k}": v for k, v in TP_SL.items()})
+    out.update({f"features.params.{k}": v for k, v in SEED.items()})
     return out
+
+
+def aliases() -> set[str]:
+    """The old names of params that docs/manifest.md documents as aliases."""
+    return {f"{section}.{key}" for section, keys in ALIASES.items() for key in keys}
 
 
 def schema_keys() -> list[str]:
@@ -85,8 +95,15 @@ def test_every_setting_has_a_row_in_manifest_md(manifest_doc, dotted):
     assert dotted in first_column_keys(manifest_doc), f"no table row for `{dotted}` in docs/manifest.md"
 
 
+@pytest.mark.parametrize("alias", sorted(aliases()))
+def test_every_alias_is_documented_as_one(manifest_doc, alias):
+    section, key = alias.split(".")
+    assert f"`{alias}`" in manifest_doc and f"`{section}.params.{key}`" in manifest_doc
+    assert alias not in first_column_keys(manifest_doc), f"`{alias}` is an alias, not a setting of its own"
+
+
 def test_every_key_in_the_tables_exists(manifest_doc):
-    known = set(schema_keys()) | set(component_params())
+    known = set(schema_keys()) | set(component_params()) | aliases()
     for dotted in first_column_keys(manifest_doc):
         assert dotted in known, f"docs/manifest.md documents `{dotted}`, which is not a setting"
     for cells in table_rows(manifest_doc):  # a setting named anywhere in a table must exist too

@@ -17,7 +17,7 @@ import pytest
 
 import trainer_core
 from trainer_core.manifest import default_manifest
-from trainer_core.testing import registered_plugin, synthetic_candles, tiny_spec
+from trainer_core.testing import registered_plugin, resolved, synthetic_candles, tiny_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,16 +94,17 @@ def test_the_config_hash_counts_the_plugin_labelers_horizon_in_the_embargo(train
     assert config_hash(trainer, path, "labels.params.horizon=50") != auto
 
 
-def test_the_seed_labelers_hash_is_what_it_always_was(trainer):
-    """A model trained before keeps its config hash, so `trainer batch` still skips it."""
+def test_the_seed_labelers_tag_is_what_it_always_was():
+    """Model folders keep their names: the tp-sl labeler, resolved by any plugin manager, tags the
+    default spec as it always did, and the hash does not depend on which manager resolved it."""
     spec = default_manifest().resolve("ETHUSDT")
     with registered_plugin(object(), name="nothing") as plugins:
         from trainer_core.features import resolve_spec
 
-        resolved = resolve_spec(spec, plugins)
-    assert (
-        resolved.config_hash == spec.config_hash and resolved.tag == spec.tag == "ETHUSDT_FW120_SL050_TP100"
-    )
+        once = resolve_spec(spec, plugins)
+    again = resolved(spec)
+    assert once.tag == again.tag == "ETHUSDT_FW120_SL050_TP100"
+    assert once.config_hash == again.config_hash
 
 
 # -- candles in: rows made with the run's own plugins ---------------------------------------------------
@@ -356,7 +357,7 @@ ENGINE_FILES = {kind for kind, _ in (*_ARTIFACTS.ENGINE_KINDS, *_ARTIFACTS.SERVI
 def plugin_names() -> dict[str, set[str]]:
     """What the registered components name: feature columns, the figures reporters declare, and the
     files reporters write (``out.name(KIND, ...)`` prefixes and module-level file names)."""
-    from trainer_core.features import feature_params, labeler_name
+    from trainer_core.features import feature_params, label_params_of, labeler_name
     from trainer_core.plugins import load_plugins
 
     plugins = load_plugins(entry_points=False)
@@ -366,7 +367,7 @@ def plugin_names() -> dict[str, set[str]]:
         component = registration.factory()
         if registration.kind == "labeler":
             names["labeler"].add(registration.name)
-            params = dict(spec.labels) if registration.name == labeler_name(spec) else {}
+            params = label_params_of(spec) if registration.name == labeler_name(spec) else {}
             try:
                 names["labeler"].add(component.tag(params))
             except (trainer_core.TrainerError, KeyError, TypeError):
@@ -394,13 +395,11 @@ def plugin_names() -> dict[str, set[str]]:
     return names
 
 
-# Where the engine still names the seed's labeler: the built-in manifest's default `labels.method`,
-# and the spec's artifact tag before the labeler is resolved (the seed's FW/SL/TP naming, which
-# model folders trained before carry). Any other naming, or one of these gone, fails the test.
-SEED_LABELER_NAMED_BY = {
-    "trainer_core/manifest/schema.py names the labeler 'tp-sl'",
-    "trainer_core/manifest/spec.py names the labeler 'tp-sl'",
-}
+# Where the engine still names the seed's labeler: the built-in manifest's default `labels.method`
+# (a manifest that names no labeler gets the original trainer's). Its settings, bounds and tag are
+# the labeler's own: a spec has no tag, embargo or config hash until its labeler is resolved, so no
+# engine module falls back to tp-sl's naming. Any other naming, or this one gone, fails the test.
+SEED_LABELER_NAMED_BY = {"trainer_core/manifest/schema.py names the labeler 'tp-sl'"}
 
 
 def test_the_guard_knows_what_the_built_in_plugins_name():

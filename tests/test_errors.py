@@ -64,7 +64,7 @@ def test_file_name_parameters_disagree_with_the_run(trainer, tmp_path):
     path = write_training_ready(tmp_path / "inputs2", "ETHUSDT", tp_pct=2.0)
     result = run_with(trainer, tmp_path, path)
     assert result.exit_code == 2
-    assert "take_profit_pct 2 but the run uses labels.take_profit_pct 1" in result.output
+    assert "take_profit_pct 2 but the run uses labels.params.take_profit_pct 1" in result.output
 
 
 def test_file_of_another_pair(trainer, tmp_path):

@@ -6,14 +6,18 @@ import dataclasses
 
 import pytest
 
+import trainer_core
 from trainer_core.errors import ConfigError
 from trainer_core.manifest import (
     DEFAULTS,
+    PairSpec,
+    UnresolvedSpecError,
     default_manifest,
     load_manifest,
     manifest_from_dict,
     normalize_pair,
 )
+from trainer_core.testing import registered_plugin, resolved
 
 
 def write(tmp_path, text, name="m.yaml"):
@@ -23,13 +27,19 @@ def write(tmp_path, text, name="m.yaml"):
 
 
 def test_defaults_are_the_seeds():
-    spec = default_manifest().resolve("ETHUSDT")
+    spec = resolved(default_manifest().resolve("ETHUSDT"))
     assert spec.train.epochs == 100 and spec.train.batch_size == 256 and spec.train.sequence_length == 120
-    assert (
-        spec.labels.future_window == 120
-        and spec.labels.take_profit_pct == 1.0
-        and spec.labels.stop_loss_pct == 0.5
-    )
+    # the labeler's and the feature set's settings are their own params, defaults filled in by them
+    assert dict(spec.labels) == {"method": "tp-sl", "params": {}}
+    assert dict(spec.resolved["label_settings"]) == {
+        "future_window": 120,
+        "take_profit_pct": 1.0,
+        "stop_loss_pct": 0.5,
+        "short_take_profit_pct": 1.0,
+        "short_stop_loss_pct": 0.5,
+    }
+    assert dict(spec.resolved["feature_settings"]) == {"ma_short": 1440, "ma_long": 43200}
+    assert spec.resolved["horizon"] == 120 and spec.embargo == 120
     assert list(spec.model.params["lstm_units"]) == [128, 64, 32] and spec.model.params["dropout"] == 0.3
     assert spec.tag == "ETHUSDT_FW120_SL050_TP100"
     assert spec.scaling.scaler == "robust" and spec.balance.method == "undersample"
@@ -78,14 +88,163 @@ def test_spec_is_frozen():
 
 def test_config_hash_tracks_what_is_trained():
     m = default_manifest()
-    base = m.resolve("ETHUSDT")
-    assert base.config_hash == m.resolve("ETHUSDT").config_hash
-    assert base.config_hash != m.resolve("ETHUSDT", sets=["train.epochs=5"]).config_hash
+    base = resolved(m.resolve("ETHUSDT"))
+    assert base.config_hash == resolved(m.resolve("ETHUSDT")).config_hash
+    assert base.config_hash != resolved(m.resolve("ETHUSDT", sets=["train.epochs=5"])).config_hash
     # where the data lie and how many cores a pair gets do not change the model
     assert (
         base.config_hash
-        == m.resolve("ETHUSDT", sets=["resources.cpus=4"], flags={"data.path": "x/"}).config_hash
+        == resolved(m.resolve("ETHUSDT", sets=["resources.cpus=4"], flags={"data.path": "x/"})).config_hash
     )
+
+
+def test_a_spec_has_no_tag_embargo_or_hash_until_its_components_are_resolved():
+    spec = default_manifest().resolve("ETHUSDT")
+    for what in ("tag", "embargo", "config_hash"):
+        with pytest.raises(UnresolvedSpecError, match="resolved"):
+            getattr(spec, what)
+
+
+# -- the seed's settings are its components' params; the old keys are aliases -------------------------
+
+ALIASED = "version: 1\npairs: [ETHUSDT]\ndefaults:\n  labels: {future_window: 60, stop_loss_pct: 0.4}\n  features: {ma_long: 300}\n"
+CANONICAL = (
+    "version: 1\npairs: [ETHUSDT]\ndefaults:\n  labels: {params: {future_window: 60, stop_loss_pct: 0.4}}\n"
+    "  features: {params: {ma_long: 300}}\n"
+)
+
+
+def test_the_old_label_and_feature_keys_are_read_as_params_in_a_file(tmp_path):
+    aliased = resolved(load_manifest(write(tmp_path, ALIASED, "a.yaml")).resolve("ETHUSDT"))
+    canonical = resolved(load_manifest(write(tmp_path, CANONICAL, "c.yaml")).resolve("ETHUSDT"))
+    assert dict(aliased.labels.params) == {"future_window": 60, "stop_loss_pct": 0.4}
+    assert dict(aliased.features.params) == {"ma_long": 300}
+    assert aliased.to_dict() == canonical.to_dict()
+    assert aliased.tag == "ETHUSDT_FW060_SL040_TP100" and aliased.embargo == 60
+    assert aliased.config_hash == canonical.config_hash
+
+
+def test_the_old_keys_are_read_as_params_by_set_and_in_a_pairs_entry(tmp_path):
+    m = default_manifest()
+    by_alias = m.resolve("ETHUSDT", sets=["labels.future_window=60", "features.ma_short=30"])
+    by_params = m.resolve("ETHUSDT", sets=["labels.params.future_window=60", "features.params.ma_short=30"])
+    assert by_alias.to_dict() == by_params.to_dict()
+    assert dict(by_alias.labels.params) == {"future_window": 60}
+    # a pair's entry: its alias lands in the params merged over the defaults' params
+    text = CANONICAL.replace("pairs: [ETHUSDT]", "pairs: [{pair: BTCUSDT, labels: {take_profit_pct: 2.0}}]")
+    entry = load_manifest(write(tmp_path, text)).resolve("BTCUSDT")
+    assert dict(entry.labels.params) == {"future_window": 60, "stop_loss_pct": 0.4, "take_profit_pct": 2.0}
+    assert resolved(entry).tag == "BTCUSDT_FW060_SL040_TP200"
+
+
+def test_an_alias_and_its_params_key_with_different_values_is_one_clear_error(tmp_path, trainer):
+    text = "version: 1\npairs: [ETHUSDT]\ndefaults:\n  labels: {future_window: 60, params: {future_window: 30}}\n"
+    result = trainer("validate", write(tmp_path, text))
+    assert result.exit_code == 2, result.output
+    assert (
+        "defaults.labels.future_window is 60 but defaults.labels.params.future_window is 30" in result.output
+    )
+    assert "Hint: Give the setting once, as labels.params.future_window." in result.output
+    # the same value twice is no conflict
+    same = "version: 1\npairs: [ETHUSDT]\ndefaults:\n  features: {ma_long: 300, params: {ma_long: 300}}\n"
+    assert dict(load_manifest(write(tmp_path, same)).resolve("ETHUSDT").features.params) == {"ma_long": 300}
+
+
+def test_a_spec_recorded_by_an_older_trainer_reads_its_settings_as_params():
+    recorded = default_manifest().resolve("ETHUSDT").to_dict()
+    recorded["labels"] = {
+        "future_window": 60,
+        "take_profit_pct": 1.0,
+        "stop_loss_pct": 0.5,
+        "short_take_profit_pct": None,
+        "short_stop_loss_pct": None,
+        "method": "tp-sl",
+        "params": {},
+    }
+    recorded["features"] = {
+        "set": "seed",
+        "ma_short": 1440,
+        "ma_long": 43200,
+        "partial_history": False,
+        "params": {},
+    }
+    spec = PairSpec.from_dict(recorded)
+    assert dict(spec.labels)["method"] == "tp-sl" and set(spec.labels) == {"method", "params"}
+    assert spec.labels.params["future_window"] == 60 and spec.features.params["ma_long"] == 43200
+    assert resolved(spec).tag == "ETHUSDT_FW060_SL050_TP100"
+
+
+def test_the_tp_sl_labeler_checks_its_own_bounds(tmp_path, trainer):
+    for setting, shown in (
+        (
+            "labels.params.future_window=0",
+            "labels.params.future_window: expected an integer >= 1 and <= 100,000",
+        ),
+        (
+            "labels.take_profit_pct=1.0e308",
+            "labels.params.take_profit_pct: expected a number > 0 and <= 1,000",
+        ),
+        ("labels.params.short_stop_loss_pct=-1", "labels.params.short_stop_loss_pct: expected a number > 0"),
+        ("features.ma_long=1000000000", "features.params.ma_long: expected a whole number of candles"),
+    ):
+        result = trainer("run", "--pair", "ETHUSDT", "--set", setting, "--config-test")
+        assert result.exit_code == 2, result.output
+        assert shown in result.output and "Traceback" not in result.output, result.output
+    spec = resolved(default_manifest().resolve("ETHUSDT", sets=["labels.params.future_window=100000"]))
+    assert spec.embargo == 100_000  # the bound itself is accepted
+
+
+class StrictLabeler:
+    """A labeler with one setting of its own, refusing any other."""
+
+    def check(self, params):
+        trainer_core.reject_unknown(params, ("horizon",), "labels.params", "the strict labeler")
+
+    def horizon(self, params):
+        return int(params.get("horizon", 7))
+
+    def tag(self, params):
+        return f"H{self.horizon(params)}"
+
+    def compute(self, candles, params):  # pragma: no cover - never trained here
+        raise AssertionError
+
+
+class Strict:
+    @trainer_core.hookimpl
+    def trainer_register_labelers(self, register):
+        register("strict", StrictLabeler)
+
+
+def test_a_plugin_labeler_sees_only_its_own_params_and_refuses_a_tp_sl_key_itself():
+    m = default_manifest()
+    with registered_plugin(Strict(), name="strict-labeler") as plugins:
+        spec = resolved(m.resolve("ETHUSDT", sets=["labels.method=strict"]), plugins)
+        assert spec.tag == "ETHUSDT_H7" and spec.embargo == 7
+        assert dict(spec.resolved["label_params"]) == {}  # none of tp-sl's settings reach it
+        with pytest.raises(ConfigError) as caught:
+            resolved(m.resolve("ETHUSDT", sets=["labels.method=strict", "labels.future_window=60"]), plugins)
+    assert caught.value.message.startswith(
+        "Unknown setting labels.params.future_window for the strict labeler"
+    )
+
+
+def test_the_hash_counts_the_effective_settings_so_a_default_written_out_changes_nothing(trainer, tmp_path):
+    m = default_manifest()
+    plain = resolved(m.resolve("ETHUSDT")).config_hash
+    for sets in (
+        ["labels.params.future_window=120"],
+        ["labels.future_window=120"],
+        ["labels.short_take_profit_pct=1.0", "labels.params.stop_loss_pct=0.5"],
+        ["features.params.ma_long=43200", "features.ma_short=1440"],
+    ):
+        assert resolved(m.resolve("ETHUSDT", sets=sets)).config_hash == plain, sets
+    for sets in (["labels.params.future_window=60"], ["features.ma_long=300"], ["labels.take_profit_pct=2"]):
+        assert resolved(m.resolve("ETHUSDT", sets=sets)).config_hash != plain, sets
+    with registered_plugin(Strict(), name="strict-labeler") as plugins:
+        strict = resolved(m.resolve("ETHUSDT", sets=["labels.method=strict"]), plugins).config_hash
+        longer = ["labels.method=strict", "labels.params.horizon=9"]
+        assert resolved(m.resolve("ETHUSDT", sets=longer), plugins).config_hash != strict
 
 
 def test_unknown_key_names_its_dotted_path(tmp_path):
@@ -243,3 +402,59 @@ def test_model_params_belong_to_their_builder():
     assert dict(spec.model.params) == {}
     spec = default_manifest().resolve("ETHUSDT", sets=["model.params.dropout=0.1"])
     assert spec.model.params["dropout"] == 0.1 and list(spec.model.params["lstm_units"]) == [128, 64, 32]
+
+
+@pytest.mark.slow
+def test_a_model_folder_whose_spec_an_older_trainer_wrote_still_predicts_and_verifies(tmp_path, trainer):
+    """An older trainer kept tp-sl's and the seed's settings beside their params and recorded no
+    label tag nor resolved components: the folder still verifies, and predicts with its own settings."""
+    import hashlib
+    import json
+
+    from trainer_core.testing import tiny_args, write_training_ready
+
+    write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=700, seed=3)
+    out = tmp_path / "out"
+    result = trainer("run", "--pair", "ETHUSDT", "--data", tmp_path / "inputs", "--output", out, *tiny_args())
+    assert result.exit_code == 0, result.output
+    folder = out / "ETHUSDT"
+    spec_path = folder / "spec_ETHUSDT_FW005_SL050_TP100.json"
+    doc = json.loads(spec_path.read_text())
+    spec = doc["spec"]
+    assert spec["labels"] == {"method": "tp-sl", "params": {"future_window": 5}}
+    spec["labels"] = {
+        "future_window": 5,
+        "take_profit_pct": 1.0,
+        "stop_loss_pct": 0.5,
+        "short_take_profit_pct": None,
+        "short_stop_loss_pct": None,
+        "method": "tp-sl",
+        "params": {},
+    }
+    spec["features"] = {
+        "set": "seed",
+        "ma_short": 1440,
+        "ma_long": 43200,
+        "partial_history": False,
+        "params": {},
+    }
+    del spec["label_tag"], spec["resolved"]
+    spec_path.write_text(json.dumps(doc))
+    marker = json.loads((folder / "_SUCCESS.json").read_text())
+    data = spec_path.read_bytes()
+    marker["artifacts"][spec_path.name] = {
+        "sha256": "sha256:" + hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+    }
+    (folder / "_SUCCESS.json").write_text(json.dumps(marker))
+
+    assert trainer("verify", out).exit_code == 0
+    ready = next((tmp_path / "inputs").iterdir())
+    result = trainer("predict", "--model-dir", folder, "--data", ready)
+    assert result.exit_code == 0 and "693 predictions (ETHUSDT_FW005_SL050_TP100)" in result.output, (
+        result.output
+    )
+    # a training-ready file made with another future_window is refused by the recorded settings
+    other = write_training_ready(tmp_path / "other", "ETHUSDT", rows=700, seed=3, fw=7)
+    result = trainer("predict", "--model-dir", folder, "--data", other)
+    assert result.exit_code == 2 and "future_window 7" in result.output and "future_window 5" in result.output

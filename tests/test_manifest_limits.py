@@ -67,13 +67,15 @@ def deep_list(depth: int) -> str:
 
 def test_a_take_profit_of_1e308_is_one_line_and_exit_2(tmp_path, trainer):
     path = write(tmp_path, "version: 1\npairs: [ETHUSDT]\ndefaults: {labels: {take_profit_pct: 1.0e308}}\n")
-    assert_one_line_and_hint(trainer("validate", path), "defaults.labels.take_profit_pct", "<= 1,000")
+    # the labeler checks its own params (the old key is an alias of labels.params.take_profit_pct)
+    assert_one_line_and_hint(trainer("validate", path), "labels.params.take_profit_pct", "<= 1,000")
     assert_one_line_and_hint(
-        trainer("run", "--manifest", path, "--pair", "ETHUSDT", "--config-test"), "labels.take_profit_pct"
+        trainer("run", "--manifest", path, "--pair", "ETHUSDT", "--config-test"),
+        "labels.params.take_profit_pct",
     )
     assert_one_line_and_hint(
         trainer("run", "--pair", "ETHUSDT", "--set", "labels.stop_loss_pct=1.0e308", "--config-test"),
-        "--set labels.stop_loss_pct=1.0e308",
+        "labels.params.stop_loss_pct",
     )
 
 
@@ -95,14 +97,10 @@ def test_a_seed_beyond_32_bits_is_refused_before_any_data_are_read(tmp_path, tra
         ("split.test", "0.95"),
         ("split.test", "1.0e-300"),
         ("split.validation", "1.0e-300"),
-        ("labels.future_window", "10000000"),
         ("train.sequence_length", "1000000"),
         ("train.epochs", "100000000"),
         ("train.batch_size", "100000000"),
         ("train.learning_rate", "1000.0"),
-        ("labels.take_profit_pct", "1.0e308"),
-        ("labels.short_stop_loss_pct", "5000"),
-        ("features.ma_long", "1000000000"),
         ("split.folds", "100000"),
         ("evaluation.calibration_bins", "1000000"),
         ("balance.class_weights", "{0: .inf, 1: 1, 2: 1}"),
@@ -126,9 +124,7 @@ def test_every_setting_is_bounded_and_refused_fast(setting, value):
     [
         ("split.embargo", "100000000", 100_000_000),
         ("split.validation", "0.9", 0.9),
-        ("labels.future_window", "100000", 100_000),
         ("train.sequence_length", "10000", 10_000),
-        ("labels.take_profit_pct", "1000", 1000.0),
         ("resources.memory", "16Gi", "16Gi"),
         ("resources.memory", "1.5e9", "1.5e9"),
         ("evaluation.trade_threshold", "1", 1.0),
@@ -139,6 +135,37 @@ def test_the_bounds_themselves_are_accepted(setting, value, expected):
     section, key = setting.split(".")
     spec = default_manifest().resolve("ETHUSDT", sets=[f"{setting}={value}"])
     assert getattr(spec, section)[key] == expected
+
+
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        ("labels.params.future_window", "10000000"),
+        ("labels.take_profit_pct", "1.0e308"),
+        ("labels.params.short_stop_loss_pct", "5000"),
+        ("labels.params.stop_loss_pct", ".nan"),
+        ("features.ma_long", "1000000000"),
+    ],
+)
+def test_every_label_and_feature_param_is_bounded_by_its_component(setting, value):
+    from trainer_core.testing import resolved
+
+    spec = default_manifest().resolve("ETHUSDT", sets=[f"{setting}={value}"])
+    message, hint, seconds = refused(resolved, spec)
+    section, _, key = setting.replace(".params.", ".").partition(".")
+    assert message.startswith(f"{section}.params.{key}: expected"), message
+    assert hint and seconds < FAST
+
+
+@pytest.mark.parametrize(
+    "setting, value, expected",
+    [("labels.params.future_window", "100000", 100_000), ("labels.params.take_profit_pct", "1000", 1000.0)],
+)
+def test_the_label_params_bounds_themselves_are_accepted(setting, value, expected):
+    from trainer_core.testing import resolved
+
+    spec = resolved(default_manifest().resolve("ETHUSDT", sets=[f"{setting}={value}"]))
+    assert spec.resolved["label_settings"][setting.rpartition(".")[2]] == expected
 
 
 def test_minimum_rows_is_constant_time_and_the_split_refuses_a_huge_embargo():

@@ -13,9 +13,10 @@ import polars as pl
 import pytest
 import yaml
 
+import trainer_core
 from trainer_core.errors import ConfigError
 from trainer_core.manifest import manifest_from_dict, normalize_pair, pair_market
-from trainer_core.testing import TINY_SETTINGS, tiny_args
+from trainer_core.testing import TINY_SETTINGS, registered_plugin, resolved, tiny_args
 
 
 def test_freqtrade_pair_names_are_normalised():
@@ -27,9 +28,28 @@ def test_freqtrade_pair_names_are_normalised():
             normalize_pair(bad)
 
 
-def specs(pairs, **defaults):
+def specs(pairs, plugins=None, **defaults):
     manifest = manifest_from_dict({"version": 1, "defaults": defaults, "pairs": pairs})
-    return {spec.name: spec for spec in manifest.resolve_all()}, manifest
+    return {spec.name: resolved(spec, plugins) for spec in manifest.resolve_all()}, manifest
+
+
+class Rsi:
+    """A feature set named ``rsi`` (its features do not matter here)."""
+
+    def columns(self, params):
+        return ["rsi"]
+
+    def warmup(self, params):
+        return 14
+
+    def compute(self, candles, params):  # pragma: no cover - never computed here
+        raise AssertionError
+
+
+class RsiPlugin:
+    @trainer_core.hookimpl
+    def trainer_register_feature_sets(self, register):
+        register("rsi", Rsi)
 
 
 def test_spot_futures_and_ids_of_one_symbol_get_their_own_folder_and_tag():
@@ -69,11 +89,18 @@ def test_spot_futures_and_ids_of_one_symbol_get_their_own_folder_and_tag():
 
 
 def test_an_rsi_model_and_a_seed_model_of_one_symbol_do_not_share_a_tag():
-    got, _ = specs(["FILUSDT", {"pair": "FILUSDT", "features": {"set": "rsi"}}], labels={"future_window": 60})
+    with registered_plugin(RsiPlugin(), name="rsi-features") as plugins:
+        got, _ = specs(
+            ["FILUSDT", {"pair": "FILUSDT", "features": {"set": "rsi"}}],
+            plugins,
+            labels={"future_window": 60},
+        )
     assert got["FILUSDT"].tag == "FILUSDT_FW060_SL050_TP100"
     assert got["FILUSDT-rsi"].tag.startswith("FILUSDT-rsi_FW060_")
-    context, _ = specs([{"pair": "ETHUSDT", "features": {"set": "seed+context"}}])
-    assert list(context) == ["ETHUSDT-seed-context"]
+    context = manifest_from_dict(
+        {"version": 1, "pairs": [{"pair": "ETHUSDT", "features": {"set": "seed+context"}}]}
+    )
+    assert context.pair_names == ["ETHUSDT-seed-context"]
 
 
 @pytest.mark.parametrize(

@@ -506,7 +506,8 @@ class BatchReporter(Protocol):
 @runtime_checkable
 class FeatureSet(Protocol):
     """``features.set``: what a model sees at each candle. Optional: ``check(params)``,
-    ``history(params)``, ``context_pairs(params)``."""
+    ``history(params)``, ``context_pairs(params)``, ``feature_params(params)`` (the params with
+    its defaults filled in: the config hash counts those)."""
 
     def columns(self, params: dict[str, Any]) -> list[str]: ...
 
@@ -518,7 +519,8 @@ class FeatureSet(Protocol):
 @runtime_checkable
 class Labeler(Protocol):
     """``labels.method``: what a model learns to predict. Optional: ``check(params)``,
-    ``label_params(params)``."""
+    ``label_params(params)`` (the params with its defaults filled in: the config hash counts
+    those, and the data record them)."""
 
     def horizon(self, params: dict[str, Any]) -> int: ...
 

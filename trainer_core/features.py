@@ -22,13 +22,6 @@ from .errors import ConfigError, DataError, PluginError, TrainerError
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
 
 
-def _section_params(section: Mapping, skip: tuple[str, ...]) -> dict:
-    """A section's own settings with its ``params`` on top (``ma_short`` and ``features.params.ma_short``
-    mean the same)."""
-    plain = {k: _plain(v) for k, v in section.items() if k not in skip}
-    return {**plain, **{k: _plain(v) for k, v in dict(section.get("params") or {}).items()}}
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
@@ -38,8 +31,8 @@ def _plain(value: Any) -> Any:
 
 
 def feature_params(spec) -> dict:
-    """The params the feature set receives: ``features.*`` with ``features.params`` on top."""
-    return _section_params(spec.features, ("set", "params", "partial_history"))
+    """The params the feature set receives: ``features.params``."""
+    return _plain(dict(spec.features.get("params") or {}))
 
 
 def partial_history(spec) -> bool:
@@ -49,8 +42,8 @@ def partial_history(spec) -> bool:
 
 
 def label_params_of(spec) -> dict:
-    """The params the labeler receives: ``labels.*`` with ``labels.params`` on top."""
-    return _section_params(spec.labels, ("method", "params"))
+    """The params the labeler receives: ``labels.params``."""
+    return _plain(dict(spec.labels.get("params") or {}))
 
 
 def feature_set_name(spec) -> str:
@@ -165,6 +158,8 @@ def resolve(spec, plugins) -> dict:
         "labeler": lb,
         "feature_params": fparams,
         "label_params": lparams,
+        "feature_settings": _settings(plugins, "feature-set", fs, feature_set, "feature_params", fparams),
+        "label_settings": _settings(plugins, "labeler", lb, labeler, "label_params", lparams),
         "tag": tag,
         "horizon": horizon,
         "embargo": horizon if setting == "auto" else max(horizon, int(setting)),
@@ -173,6 +168,20 @@ def resolve(spec, plugins) -> dict:
         "history": history,
         "context_pairs": context_pairs,
     }
+
+
+def _settings(plugins, kind: str, name: str, component, method: str, params: dict) -> dict:
+    """The params a component reports it uses, its defaults filled in (its optional
+    ``feature_params`` / ``label_params``), else the params as given; the config hash counts these."""
+    if not hasattr(component, method):
+        return params
+    out = call_plugin(plugins, kind, name, method, getattr(component, method), params)
+    if not isinstance(out, Mapping):
+        raise PluginError(
+            f"{describe(plugins, kind, name)} returned {type(out).__name__} from {method}(); expected a mapping.",
+            "Fix the plugin.",
+        )
+    return _plain(dict(out))
 
 
 def resolve_spec(spec, plugins):
@@ -445,7 +454,8 @@ def pair_data_from_candles(
         if hasattr(labeler, "label_params")
         else dict(lparams)
     )
-    recorded.update({k: v for k, v in fparams.items() if isinstance(v, (int, float, str))})
+    settings = resolved.get("feature_settings", fparams)
+    recorded.update({k: v for k, v in dict(settings).items() if isinstance(v, (int, float, str))})
     return PairData(
         timestamps=np.concatenate(parts["ts"]).astype("datetime64[ms]"),
         features=np.ascontiguousarray(np.concatenate(parts["feat"])),

@@ -22,6 +22,7 @@ import numpy as np
 from .artifacts import SUCCESS, sha256_file
 from .data import CLASS_NAMES, DataError
 from .errors import ConfigError, StorageError
+from .manifest.spec import recorded_spec
 from .scaling import Scaler
 from .storage import is_url, open_storage
 from .verify import keras_input_shape, model_problems
@@ -36,7 +37,8 @@ def live_history_note(required: int) -> str:
     if required > LIVE_FEED_CANDLES:
         return (
             f"required_history {required:,} candles: more than the {LIVE_FEED_CANDLES:,} a live feed serves "
-            "(freqtrade on Binance); lower features.ma_long or train.sequence_length to trade it live"
+            "(freqtrade on Binance); lower the feature set's history (features.params) or "
+            "train.sequence_length to trade it live"
         )
     return f"required_history {required:,} candles (a live feed serves up to {LIVE_FEED_CANDLES:,})"
 
@@ -283,25 +285,28 @@ class PairModel:
 
     @property
     def label_params(self) -> dict:
-        """The label and feature parameters the model's training data were made with."""
+        """The labeler's and feature set's settings the model's training data were made with (as
+        each reported them, defaults filled in; a model trained before records its params)."""
         spec = self.spec
-        return {**spec["labels"], **spec.get("features", {})}
+        resolved = spec.get("resolved") or {}
+        labels = (
+            resolved.get("label_settings") or resolved.get("label_params") or spec["labels"].get("params")
+        )
+        features = (
+            resolved.get("feature_settings")
+            or resolved.get("feature_params")
+            or spec.get("features", {}).get("params")
+        )
+        return {**(features or {}), **(labels or {})}
 
     def check_compatible(self, label_params: dict | None, where: str) -> None:
-        """Refuse data made with other label or feature parameters than the model's."""
+        """Refuse data made with other label or feature parameters than the model's (each number
+        both record)."""
         if not label_params:
             return
-        spec = self.spec
-        expected = {
-            "future_window": spec["labels"]["future_window"],
-            "take_profit_pct": spec["labels"]["take_profit_pct"],
-            "stop_loss_pct": spec["labels"]["stop_loss_pct"],
-            "ma_short": spec.get("features", {}).get("ma_short"),
-            "ma_long": spec.get("features", {}).get("ma_long"),
-        }
-        for key, want in expected.items():
+        for key, want in self.label_params.items():
             got = label_params.get(key)
-            if got is None or want is None:
+            if not _number(got) or not _number(want):
                 continue
             if abs(float(got) - float(want)) > 1e-9:
                 raise DataError(
@@ -455,6 +460,10 @@ class PairModel:
             # times were compared in UTC; they go back out marked as UTC, as they came in zoned
             out = out.with_columns(out.get_column("timestamp").dt.replace_time_zone("UTC"))
         return out
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _duration(ms: int) -> str:
@@ -674,6 +683,7 @@ def load_pair_model(path: str | Path, strict: bool = False, allow_expired: bool 
                     f"{path}: the model's files disagree: {problems[0]}.",
                     "The folder was altered or mixed up with another pair's; retrain the pair or restore its folder.",
                 )
+            spec_file["spec"] = recorded_spec(spec_file["spec"])
             scaler = Scaler.from_json(scaler_doc)
             sequence_length = int(spec_file["sequence_length"])
             feature_names = tuple(spec_file["feature_names"])

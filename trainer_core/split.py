@@ -157,10 +157,11 @@ def purged_split(
     if n < need:
         raise DataError(
             f"{where}: {n:,} rows are too few for sequence_length {window}, an embargo of {embargo} rows "
-            f"(future_window {future_window}) and validation {validation:g}"
+            f"(the labels' horizon {future_window}) and validation {validation:g}"
             + (f" / test {test:g}" if test else "")
             + f": at least {need:,} rows are needed.",
-            "Use more data, or lower train.sequence_length, labels.future_window or split.validation.",
+            "Use more data, or lower train.sequence_length, the labeler's horizon (labels.params) or "
+            "split.validation.",
         )
     val_start, test_start = _bounds(n, validation, test)
     rows = np.arange(n, dtype=np.int64)

@@ -29,7 +29,7 @@ TINY_SETTINGS = (
     "model.params.lstm_units=[4]",
     "model.params.dense_units=[4]",
     "balance.min_per_class=0",
-    "labels.future_window=5",
+    "labels.params.future_window=5",
     "train.verbose=0",
 )
 
@@ -82,6 +82,14 @@ def tiny_spec(
         sets=(*TINY_SETTINGS, f"train.epochs={epochs}", *sets),
         flags={"data.path": str(data), "output": str(output)},
     )
+
+
+def resolved(spec: PairSpec, plugins: Plugins | None = None) -> PairSpec:
+    """``spec`` with its feature set and labeler resolved (by ``plugins``, else the spec's own
+    plugins and the built-in ones): its tag, embargo and config hash are known then."""
+    from .features import resolve_spec
+
+    return resolve_spec(spec, plugins if plugins is not None else load_plugins(spec.plugins))
 
 
 def training_ready_name(

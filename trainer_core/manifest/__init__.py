@@ -21,6 +21,7 @@ from .reading import (
     safe_load_limited,
 )
 from .schema import (
+    ALIASES,
     BATCH_DEFAULTS,
     BATCH_SCHEMA,
     DEFAULT_OUTPUT,
@@ -44,9 +45,18 @@ from .schema import (
     normalize_pair,
     pair_market,
 )
-from .spec import HASH_EXCLUDED, Frozen, PairSpec, artifact_tag, pair_name, pct_code, training_ready_name
+from .spec import (
+    HASH_EXCLUDED,
+    Frozen,
+    PairSpec,
+    UnresolvedSpecError,
+    pair_name,
+    pct_code,
+    training_ready_name,
+)
 
 __all__ = [
+    "ALIASES",
     "BATCH_DEFAULTS",
     "BATCH_SCHEMA",
     "DEFAULT_OUTPUT",
@@ -72,8 +82,8 @@ __all__ = [
     "SCHEMA",
     "SECTIONS",
     "TOP_LEVEL_KEYS",
+    "UnresolvedSpecError",
     "YAMLLimitError",
-    "artifact_tag",
     "check_limits",
     "check_section",
     "check_sections",

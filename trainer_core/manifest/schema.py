@@ -23,16 +23,8 @@ DEFAULTS: dict[str, Any] = {
         "gaps": "error",
         "params": {},
     },
-    "labels": {
-        "future_window": 120,
-        "take_profit_pct": 1.0,
-        "stop_loss_pct": 0.5,
-        "short_take_profit_pct": None,
-        "short_stop_loss_pct": None,
-        "method": "tp-sl",
-        "params": {},
-    },
-    "features": {"set": "seed", "ma_short": 1440, "ma_long": 43200, "partial_history": False, "params": {}},
+    "labels": {"method": "tp-sl", "params": {}},
+    "features": {"set": "seed", "partial_history": False, "params": {}},
     "split": {
         "validation": 0.2,
         "test": 0.15,
@@ -81,6 +73,19 @@ DEFAULTS: dict[str, Any] = {
 }
 
 SECTIONS = tuple(DEFAULTS)
+#: settings read as their section's ``params`` (``labels.future_window`` is ``labels.params.future_window``):
+#: where the built-in labeler's and feature set's settings lived before they became their params.
+#: Kept for one release so existing manifests, ``--set`` lines and model folders still read.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "labels": (
+        "future_window",
+        "take_profit_pct",
+        "stop_loss_pct",
+        "short_take_profit_pct",
+        "short_stop_loss_pct",
+    ),
+    "features": ("ma_short", "ma_long"),
+}
 TOP_LEVEL_KEYS = ("version", "output", "plugins", "batch", "defaults", "pairs", "tune")
 #: batch-level settings (not per pair): how `trainer batch` runs the pairs
 BATCH_DEFAULTS: dict[str, Any] = {"max_retries": 2, "reporters": ["summary"], "schedule_timeout": 600}
@@ -99,12 +104,9 @@ MONITORS = ("val_accuracy", "val_loss")
 # -- bounds: the largest values that can make sense. Beyond them a value is a typo or an attack
 # (an embargo of 10**14 rows, a take-profit of 1e308 %), refused before any data are read.
 MAX_ROWS = 100_000_000  # rows of an embargo: about 190 years of 1-minute candles
-MAX_HORIZON = 100_000  # candles a label looks ahead: about 70 days of 1-minute candles
-MAX_MOVING_AVERAGE = 1_000_000  # candles: about two years of 1-minute candles
 MAX_SEQUENCE_LENGTH = 10_000  # rows in one model input window
 MAX_EPOCHS = 100_000
 MAX_BATCH_SIZE = 1_048_576
-MAX_PCT = 1000.0  # percent: a take-profit or stop-loss beyond 1000 % never triggers
 MAX_SEED = 2**32 - 1  # NumPy's and Keras' seeds are 32-bit
 MAX_FRACTION = 0.9  # split.validation, split.test: the rest must leave rows to train on
 MIN_FRACTION = 1.0e-6  # smaller leaves no row at all before a billion rows (and hangs the split's arithmetic)
@@ -378,9 +380,6 @@ def _test_fraction(v):
     return v
 
 
-_pct = _number(0, MAX_PCT, low_open=True)
-_pct_or_null = _number(0, MAX_PCT, low_open=True, nullable=True)
-
 #: section -> setting -> check (returns the normalised value, raises ValueError("expected ..."))
 SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
     "data": {
@@ -392,22 +391,8 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "gaps": _choice("error", "fill", "split"),
         "params": _mapping,
     },
-    "labels": {
-        "future_window": _int(1, MAX_HORIZON),
-        "take_profit_pct": _pct,
-        "stop_loss_pct": _pct,
-        "short_take_profit_pct": _pct_or_null,
-        "short_stop_loss_pct": _pct_or_null,
-        "method": _string(),
-        "params": _mapping,
-    },
-    "features": {
-        "set": _string(),
-        "ma_short": _int(1, MAX_MOVING_AVERAGE),
-        "ma_long": _int(1, MAX_MOVING_AVERAGE),
-        "partial_history": _bool,
-        "params": _mapping,
-    },
+    "labels": {"method": _string(), "params": _mapping},
+    "features": {"set": _string(), "partial_history": _bool, "params": _mapping},
     "split": {
         "validation": _number(MIN_FRACTION, MAX_FRACTION),
         "test": _test_fraction,
@@ -531,7 +516,42 @@ def check_section(section: str, values: Any, where: str) -> Any:
             f"{where}: expected a mapping of settings, got {short_repr(values)} ({type_name(values)}).",
             MANIFEST_HINT,
         )
-    return check_values(values, SCHEMA[section], where, section)
+    return check_values(fold_aliases(section, values, where), SCHEMA[section], where, section)
+
+
+def fold_aliases(section: str, values: Mapping, where: str) -> Mapping:
+    """``values`` with each alias of `ALIASES` moved under ``params`` (checked there by the component
+    that owns it); an alias and its ``params`` key both given with different values is a
+    `ConfigError` naming both."""
+    names = [key for key in ALIASES.get(section, ()) if key in values]
+    if not names:
+        return values
+    params = values.get("params")
+    if params is not None and not isinstance(params, Mapping):
+        return values  # `params` itself is refused by the schema
+    out = {k: v for k, v in values.items() if k not in names}
+    params = dict(params or {})
+    for key in names:
+        if key in params and params[key] != values[key]:
+            raise ConfigError(
+                f"{where}.{key} is {short_repr(values[key])} but {where}.params.{key} is "
+                f"{short_repr(params[key])}; {section}.{key} is another name for {section}.params.{key}.",
+                f"Give the setting once, as {section}.params.{key}.",
+            )
+        params[key] = values[key]
+    out["params"] = params
+    return out
+
+
+def fold_recorded(section: str, values: Mapping) -> dict:
+    """A recorded spec's section (a model folder's ``spec.json``) with its aliases moved under
+    ``params`` as they were read when it was written: ``params`` on top, no error."""
+    names = [key for key in ALIASES.get(section, ()) if key in values]
+    if not names:
+        return dict(values)
+    out = {k: v for k, v in values.items() if k not in names}
+    out["params"] = {**{k: values[k] for k in names}, **dict(values.get("params") or {})}
+    return out
 
 
 def check_values(

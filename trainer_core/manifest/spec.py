@@ -1,5 +1,5 @@
-"""The frozen spec of one pair and the seed's naming: the one home of the artifact tag and the
-training-ready file name."""
+"""The frozen spec of one pair: its settings, its folder name, and once its feature set and labeler
+are resolved, its tag, embargo and config hash; and the training-ready file name."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .schema import SECTIONS
+from .schema import SECTIONS, fold_recorded
 
 
 class Frozen(Mapping):
@@ -67,13 +67,13 @@ HASH_EXCLUDED = {("resources",), ("data", "path"), ("train", "verbose")}
 
 
 def pct_code(pct: float) -> int:
-    """0.5 % -> 50 (the file names' hundredths of a percent)."""
+    """0.5 % -> 50 (the training-ready file names' hundredths of a percent)."""
     return int(round(pct * 100))
 
 
-def artifact_tag(pair: str, fw: int, sl_pct: float, tp_pct: float) -> str:
-    """The seed's artifact tag: ``ETHUSDT_FW120_SL050_TP100`` (SL/TP in hundredths of a percent)."""
-    return f"{pair}_FW{fw:03d}_SL{pct_code(sl_pct):03d}_TP{pct_code(tp_pct):03d}"
+class UnresolvedSpecError(RuntimeError):
+    """A tag, embargo or config hash asked of a spec whose feature set and labeler were not resolved
+    (`trainer_core.features.resolve_spec`): a path of the engine that forgot to resolve it."""
 
 
 def pair_name(
@@ -105,6 +105,16 @@ def training_ready_name(
         f"{pair}_TF-{timeframe}__FW-{fw:03d}__SL-{pct_code(sl_pct):03d}__TP-{pct_code(tp_pct):03d}"
         f"__training_ready.{ext}"
     )
+
+
+def recorded_spec(d: Mapping) -> dict:
+    """A recorded spec (a model folder's ``spec.json``) as this trainer reads it: the settings an
+    older trainer kept beside ``labels.params`` / ``features.params`` moved into them."""
+    out = dict(d)
+    for section in ("labels", "features"):
+        if isinstance(out.get(section), Mapping):
+            out[section] = fold_recorded(section, out[section])
+    return out
 
 
 @dataclass(frozen=True)
@@ -178,7 +188,7 @@ class PairSpec:
             resolved=Frozen(d["resolved"]) if d.get("resolved") is not None else None,
             market=d.get("market"),
             id=d.get("id"),
-            **{s: Frozen(d[s]) for s in SECTIONS if s != "reporters"},
+            **{s: Frozen(fold_recorded(s, d[s])) for s in SECTIONS if s != "reporters"},
         )
 
     def with_paths(self, output: str, data_path: str | None) -> PairSpec:
@@ -188,14 +198,27 @@ class PairSpec:
         d["data"]["path"] = data_path
         return PairSpec.from_dict(d)
 
+    def _resolved(self, what: str) -> Frozen:
+        if self.resolved is None:
+            raise UnresolvedSpecError(
+                f"{self.pair}: the spec's {what} is known once its feature set and labeler are resolved "
+                "(trainer_core.features.resolve_spec)."
+            )
+        return self.resolved
+
     @property
     def config_hash(self) -> str:
-        """``sha256:`` and the SHA-256 of the spec as canonical JSON, less what does not change training."""
+        """``sha256:`` and the SHA-256 of the spec as canonical JSON, less what does not change
+        training, with the feature set's and labeler's params as they report them (defaults filled
+        in, so a default written out hashes as one left out) and the embargo in rows."""
+        resolved = self._resolved("config hash")
         d = self.to_dict()
         d.pop("output")
         d.pop("label_tag", None)  # derived from the labels settings
         d.pop("resolved", None)  # derived from the settings and the components' code
         d.pop("id", None)  # names the folder, like the output
+        d["labels"]["params"] = _thaw(resolved.get("label_settings", d["labels"]["params"]))
+        d["features"]["params"] = _thaw(resolved.get("feature_settings", d["features"]["params"]))
         d["split"]["embargo"] = self.embargo  # `auto` and its value purge the same rows
         for path in HASH_EXCLUDED:
             node = d
@@ -205,25 +228,11 @@ class PairSpec:
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
         return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
-    # -- derived label parameters --------------------------------------------------------
-    @property
-    def short_take_profit_pct(self) -> float:
-        """The short take-profit: ``labels.short_take_profit_pct``, else the long one."""
-        v = self.labels.short_take_profit_pct
-        return self.labels.take_profit_pct if v is None else v
-
-    @property
-    def short_stop_loss_pct(self) -> float:
-        """The short stop-loss: ``labels.short_stop_loss_pct``, else the long one."""
-        v = self.labels.short_stop_loss_pct
-        return self.labels.stop_loss_pct if v is None else v
-
     @property
     def embargo(self) -> int:
-        """The rows purged between training and validation: max(horizon, split.embargo), with the
-        labeler's horizon once resolved (before: ``labels.future_window``, tp-sl's horizon)."""
+        """The rows purged between training and validation: max(the labeler's horizon, split.embargo)."""
         e = self.split.embargo
-        horizon = int(self.resolved["horizon"]) if self.resolved is not None else self.labels.future_window
+        horizon = int(self._resolved("embargo")["horizon"])
         return horizon if e == "auto" else max(horizon, int(e))
 
     @property
@@ -245,14 +254,11 @@ class PairSpec:
 
     @property
     def tag(self) -> str:
-        """`{NAME}_FW{fw:03d}_SL{sl:03d}_TP{tp:03d}`, SL/TP in hundredths of a percent (the seed's
-        naming, the `tp-sl` labeler's tag); ``{NAME}_{label_tag}`` once the engine resolved another
-        labeler's tag. ``NAME`` is `name`: the pair itself for a spot pair with the seed's features."""
-        if self.label_tag is not None:
-            return f"{self.name}_{self.label_tag}"
-        return artifact_tag(
-            self.name, self.labels.future_window, self.labels.stop_loss_pct, self.labels.take_profit_pct
-        )
+        """``{NAME}_{label_tag}``: `name`, then the labeler's own part (its ``tag(params)``), known
+        once the spec is resolved."""
+        if self.label_tag is None:
+            self._resolved("tag")
+        return f"{self.name}_{self.label_tag}"
 
     @property
     def data_path(self) -> str | None:

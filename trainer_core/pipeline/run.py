@@ -128,19 +128,23 @@ def load_pair_data(spec: PairSpec, plugins: Plugins) -> tuple[PairData, Candles 
     return data, candles
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check_label_params(spec: PairSpec, data: PairData) -> None:
+    """The data's recorded label settings against the labeler's (as it reports them, defaults
+    filled in): every number both hold must agree."""
     params = data.label_params or {}
-    wanted = {
-        "future_window": spec.labels.future_window,
-        "stop_loss_pct": spec.labels.stop_loss_pct,
-        "take_profit_pct": spec.labels.take_profit_pct,
-    }
+    resolved = spec.resolved or {}
+    wanted = dict(resolved.get("label_settings") or resolved.get("label_params") or {})
     for key, value in wanted.items():
-        if key in params and params[key] is not None and abs(float(params[key]) - float(value)) > 1e-9:
+        got = params.get(key)
+        if _number(got) and _number(value) and abs(float(got) - float(value)) > 1e-9:
             raise DataError(
-                f"{spec.pair}: the data were labelled with {key}={params[key]:g} but the run uses "
-                f"labels.{key}={value:g} ({data.source}).",
-                f"Use data labelled with {key}={value:g}, or set labels.{key}={params[key]:g}.",
+                f"{spec.pair}: the data were labelled with {key}={got:g} but the run uses "
+                f"labels.params.{key}={value:g} ({data.source}).",
+                f"Use data labelled with {key}={value:g}, or set labels.params.{key}={got:g}.",
             )
 
 

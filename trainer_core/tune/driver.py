@@ -310,7 +310,7 @@ class TuneRun:
         from .trial import load_data
 
         data = load_data(spec, self.plugins)
-        horizon = int(data.extra.get("horizon", spec.labels.future_window))
+        horizon = int(data.extra.get("horizon", spec.resolved["horizon"]))
         windows = [spec.train.sequence_length]
         dim = settings.dimension("train.sequence_length")
         if dim is not None:

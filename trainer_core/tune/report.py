@@ -77,7 +77,7 @@ def _comparison(run, s) -> dict:
     common, ia, ib = np.intersect1d(tuned["rows"], default["rows"], return_indices=True)
     a = scorer(objective, tuned["y_true"][ia], tuned["y_prob"][ia], tuned["net"][ia])
     b = scorer(objective, default["y_true"][ib], default["y_prob"][ib], default["net"][ib])
-    block = max(int(s.spec.labels.future_window), int(s.spec.train.sequence_length))
+    block = max(int(s.spec.resolved["horizon"]), int(s.spec.train.sequence_length))
     interval = paired_interval(a, b, len(common), block, s.settings.confidence, seed=s.settings.seed)
     sign = -1.0 if objective == "val_loss" else 1.0  # intervals are of the improvement (higher is better)
     everything = np.arange(len(common))

@@ -106,7 +106,7 @@ def folds_for(spec: PairSpec, data: PairData, job: dict):
     return nested_folds(
         data,
         spec.train.sequence_length,
-        int(data.extra.get("horizon", spec.labels.future_window)),
+        int(data.extra.get("horizon", spec.resolved["horizon"])),
         job["embargo"],
         spec.split.validation,
         job["folds"],

@@ -64,13 +64,15 @@ def _exit_rule(model) -> dict:
             "labeler's take-profit, stop-loss and time-out only.",
             "Export models trained with labels.method: tp-sl.",
         )
-    tp, sl = float(labels["take_profit_pct"]), float(labels["stop_loss_pct"])
+    from ..labelers.tp_sl import settings_of
+
+    barriers = settings_of(labels)
     return {
-        "take_profit_pct": tp,
-        "stop_loss_pct": sl,
-        "short_take_profit_pct": float(labels.get("short_take_profit_pct") or tp),
-        "short_stop_loss_pct": float(labels.get("short_stop_loss_pct") or sl),
-        "future_window": int(labels["future_window"]),
+        "take_profit_pct": barriers.take_profit_pct,
+        "stop_loss_pct": barriers.stop_loss_pct,
+        "short_take_profit_pct": barriers.short_tp,
+        "short_stop_loss_pct": barriers.short_sl,
+        "future_window": barriers.future_window,
     }
 
 
@@ -119,7 +121,7 @@ def pins_for(model_dirs, trading_mode: str | None, rule: str) -> dict:
             raise DataError(
                 f"{model.tag}: required_history {model.required_history:,} candles is more than the {limit:,} "
                 f"{trading_mode} candles freqtrade gets from Binance at start-up (5 x {CANDLE_LIMITS[trading_mode]:,} - 1).",
-                "Retrain with a shorter features.ma_long or train.sequence_length (see `trainer validate`).",
+                "Retrain with a shorter features.params.ma_long or train.sequence_length (see `trainer validate`).",
             )
         if model.context_pairs:
             raise ConfigError(

@@ -41,7 +41,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
     "sets",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override a setting, e.g. --set labels.future_window=60 (repeatable).",
+    help="Override a setting, e.g. --set labels.params.future_window=60 (repeatable).",
 )
 @debug_option
 @no_manifest_plugins_option

@@ -22,8 +22,8 @@ COLUMNS = (
     "volume_to_ma43200",
 )
 DEFAULTS = {"ma_short": 1440, "ma_long": 43200}
-#: the trailing means never look further back than this many candles
-MAX_MA = 10_000_000
+#: the trailing means never look further back than this many candles (about two years of 1-minute candles)
+MAX_MA = 1_000_000
 
 
 def seed_params(params) -> dict:
@@ -90,6 +90,10 @@ class SeedFeatures:
         """Reject unknown ``features.params`` keys and bad moving-average lengths."""
         reject_unknown(params, tuple(DEFAULTS), "features.params", "the seed feature set")
         seed_params(params)
+
+    def feature_params(self, params) -> dict:
+        """``ma_short`` and ``ma_long``, their defaults filled in (what the config hash counts)."""
+        return seed_params(params)
 
     def columns(self, params) -> list[str]:
         """The 8 feature names, in order."""

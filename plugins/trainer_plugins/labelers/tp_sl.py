@@ -15,7 +15,61 @@ import numpy as np
 from trainer_core import NO_LABEL, ConfigError, hookimpl, reject_unknown
 
 SHORT, HOLD, LONG = 0, 1, 2
-KEYS = ("future_window", "take_profit_pct", "stop_loss_pct", "short_take_profit_pct", "short_stop_loss_pct")
+#: the labeler's params and their defaults (null short side: the long side's)
+DEFAULTS = {
+    "future_window": 120,
+    "take_profit_pct": 1.0,
+    "stop_loss_pct": 0.5,
+    "short_take_profit_pct": None,
+    "short_stop_loss_pct": None,
+}
+KEYS = tuple(DEFAULTS)
+#: candles a label may look ahead: about 70 days of 1-minute candles
+MAX_HORIZON = 100_000
+#: percent: a take-profit or stop-loss beyond 1000 % never triggers
+MAX_PCT = 1000.0
+HINT = (
+    "tp-sl's labels.params: future_window (candles, 1 to 100,000), take_profit_pct and stop_loss_pct "
+    "(percent, > 0 and <= 1,000), short_take_profit_pct and short_stop_loss_pct (the same, or null for "
+    "the long side's). See docs/manifest.md."
+)
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _refuse(key: str, expected: str, value) -> ConfigError:
+    kind = "null" if value is None else type(value).__name__
+    return ConfigError(f"labels.params.{key}: expected {expected}, got {_shown(value)} ({kind}).", HINT)
+
+
+def _window(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_HORIZON:
+        raise _refuse("future_window", f"an integer >= 1 and <= {MAX_HORIZON:,} (candles)", value)
+    return value
+
+
+def _pct(key: str, value, nullable: bool = False) -> float | None:
+    expected = f"a number > 0 and <= {MAX_PCT:,.0f} (percent)" + (" or null" if nullable else "")
+    if value is None and nullable:
+        return None
+    number = value
+    if isinstance(number, str):  # YAML 1.1 reads 1e-1 (no dot) as a string
+        try:
+            number = float(number)
+        except ValueError:
+            raise _refuse(key, expected, value) from None
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise _refuse(key, expected, value)
+    try:
+        number = float(number)
+    except OverflowError:  # an integer beyond any float
+        raise _refuse(key, expected, value) from None
+    if not 0 < number <= MAX_PCT:  # NaN fails too
+        raise _refuse(key, expected, value)
+    return number
 
 
 @dataclass(frozen=True)
@@ -50,30 +104,30 @@ class LabelParams:
 
     @classmethod
     def from_params(cls, params) -> LabelParams:
-        """The settings from a labeler params mapping, defaults filled in; a `ConfigError` for a bad value."""
-        p = dict(params or {})
-        try:
-            return cls(
-                int(p.get("future_window", 120)),
-                float(p.get("take_profit_pct", 1.0)),
-                float(p.get("stop_loss_pct", 0.5)),
-                p.get("short_take_profit_pct"),
-                p.get("short_stop_loss_pct"),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"labels: {exc}.", "See docs/manifest.md for the labels settings.") from None
+        """The settings from ``labels.params``, defaults filled in and each checked against its
+        bounds; a bad value is a `ConfigError` naming it."""
+        p = {**DEFAULTS, **dict(params or {})}
+        return cls(
+            _window(p["future_window"]),
+            _pct("take_profit_pct", p["take_profit_pct"]),
+            _pct("stop_loss_pct", p["stop_loss_pct"]),
+            _pct("short_take_profit_pct", p["short_take_profit_pct"], nullable=True),
+            _pct("short_stop_loss_pct", p["short_stop_loss_pct"], nullable=True),
+        )
 
     @classmethod
     def from_spec(cls, spec) -> LabelParams:
-        """The settings from a `PairSpec`'s ``labels`` section."""
-        lab = spec.labels
-        return cls(
-            lab.future_window,
-            lab.take_profit_pct,
-            lab.stop_loss_pct,
-            lab.short_take_profit_pct,
-            lab.short_stop_loss_pct,
-        )
+        """The settings of a `PairSpec` whose ``labels.method`` is tp-sl (its ``labels.params``)."""
+        return cls.from_params(spec.labels.get("params") or {})
+
+
+def settings_of(spec) -> LabelParams:
+    """The barriers of a spec (or a recorded spec's ``labels`` mapping): its ``labels.params`` when
+    ``labels.method`` is tp-sl, else the defaults (what the seed's reports assume for another labeler)."""
+    labels = spec.labels if hasattr(spec, "labels") else spec
+    if labels.get("method", "tp-sl") != "tp-sl":
+        return LabelParams()
+    return LabelParams.from_params(labels.get("params") or {})
 
 
 def _sparse_table(values: np.ndarray, levels: int, op) -> list[np.ndarray]:

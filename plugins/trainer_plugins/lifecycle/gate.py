@@ -63,7 +63,12 @@ def _ms(text: str) -> int:
 def purge_of(model) -> int:
     """Candles between the end of a model's training data and the start of a fresh window."""
     spec = model.spec
-    horizon = int((model.info.get("labels") or {}).get("horizon") or spec["labels"]["future_window"])
+    horizon = (model.info.get("labels") or {}).get("horizon") or (spec.get("resolved") or {}).get("horizon")
+    if horizon is None:  # a model folder that recorded no horizon: its labeler's
+        from ..labelers.tp_sl import settings_of
+
+        horizon = settings_of(spec["labels"]).future_window
+    horizon = int(horizon)
     embargo = spec.get("split", {}).get("embargo", "auto")
     return horizon if embargo in (None, "auto") else max(horizon, int(embargo))
 

@@ -29,6 +29,7 @@ from trainer_core import pct_from_code as _pct
 from trainer_core import read_table as read_frame
 
 from ..features.seed import COLUMNS as FEATURE_NAMES
+from ..labelers.tp_sl import settings_of
 
 LABEL_COLUMNS = ("label_0", "label_1", "label_2")
 TIME_COLUMNS = ("timestamp", "date", "datetime", "time", "open_time", "index")
@@ -51,7 +52,7 @@ def expected_filename(spec, ext: str = "feather") -> str:
     resolved = getattr(spec, "resolved", None)
     if resolved is not None and resolved["labeler"] != "tp-sl":
         return f"{spec.pair}_TF-{spec.data.timeframe}__{resolved['tag']}__training_ready.{ext}"
-    lab = spec.labels
+    lab = settings_of(spec)
     return training_ready_name(
         spec.pair, spec.data.timeframe, lab.future_window, lab.stop_loss_pct, lab.take_profit_pct, ext=ext
     )
@@ -125,13 +126,14 @@ def find_file(spec) -> Path:
             detail = (
                 f" The folder has {same_pair[0]} (TF {found['tf']}, future_window {int(found['fw'])}, "
                 f"stop_loss_pct {_pct(found['sl']):g}, take_profit_pct {_pct(found['tp']):g}); the run uses "
-                f"TF {spec.data.timeframe}, future_window {spec.labels.future_window}, "
-                f"stop_loss_pct {spec.labels.stop_loss_pct:g}, take_profit_pct {spec.labels.take_profit_pct:g}."
+                f"TF {spec.data.timeframe}, future_window {settings_of(spec).future_window}, "
+                f"stop_loss_pct {settings_of(spec).stop_loss_pct:g}, "
+                f"take_profit_pct {settings_of(spec).take_profit_pct:g}."
             )
         raise DataError(
             f"{spec.pair}: no training-ready file in {path} matches the run's label parameters "
             f"(expected {expected_filename(spec)}).{detail}",
-            "Set labels.* (and data.timeframe) to the file's values, or prepare data with the run's parameters.",
+            "Set labels.params (and data.timeframe) to the file's values, or prepare data with the run's parameters.",
         )
     others = sorted(
         p.name for p in path.iterdir() if p.name.endswith(tuple("__training_ready" + s for s in SUFFIXES))
@@ -159,14 +161,14 @@ def check_name(spec, path: Path) -> dict:
     run = {
         "pair": spec.pair,
         "timeframe": spec.data.timeframe,
-        "future_window": spec.labels.future_window,
-        "stop_loss_pct": round(spec.labels.stop_loss_pct, 2),
-        "take_profit_pct": round(spec.labels.take_profit_pct, 2),
+        "future_window": settings_of(spec).future_window,
+        "stop_loss_pct": round(settings_of(spec).stop_loss_pct, 2),
+        "take_profit_pct": round(settings_of(spec).take_profit_pct, 2),
     }
     setting = {"pair": "--pair", "timeframe": "data.timeframe"}
     for key, value in params.items():
         if value != run[key]:
-            name = setting.get(key, f"labels.{key}")
+            name = setting.get(key, f"labels.params.{key}")
             raise DataError(
                 f"{spec.pair}: file {path.name} has {key} {_fmt(value)} but the run uses {name} {_fmt(run[key])}.",
                 f"Use a file made with {name} {_fmt(run[key])}, or run with {name} {_fmt(value)}.",

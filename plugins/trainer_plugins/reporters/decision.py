@@ -42,7 +42,7 @@ def choose_rule(result) -> dict:
         market_from_pair_data(data, spec),
         spec,
         train_counts=data.class_counts(result.split.train_idx),
-        horizon=int(data.extra.get("horizon", spec.labels.future_window)),
+        horizon=int(data.extra.get("horizon", spec.resolved["horizon"])),
         seed=int(spec.train.seed),
     )
     chosen = choose_thresholds(report)

@@ -13,6 +13,8 @@ import numpy as np
 
 from trainer_core import hookimpl, versions
 
+from ..labelers.tp_sl import settings_of
+
 
 def _param_counts(model) -> dict:
     trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))
@@ -32,6 +34,7 @@ def build_metadata(result, out) -> dict:
     metrics = result.metrics()
     balance = result.balance
     t = spec.train
+    barriers = settings_of(spec)
     val_acc = hist.get("val_accuracy", [])
     return {
         "format": "pair-trainer metadata v1",
@@ -47,11 +50,11 @@ def build_metadata(result, out) -> dict:
             "dropout_rate": spec.model.params.get("dropout"),
             "learning_rate": t.learning_rate,
             "validation_split": spec.split.validation,
-            "future_window": spec.labels.future_window,
-            "long_tp_pct": spec.labels.take_profit_pct,
-            "long_sl_pct": spec.labels.stop_loss_pct,
-            "short_tp_pct": spec.short_take_profit_pct,
-            "short_sl_pct": spec.short_stop_loss_pct,
+            "future_window": barriers.future_window,
+            "long_tp_pct": barriers.take_profit_pct,
+            "long_sl_pct": barriers.stop_loss_pct,
+            "short_tp_pct": barriers.short_tp,
+            "short_sl_pct": barriers.short_sl,
         },
         "spec": spec.to_dict(),
         "config_hash": spec.config_hash,

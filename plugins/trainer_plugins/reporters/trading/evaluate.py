@@ -114,6 +114,14 @@ def resolve_spec(pair: str, base: dict | None, sets: Iterable[str]):
     return manifest.resolve(pair, list(sets))
 
 
+def _resolved_tag(spec) -> str:
+    """The tag of a spec no model folder names: its labeler's, resolved with the command's plugins."""
+    from trainer_core import command_plugins
+    from trainer_core import resolve_spec as resolve_components
+
+    return resolve_components(spec, command_plugins(spec.plugins)).tag
+
+
 def _probabilities(frame, where: str) -> tuple[np.ndarray, np.ndarray]:
     """The timestamps (epoch ms) and the (n, 3) probabilities of a predictions table, checked."""
     import polars as pl
@@ -172,7 +180,7 @@ def _labels(candles, spec) -> tuple[np.ndarray, np.ndarray, np.ndarray, Barriers
             f"labels.method is {method!r}: trainer evaluate knows the exits of the tp-sl labeler only.",
             "Evaluate with labels.method=tp-sl, or score the predictions with your labeler's own tool.",
         )
-    params = LabelParams.from_spec(spec)
+    params = LabelParams.from_params(spec.labels.get("params") or {})
     report = check_candles(candles, spec.data.timeframe, spec.pair)
     n = len(candles)
     labels = np.full(n, -1, dtype=np.int8)
@@ -302,7 +310,7 @@ def evaluate_predictions(
     if not len(rows):
         raise DataError(
             f"{where}: every matched prediction lies in the last {barriers.future_window} candles, whose outcome is not known yet.",
-            "Give candles that run at least labels.future_window candles past the last prediction.",
+            "Give candles that run at least labels.params.future_window candles past the last prediction.",
         )
     y_true = labels[rows].astype(np.int64)
     scored = Scored(SLICE, rows, y_true, probs)
@@ -316,7 +324,7 @@ def evaluate_predictions(
         barriers,
     )
     counts = {name: int(np.sum(y_true == i)) for i, name in enumerate(CLASS_NAMES)}
-    tag = model.tag if model is not None else spec.tag
+    tag = model.tag if model is not None else _resolved_tag(spec)
     chosen = _model_thresholds(model_dir, tag)
     report, chart = build_report(
         scored,

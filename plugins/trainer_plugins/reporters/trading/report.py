@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...labelers.tp_sl import settings_of
 from .metrics import threshold_choice, trading_metrics
 from .simulation import (
     Barriers,
@@ -88,16 +89,17 @@ def metrics_of(scored: Scored, market: Market, spec, train_counts: dict, horizon
     """`trading_metrics` of one slice with the spec's evaluation settings."""
     e = spec.evaluation
     costs = costs_of(spec)
+    barriers = settings_of(spec)
     lr = market.long_return[scored.rows] if market.long_return is not None else None
     sr = market.short_return[scored.rows] if market.short_return is not None else None
     out = trading_metrics(
         scored.y_true,
         scored.y_prob,
         train_class_counts=train_counts,
-        take_profit_pct=spec.labels.take_profit_pct,
-        stop_loss_pct=spec.labels.stop_loss_pct,
-        short_take_profit_pct=spec.short_take_profit_pct,
-        short_stop_loss_pct=spec.short_stop_loss_pct,
+        take_profit_pct=barriers.take_profit_pct,
+        stop_loss_pct=barriers.stop_loss_pct,
+        short_take_profit_pct=barriers.short_tp,
+        short_stop_loss_pct=barriers.short_sl,
         fee_pct=costs.round_trip_pct,
         thresholds=tuple(e.thresholds),
         long_return=lr,
@@ -221,11 +223,7 @@ def market_from_pair_data(data, spec) -> Market:
     elif method != "tp-sl":
         reason = f"exit candles are known for the tp-sl labeler only (labels.method is {method!r})"
     lp = {
-        "future_window": spec.labels.future_window,
-        "take_profit_pct": spec.labels.take_profit_pct,
-        "stop_loss_pct": spec.labels.stop_loss_pct,
-        "short_take_profit_pct": spec.short_take_profit_pct,
-        "short_stop_loss_pct": spec.short_stop_loss_pct,
+        **settings_of(spec).as_dict(),
         **{k: v for k, v in (data.label_params or {}).items() if v is not None},
     }
     barriers = Barriers(
@@ -292,7 +290,7 @@ def report_for(result) -> tuple[dict, dict | None]:
     def scored(ev):
         return Scored(ev.name, to_rows(ev.rows), ev.y_true, ev.y_prob)
 
-    horizon = int(data.extra.get("horizon", spec.labels.future_window))
+    horizon = int(data.extra.get("horizon", spec.resolved["horizon"]))
     report, chart = build_report(
         scored(test) if has_test else scored(val),
         market,
