@@ -254,6 +254,63 @@ def moto_s3(tmp_path_factory):
         _stop_process(server)
 
 
+def _batch_row(pair: str, status: str = "trained", **values) -> dict:
+    """One row of a `BatchReport`, as the batch makes it; ``values`` replace the defaults (trained in
+    12 s on 2026-12-01, no metrics, no figures)."""
+    return {
+        "pair": pair,
+        "status": status,
+        "reason": status,
+        "error": None,
+        "hint": None,
+        "exit_code": None,
+        "seconds": 12.0,
+        "metrics": {},
+        "figures": {},
+        "artifacts": f"/out/{pair}",
+        "tag": f"{pair}_T",
+        "trained_at": "2026-12-01T10:00:00+00:00",
+        **values,
+    }
+
+
+def _write_batch_summary(manifest: Path, out: Path, rows: list[dict], **fields) -> dict:
+    """The `summary` reporter's `report_batch` on a `BatchReport` of ``rows`` for the manifest file
+    ``manifest`` into ``out`` (made when missing); the summary.json it wrote. ``fields`` replace the
+    report's defaults: a one-minute batch on 2026-12-01 that exited 0, sorted by MCC."""
+    import json
+
+    from trainer_core import BatchReport, load_manifest
+    from trainer_core.storage import open_storage
+    from trainer_plugins.reporters.summary import SummaryReporter
+
+    out.mkdir(exist_ok=True)
+    report = {
+        "manifest": load_manifest(str(manifest)),
+        "output": str(out),
+        "storage": open_storage(str(out)),
+        "started": "2026-12-01T10:00:00+00:00",
+        "finished": "2026-12-01T10:01:00+00:00",
+        "seconds": 60.0,
+        "interrupted": False,
+        "exit_code": 0,
+        "counts": {},
+        "rows": rows,
+        "sort": "mcc",
+        "larger_is_better": True,
+    }
+    SummaryReporter().report_batch(BatchReport(**{**report, **fields}))
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def batch_summary():
+    """A batch summary from constructed rows: ``batch_summary.row(pair, status="trained", **values)``
+    (`_batch_row`) and ``batch_summary.write(manifest, out, rows, **fields) -> summary.json``
+    (`_write_batch_summary`)."""
+    return SimpleNamespace(row=_batch_row, write=_write_batch_summary)
+
+
 @pytest.fixture(scope="session")
 def write_model_builder_plugin():
     """``write_model_builder_plugin(folder, module, name, body) -> module``: a plugin registering

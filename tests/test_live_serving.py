@@ -42,6 +42,18 @@ def _candles(tmp_path, minutes: int, seed: int = 3, name: str = "ETHUSDT-1m.parq
 SETS = ["labels.future_window=5", "features.ma_short=10", "features.ma_long=120"]
 
 
+def run_args(pair: str, candles: Path, out: Path, *args, sets=()) -> list:
+    """`trainer run`'s arguments: ``pair`` on ``candles`` into ``out``, then ``args``, then each of
+    ``sets`` as ``--set``."""
+    set_args = [a for s in sets for a in ("--set", s)]
+    return ["run", "--pair", pair, "--data", candles, "--output", out, *args, *set_args]
+
+
+def predict_to(trainer, model_dir: Path, candles: Path, output: Path):
+    """`trainer predict` of the model in ``model_dir`` on ``candles`` into the file ``output``."""
+    return trainer("predict", "--model-dir", model_dir, "--data", candles, "--output", output)
+
+
 def test_rows_short_of_the_full_history_are_history_only(tmp_path):
     path = _candles(tmp_path, 1000)
     candles = read_candles(path, "ETHUSDT")
@@ -76,17 +88,7 @@ def test_rows_short_of_the_full_history_are_history_only(tmp_path):
 def test_too_little_history_is_one_error_naming_what_to_change(tmp_path, trainer):
     path = _candles(tmp_path, 3000)
     result = trainer(
-        "run",
-        "--pair",
-        "ETHUSDT",
-        "--data",
-        path,
-        "--output",
-        tmp_path / "out",
-        "--set",
-        "data.loader=ohlcv",
-        "--set",
-        "labels.future_window=5",
+        *run_args("ETHUSDT", path, tmp_path / "out", sets=["data.loader=ohlcv", "labels.future_window=5"])
     )
     assert result.exit_code == 2  # a data error
     assert (
@@ -101,26 +103,11 @@ def test_too_little_history_is_one_error_naming_what_to_change(tmp_path, trainer
 def test_a_split_left_short_by_the_history_rule_says_so(tmp_path, trainer):
     """Enough rows for features, too few for the split once the history rows are left out."""
     path = _candles(tmp_path, 175)
+    sets = ["data.loader=ohlcv", "labels.future_window=5", "features.ma_short=10", "features.ma_long=150"]
     result = trainer(
-        "run",
-        "--pair",
-        "ETHUSDT",
-        "--data",
-        path,
-        "--output",
-        tmp_path / "out",
-        "--epochs",
-        "1",
-        "--set",
-        "data.loader=ohlcv",
-        "--set",
-        "labels.future_window=5",
-        "--set",
-        "features.ma_short=10",
-        "--set",
-        "features.ma_long=150",
-        "--set",
-        "train.sequence_length=30",
+        *run_args(
+            "ETHUSDT", path, tmp_path / "out", "--epochs", "1", sets=[*sets, "train.sequence_length=30"]
+        )
     )
     assert result.exit_code == 2
     assert "rows were left out because their features read less than the 149 candles" in result.output
@@ -173,19 +160,12 @@ LIVE_SETS = [
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    from click.testing import CliRunner
-
-    from trainer_core.cli import cli
-
+def live(tmp_path_factory, trainer):
     root = tmp_path_factory.mktemp("live")
     out = {}
     for seed, pair in ((3, "ETHUSDT"), (4, "BTCUSDT")):
         path = _candles(root, 3000, seed=seed, name=f"{pair}-1m.parquet")
-        args = ["run", "--pair", pair, "--data", str(path), "--output", str(root / "art"), "--epochs", "1"]
-        for s in LIVE_SETS:
-            args += ["--set", s]
-        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+        result = trainer(*run_args(pair, path, root / "art", "--epochs", "1", sets=LIVE_SETS))
         assert result.exit_code == 0, result.output
         out[pair] = {"path": path, "dir": root / "art" / pair, "log": result.output}
     return out
@@ -207,15 +187,7 @@ def test_the_decision_rule_is_recorded_and_predict_prints_its_signal(live, train
     assert decision["rule"] in ("thresholds", "arg-max")
     model = load_pair_model(live["ETHUSDT"]["dir"])
     assert model.decision_rule["rule"] == decision["rule"]
-    result = trainer(
-        "predict",
-        "--model-dir",
-        live["ETHUSDT"]["dir"],
-        "--data",
-        live["ETHUSDT"]["path"],
-        "--output",
-        tmp_path / "p.csv",
-    )
+    result = predict_to(trainer, live["ETHUSDT"]["dir"], live["ETHUSDT"]["path"], tmp_path / "p.csv")
     assert result.exit_code == 0, result.output
     got = pl.read_csv(tmp_path / "p.csv")
     assert "signal" in got.columns and got.height == 3000 - 129 + 1
@@ -239,15 +211,7 @@ def test_pair_model_predict_takes_raw_candles_like_trainer_predict(live, trainer
 
     model = load_pair_model(live["ETHUSDT"]["dir"])
     candles = pl.read_parquet(live["ETHUSDT"]["path"])
-    result = trainer(
-        "predict",
-        "--model-dir",
-        live["ETHUSDT"]["dir"],
-        "--data",
-        live["ETHUSDT"]["path"],
-        "--output",
-        tmp_path / "p.parquet",
-    )
+    result = predict_to(trainer, live["ETHUSDT"]["dir"], live["ETHUSDT"]["path"], tmp_path / "p.parquet")
     assert result.exit_code == 0
     cli = pl.read_parquet(tmp_path / "p.parquet")
     direct = model.predict(
@@ -372,25 +336,15 @@ def test_a_model_trained_with_gaps_filled_fills_a_served_gap_as_in_training(tmp_
     full = pl.read_parquet(path)
     gapped = pl.concat([full.head(1400), full.tail(90)])  # 10 minutes missing, 90 candles before the end
     gapped.write_parquet(path)
-    args = ["run", "--pair", "ETHUSDT", "--data", path, "--output", tmp_path / "art", "--epochs", "1"]
-    for s in LIVE_SETS:
-        args += ["--set", s.replace("data.gaps=split", "data.gaps=fill")]
-    result = trainer(*args)
+    sets = [s.replace("data.gaps=split", "data.gaps=fill") for s in LIVE_SETS]
+    result = trainer(*run_args("ETHUSDT", path, tmp_path / "art", "--epochs", "1", sets=sets))
     assert result.exit_code == 0, result.output
     model = load_pair_model(tmp_path / "art" / "ETHUSDT")
     candles = gapped.with_columns(pl.from_epoch("timestamp", time_unit="ms").dt.replace_time_zone("UTC"))
     buffer = candles.tail(model.required_history)  # 39 candles, the gap, 90 candles
     assert np.diff(buffer["timestamp"].dt.epoch("ms").to_numpy()).max() == 11 * 60_000
     latest = model.predict_latest(buffer)
-    result = trainer(
-        "predict",
-        "--model-dir",
-        tmp_path / "art" / "ETHUSDT",
-        "--data",
-        path,
-        "--output",
-        tmp_path / "p.parquet",
-    )
+    result = predict_to(trainer, tmp_path / "art" / "ETHUSDT", path, tmp_path / "p.parquet")
     assert result.exit_code == 0, result.output
     last = pl.read_parquet(tmp_path / "p.parquet").row(-1, named=True)
     assert latest["timestamp"] == last["timestamp"]

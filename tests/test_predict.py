@@ -16,26 +16,11 @@ TAG = "ETHUSDT_FW005_SL050_TP100"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from click.testing import CliRunner
-
-    from trainer_core.cli import cli
-
+def model_dir(tmp_path_factory, trainer):
     root = tmp_path_factory.mktemp("predict")
     write_training_ready(root / "inputs", "ETHUSDT", rows=700, seed=11)
-    result = CliRunner().invoke(
-        cli,
-        [
-            "run",
-            "--pair",
-            "ETHUSDT",
-            "--data",
-            str(root / "inputs"),
-            "--output",
-            str(root / "out"),
-            *tiny_args(),
-        ],
-        catch_exceptions=False,
+    result = trainer(
+        "run", "--pair", "ETHUSDT", "--data", root / "inputs", "--output", root / "out", *tiny_args()
     )
     assert result.exit_code == 0, result.output
     return root / "out" / "ETHUSDT"

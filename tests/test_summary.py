@@ -12,9 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer_core import BatchReport, load_manifest
-from trainer_core.storage import open_storage
-from trainer_plugins.reporters.summary import SummaryReporter
 from trainer_plugins.reporters.trading.metrics import trading_metrics
 from trainer_plugins.reporters.trading.report import headline
 from trainer_plugins.reporters.trading.stats import precision_verdict
@@ -60,29 +57,21 @@ def metrics(acc: float, mcc: float, bal: float, short: int, hold: int, long: int
     }
 
 
-def row(pair: str, status: str = "trained", **values) -> dict:
-    base = {
-        "pair": pair,
-        "status": status,
-        "reason": status,
-        "error": None,
-        "hint": None,
-        "exit_code": None,
-        "seconds": 12.3,
-        "metrics": {},
-        "figures": {},
-        "artifacts": f"/out/{pair}",
-        "tag": f"{pair}_FW010",
-        "trained_at": "2026-12-01T10:00:00+00:00",
-    }
-    base.update(values)
-    return base
+@pytest.fixture
+def row(batch_summary):
+    """``row(pair, status="trained", **values)``: a batch row of this page (12.3 s, tag PAIR_FW010)."""
+
+    def make(pair: str, status: str = "trained", **values) -> dict:
+        return batch_summary.row(pair, status, **{"seconds": 12.3, "tag": f"{pair}_FW010", **values})
+
+    return make
 
 
-def rows() -> list[dict]:
-    """Six pairs in manifest order: a failed one first, then pairs whose figures a quant would read
-    differently from their accuracy."""
-    return [
+@pytest.fixture
+def rows(row):
+    """``rows()``: six pairs in manifest order, a failed one first, then pairs whose figures a quant
+    would read differently from their accuracy."""
+    return lambda: [
         row(
             "BADUSDT",
             "failed",
@@ -208,40 +197,36 @@ class Table(HTMLParser):
             self.text.append(data)
 
 
-def write_summary(
-    tmp_path: Path, sort: str = "mcc", pair_rows: list[dict] | None = None
-) -> tuple[dict, str, dict[str, dict], list[str]]:
-    """summary.json, summary.html, the page's rows by pair ({header: cell}) and the page's pair order,
-    of `rows()` or the given rows of the same pairs."""
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text("version: 1\npairs: [BADUSDT, XRPUSDT, ETHUSDT, SOLUSDT, BTCUSDT, ADAUSDT]\n")
-    out = tmp_path / "out"
-    out.mkdir(exist_ok=True)
-    batch = BatchReport(
-        manifest=load_manifest(str(manifest)),
-        output=str(out),
-        storage=open_storage(str(out)),
-        started="2026-12-01T10:00:00+00:00",
-        finished="2026-12-01T10:01:00+00:00",
-        seconds=60.0,
-        interrupted=False,
-        exit_code=1,
-        counts={"failed": 1, "trained": 4, "skipped": 1},
-        rows=rows() if pair_rows is None else pair_rows,
-        sort=sort,
-        larger_is_better=sort not in ("val_loss", "max_drawdown", "random_entry_p_value", "pair"),
-    )
-    SummaryReporter().report_batch(batch)
-    doc = json.loads((out / "summary.json").read_text())
-    page = (out / "summary.html").read_text()
-    parser = Table()
-    parser.feed(page)
-    header, *body = parser.rows
-    pairs = [re.match(r"[A-Z0-9]+", r[0]).group() for r in body]
-    return doc, page, {p: dict(zip(header, r)) for p, r in zip(pairs, body)}, pairs
+@pytest.fixture
+def write_summary(rows, batch_summary):
+    """``write_summary(tmp_path, sort="mcc", pair_rows=None)``: summary.json, summary.html, the page's
+    rows by pair ({header: cell}) and the page's pair order, of `rows()` or the given rows of the
+    same pairs."""
+
+    def write(tmp_path: Path, sort: str = "mcc", pair_rows: list[dict] | None = None):
+        manifest = tmp_path / "m.yaml"
+        manifest.write_text("version: 1\npairs: [BADUSDT, XRPUSDT, ETHUSDT, SOLUSDT, BTCUSDT, ADAUSDT]\n")
+        out = tmp_path / "out"
+        doc = batch_summary.write(
+            manifest,
+            out,
+            rows() if pair_rows is None else pair_rows,
+            exit_code=1,
+            counts={"failed": 1, "trained": 4, "skipped": 1},
+            sort=sort,
+            larger_is_better=sort not in ("val_loss", "max_drawdown", "random_entry_p_value", "pair"),
+        )
+        page = (out / "summary.html").read_text()
+        parser = Table()
+        parser.feed(page)
+        header, *body = parser.rows
+        pairs = [re.match(r"[A-Z0-9]+", r[0]).group() for r in body]
+        return doc, page, {p: dict(zip(header, r)) for p, r in zip(pairs, body)}, pairs
+
+    return write
 
 
-def test_a_summary_side_keeps_every_figure_of_the_trading_headline(tmp_path):
+def test_a_summary_side_keeps_every_figure_of_the_trading_headline(tmp_path, write_summary, rows):
     rng = np.random.default_rng(7)
     report = trading_metrics(
         rng.integers(0, 3, 300),
@@ -264,7 +249,7 @@ def test_a_summary_side_keeps_every_figure_of_the_trading_headline(tmp_path):
         assert list(shown)[:3] == ["precision", "break_even", "edge"]
 
 
-def test_pairs_are_sorted_by_mcc_by_default_failed_last(tmp_path):
+def test_pairs_are_sorted_by_mcc_by_default_failed_last(tmp_path, write_summary):
     doc, page, _, order = write_summary(tmp_path)
     # BTCUSDT's MCC 0.121 first, though XRPUSDT has the best accuracy (0.61); ties keep the manifest's order
     assert order == ["BTCUSDT", "ADAUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT", "BADUSDT"]
@@ -306,7 +291,7 @@ def test_pairs_are_sorted_by_mcc_by_default_failed_last(tmp_path):
         ("pair", ["ADAUSDT", "BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BADUSDT"]),
     ],
 )
-def test_the_sort_key_the_user_picks_orders_the_page(tmp_path, sort, expected):
+def test_the_sort_key_the_user_picks_orders_the_page(tmp_path, sort, expected, write_summary):
     doc, page, _, order = write_summary(tmp_path, sort)
     assert order == expected
     assert doc["sort"] == sort and doc["order"] == expected
@@ -318,7 +303,7 @@ def test_the_sort_key_the_user_picks_orders_the_page(tmp_path, sort, expected):
         )
 
 
-def test_only_a_side_whose_interval_clears_break_even_gets_a_check_mark(tmp_path):
+def test_only_a_side_whose_interval_clears_break_even_gets_a_check_mark(tmp_path, write_summary):
     _, page, cells, _ = write_summary(tmp_path)
     btc = cells["BTCUSDT"]
     long, short = btc["LONG precision vs break-even"], btc["SHORT precision vs break-even"]
@@ -331,7 +316,7 @@ def test_only_a_side_whose_interval_clears_break_even_gets_a_check_mark(tmp_path
     assert sum(CHECK in c for r in cells.values() for c in r.values()) == 1
 
 
-def test_too_few_signals_is_said_with_the_count_and_interval(tmp_path):
+def test_too_few_signals_is_said_with_the_count_and_interval(tmp_path, write_summary):
     doc, _, cells, _ = write_summary(tmp_path)
     long = cells["ETHUSDT"]["LONG precision vs break-even"]
     assert long.startswith("0.750 (n = 12), 95 % 0.468-0.911 vs break-even 0.400")
@@ -342,7 +327,7 @@ def test_too_few_signals_is_said_with_the_count_and_interval(tmp_path):
     assert eth["LONG"]["wilson_low"] == pytest.approx(0.4677, abs=1e-4)
 
 
-def test_a_single_class_model_is_flagged_and_claims_nothing(tmp_path):
+def test_a_single_class_model_is_flagged_and_claims_nothing(tmp_path, write_summary):
     doc, _, cells, _ = write_summary(tmp_path)
     xrp, sol = cells["XRPUSDT"], cells["SOLUSDT"]
     assert "predicts HOLD only" in xrp["Pair"] and "predicts LONG only" in sol["Pair"]
@@ -364,7 +349,7 @@ def test_a_single_class_model_is_flagged_and_claims_nothing(tmp_path):
     assert by_pair["XRPUSDT"]["metrics"]["single_class"] == "HOLD" and by_pair["BTCUSDT"]["warning"] is None
 
 
-def test_the_simulation_scores_and_signal_counts_are_shown(tmp_path):
+def test_the_simulation_scores_and_signal_counts_are_shown(tmp_path, write_summary):
     doc, _, cells, _ = write_summary(tmp_path)
     btc = cells["BTCUSDT"]
     assert (btc["Trades"], btc["Total net return"], btc["Max drawdown"], btc["Random-entry p-value"]) == (
@@ -392,7 +377,7 @@ def test_the_simulation_scores_and_signal_counts_are_shown(tmp_path):
     assert sim["sharpe_per_trade"] is None  # figures of a reporter that did not record it
 
 
-def test_figures_without_a_verdict_get_no_check_mark(tmp_path):
+def test_figures_without_a_verdict_get_no_check_mark(tmp_path, write_summary):
     _, _, cells, _ = write_summary(tmp_path)
     long = cells["ADAUSDT"]["LONG precision vs break-even"]
     assert (
@@ -483,7 +468,7 @@ def test_trainer_batch_table_shows_the_scores_flags_one_class_and_sorts(tmp_path
     assert "&#10003; beats" not in html.split("XRPUSDT</b>")[1].split("</tr>")[0]
 
 
-def test_the_page_names_each_pairs_champion_and_challenger(tmp_path):
+def test_the_page_names_each_pairs_champion_and_challenger(tmp_path, row):
     from trainer_plugins.reporters.summary import render_html
 
     pairs = [

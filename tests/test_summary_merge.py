@@ -11,9 +11,6 @@ from pathlib import Path
 import pytest
 from scipy.stats import norm
 
-from trainer_core import BatchReport, load_manifest
-from trainer_core.storage import open_storage
-from trainer_plugins.reporters.summary import SummaryReporter
 from trainer_plugins.reporters.trading.stats import precision_verdict
 
 EULER = 0.5772156649015329
@@ -49,49 +46,31 @@ def figures(p_value: float, sharpe: float, n_trades: int = 100, draws: int = 10_
     }
 
 
-def row(pair: str, status: str = "trained", seconds: float | None = 12.0, **values) -> dict:
-    base = {
-        "pair": pair,
-        "status": status,
-        "reason": status,
-        "error": None,
-        "hint": None,
-        "exit_code": None,
-        "seconds": seconds,
-        "metrics": {"mcc": 0.05, "balanced_accuracy": 0.4, "measured_on": "test"},
-        "figures": {},
-        "artifacts": f"/out/{pair}",
-        "tag": f"{pair}_T",
-        "trained_at": "2026-12-01T10:00:00+00:00",
-    }
-    base.update(values)
-    return base
+@pytest.fixture
+def row(batch_summary):
+    """``row(pair, status="trained", **values)``: a batch row whose headline is its test slice's."""
+
+    def make(pair: str, status: str = "trained", **values) -> dict:
+        metrics = {"mcc": 0.05, "balanced_accuracy": 0.4, "measured_on": "test"}
+        return batch_summary.row(pair, status, **{"metrics": metrics, **values})
+
+    return make
 
 
-def report(tmp_path: Path, rows: list[dict], pairs: list[str]) -> dict:
-    manifest = tmp_path / f"m{len(list(tmp_path.glob('m*.yaml')))}.yaml"
-    manifest.write_text(f"version: 1\npairs: [{', '.join(pairs)}]\n")
-    out = tmp_path / "out"
-    out.mkdir(exist_ok=True)
-    batch = BatchReport(
-        manifest=load_manifest(str(manifest)),
-        output=str(out),
-        storage=open_storage(str(out)),
-        started="2026-12-01T10:00:00+00:00",
-        finished="2026-12-01T10:01:00+00:00",
-        seconds=60.0,
-        interrupted=False,
-        exit_code=0,
-        counts={},
-        rows=rows,
-        sort="mcc",
-        larger_is_better=True,
-    )
-    SummaryReporter().report_batch(batch)
-    return json.loads((out / "summary.json").read_text())
+@pytest.fixture
+def report(batch_summary):
+    """``report(root, rows, pairs) -> summary.json``: a batch of ``pairs`` (a new manifest in
+    ``root`` each time) reporting ``rows`` into ``root/out``."""
+
+    def write(root: Path, rows: list[dict], pairs: list[str]) -> dict:
+        manifest = root / f"m{len(list(root.glob('m*.yaml')))}.yaml"
+        manifest.write_text(f"version: 1\npairs: [{', '.join(pairs)}]\n")
+        return batch_summary.write(manifest, root / "out", rows)
+
+    return write
 
 
-def test_q_values_survivors_and_deflated_sharpe_recomputed_by_hand(tmp_path):
+def test_q_values_survivors_and_deflated_sharpe_recomputed_by_hand(tmp_path, row, report):
     rows = [
         row("ETHUSDT", figures=figures(0.0001, 0.10)),
         row("BTCUSDT", figures=figures(0.01, 0.05)),
@@ -120,7 +99,7 @@ def test_q_values_survivors_and_deflated_sharpe_recomputed_by_hand(tmp_path):
     assert "measured on each pair's untouched test slice" in page
 
 
-def test_too_few_random_entry_draws_for_the_batch_is_said(tmp_path):
+def test_too_few_random_entry_draws_for_the_batch_is_said(tmp_path, row, report):
     # the best pair reached the smallest p 100 draws allow; across 10 pairs it cannot survive
     rows = [row(f"P{i}USDT", figures=figures(1 / 101 if i == 0 else 0.5, 0.01, draws=100)) for i in range(10)]
     doc = report(tmp_path, rows, [f"P{i}USDT" for i in range(10)])
@@ -131,7 +110,7 @@ def test_too_few_random_entry_draws_for_the_batch_is_said(tmp_path):
     )
 
 
-def test_a_rerun_that_trains_nothing_keeps_each_pairs_last_figures(tmp_path):
+def test_a_rerun_that_trains_nothing_keeps_each_pairs_last_figures(tmp_path, row, report):
     report(tmp_path, [row("ETHUSDT", seconds=42.0, figures=figures(0.02, 0.1))], ["ETHUSDT"])
     skipped = row("ETHUSDT", "skipped", seconds=None, reason="completed with the same settings and data")
     skipped["figures"] = figures(0.02, 0.1)
@@ -142,7 +121,7 @@ def test_a_rerun_that_trains_nothing_keeps_each_pairs_last_figures(tmp_path):
     assert "42s" in (tmp_path / "out" / "summary.html").read_text()
 
 
-def test_batches_on_one_output_merge_per_pair(tmp_path):
+def test_batches_on_one_output_merge_per_pair(tmp_path, row, report):
     out = tmp_path / "out"
     report(tmp_path, [row("ETHUSDT", figures=figures(0.02, 0.1))], ["ETHUSDT"])
     (out / "ETHUSDT").mkdir()
@@ -172,12 +151,12 @@ def test_batches_on_one_output_merge_per_pair(tmp_path):
     assert {r["pair"]: r["status"] for r in doc["pairs"]}["ETHUSDT"] == "failed"
 
 
-def _batch_process(root: str, pair: str, rounds: int) -> None:
+def _batch_process(report, row, root: str, pair: str, rounds: int) -> None:
     for _ in range(rounds):
         report(Path(root) / "sub" / pair, [row(pair, figures=figures(0.1, 0.0))], [pair])
 
 
-def test_concurrent_batches_each_keep_their_pairs(tmp_path):
+def test_concurrent_batches_each_keep_their_pairs(tmp_path, row, report):
     """Three processes write one output's summary 15 times each: every pair is on the final page
     (a last-writer-wins summary keeps one). The lock serialises the read-merge-write of each."""
     import multiprocessing
@@ -189,7 +168,7 @@ def test_concurrent_batches_each_keep_their_pairs(tmp_path):
         sub.mkdir(parents=True)
         (sub / "out").symlink_to(tmp_path / "out")
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_batch_process, args=(str(tmp_path), p, 15)) for p in pairs]
+    procs = [ctx.Process(target=_batch_process, args=(report, row, str(tmp_path), p, 15)) for p in pairs]
     for p in procs:
         p.start()
     for p in procs:
