@@ -150,24 +150,18 @@ def test_an_alias_and_its_params_key_with_different_values_is_one_clear_error(tm
     assert dict(load_manifest(write(tmp_path, same)).resolve("ETHUSDT").features.params) == {"ma_long": 300}
 
 
+def as_an_older_trainer_wrote_it(spec: dict, future_window: int) -> None:
+    """``spec``'s labels and features sections as a trainer before this one recorded them: tp-sl's and
+    the seed's settings beside their (empty) params, every one written out."""
+    fw, tp, sl = future_window, 1.0, 0.5
+    spec["labels"] = dict(future_window=fw, take_profit_pct=tp, stop_loss_pct=sl, method="tp-sl", params={})
+    spec["labels"].update(short_take_profit_pct=None, short_stop_loss_pct=None)
+    spec["features"] = dict(set="seed", ma_short=1440, ma_long=43200, partial_history=False, params={})
+
+
 def test_a_spec_recorded_by_an_older_trainer_reads_its_settings_as_params():
     recorded = default_manifest().resolve("ETHUSDT").to_dict()
-    recorded["labels"] = {
-        "future_window": 60,
-        "take_profit_pct": 1.0,
-        "stop_loss_pct": 0.5,
-        "short_take_profit_pct": None,
-        "short_stop_loss_pct": None,
-        "method": "tp-sl",
-        "params": {},
-    }
-    recorded["features"] = {
-        "set": "seed",
-        "ma_short": 1440,
-        "ma_long": 43200,
-        "partial_history": False,
-        "params": {},
-    }
+    as_an_older_trainer_wrote_it(recorded, 60)
     spec = PairSpec.from_dict(recorded)
     assert dict(spec.labels)["method"] == "tp-sl" and set(spec.labels) == {"method", "params"}
     assert spec.labels.params["future_window"] == 60 and spec.features.params["ma_long"] == 43200
@@ -408,10 +402,9 @@ def test_model_params_belong_to_their_builder():
 def test_a_model_folder_whose_spec_an_older_trainer_wrote_still_predicts_and_verifies(tmp_path, trainer):
     """An older trainer kept tp-sl's and the seed's settings beside their params and recorded no
     label tag nor resolved components: the folder still verifies, and predicts with its own settings."""
-    import hashlib
     import json
 
-    from trainer_core.testing import tiny_args, write_training_ready
+    from trainer_core.testing import reseal, tiny_args, write_training_ready
 
     write_training_ready(tmp_path / "inputs", "ETHUSDT", rows=700, seed=3)
     out = tmp_path / "out"
@@ -422,31 +415,10 @@ def test_a_model_folder_whose_spec_an_older_trainer_wrote_still_predicts_and_ver
     doc = json.loads(spec_path.read_text())
     spec = doc["spec"]
     assert spec["labels"] == {"method": "tp-sl", "params": {"future_window": 5}}
-    spec["labels"] = {
-        "future_window": 5,
-        "take_profit_pct": 1.0,
-        "stop_loss_pct": 0.5,
-        "short_take_profit_pct": None,
-        "short_stop_loss_pct": None,
-        "method": "tp-sl",
-        "params": {},
-    }
-    spec["features"] = {
-        "set": "seed",
-        "ma_short": 1440,
-        "ma_long": 43200,
-        "partial_history": False,
-        "params": {},
-    }
+    as_an_older_trainer_wrote_it(spec, 5)
     del spec["label_tag"], spec["resolved"]
     spec_path.write_text(json.dumps(doc))
-    marker = json.loads((folder / "_SUCCESS.json").read_text())
-    data = spec_path.read_bytes()
-    marker["artifacts"][spec_path.name] = {
-        "sha256": "sha256:" + hashlib.sha256(data).hexdigest(),
-        "bytes": len(data),
-    }
-    (folder / "_SUCCESS.json").write_text(json.dumps(marker))
+    reseal(folder)
 
     assert trainer("verify", out).exit_code == 0
     ready = next((tmp_path / "inputs").iterdir())

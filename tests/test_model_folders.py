@@ -4,7 +4,6 @@ are one clear line; `row` is the input file's row index."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from trainer_core.testing import tiny_args, write_training_ready
+from trainer_core.testing import reseal, tiny_args, write_training_ready
 
 TAG = "ETHUSDT_FW005_SL050_TP100"
 READY = "ETHUSDT_TF-1m__FW-005__SL-050__TP-100__training_ready.feather"
@@ -37,18 +36,6 @@ def trained(tmp_path_factory):
     result = CliRunner().invoke(cli, [*args, *tiny_args()], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return root / "out" / "ETHUSDT", root / "inputs" / READY
-
-
-def reseal(folder: Path) -> None:
-    """Recompute every checksum and size in the folder's marker, as whoever edited the files would."""
-    marker = json.loads((folder / "_SUCCESS.json").read_text())
-    for name in marker["artifacts"]:
-        data = (folder / name).read_bytes()
-        marker["artifacts"][name] = {
-            "sha256": "sha256:" + hashlib.sha256(data).hexdigest(),
-            "bytes": len(data),
-        }
-    (folder / "_SUCCESS.json").write_text(json.dumps(marker))
 
 
 def edited(model_dir: Path, root: Path, edit, name: str = "ETHUSDT") -> Path:

@@ -17,7 +17,14 @@ from .candles import (  # noqa: E402
     rows_fingerprint,
     timeframe_ms,
 )
-from .commands import command_manifest, command_plugins, debug_option, no_manifest_plugins_option
+from .commands import (
+    command_manifest,
+    command_plugins,
+    debug_option,
+    manifest_option,
+    no_manifest_plugins_option,
+    set_option,
+)
 from .contract import BatchEvent, BatchRow, figure_of, sort_rows  # noqa: E402
 from .data import CLASS_NAMES, NO_LABEL, PairData, file_sha256  # noqa: E402
 from .errors import (  # noqa: E402
@@ -117,6 +124,8 @@ __all__ = [
     "command_manifest",
     "command_plugins",
     "debug_option",
+    "manifest_option",
+    "set_option",
     "no_manifest_plugins_option",
     "resolve_spec",
     # scoring predictions (`trainer evaluate`)

@@ -10,7 +10,14 @@ import yaml
 
 from . import __version__
 from .batch.driver import DEFAULT_SORT, SORT_FIGURES
-from .commands import command_manifest, command_plugins, debug_option, no_manifest_plugins_option
+from .commands import (
+    command_manifest,
+    command_plugins,
+    debug_option,
+    manifest_option,
+    no_manifest_plugins_option,
+    set_option,
+)
 from .errors import ConfigError, DataError, PluginError, TrainerError
 from .registry import KINDS
 
@@ -110,12 +117,8 @@ _plugins = command_plugins
 @click.option(
     "--pair", "pair", metavar="PAIR", help="The pair to train, e.g. ETHUSDT (ETH/USDT is accepted)."
 )
-@click.option(
-    "--manifest",
-    "manifest_path",
-    type=click.Path(dir_okay=False),
-    metavar="FILE",
-    help="A YAML manifest; without it the built-in defaults (the original trainer's settings) are used.",
+@manifest_option(
+    "A YAML manifest; without it the built-in defaults (the original trainer's settings) are used."
 )
 @click.option(
     "--index",
@@ -132,13 +135,7 @@ _plugins = command_plugins
 @click.option("--output", "output", metavar="DIR", help="Output root; the pair's artifacts go to DIR/PAIR/.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs (train.epochs).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Batch size (train.batch_size).")
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override any manifest setting, e.g. --set train.sequence_length=60 (repeatable).",
-)
+@set_option("Override any manifest setting, e.g. --set train.sequence_length=60 (repeatable).")
 @click.option("--config-test", is_flag=True, help="Print the resolved settings and exit without training.")
 @debug_option
 @verbose_option
@@ -227,13 +224,7 @@ def run(pair, manifest_path, index, data_path, output, epochs, batch_size, sets,
 @click.option(
     "--output", "output", metavar="DIR_OR_URL", help="Output root (overrides the manifest's output)."
 )
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a setting for every pair (repeatable).",
-)
+@set_option("Override a setting for every pair (repeatable).")
 @click.option(
     "--sort",
     "sort",
@@ -451,13 +442,7 @@ def verify(output):
 
 @cli.command(name="plugins", context_settings=CONTEXT_SETTINGS)
 @click.option("--kind", type=click.Choice(list(KINDS)), help="Only this kind of component.")
-@click.option(
-    "--manifest",
-    "manifest_path",
-    type=click.Path(dir_okay=False),
-    metavar="FILE",
-    help="Also load the plugin modules this manifest names.",
-)
+@manifest_option("Also load the plugin modules this manifest names.")
 @no_manifest_plugins_option
 def plugins_command(kind, manifest_path):
     """List every registered component with its kind and the plugin that registered it.
@@ -480,7 +465,7 @@ def plugins_command(kind, manifest_path):
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Apply overrides before checking.")
+@set_option("Apply overrides before checking.")
 @no_manifest_plugins_option
 def validate(manifest_path, sets):
     """Check a manifest without training: syntax, settings, pair names and plugin names.

@@ -1,6 +1,6 @@
 """What every `trainer` command shares, built-in or a plugin's: the ``--debug`` and
-``--no-manifest-plugins`` flags, the manifest a ``--manifest`` option names, and the plugins
-loaded under the command line's one policy."""
+``--no-manifest-plugins`` flags, the ``--manifest`` and ``--set`` options and the manifest they
+name, and the plugins loaded under the command line's one policy."""
 
 from __future__ import annotations
 
@@ -61,6 +61,24 @@ def no_manifest_plugins_option(command):
         help="Refuse to import the modules a manifest or a model folder names in `plugins:` (they run "
         "code; same as TRAINER_MANIFEST_PLUGINS=0).",
     )(command)
+
+
+def manifest_option(help: str):
+    """Click decorator: the command's ``--manifest FILE`` option (``manifest_path``; read it with
+    `command_manifest`), described by ``help``."""
+    import click
+
+    return click.option(
+        "--manifest", "manifest_path", type=click.Path(dir_okay=False), metavar="FILE", help=help
+    )
+
+
+def set_option(help: str):
+    """Click decorator: the command's repeatable ``--set KEY=VALUE`` option (``sets``), described by
+    ``help``."""
+    import click
+
+    return click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=help)
 
 
 def command_manifest(path):

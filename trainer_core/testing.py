@@ -92,6 +92,23 @@ def resolved(spec: PairSpec, plugins: Plugins | None = None) -> PairSpec:
     return resolve_spec(spec, plugins if plugins is not None else load_plugins(spec.plugins))
 
 
+def reseal(folder: str | Path) -> None:
+    """Recompute every checksum and size in a model folder's ``_SUCCESS.json``, as whoever edited its
+    files would (a test of a folder edited by hand, or written as an earlier trainer wrote it)."""
+    import hashlib
+    import json
+
+    marker_path = Path(folder) / "_SUCCESS.json"
+    marker = json.loads(marker_path.read_text())
+    for name in marker["artifacts"]:
+        data = (Path(folder) / name).read_bytes()
+        marker["artifacts"][name] = {
+            "sha256": "sha256:" + hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+        }
+    marker_path.write_text(json.dumps(marker))
+
+
 def training_ready_name(
     pair: str, fw: int = 5, sl_pct: float = 0.5, tp_pct: float = 1.0, tf: str = "1m", ext: str = "feather"
 ) -> str:

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import click
 
-from trainer_core import command_manifest, command_plugins, debug_option, hookimpl, no_manifest_plugins_option
+from trainer_core import (
+    command_manifest,
+    command_plugins,
+    debug_option,
+    hookimpl,
+    manifest_option,
+    no_manifest_plugins_option,
+    set_option,
+)
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -29,20 +37,8 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
     metavar="DIR",
     help="Folder for the training-ready file.",
 )
-@click.option(
-    "--manifest",
-    "manifest_path",
-    type=click.Path(dir_okay=False),
-    metavar="FILE",
-    help="Take labels.*, features.* and data.* settings from this manifest.",
-)
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a setting, e.g. --set labels.params.future_window=60 (repeatable).",
-)
+@manifest_option("Take the labels, features and data settings from this manifest.")
+@set_option("Override a setting, e.g. --set labels.params.future_window=60 (repeatable).")
 @debug_option
 @no_manifest_plugins_option
 def prepare_command(pair, data_path, output, manifest_path, sets):
