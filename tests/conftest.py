@@ -14,8 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -162,6 +160,30 @@ def _write_model_builder_plugin(folder: Path, module: str, name: str, body: str)
 
 
 @pytest.fixture(scope="session")
+def force_promote(trainer):
+    """``force_promote(out, candidate, data, reason, pair="ETHUSDT")``: `trainer models promote
+    --force`, the pair's version ``candidate`` made champion with the gate's evidence measured on
+    ``data``; the click Result."""
+
+    def promote(out: Path, candidate: int, data: Path, reason: str, pair: str = "ETHUSDT"):
+        return trainer(
+            "models",
+            "promote",
+            out,
+            pair,
+            "--candidate",
+            candidate,
+            "--data",
+            data,
+            "--force",
+            "--reason",
+            reason,
+        )
+
+    return promote
+
+
+@pytest.fixture(scope="session")
 def write_slow_epochs_plugin():
     """``write_slow_epochs_plugin(folder, seconds, module="slow_epochs") -> module``: a plugin whose
     Keras callback sleeps after every epoch (time to act on a run that is training)."""
@@ -201,57 +223,79 @@ S3_TEST_CREDENTIALS = {
 }
 
 
-@pytest.fixture(scope="module")
-def moto_s3(tmp_path_factory):
-    """`moto_server` on loopback (a real HTTP S3 API, not an in-process patch) for one test module:
-    ``.endpoint``, ``.fs`` (s3fs on it, no instance or listings cache), ``.env`` (the test keys, the
-    region and ``FSSPEC_S3_ENDPOINT_URL``: fsspec reads FSSPEC_{PROTOCOL}_{KWARG} into its config,
-    the endpoint of every s3:// it opens) and ``.create_bucket(name)``."""
-    s3fs = pytest.importorskip("s3fs")
-    boto3 = pytest.importorskip("boto3")
+@contextmanager
+def _moto_server(log: Path, env: dict | None = None):
+    """`moto_server` (a real HTTP S3 API, not an in-process patch) on a free loopback port for one
+    block, its output in ``log``: the endpoint, once it accepts connections. A bare connect tells,
+    which spends none of the unauthenticated calls a server with authentication on allows."""
     port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "wb") as fh:
         server = subprocess.Popen(
             [_console_script("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
             stdout=fh,
             stderr=subprocess.STDOUT,
+            env=env,
         )
     try:
         deadline = time.time() + 60
         while True:
             try:
-                urllib.request.urlopen(endpoint, timeout=1).close()
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
-            except urllib.error.HTTPError:
-                break  # it answers
             except OSError:
                 if server.poll() is not None or time.time() > deadline:
                     pytest.fail(f"moto_server did not start:\n{log.read_text()[-3000:]}")
                 time.sleep(0.2)
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name=S3_TEST_CREDENTIALS["AWS_DEFAULT_REGION"],
-            aws_access_key_id=S3_TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=S3_TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        )
-        fs = s3fs.S3FileSystem(
-            key=S3_TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            secret=S3_TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            endpoint_url=endpoint,
-            skip_instance_cache=True,
-            use_listings_cache=False,
-        )
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop_process(server)
+
+
+def _s3_clients(endpoint: str, key: str, secret: str):
+    """A boto3 S3 client and an s3fs filesystem (no instance or listings cache) on ``endpoint``."""
+    boto3 = pytest.importorskip("boto3")
+    s3fs = pytest.importorskip("s3fs")
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+    )
+    fs = s3fs.S3FileSystem(
+        key=key, secret=secret, endpoint_url=endpoint, skip_instance_cache=True, use_listings_cache=False
+    )
+    return client, fs
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """``with moto_server(log, env=None) as endpoint:`` a loopback S3 server for one block (`_moto_server`)."""
+    return _moto_server
+
+
+@pytest.fixture(scope="session")
+def s3_clients():
+    """``s3_clients(endpoint, key, secret) -> (boto3 S3 client, s3fs filesystem)`` (`_s3_clients`)."""
+    return _s3_clients
+
+
+@pytest.fixture(scope="module")
+def moto_s3(tmp_path_factory):
+    """A loopback S3 server for one test module: ``.endpoint``, ``.fs`` (s3fs on it), ``.env`` (the
+    test keys, the region and ``FSSPEC_S3_ENDPOINT_URL``: fsspec reads FSSPEC_{PROTOCOL}_{KWARG}
+    into its config, the endpoint of every s3:// it opens) and ``.create_bucket(name)``."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("boto3")
+    key, secret = S3_TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"], S3_TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+    with _moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
+        client, fs = _s3_clients(endpoint, key, secret)
         yield SimpleNamespace(
             endpoint=endpoint,
             fs=fs,
             env={**S3_TEST_CREDENTIALS, "FSSPEC_S3_ENDPOINT_URL": endpoint},
             create_bucket=lambda name: client.create_bucket(Bucket=name),
         )
-    finally:
-        _stop_process(server)
 
 
 def _batch_row(pair: str, status: str = "trained", **values) -> dict:

@@ -195,6 +195,21 @@ def download_args(out, *more, start="2024-01-01", end=DAYS[-1], pairs=(PAIR,)) -
     return ["download", *pair_args, "--start", start, "--end", end, "--output", str(out), *more]
 
 
+def start_stalled_download(archive, out: Path) -> tuple[subprocess.Popen, str]:
+    """`trainer download` of January 2024 into ``out`` in a subprocess (output piped), the archive
+    published and its January file stalled half-way until released; the process and that path."""
+    publish(archive)
+    jan = next(p for p in archive.files if p.endswith("2024-01.zip"))
+    archive.stall.add(jan)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer_core.cli", *download_args(out, end="2024-01-31")],
+        env={**os.environ, "TRAINER_DOWNLOAD_URL": archive.url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    return proc, jan
+
+
 def download(trainer, archive, out, *args, start="2024-01-01", end=DAYS[-1], pairs=(PAIR,), env=None):
     """`trainer download` in this process from the loopback archive (``--base-url``)."""
     return trainer(
@@ -399,17 +414,8 @@ def test_missing_archives_are_reported_per_pair(trainer, archive, tmp_path):
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
 def test_an_interrupted_download_leaves_only_a_part_file_and_resumes(archive, tmp_path, trainer, how):
-    publish(archive)
-    jan = next(p for p in archive.files if p.endswith("2024-01.zip"))
-    archive.stall.add(jan)
     out = tmp_path / "downloads"
-    env = {**os.environ, "TRAINER_DOWNLOAD_URL": archive.url}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trainer_core.cli", *download_args(out, end="2024-01-31")],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc, jan = start_stalled_download(archive, out)
     part = out / PAIR / f"{PAIR}-1m-2024-01.zip.part"
     half = len(archive.files[jan]) // 2
     deadline = time.time() + 30

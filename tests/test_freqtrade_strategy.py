@@ -262,16 +262,23 @@ def test_strategy_predictions_equal_trainer_predict(bot, tmp_path):
     assert set(cli["signal"].unique()) <= {"LONG", "SHORT", "none"}
 
 
-def _backtest_trades(bot) -> list[dict]:
-    results = bot["userdir"] / "backtest_results"
-    done = _freqtrade(
-        "backtesting",
+def _strategy_args(bot) -> tuple:
+    """The freqtrade options naming the bot's config, user folder and the exported strategy."""
+    return (
         "--config",
         bot["root"] / "config.json",
         "--userdir",
         bot["userdir"],
         "--strategy",
         "PairTrainerStrategy",
+    )
+
+
+def _backtest_trades(bot) -> list[dict]:
+    results = bot["userdir"] / "backtest_results"
+    done = _freqtrade(
+        "backtesting",
+        *_strategy_args(bot),
         "--timerange",
         TIMERANGE,
         "--fee",
@@ -370,35 +377,22 @@ def test_backtesting_trades_follow_the_labels_rule_and_the_simulation(bot):
         return str(np.datetime64(opened, "ms").astype("datetime64[s]")) + "Z"
 
     ft = {ft_entry(t): t for t in trades}
-    common = dict(threshold=None, fee_pct=0.0)
+
+    def simulated(earlier: int) -> dict:
+        """The simulation's trades by entry, every exit index ``earlier`` candles sooner (1: a signal
+        on the exit candle opens the next trade, as in freqtrade)."""
+        returns = (data.long_return, data.short_return)
+        exits = (exit_long - earlier, exit_short - earlier)
+        return entries(
+            simulate(rows, long_only, data.timestamps, *returns, *exits, threshold=None, fee_pct=0.0)
+        )
+
     # the simulation opens the next position at a signal after the exit candle; freqtrade already
     # on the exit candle's signal (at the next open). With the signals of every other candle, the
     # two lists part at once:
-    plain = entries(
-        simulate(
-            rows,
-            long_only,
-            data.timestamps,
-            data.long_return,
-            data.short_return,
-            exit_long,
-            exit_short,
-            **common,
-        )
-    )
+    plain = simulated(0)
     # the same simulation with freqtrade's re-entry (a signal on the exit candle opens the next trade)
-    same = entries(
-        simulate(
-            rows,
-            long_only,
-            data.timestamps,
-            data.long_return,
-            data.short_return,
-            exit_long - 1,
-            exit_short - 1,
-            **common,
-        )
-    )
+    same = simulated(1)
     print(
         f"freqtrade {len(ft)} trades; the simulation {len(plain)} ({len(set(plain) & set(ft))} entries shared), "
         f"with freqtrade's re-entry {len(same)} ({len(set(same) & set(ft))} shared); exits a tick apart "
@@ -413,42 +407,19 @@ def test_backtesting_trades_follow_the_labels_rule_and_the_simulation(bot):
 
 
 def test_lookahead_and_recursive_analysis_find_no_bias(bot):
-    common = (
-        "--config",
-        bot["root"] / "config.json",
-        "--userdir",
-        bot["userdir"],
-        "--strategy",
-        "PairTrainerStrategy",
-    )
-    done = _freqtrade(
-        "lookahead-analysis",
-        *common,
-        "--timerange",
-        TIMERANGE,
-        "--fee",
-        "0",
-        "--targeted-trade-amount",
-        "10",
-        "--minimum-trade-amount",
-        "10",
-        cwd=bot["root"],
-    )
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out[-3000:]
+    def analysis(command: str, *args: str) -> str:
+        """freqtrade's ``command`` on the exported strategy; its output, once it exited 0."""
+        done = _freqtrade(command, *_strategy_args(bot), *args, cwd=bot["root"])
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, out[-3000:]
+        return out
+
+    amounts = ("--targeted-trade-amount", "10", "--minimum-trade-amount", "10")
+    out = analysis("lookahead-analysis", "--timerange", TIMERANGE, "--fee", "0", *amounts)
     assert "PairTrainerStrategy: no bias detected" in out
-    done = _freqtrade(
-        "recursive-analysis",
-        *common,
-        "--timerange",
-        "20250522-20250523",
-        "--startup-candle",
-        "2615",
-        "3000",
-        cwd=bot["root"],
+    out = analysis(
+        "recursive-analysis", "--timerange", "20250522-20250523", "--startup-candle", "2615", "3000"
     )
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out[-3000:]
     assert "No variance on indicator(s) found due to recursive formula." in out
     assert "No lookahead bias on indicators found." in out
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from test_download import PAIR, Archive, download, kline_zip, ms, publish, simulated
+from test_download import PAIR, Archive, download, kline_zip, ms, simulated, start_stalled_download
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = "2024-02-01"
@@ -362,17 +362,8 @@ def test_a_trickling_server_is_cut_by_the_minimum_rate(archive, tmp_path):
 
 
 def test_a_second_download_into_the_same_folder_stops_with_the_holder(trainer, archive, tmp_path):
-    publish(archive)
-    jan = next(p for p in archive.files if p.endswith("2024-01.zip"))
-    archive.stall.add(jan)
     out = tmp_path / "d"
-    env = {**os.environ, "TRAINER_DOWNLOAD_URL": archive.url}
-    first = subprocess.Popen(
-        command(out, "--start", "2024-01-01", "--end", "2024-01-31"),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    first, jan = start_stalled_download(archive, out)
     part = out / PAIR / f"{PAIR}-1m-2024-01.zip.part"
     deadline = time.time() + 30
     while not part.exists():

@@ -237,40 +237,16 @@ def test_concurrent_promotions_on_s3_apply_exactly_one(tmp_path, s3_env):
 # -- the CLI on hand-written runs ------------------------------------------------------------------
 
 
-def test_models_cli_lists_shows_forces_rolls_back_and_logs(tmp_path, trainer):
+def test_models_cli_lists_shows_forces_rolls_back_and_logs(tmp_path, trainer, force_promote):
     out = tmp_path / "out"
     store = ModelStore(out / "ETHUSDT")
     for stamp in "ab":
         write_run(out, stamp=stamp)
         store.sync()
-    r = trainer(
-        "models",
-        "promote",
-        out,
-        "ETHUSDT",
-        "--candidate",
-        1,
-        "--data",
-        tmp_path,
-        "--force",
-        "--reason",
-        "first live model",
-    )
+    r = force_promote(out, 1, tmp_path, "first live model")
     assert r.exit_code == 0, r.output
     assert "#1 promoted; champion - -> #1" in r.output
-    r = trainer(
-        "models",
-        "promote",
-        out,
-        "ETHUSDT",
-        "--candidate",
-        2,
-        "--data",
-        tmp_path,
-        "--force",
-        "--reason",
-        "second",
-    )
+    r = force_promote(out, 2, tmp_path, "second")
     assert r.exit_code == 0, r.output
     r = trainer("models", "list", out, "--json")
     rows = json.loads(r.output)["versions"]

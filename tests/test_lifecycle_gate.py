@@ -45,24 +45,6 @@ def train(trainer, data: Path, out: Path, epochs: int, *settings: str):
     )
 
 
-def force_promote(trainer, out: Path, candidate: int, data: Path, reason: str):
-    """`trainer models promote --force`: ETHUSDT's version ``candidate`` made champion, the gate's
-    evidence measured on ``data``."""
-    return models(
-        trainer,
-        "promote",
-        out,
-        "ETHUSDT",
-        "--candidate",
-        candidate,
-        "--data",
-        data,
-        "--force",
-        "--reason",
-        reason,
-    )
-
-
 @pytest.fixture(scope="session")
 def candles(shared_data):
     """``candles(folder, pair, last_day) -> folder``: the pair's real candles from the start of the
@@ -117,9 +99,11 @@ def test_every_training_is_a_version_with_its_span(versions, trainer):
     assert json.loads((v3 / "_SUCCESS.json").read_text()) == marker  # the live run is #3, copied whole
 
 
-def test_the_gate_decides_on_fresh_candles_and_the_decision_replays_from_the_log(versions, trainer, candles):
+def test_the_gate_decides_on_fresh_candles_and_the_decision_replays_from_the_log(
+    versions, trainer, candles, force_promote
+):
     out, data = versions
-    r = force_promote(trainer, out, 1, data, "baseline")
+    r = force_promote(out, 1, data, "baseline")
     assert r.exit_code == 0, r.output
     r = models(trainer, "promote", out, "ETHUSDT", "--candidate", 2, "--data", data, "--json")
     assert r.exit_code == 0, r.output
@@ -195,9 +179,11 @@ def test_a_worthless_challenger_is_never_promoted(versions, trainer, candles):
     assert r.exit_code == 0 and json.loads(r.output)["verdict"] == "keep", r.output
 
 
-def test_rollback_restores_the_previous_champion_and_predict_uses_it(versions, trainer, tmp_path):
+def test_rollback_restores_the_previous_champion_and_predict_uses_it(
+    versions, trainer, tmp_path, force_promote
+):
     out, data = versions
-    r = force_promote(trainer, out, 2, data, "drill")
+    r = force_promote(out, 2, data, "drill")
     assert r.exit_code == 0, r.output
     r = models(trainer, "rollback", out, "ETHUSDT", "--reason", "drill over")
     assert r.exit_code == 0 and "champion #2 -> #1" in r.output, r.output
@@ -228,7 +214,9 @@ def test_rollback_restores_the_previous_champion_and_predict_uses_it(versions, t
     assert pin["model_dir"] == str((out / "_models" / "ETHUSDT" / "versions" / "v000001").resolve())
 
 
-def test_an_expired_champion_is_refused_in_one_line_and_allowed_on_request(versions, trainer, tmp_path):
+def test_an_expired_champion_is_refused_in_one_line_and_allowed_on_request(
+    versions, trainer, tmp_path, force_promote
+):
     out, data = versions
     r = models(trainer, "policy", out, "--set", "lifecycle.expire_after=2d")
     assert r.exit_code == 0, r.output
@@ -237,7 +225,7 @@ def test_an_expired_champion_is_refused_in_one_line_and_allowed_on_request(versi
     rows = json.loads(models(trainer, "list", out, "--json").output)["versions"]
     (v4,) = [v for v in rows if v["id"] == 4]
     assert v4["valid_until"] == "2025-05-16T23:59:00+00:00" and v4["expired"]
-    r = force_promote(trainer, out, 4, data, "expiry drill")
+    r = force_promote(out, 4, data, "expiry drill")
     assert r.exit_code == 0, r.output
     r = trainer("predict", "--model-dir", out / "ETHUSDT", "--data", data / "ETHUSDT-1m.parquet", "--last", 1)
     assert r.exit_code == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -514,32 +513,16 @@ def test_a_read_only_output_is_refused_by_the_access_check(tmp_path, mounted_tmp
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory, stop_process, free_port):
+def s3(tmp_path_factory, moto_server, s3_clients):
     """`moto_server` on loopback with authentication on: an IAM user whose key may do anything, and
     a bucket. Keys that do not exist there are refused (403) as a real S3 would."""
     pytest.importorskip("s3fs")
     boto3 = pytest.importorskip("boto3")
     from types import SimpleNamespace
 
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("moto") / "moto.log"
-    moto = Path(sys.executable).with_name("moto_server")
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}  # the three IAM calls below
-    with open(log, "wb") as fh:
-        server = subprocess.Popen(
-            [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=fh, stderr=subprocess.STDOUT, env=env
-        )
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:  # a bare connect: an HTTP request would spend one of the unauthenticated calls
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"moto_server did not start:\n{log.read_text()[-3000:]}")
-                time.sleep(0.2)
+    with moto_server(log, env) as endpoint:
         iam = boto3.client(
             "iam",
             endpoint_url=endpoint,
@@ -558,22 +541,8 @@ def s3(tmp_path_factory, stop_process, free_port):
         )
         creds = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
         bucket = "pair-trainer-access"
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
-        ).create_bucket(Bucket=bucket)
-        import s3fs
-
-        fs = s3fs.S3FileSystem(
-            key=creds["AWS_ACCESS_KEY_ID"],
-            secret=creds["AWS_SECRET_ACCESS_KEY"],
-            endpoint_url=endpoint,
-            skip_instance_cache=True,
-            use_listings_cache=False,
-        )
+        client, fs = s3_clients(endpoint, creds["AWS_ACCESS_KEY_ID"], creds["AWS_SECRET_ACCESS_KEY"])
+        client.create_bucket(Bucket=bucket)
 
         @contextmanager
         def fsspec_config():
@@ -595,8 +564,6 @@ def s3(tmp_path_factory, stop_process, free_port):
         yield SimpleNamespace(
             endpoint=endpoint, bucket=bucket, creds=creds, fs=fs, fsspec_config=fsspec_config
         )
-    finally:
-        stop_process(server)
 
 
 CHECK = """

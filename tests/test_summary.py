@@ -228,16 +228,13 @@ def write_summary(rows, batch_summary):
 
 def test_a_summary_side_keeps_every_figure_of_the_trading_headline(tmp_path, write_summary, rows):
     rng = np.random.default_rng(7)
+    barriers = dict.fromkeys(
+        ("take_profit_pct", "stop_loss_pct", "short_take_profit_pct", "short_stop_loss_pct"), 0.5
+    )
+    counts = {"SHORT": 100, "HOLD": 100, "LONG": 100}
+    y_true, y_prob = rng.integers(0, 3, 300), rng.dirichlet(np.ones(3), 300)
     report = trading_metrics(
-        rng.integers(0, 3, 300),
-        rng.dirichlet(np.ones(3), 300),
-        train_class_counts={"SHORT": 100, "HOLD": 100, "LONG": 100},
-        take_profit_pct=0.5,
-        stop_loss_pct=0.5,
-        short_take_profit_pct=0.5,
-        short_stop_loss_pct=0.5,
-        fee_pct=0.2,
-        bootstrap_reps=0,
+        y_true, y_prob, train_class_counts=counts, fee_pct=0.2, bootstrap_reps=0, **barriers
     )
     figures = headline({**report, "split": "test", "simulation": {"available": False}}, "ETHUSDT_FW010")
     pair_rows = [{**r, "figures": {"trading": figures}} if r["pair"] == "ETHUSDT" else r for r in rows()]
