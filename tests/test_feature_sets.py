@@ -33,12 +33,8 @@ def candle_frame(rows: int, seed: int = 3) -> pl.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def plugin_model(tmp_path_factory, feature_plugin_source):
+def plugin_model(tmp_path_factory, feature_plugin_source, trainer):
     """A model trained with the test's feature set and labeler on 2024-03-01..02 of a 3-day file."""
-    from click.testing import CliRunner
-
-    from trainer_core.cli import cli
-
     root = tmp_path_factory.mktemp("feature_sets")
     (root / "two_features.py").write_text(feature_plugin_source)  # docs/writing-plugins.md's plugin
     sys.path.insert(0, str(root))
@@ -52,25 +48,21 @@ def plugin_model(tmp_path_factory, feature_plugin_source):
         "defaults:\n  data: {loader: ohlcv}\n"
         "  features: {set: returns}\n  labels: {method: return-sign, params: {horizon: 10}}\n"
     )
-    result = CliRunner().invoke(
-        cli,
-        [
-            "run",
-            "--manifest",
-            str(manifest),
-            "--pair",
-            "ETHUSDT",
-            "--data",
-            str(candles),
-            "--output",
-            str(root / "out"),
-            *tiny_args(),
-            "--set",
-            "data.start=2024-03-01",
-            "--set",
-            "data.end=2024-03-02",
-        ],
-        catch_exceptions=False,
+    result = trainer(
+        "run",
+        "--manifest",
+        manifest,
+        "--pair",
+        "ETHUSDT",
+        "--data",
+        candles,
+        "--output",
+        root / "out",
+        *tiny_args(),
+        "--set",
+        "data.start=2024-03-01",
+        "--set",
+        "data.end=2024-03-02",
     )
     try:
         assert result.exit_code == 0, result.output

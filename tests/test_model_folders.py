@@ -21,19 +21,15 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, trainer):
     """One tiny ETHUSDT model (window 8, 8 seed features, partial history) and the training-ready file
     it was trained on."""
-    from click.testing import CliRunner
-
-    from trainer_core.cli import cli
-
     root = tmp_path_factory.mktemp("folders")
     write_training_ready(root / "inputs", "ETHUSDT", rows=700, seed=11)
     args = ["run", "--pair", "ETHUSDT", "--data", str(root / "inputs"), "--output", str(root / "out")]
     # partial history: raw candles get features from their second candle on, so short files predict
     args += ["--set", "features.partial_history=true"]
-    result = CliRunner().invoke(cli, [*args, *tiny_args()], catch_exceptions=False)
+    result = trainer(*args, *tiny_args())
     assert result.exit_code == 0, result.output
     return root / "out" / "ETHUSDT", root / "inputs" / READY
 

@@ -17,21 +17,13 @@ TAG = "ETHUSDT_FW005_SL050_TP100"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, trainer):
     """One tiny ETHUSDT run through the CLI, shared by the artifact tests below."""
-    from click.testing import CliRunner
-
-    from trainer_core.cli import cli
-
     root = tmp_path_factory.mktemp("run")
     inputs = root / "inputs"
     write_training_ready(inputs, "ETHUSDT", rows=700, seed=3)
     out = root / "out"
-    result = CliRunner().invoke(
-        cli,
-        ["run", "--pair", "ETHUSDT", "--data", str(inputs), "--output", str(out), *tiny_args(epochs=2)],
-        catch_exceptions=False,
-    )
+    result = trainer("run", "--pair", "ETHUSDT", "--data", inputs, "--output", out, *tiny_args(epochs=2))
     assert result.exit_code == 0, result.output
     return root, out / "ETHUSDT", result.output
 
