@@ -280,6 +280,8 @@ class TuneRun:
         self.started = time.time()
         self.driver_rss: list[float] = []
         self.submitted_trials = 0
+        #: the exit code of the signal received (SIGTERM 143, SIGINT 130), None while none was
+        self.stop_code: int | None = None
 
     # -- set-up -----------------------------------------------------------------------------
     def _storage(self):
@@ -338,16 +340,18 @@ class TuneRun:
         self._load_outer(search)
         return search
 
-    def _recover(self, search: PairSearch) -> None:
-        """Trials a killed driver left running: marked failed (interrupted) and their params queued again."""
+    def _recover(self, search: PairSearch, quiet: bool = False) -> None:
+        """Trials left running (by a killed driver, or this one when interrupted): marked failed
+        (interrupted) and their params queued again."""
         import optuna
 
+        before = search.retried
         storage = search.study._storage
         for t in search.study.get_trials(deepcopy=False):
             if t.state != optuna.trial.TrialState.RUNNING:
                 continue
-            storage.set_trial_user_attr(t._trial_id, "interrupted", True)
             try:
+                storage.set_trial_user_attr(t._trial_id, "interrupted", True)
                 search.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
             except (RuntimeError, ValueError):  # finished meanwhile by its worker
                 continue
@@ -356,8 +360,10 @@ class TuneRun:
                     dict(t.params), user_attrs={"retry_of": t.number}, skip_if_exists=False
                 )
                 search.retried += 1
-        if search.retried:
-            self.echo(f"{search.pair}: {search.retried} trial(s) left running by an earlier run are retried")
+        if search.retried > before and not quiet:
+            self.echo(
+                f"{search.pair}: {search.retried - before} trial(s) left running by an earlier run are retried"
+            )
 
     def _load_outer(self, search: PairSearch) -> None:
         for label in ("default", "tuned"):
@@ -503,21 +509,31 @@ class TuneRun:
         self.output.mkdir(parents=True, exist_ok=True)
         lock = PairLock(self.output / ".tune.lock", "the search", str(self.output))
         lock.acquire()
-        previous = signal.getsignal(signal.SIGTERM)
-
-        def on_sigterm(signum, frame):
-            raise TuneInterrupted(143)
-
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            signal.signal(signal.SIGTERM, on_sigterm)
-        except ValueError:  # not the main thread
-            previous = None
-        try:
+            self._handle_signals()
             return self._run()
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            try:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                pass
             lock.release()
+
+    def _on_signal(self, signum, frame) -> None:
+        # noted here, acted on at the loop's next safe point (never inside a write to the study)
+        if self.stop_code is None:
+            self.stop_code = 143 if signum == signal.SIGTERM else 130
+
+    def _handle_signals(self) -> None:
+        """SIGTERM and SIGINT stop the search cleanly (installed again after `ray.init`, which sets
+        its own SIGTERM handler in the driver)."""
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._on_signal)
+        except ValueError:  # not the main thread: Ctrl-C raises KeyboardInterrupt as usual
+            pass
 
     def _run(self) -> int:
         import ray
@@ -528,10 +544,15 @@ class TuneRun:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        started_here = self._init_ray(ray)
+        started_here = False
+        pending: dict = {}
         try:
+            started_here = self._init_ray(ray)
+            self._handle_signals()
             for spec in self.specs:
+                self._check_stop()
                 self.searches[spec.name] = self._open_search(spec, self.settings[spec.name], ray)
+            self._check_stop()
             total = ray.cluster_resources()
             capacity = {"CPU": float(total.get("CPU", 0)), "GPU": float(total.get("GPU", 0))}
             self.echo(
@@ -539,29 +560,47 @@ class TuneRun:
                 f"studies in {self.storage_location}"
             )
             task = ray.remote(max_calls=self.worker_reuse)(_remote_job)
-            pending: dict = {}
-            try:
-                self._loop(ray, task, pending, capacity)
-            except (KeyboardInterrupt, TuneInterrupted) as exc:
-                code = exc.exit_code if isinstance(exc, TuneInterrupted) else 130
-                for ref in pending:
-                    try:
-                        ray.cancel(ref, force=True)
-                    except Exception:  # best effort: the rerun retries what was running
-                        pass
-                self.echo(
-                    "Interrupted: finished trials are kept in the study; run the same command again to continue "
-                    "(running trials are retried)."
-                )
-                raise TuneInterrupted(code) from None
+            self._loop(ray, task, pending, capacity)
+        except (KeyboardInterrupt, TuneInterrupted) as exc:
+            code = exc.exit_code if isinstance(exc, TuneInterrupted) else 130
+            self._interrupted(ray, pending)
+            raise TuneInterrupted(code) from None
         finally:
             if started_here:
                 ray.shutdown()
         return self._finish()
 
+    def _interrupted(self, ray, pending: dict) -> None:
+        """Stop on SIGTERM or Ctrl-C: schedule nothing more, end the jobs under way, mark the trials
+        that were running interrupted (their params queued again, so the rerun retries them), and
+        say in one line how to continue. A second signal meanwhile does not cut this short."""
+        for ref in pending:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # best effort: a rerun retries what was left running
+                pass
+        retried = 0
+        for s in self.searches.values():
+            before = s.retried
+            try:
+                self._recover(s, quiet=True)
+            except Exception:  # the storage is unreachable: the rerun recovers them instead
+                continue
+            retried += s.retried - before
+        self.echo(
+            f"Interrupted: finished trials are kept in {self.storage_location}; {retried} running trial(s) "
+            f"will be retried. Continue with the same command: trainer tune {self.manifest_path}"
+        )
+
+    def _check_stop(self) -> None:
+        """Raise `TuneInterrupted` once SIGTERM or SIGINT has been received."""
+        if self.stop_code is not None:
+            raise TuneInterrupted(self.stop_code)
+
     def _loop(self, ray, task, pending: dict, capacity: dict) -> None:
         used = {"CPU": 0.0, "GPU": 0.0}
         while True:
+            self._check_stop()
             while True:  # fill every free slot
                 free = {k: capacity[k] - used[k] for k in capacity}
                 job = self._next_job_fitting(free)
@@ -592,6 +631,7 @@ class TuneRun:
                 used["CPU"] -= s.spec.resources.cpus
                 used["GPU"] -= s.spec.resources.gpus
                 self._collect(ray, ref, s, payload, submitted)
+            self._check_stop()
         self._finalize_ready()
 
     def _next_job_fitting(self, free: dict):
