@@ -17,15 +17,6 @@ PAIRS = ("ADAUSDT", "BNBUSDT", "BTCUSDT", "ETHUSDT", "LTCUSDT", "SOLUSDT", "XRPU
 WINDOW = 11_000  # about the test slice (15 %) of these files
 
 
-@pytest.fixture(autouse=True)
-def evaluate_registered():
-    from trainer_core.cli import cli
-    from trainer_core.plugins import Plugins
-
-    if "evaluate" not in cli.commands:
-        Plugins.load().register_commands(cli)
-
-
 def random_signals(rng, timestamps) -> pl.DataFrame:
     """States held 10 to 60 candles (SHORT 30 %, HOLD 40 %, LONG 30 %), independent of the future."""
     n = len(timestamps)
