@@ -56,8 +56,10 @@ def component_params() -> dict[str, object]:
     out.update({f"data.params.{k}": v for k, v in SYNTHETIC.items()})
     from trainer_plugins.features.seed import DEFAULTS as SEED
     from trainer_plugins.labelers.tp_sl import DEFAULTS as TP_SL
+    from trainer_plugins.reporters.trading.settings import DEFAULTS as EVALUATION
 
     out.update({f"labels.params.{k}": v for k, v in TP_SL.items()})
+    out.update({f"evaluation.{k}": v for k, v in EVALUATION.items()})
     out.update({f"features.params.{k}": v for k, v in SEED.items()})
     return out
 

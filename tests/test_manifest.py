@@ -430,3 +430,48 @@ def test_a_model_folder_whose_spec_an_older_trainer_wrote_still_predicts_and_ver
     other = write_training_ready(tmp_path / "other", "ETHUSDT", rows=700, seed=3, fw=7)
     result = trainer("predict", "--model-dir", folder, "--data", other)
     assert result.exit_code == 2 and "future_window 7" in result.output and "future_window 5" in result.output
+
+
+# -- evaluation: the reporters' settings, checked by the reporters that read them --------------------
+
+
+def test_the_evaluation_section_is_checked_by_the_reporters_that_read_it(tmp_path, trainer):
+    from trainer_plugins.reporters.trading.settings import DEFAULTS as EVALUATION
+    from trainer_plugins.reporters.trading.settings import evaluation_settings
+
+    spec = default_manifest().resolve("ETHUSDT", sets=["evaluation.fee_pct=0.1"])
+    assert dict(spec.evaluation) == {"fee_pct": 0.1}  # the engine keeps what was written
+    assert evaluation_settings(spec.evaluation) == {**EVALUATION, "fee_pct": 0.1}
+    for setting, shown in (
+        ("evaluation.fee_pct=1000", "evaluation.fee_pct: expected a number >= 0 and <= 100 or null"),
+        ("evaluation.fe_pct=0.1", "Unknown setting evaluation.fe_pct. Known settings in evaluation: fee_pct"),
+        ("evaluation.thresholds=[0, 2]", "evaluation.thresholds: expected a list of probabilities"),
+    ):
+        result = trainer("run", "--pair", "ETHUSDT", "--set", setting, "--config-test")
+        assert result.exit_code == 2 and shown in result.output, result.output
+    text = "version: 1\npairs: [ETHUSDT]\ndefaults: {evaluation: {min_signals: 0}}\n"
+    result = trainer("validate", write(tmp_path, text))
+    assert result.exit_code == 2 and "evaluation.min_signals: expected an integer >= 1" in result.output
+    # with neither the trading nor the decision reporter, nothing reads the section
+    quiet = text.replace("{evaluation:", "{reporters: [metadata], evaluation:")
+    assert trainer("validate", write(tmp_path, quiet)).exit_code == 0
+    # the section itself must be a mapping
+    result = trainer("run", "--pair", "ETHUSDT", "--set", "evaluation.thresholds=[0.5]", "--config-test")
+    assert result.exit_code == 0, result.output
+    bad = "version: 1\npairs: [ETHUSDT]\ndefaults: {evaluation: [fee_pct]}\n"
+    result = trainer("validate", write(tmp_path, bad))
+    assert result.exit_code == 2 and "defaults.evaluation: expected a mapping" in result.output
+
+
+def test_trainer_evaluate_refuses_a_bad_evaluation_setting_before_reading_anything(tmp_path):
+    from trainer_plugins.reporters.trading.evaluate import evaluate_predictions
+
+    with pytest.raises(ConfigError) as caught:
+        evaluate_predictions(
+            tmp_path / "absent.parquet",
+            tmp_path / "absent-candles",
+            None,
+            pair="ETHUSDT",
+            sets=["evaluation.slippage_bps=-1"],
+        )
+    assert caught.value.message.startswith("evaluation.slippage_bps: expected a number >= 0")

@@ -63,9 +63,14 @@ from .lifecycle import (  # noqa: E402
 from .locks import PairLock  # noqa: E402
 from .manifest import (  # noqa: E402
     PairSpec,
+    check_values,
+    integer_check,
     load_manifest,
     manifest_from_dict,
     normalize_pair,
+    number_check,
+    probabilities_check,
+    string_check,
     training_ready_name,
 )
 from .pipeline import Balance, Evaluation, PairResult, versions  # noqa: E402
@@ -130,6 +135,11 @@ __all__ = [
     "resolve_spec",
     # scoring predictions (`trainer evaluate`)
     "manifest_from_dict",
+    "check_values",
+    "integer_check",
+    "number_check",
+    "probabilities_check",
+    "string_check",
     "read_for_prediction",
     "select_time",
     # what `trainer validate` checks, for commands that write a manifest elsewhere (trainer k8s render)

@@ -491,7 +491,7 @@ class ModelBuilder(Protocol):
 class Reporter(Protocol):
     """A name in ``reporters``: files beside the model, and its headline figures.
     Optional: ``figures`` (``{figure: larger_is_better}``, the figures ``trainer batch --sort`` may
-    order pairs by)."""
+    order pairs by), ``check(evaluation)`` (the ``evaluation`` section it reads, before any work)."""
 
     def report_pair(self, result: PairResult, out: ArtifactWriter) -> Mapping[str, Any] | None: ...
 

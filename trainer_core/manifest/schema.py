@@ -56,18 +56,9 @@ DEFAULTS: dict[str, Any] = {
         "verbose": "auto",
         "mixed_precision": False,
     },
-    "evaluation": {
-        "fee_pct": None,  # null: two taker fees of the pair's market (spot 0.2, futures 0.1)
-        "slippage_bps": 0.0,
-        "funding_rate_pct": None,  # null: 0.01 for futures, 0 for spot
-        "funding_file": None,  # the exchange's funding-rate history, used instead of the constant
-        "thresholds": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
-        "calibration_bins": 10,
-        "min_signals": 30,
-        "trade_threshold": None,
-        "random_entry_draws": 10000,
-        "bootstrap_reps": 1000,
-    },
+    # the reporters' settings (the trading reporter's costs, thresholds and draws): a mapping the
+    # reporters that read it check (their `check(evaluation)`) and fill with their defaults
+    "evaluation": {},
     "resources": {"cpus": 1, "gpus": 0, "memory": None},
     "reporters": ["metadata", "history", "confusion-matrix", "trading", "decision"],
 }
@@ -111,21 +102,16 @@ MAX_SEED = 2**32 - 1  # NumPy's and Keras' seeds are 32-bit
 MAX_FRACTION = 0.9  # split.validation, split.test: the rest must leave rows to train on
 MIN_FRACTION = 1.0e-6  # smaller leaves no row at all before a billion rows (and hangs the split's arithmetic)
 MAX_FOLDS = 100
-MAX_CALIBRATION_BINS = 1000
 MAX_LEARNING_RATE = 10.0
 MAX_WEIGHT = 1.0e6  # a class weight or focal alpha
 MAX_FOCAL_GAMMA = 100.0
-MAX_FEE_PCT = 100.0
-MAX_SLIPPAGE_BPS = 10_000.0  # 100 % per side
-MAX_FUNDING_PCT = 10.0  # percent per 8 hours; exchanges cap funding far below
-MAX_DRAWS = 1_000_000  # random-entry draws or bootstrap repetitions
 MAX_CPUS = 4096
 MAX_GPUS = 1024
 MAX_RETRIES = 100
 MAX_SCHEDULE_TIMEOUT = 30 * 86_400  # seconds: 30 days
 MAX_STRING = 4096  # characters of a name or path
 MAX_PAIRS = 5_000
-MAX_LIST = 100  # names in `plugins` or `reporters`, probabilities in `evaluation.thresholds`
+MAX_LIST = 100  # names in `plugins` or `reporters`, probabilities in a list of thresholds
 
 # -- limits of a manifest as a whole (and of a `--set` value), counted while the YAML is read:
 # YAML aliases count every time they are used, so nested anchors cannot blow up ("billion laughs").
@@ -149,6 +135,9 @@ def _fmt(x: float) -> str:
 
 
 def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[Any], int]:
+    """A check of an integer within ``minimum``..``maximum`` (either may be None: unbounded); it
+    returns the value or raises ValueError("an integer >= ... and <= ...")."""
+
     def describe():
         parts = [f">= {_fmt(minimum)}"] if minimum is not None else []
         parts += [f"<= {_fmt(maximum)}"] if maximum is not None else []
@@ -165,6 +154,9 @@ def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[An
 
 
 def _number(low=None, high=None, low_open=False, high_open=False, nullable=False) -> Callable[[Any], Any]:
+    """A check of a finite number within ``low``..``high`` (``*_open``: the bound itself excluded;
+    ``nullable``: null allowed); it returns the value as a float (or None) or raises ValueError."""
+
     def describe():
         parts = []
         if low is not None:
@@ -199,6 +191,8 @@ def _number(low=None, high=None, low_open=False, high_open=False, nullable=False
 
 
 def _string(nullable: bool = False) -> Callable[[Any], Any]:
+    """A check of a non-empty string of at most `MAX_STRING` characters (or null when ``nullable``)."""
+
     def check(v):
         if v is None and nullable:
             return None
@@ -286,6 +280,7 @@ def _alpha(v):
 
 
 def _thresholds(v):
+    """A list of 1 to `MAX_LIST` probabilities strictly between 0 and 1, returned sorted as floats."""
     if (
         isinstance(v, list)
         and 0 < len(v) <= MAX_LIST
@@ -421,24 +416,23 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "verbose": _verbose,
         "mixed_precision": _bool,
     },
-    "evaluation": {
-        "fee_pct": _number(0, MAX_FEE_PCT, nullable=True),
-        "slippage_bps": _number(0, MAX_SLIPPAGE_BPS),
-        "funding_rate_pct": _number(-MAX_FUNDING_PCT, MAX_FUNDING_PCT, nullable=True),
-        "funding_file": _string(nullable=True),
-        "thresholds": _thresholds,
-        "calibration_bins": _int(2, MAX_CALIBRATION_BINS),
-        "min_signals": _int(1, MAX_ROWS),
-        "trade_threshold": _number(0, 1, low_open=True, nullable=True),
-        "random_entry_draws": _int(1, MAX_DRAWS),
-        "bootstrap_reps": _int(0, MAX_DRAWS),
-    },
+    "evaluation": {},  # any keys: see OPEN_SECTIONS
     "resources": {
         "cpus": _number(0, MAX_CPUS, low_open=True),
         "gpus": _number(0, MAX_GPUS),
         "memory": _memory,
     },
 }
+
+#: sections whose keys belong to components, not to the engine: checked as one mapping (its size
+#: and depth) and passed as they are to the components that read them
+OPEN_SECTIONS = ("evaluation",)
+
+# -- the value checks, for components that check their own settings with the manifest's messages
+integer_check = _int
+number_check = _number
+string_check = _string
+probabilities_check = _thresholds
 
 #: batch setting -> check, like `SCHEMA`
 BATCH_SCHEMA: dict[str, Callable[[Any], Any]] = {
@@ -516,6 +510,11 @@ def check_section(section: str, values: Any, where: str) -> Any:
             f"{where}: expected a mapping of settings, got {short_repr(values)} ({type_name(values)}).",
             MANIFEST_HINT,
         )
+    if section in OPEN_SECTIONS:
+        try:
+            return _mapping(values)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: expected {exc}, got {short_repr(values)}.", MANIFEST_HINT) from None
     return check_values(fold_aliases(section, values, where), SCHEMA[section], where, section)
 
 

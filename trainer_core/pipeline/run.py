@@ -37,14 +37,14 @@ SPEC_FORMAT = "pair-trainer model spec v1"
 
 def check_components(spec: PairSpec, plugins: Plugins) -> None:
     """Every component the spec names is registered; a loader or builder with ``check(params)``
-    checks its ``data.params`` / ``model.params``."""
+    checks its ``data.params`` / ``model.params``, a reporter with ``check(evaluation)`` the
+    ``evaluation`` section it reads."""
     registry = plugins.registry
     loader = registry.get("loader", spec.data.loader)
     registry.get("balancer", spec.balance.method)
     builder = registry.get("model", spec.model.builder)
-    for name in spec.reporters:
-        registry.get("reporter", name)
-    for registration, params in ((loader, spec.data.params), (builder, spec.model.params)):
+    checks = [(registry.get("reporter", name), spec.evaluation) for name in spec.reporters]
+    for registration, params in ((loader, spec.data.params), (builder, spec.model.params), *checks):
         component = registration.factory()
         if hasattr(component, "check"):
             component.check(params)

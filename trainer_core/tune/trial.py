@@ -361,8 +361,8 @@ def _trial(spec, plugins, data, job, trial, record, t0) -> dict:
 def fee_pct(spec: PairSpec) -> float:
     """The round-trip cost in percent: ``evaluation.fee_pct``, else two taker fees of the pair's
     market (spot 0.1 % each, USD-M futures 0.05 % each), as the trading reporter reads it."""
-    if spec.evaluation.fee_pct is not None:
-        return float(spec.evaluation.fee_pct)
+    if spec.evaluation.get("fee_pct") is not None:
+        return float(spec.evaluation["fee_pct"])
     return 0.1 if dict(spec.data.params or {}).get("market") == "futures-um" else 0.2
 
 

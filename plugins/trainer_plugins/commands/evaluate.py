@@ -46,7 +46,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
     "sets",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Labeler and evaluation settings (labels.*, evaluation.*).",
+    help="Labeler and evaluation settings (labels.params.*, evaluation.*).",
 )
 @click.option(
     "--include-in-sample",

@@ -21,9 +21,10 @@ def choose_rule(result) -> dict:
     arg-max class."""
     from .trading import choose_thresholds
     from .trading.report import Scored, market_from_pair_data, metrics_of
+    from .trading.settings import evaluation_of
 
     spec, data = result.spec, result.data
-    e = spec.evaluation
+    e = evaluation_of(spec)
     fixed = e.get("trade_threshold")
     if fixed is not None:
         return {
@@ -69,6 +70,12 @@ def choose_rule(result) -> dict:
 
 class DecisionReporter:
     """decision_{tag}.json: per side the probability a signal needs (or the arg-max class)."""
+
+    def check(self, evaluation) -> None:
+        """Refuse an unknown or out-of-bounds ``evaluation`` setting before any work."""
+        from .trading.settings import evaluation_settings
+
+        evaluation_settings(evaluation)
 
     def report_pair(self, result, out) -> dict:
         """Write ``decision_{tag}.json``; return the rule."""

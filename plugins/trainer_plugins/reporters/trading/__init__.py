@@ -67,6 +67,12 @@ class TradingReporter:
     #: headline figures `trainer batch --sort` may order pairs by, with whether larger is better
     figures = {"total_net_return": True, "max_drawdown": False, "random_entry_p_value": False}
 
+    def check(self, evaluation) -> None:
+        """Refuse an unknown or out-of-bounds ``evaluation`` setting before any work."""
+        from .settings import evaluation_settings
+
+        evaluation_settings(evaluation)
+
     def report_pair(self, result, out) -> dict:
         """Write ``trading_{tag}.json``, ``.png`` and ``.html``; return the headline figures."""
         body, chart = report_for(result)

@@ -35,6 +35,7 @@ from trainer_core import (
 )
 
 from .report import Market, Scored, build_report
+from .settings import evaluation_settings
 from .simulation import Barriers
 
 PROB_COLUMNS = ("p_short", "p_hold", "p_long")
@@ -249,6 +250,7 @@ def evaluate_predictions(
             pair = found.symbol
     pair = normalize_pair(pair, "--pair")
     spec = resolve_spec(pair, model.spec if model is not None else None, sets)
+    evaluation_settings(spec.evaluation)  # a bad --set evaluation.KEY fails before any reading
     where = str(predictions) if isinstance(predictions, (str, Path)) else "predictions"
     if predictions is None:
         if model is None:

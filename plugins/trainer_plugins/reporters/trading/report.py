@@ -12,6 +12,7 @@ import numpy as np
 
 from ...labelers.tp_sl import settings_of
 from .metrics import threshold_choice, trading_metrics
+from .settings import evaluation_of
 from .simulation import (
     Barriers,
     Costs,
@@ -41,7 +42,7 @@ def market_of(spec) -> str:
 def costs_of(spec) -> Costs:
     """The costs of one pair's trades: ``evaluation.fee_pct`` (null: two taker fees of its market),
     ``evaluation.slippage_bps`` per side and, for futures, ``evaluation.funding_rate_pct``."""
-    e = spec.evaluation
+    e = evaluation_of(spec)
     market = market_of(spec)
     fee = e.get("fee_pct")
     if fee is None:
@@ -87,7 +88,7 @@ class Market:
 
 def metrics_of(scored: Scored, market: Market, spec, train_counts: dict, horizon: int, seed: int) -> dict:
     """`trading_metrics` of one slice with the spec's evaluation settings."""
-    e = spec.evaluation
+    e = evaluation_of(spec)
     costs = costs_of(spec)
     barriers = settings_of(spec)
     lr = market.long_return[scored.rows] if market.long_return is not None else None
@@ -124,7 +125,7 @@ def simulation_for(scored: Scored, market: Market, spec, seed: int, draws: int |
         }, None
     if market.close is None or market.barriers is None:
         return {"available": False, "reason": market.reason or "exit candles are unknown"}, None
-    e = spec.evaluation
+    e = evaluation_of(spec)
     costs = costs_of(spec)
     rows = np.asarray(scored.rows, dtype=np.int64)
     long_r = np.asarray(market.long_return, dtype=np.float64)
