@@ -48,21 +48,9 @@ def plugin_model(tmp_path_factory, feature_plugin_source, trainer):
         "defaults:\n  data: {loader: ohlcv}\n"
         "  features: {set: returns}\n  labels: {method: return-sign, params: {horizon: 10}}\n"
     )
+    args = ["--manifest", manifest, "--pair", "ETHUSDT", "--data", candles, "--output", root / "out"]
     result = trainer(
-        "run",
-        "--manifest",
-        manifest,
-        "--pair",
-        "ETHUSDT",
-        "--data",
-        candles,
-        "--output",
-        root / "out",
-        *tiny_args(),
-        "--set",
-        "data.start=2024-03-01",
-        "--set",
-        "data.end=2024-03-02",
+        "run", *args, *tiny_args(), "--set", "data.start=2024-03-01", "--set", "data.end=2024-03-02"
     )
     try:
         assert result.exit_code == 0, result.output

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from click.testing import CliRunner
 
 pytest.importorskip("freqtrade", reason="freqtrade is in the test extra (pair-trainer[freqtrade])")
 
@@ -37,11 +36,9 @@ COLUMNS = ["p_short", "p_hold", "p_long"]
 TICK = 0.01  # the static market's price precision, as Binance's ETH/USDT
 
 
-def _trainer(*args) -> tuple[int, str]:
-    from trainer_core.cli import _register_plugin_commands, cli
-
-    _register_plugin_commands()  # as `trainer` does at start: the plugin commands, `freqtrade` among them
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+def _trainer(trainer, *args) -> tuple[int, str]:
+    """`trainer ARGS` through the in-process ``trainer`` fixture: the exit code and the output."""
+    result = trainer(*args)
     return result.exit_code, result.output
 
 
@@ -62,7 +59,7 @@ def _sha(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def bot(tmp_path_factory, shared_data):
+def bot(tmp_path_factory, shared_data, trainer):
     candles = shared_data / f"{PAIR}-1m.parquet"
     if not candles.exists():
         pytest.skip(f"no real candles at {candles}")
@@ -81,6 +78,7 @@ def bot(tmp_path_factory, shared_data):
     feather = userdir / "data" / "binance" / "ETH_USDT-1m.feather"
     frame.rename({"timestamp": "date"}).to_pandas().to_feather(feather)
     code, out = _trainer(
+        trainer,
         "run",
         "--pair",
         PAIR,
@@ -123,8 +121,9 @@ def bot(tmp_path_factory, shared_data):
     }
     (root / "config.json").write_text(json.dumps(config))
     model_dir = root / "artifacts" / PAIR
+    rule = ("--signal-rule", "arg-max")
     code, out = _trainer(
-        "freqtrade", "export", "--model-dir", model_dir, "--userdir", userdir, "--signal-rule", "arg-max"
+        trainer, "freqtrade", "export", "--model-dir", model_dir, "--userdir", userdir, *rule
     )
     assert code == 0, out
     return {"root": root, "userdir": userdir, "model_dir": model_dir, "feather": feather, "export": out}
@@ -184,9 +183,10 @@ def test_export_pins_the_model_folder_and_sizes_the_startup(bot):
     assert strategy.pair_models[FT_PAIR].tag == model.tag
 
 
-def test_export_refuses_a_model_needing_more_than_the_exchange_serves(bot, tmp_path):
+def test_export_refuses_a_model_needing_more_than_the_exchange_serves(bot, tmp_path, trainer):
     (tmp_path / "user_data").mkdir()
     code, out = _trainer(
+        trainer,
         "freqtrade",
         "export",
         "--model-dir",
@@ -204,28 +204,35 @@ def test_export_refuses_a_model_needing_more_than_the_exchange_serves(bot, tmp_p
     assert not (tmp_path / "user_data" / "strategies" / "PairTrainerStrategy.py").exists()
 
 
-def test_export_keeps_a_strategy_file_it_did_not_write(bot, tmp_path):
+def test_export_keeps_a_strategy_file_it_did_not_write(bot, tmp_path, trainer):
     (tmp_path / "user_data" / "strategies").mkdir(parents=True)
     mine = tmp_path / "user_data" / "strategies" / "PairTrainerStrategy.py"
     mine.write_text("# my own strategy\n")
     code, out = _trainer(
-        "freqtrade", "export", "--model-dir", bot["model_dir"], "--userdir", tmp_path / "user_data"
+        trainer, "freqtrade", "export", "--model-dir", bot["model_dir"], "--userdir", tmp_path / "user_data"
     )
     assert code == 2 and "was not written by `trainer freqtrade export`" in out
     assert mine.read_text() == "# my own strategy\n"
     code, out = _trainer(
-        "freqtrade", "export", "--model-dir", tmp_path / "nowhere", "--userdir", tmp_path / "user_data"
+        trainer,
+        "freqtrade",
+        "export",
+        "--model-dir",
+        tmp_path / "nowhere",
+        "--userdir",
+        tmp_path / "user_data",
     )
     assert code == 2 and "Model folder not found" in out
 
 
-def test_strategy_predictions_equal_trainer_predict(bot, tmp_path):
+def test_strategy_predictions_equal_trainer_predict(bot, tmp_path, trainer):
     """Every candle of freqtrade's dataframe: the strategy's p_* and signal are `trainer predict`'s."""
     from trainer_core.inference import signals_from
 
     strategy = _strategy(bot)
     frame = strategy.advise_indicators(_candles_frame(bot), {"pair": FT_PAIR})
     code, out = _trainer(
+        trainer,
         "predict",
         "--model-dir",
         bot["model_dir"],
@@ -252,7 +259,9 @@ def test_strategy_predictions_equal_trainer_predict(bot, tmp_path):
     # exported with the recorded rule: the signal column of `trainer predict`, row for row
     userdir = tmp_path / "user_data"
     userdir.mkdir()
-    code, out = _trainer("freqtrade", "export", "--model-dir", bot["model_dir"], "--userdir", userdir)
+    code, out = _trainer(
+        trainer, "freqtrade", "export", "--model-dir", bot["model_dir"], "--userdir", userdir
+    )
     assert code == 0, out
     recorded = _strategy({**bot, "userdir": userdir}).advise_indicators(
         _candles_frame(bot), {"pair": FT_PAIR}
