@@ -105,6 +105,29 @@ def test_a_spec_has_no_tag_embargo_or_hash_until_its_components_are_resolved():
             getattr(spec, what)
 
 
+def test_a_spec_changed_after_it_was_resolved_is_resolved_again():
+    """A tuning trial's spec is the pair's resolved spec with other params: its tag, horizon and hash
+    are those of its own params, never the stale ones."""
+    from trainer_core.pipeline import resolve_tag
+    from trainer_core.plugins import load_plugins
+
+    base = resolved(default_manifest().resolve("ETHUSDT"))
+    changed = base.to_dict()
+    changed["labels"]["params"]["future_window"] = 60
+    trial = PairSpec.from_dict(changed)
+    assert trial.resolved is not None and not trial.is_resolved
+    for what in ("tag", "embargo", "config_hash"):
+        with pytest.raises(UnresolvedSpecError):
+            getattr(trial, what)
+    again = resolve_tag(trial, load_plugins(entry_points=False))
+    assert again.tag == "ETHUSDT_FW060_SL050_TP100" and again.embargo == 60
+    assert again.config_hash != base.config_hash
+    # a setting the components do not read keeps the resolution
+    other = base.to_dict()
+    other["train"]["epochs"] = 3
+    assert PairSpec.from_dict(other).is_resolved and PairSpec.from_dict(other).tag == base.tag
+
+
 # -- the seed's settings are its components' params; the old keys are aliases -------------------------
 
 ALIASED = "version: 1\npairs: [ETHUSDT]\ndefaults:\n  labels: {future_window: 60, stop_loss_pct: 0.4}\n  features: {ma_long: 300}\n"

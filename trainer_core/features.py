@@ -208,7 +208,7 @@ def history_of(feature_set, params) -> int:
 def required_history(spec, plugins) -> int:
     """Candles one prediction needs, the last closed one included: the window plus the candles the
     feature set reads before a row (recorded as ``required_history`` in ``spec_{tag}.json``)."""
-    resolved = dict(spec.resolved) if getattr(spec, "resolved", None) is not None else resolve(spec, plugins)
+    resolved = dict(spec.resolved) if getattr(spec, "is_resolved", False) else resolve(spec, plugins)
     return int(spec.train.sequence_length) + int(resolved["history"])
 
 
@@ -358,7 +358,7 @@ def pair_data_from_candles(
 
         plugins = load_plugins(spec.plugins)
     feature_set, fparams, labeler, lparams = components(spec, plugins)
-    resolved = dict(spec.resolved) if spec.resolved is not None else resolve(spec, plugins)
+    resolved = dict(spec.resolved) if spec.is_resolved else resolve(spec, plugins)
     names = (resolved["feature_set"], resolved["labeler"])
     where = f"{spec.pair} ({source or ', '.join(candles.sources[:3])})"
     timeframe = spec.data.timeframe

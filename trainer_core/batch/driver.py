@@ -221,7 +221,7 @@ class BatchRun:
         resolved = []
         for spec in self.specs:
             try:
-                resolved.append(resolve_spec(spec, self.plugins) if spec.resolved is None else spec)
+                resolved.append(spec if spec.is_resolved else resolve_spec(spec, self.plugins))
             except TrainerError:
                 resolved.append(spec)
         self.specs = resolved

@@ -103,7 +103,7 @@ def plan_pair(spec: PairSpec, plugins: Plugins, force: bool) -> Plan:
     """Train or skip one pair: skip only a complete run with the same settings, code, data and artifacts."""
     if force:
         return Plan(spec, "train", "--force")
-    if spec.resolved is None:  # its feature set or labeler did not resolve: the pre-flight says why
+    if not spec.is_resolved:  # its feature set or labeler did not resolve: the pre-flight says why
         return Plan(spec, "train", "its feature set or labeler does not resolve")
     storage = open_storage(spec.output)
     raw = storage.read_bytes(f"{spec.name}/{SUCCESS}")

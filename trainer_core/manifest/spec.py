@@ -198,8 +198,22 @@ class PairSpec:
         d["data"]["path"] = data_path
         return PairSpec.from_dict(d)
 
+    @property
+    def is_resolved(self) -> bool:
+        """Whether `resolved` was made from the spec's present feature set, labeler and their params:
+        a spec changed after it was resolved (a tuning trial's labels.params) must be resolved again."""
+        r = self.resolved
+        if r is None:
+            return False
+        return (
+            r.get("feature_set") == self.features.get("set")
+            and r.get("labeler") == self.labels.get("method")
+            and _thaw(r.get("feature_params") or {}) == _thaw(self.features.get("params") or {})
+            and _thaw(r.get("label_params") or {}) == _thaw(self.labels.get("params") or {})
+        )
+
     def _resolved(self, what: str) -> Frozen:
-        if self.resolved is None:
+        if self.resolved is None or not self.is_resolved:
             raise UnresolvedSpecError(
                 f"{self.pair}: the spec's {what} is known once its feature set and labeler are resolved "
                 "(trainer_core.features.resolve_spec)."
@@ -256,8 +270,8 @@ class PairSpec:
     def tag(self) -> str:
         """``{NAME}_{label_tag}``: `name`, then the labeler's own part (its ``tag(params)``), known
         once the spec is resolved."""
-        if self.label_tag is None:
-            self._resolved("tag")
+        if self.label_tag is None or self.resolved is not None:
+            self._resolved("tag")  # none, or made from other settings than the spec's
         return f"{self.name}_{self.label_tag}"
 
     @property

@@ -54,12 +54,12 @@ def check_components(spec: PairSpec, plugins: Plugins) -> None:
 def resolve_tag(spec: PairSpec, plugins: Plugins) -> PairSpec:
     """The spec with its feature set and labeler resolved once (`features.resolve_spec`): its tag
     (the labeler's), horizon, embargo, columns and history."""
-    return spec if spec.resolved is not None else resolve_spec(spec, plugins)
+    return spec if spec.is_resolved else resolve_spec(spec, plugins)
 
 
 def _horizon_and_embargo(spec: PairSpec, data: PairData) -> tuple[int, int]:
     """The labels' horizon and the purge ``max(horizon, embargo)``, from the resolved spec."""
-    if spec.resolved is None:
+    if spec.resolved is None or not spec.is_resolved:
         raise TrainingError(f"{spec.pair}: the spec was not resolved before its split.")
     return int(spec.resolved["horizon"]), int(spec.resolved["embargo"])
 

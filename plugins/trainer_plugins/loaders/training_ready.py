@@ -41,7 +41,7 @@ TIMEFRAME_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 6
 def feature_columns(spec) -> tuple[str, ...]:
     """The feature columns a file for this spec holds: the resolved feature set's (the seed's 8
     before the engine resolved the spec)."""
-    resolved = getattr(spec, "resolved", None)
+    resolved = spec.resolved if getattr(spec, "is_resolved", False) else None
     return tuple(resolved["columns"]) if resolved is not None else FEATURE_NAMES
 
 
@@ -49,7 +49,7 @@ def expected_filename(spec, ext: str = "feather") -> str:
     """The training-ready file name for this spec, with extension ``ext``: the seed's
     ``{PAIR}_TF-1m__FW-120__SL-050__TP-100__training_ready`` for the tp-sl labeler,
     ``{PAIR}_TF-1m__{label_tag}__training_ready`` for another labeler."""
-    resolved = getattr(spec, "resolved", None)
+    resolved = spec.resolved if getattr(spec, "is_resolved", False) else None
     if resolved is not None and resolved["labeler"] != "tp-sl":
         return f"{spec.pair}_TF-{spec.data.timeframe}__{resolved['tag']}__training_ready.{ext}"
     lab = settings_of(spec)
