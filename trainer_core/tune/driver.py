@@ -181,6 +181,8 @@ class PairSearch:
     records: dict = field(default_factory=dict)  # trial number -> the worker's record
     folds: dict = field(default_factory=dict)  # the nested folds of the pair's own settings
     report: dict | None = None
+    #: why the search stopped before its planned trials: {"by": "budget.seconds" | "budget.trials", ...}
+    stopped: dict | None = None
 
     @property
     def pair(self) -> str:
@@ -259,6 +261,8 @@ class TuneRun:
                 "Give a path on a local disk or a shared volume; the study itself may live in a database (--storage).",
             )
         self.storage_location = storage or str(self.output / JOURNAL)
+        if storage and "://" in storage:
+            check_storage(storage)
         from ..pipeline import resolve_tag
 
         self.specs: list[PairSpec] = []
@@ -378,11 +382,34 @@ class TuneRun:
     def _wants_trial(self, s: PairSearch) -> bool:
         if s.finished or s.chosen is not None:
             return False
+        wants = s.done_count() + len(s.running) < s.settings.trials
+        if not wants:
+            return False
         if self.budget_seconds is not None and time.time() - self.started >= self.budget_seconds:
+            self._stop_search(s, "budget.seconds", self.budget_seconds)
             return False
         if self.budget_trials is not None and self._total_trials() >= self.budget_trials:
+            self._stop_search(s, "budget.trials", self.budget_trials)
             return False
-        return s.done_count() + len(s.running) < s.settings.trials
+        return True
+
+    def _stop_search(self, s: PairSearch, by: str, limit: float) -> None:
+        """Note (once) that the budget ended this pair's search before its planned trials."""
+        if s.stopped is not None:
+            return
+        started = s.done_count() + len(s.running)
+        s.stopped = {
+            "by": by,
+            "limit": limit,
+            "elapsed_seconds": round(time.time() - self.started, 3),
+            "trials_started": started,
+            "trials_planned": s.settings.trials,
+        }
+        unit = " s" if by == "budget.seconds" else " trials"
+        self.echo(
+            f"[{self._clock()}] {s.pair:<12} {by} ({limit:g}{unit}) reached: no new trial after "
+            f"{started} of {s.settings.trials}"
+        )
 
     def _total_trials(self) -> int:
         return sum(x.done_count() + len(x.running) for x in self.searches.values())
@@ -726,6 +753,27 @@ class TuneRun:
         return BatchRun._init_ray(self, ray)
 
 
+def check_storage(url: str) -> None:
+    """A database URL given to --storage must open before any work starts (a missing driver, a
+    host that does not answer, a folder that does not exist are one clear error)."""
+    from .trial import open_storage_of
+
+    hint = (
+        "Give a database the driver and every worker can reach, e.g. sqlite:////shared/studies.db on a "
+        "shared volume or postgresql://user@host/db (its driver installed), or leave --storage out for "
+        "the journal file in the output folder."
+    )
+    try:
+        open_storage_of(url)
+    except ImportError as exc:
+        raise ConfigError(f"--storage {url}: its database driver is not installed ({exc}).", hint) from None
+    except Exception as exc:  # sqlalchemy's errors: unknown scheme, refused connection, unopenable file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"--storage {url}: the study storage cannot be opened: {first[:300]}", hint
+        ) from None
+
+
 def make_pruner(settings: TuneSettings):
     """Successive halving on epochs for `pruner: {asha: ...}`; no pruning otherwise."""
     from .trial import pruner_of
@@ -754,6 +802,7 @@ __all__ = [
     "TuneRun",
     "apply_params",
     "check_space",
+    "check_storage",
     "decode",
     "default_params",
     "distributions",

@@ -147,6 +147,11 @@ def write_pair_report(run, s) -> dict:
         "folds": s.folds,
         "defaults": default_params(s.spec, s.settings),
         "trials": trials,
+        "budget": {
+            "trials": run.budget_trials,
+            "seconds": run.budget_seconds,
+            "stopped": s.stopped,  # null when the search ran its planned trials
+        },
         "counts": {
             state: sum(t["state"] == state for t in trials)
             for state in ("COMPLETE", "PRUNED", "FAIL", "INTERRUPTED")
