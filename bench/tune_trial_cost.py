@@ -11,7 +11,8 @@ the Keras training and evaluation it reports: the driver's wait from submitting 
 less the worker's time, is Ray's scheduling and the worker's start; the worker's time less training
 and evaluation is imports, data, folds, scaling, balancing and model build. Modes alternate run by
 run (a shared machine's drift hits both); the best run per mode is reported with the spread of all
-runs. The trial values of both modes are compared: reuse must not change any result.
+runs, and each run's command wall time. The trial values of the modes are compared: reuse must not
+change any result.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +52,10 @@ pairs: [ETHUSDT]
 """
 
 
+#: label -> worker_reuse
+MODES = {"process per trial": 1, "reused workers": 8}
+
+
 def one_run(folder: Path, reuse: int, trials: int) -> dict:
     import polars as pl
 
@@ -60,12 +66,14 @@ def one_run(folder: Path, reuse: int, trials: int) -> dict:
     )
     manifest = folder / "m.yaml"
     manifest.write_text(MANIFEST.format(out=folder / "out", candles=candles, trials=trials, reuse=reuse))
+    started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "trainer_core.cli", "tune", str(manifest)],
         check=True,
         capture_output=True,
         text=True,
     )
+    wall = time.perf_counter() - started
     report = json.loads(next((folder / "out" / "tune" / "ETHUSDT").glob("tuning_*.json")).read_text())
     rows = sorted(report["trials"], key=lambda t: t["number"])
     fixed = [
@@ -80,6 +88,7 @@ def one_run(folder: Path, reuse: int, trials: int) -> dict:
         "params": [t["params"] for t in rows],
         "worker_rss_mb": [t["worker_rss_mb"] for t in rows],
         "workers": len({t["worker_pid"] for t in rows}),
+        "wall_seconds": wall,
     }
 
 
@@ -87,37 +96,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated labels of MODES")
     args = parser.parse_args()
-    runs: dict[int, list[dict]] = {1: [], 8: []}
+    runs: dict[str, list[dict]] = {m: [] for m in args.modes.split(",")}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            for reuse in runs:  # alternate
-                res = one_run(Path(tmp) / f"r{r}-reuse{reuse}", reuse, args.trials)
-                runs[reuse].append(res)
+            for k, mode in enumerate(runs):  # alternate
+                res = one_run(Path(tmp) / f"r{r}-m{k}", MODES[mode], args.trials)
+                runs[mode].append(res)
                 f = res["fixed_seconds"]
                 print(
-                    f"worker_reuse {reuse}, run {r + 1}: fixed cost per trial mean {statistics.mean(f):.2f} s "
+                    f"{mode}, run {r + 1}: fixed cost per trial mean {statistics.mean(f):.2f} s "
                     f"(first {f[0]:.2f} s, later median {statistics.median(f[1:]):.2f} s) over {len(f)} trials, "
-                    f"{res['workers']} worker process(es); worker RSS after each trial "
-                    f"{[round(x) for x in res['worker_rss_mb']]} MB",
+                    f"{res['workers']} worker process(es), command wall time {res['wall_seconds']:.1f} s; "
+                    f"worker RSS after each trial {[round(x) for x in res['worker_rss_mb']]} MB",
                     flush=True,
                 )
-    for reuse, results in runs.items():
+    for mode, results in runs.items():
         means = [statistics.mean(x["fixed_seconds"]) for x in results]
+        walls = [x["wall_seconds"] for x in results]
         print(
-            f"worker_reuse {reuse}: best mean fixed cost {min(means):.2f} s per trial, runs {[round(m, 2) for m in means]}"
+            f"{mode}: best mean fixed cost {min(means):.2f} s per trial, runs {[round(m, 2) for m in means]}; "
+            f"command wall time best {min(walls):.1f} s, runs {[round(w, 1) for w in walls]}"
         )
     # the sampler may draw other params once results arrive in another order; the same params must
     # give the same value, to the bit
+    modes = list(runs)
     pairs = [
         (va, vb)
-        for a, b in zip(runs[1], runs[8])
+        for i, ma in enumerate(modes)
+        for mb in modes[i + 1 :]
+        for a, b in zip(runs[ma], runs[mb])
         for pa, pb, va, vb in zip(a["params"], b["params"], a["values"], b["values"])
         if pa == pb
     ]
     same = sum(va == vb for va, vb in pairs)
-    print(f"trials with the same params in both modes: {len(pairs)}; identical values: {same}")
-    print(json.dumps({str(k): v for k, v in runs.items()}))
+    print(f"trials with the same params in two modes (pairwise): {len(pairs)}; identical values: {same}")
+    print(json.dumps(runs))
 
 
 if __name__ == "__main__":
