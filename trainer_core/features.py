@@ -17,22 +17,15 @@ import numpy as np
 
 from .data import NO_LABEL, PairData
 from .errors import ConfigError, DataError, PluginError, TrainerError
+from .manifest.spec import plain
 
 #: what a labeler's tag may look like (it becomes part of artifact file names)
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def feature_params(spec) -> dict:
     """The params the feature set receives: ``features.params``."""
-    return _plain(dict(spec.features.get("params") or {}))
+    return plain(dict(spec.features.get("params") or {}))
 
 
 def partial_history(spec) -> bool:
@@ -43,7 +36,7 @@ def partial_history(spec) -> bool:
 
 def label_params_of(spec) -> dict:
     """The params the labeler receives: ``labels.params``."""
-    return _plain(dict(spec.labels.get("params") or {}))
+    return plain(dict(spec.labels.get("params") or {}))
 
 
 def feature_set_name(spec) -> str:
@@ -181,7 +174,7 @@ def _settings(plugins, kind: str, name: str, component, method: str, params: dic
             f"{describe(plugins, kind, name)} returned {type(out).__name__} from {method}(); expected a mapping.",
             "Fix the plugin.",
         )
-    return _plain(dict(out))
+    return plain(dict(out))
 
 
 def resolve_spec(spec, plugins):

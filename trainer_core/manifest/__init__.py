@@ -58,6 +58,7 @@ from .spec import (
     UnresolvedSpecError,
     pair_name,
     pct_code,
+    plain,
     training_ready_name,
 )
 
@@ -106,6 +107,7 @@ __all__ = [
     "pair_name",
     "parse_set",
     "pct_code",
+    "plain",
     "probabilities_check",
     "safe_load_limited",
     "string_check",

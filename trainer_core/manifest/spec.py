@@ -43,7 +43,7 @@ class Frozen(Mapping):
         return f"Frozen({self._data!r})"
 
     def __hash__(self) -> int:
-        return hash(json.dumps(_thaw(self), sort_keys=True, default=str))
+        return hash(json.dumps(plain(self), sort_keys=True, default=str))
 
 
 def _freeze(v):
@@ -54,12 +54,14 @@ def _freeze(v):
     return v
 
 
-def _thaw(v):
-    if isinstance(v, Mapping):
-        return {k: _thaw(x) for k, x in v.items()}
-    if isinstance(v, tuple):
-        return [_thaw(x) for x in v]
-    return v
+def plain(value: Any) -> Any:
+    """``value`` with every mapping (a `Frozen` section among them) a dict and every tuple or list a
+    list, recursively: settings as the manifest wrote them, JSON-able."""
+    if isinstance(value, Mapping):
+        return {k: plain(x) for k, x in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(x) for x in value]
+    return value
 
 
 #: settings that do not change what is trained, so they stay out of the config hash
@@ -152,11 +154,11 @@ class PairSpec:
         """The spec as plain JSON-able dicts and lists (`from_dict` reads it back)."""
         out = {"pair": self.pair, "output": self.output, "plugins": list(self.plugins)}
         for section in SECTIONS:
-            out[section] = _thaw(getattr(self, section))
+            out[section] = plain(getattr(self, section))
         if self.label_tag is not None:
             out["label_tag"] = self.label_tag
         if self.resolved is not None:
-            out["resolved"] = _thaw(self.resolved)
+            out["resolved"] = plain(self.resolved)
         for key in ("market", "id"):  # only when given: older specs (and their hashes) stay as they were
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
@@ -208,8 +210,8 @@ class PairSpec:
         return (
             r.get("feature_set") == self.features.get("set")
             and r.get("labeler") == self.labels.get("method")
-            and _thaw(r.get("feature_params") or {}) == _thaw(self.features.get("params") or {})
-            and _thaw(r.get("label_params") or {}) == _thaw(self.labels.get("params") or {})
+            and plain(r.get("feature_params") or {}) == plain(self.features.get("params") or {})
+            and plain(r.get("label_params") or {}) == plain(self.labels.get("params") or {})
         )
 
     def _resolved(self, what: str) -> Frozen:
@@ -231,8 +233,8 @@ class PairSpec:
         d.pop("label_tag", None)  # derived from the labels settings
         d.pop("resolved", None)  # derived from the settings and the components' code
         d.pop("id", None)  # names the folder, like the output
-        d["labels"]["params"] = _thaw(resolved.get("label_settings", d["labels"]["params"]))
-        d["features"]["params"] = _thaw(resolved.get("feature_settings", d["features"]["params"]))
+        d["labels"]["params"] = plain(resolved.get("label_settings", d["labels"]["params"]))
+        d["features"]["params"] = plain(resolved.get("feature_settings", d["features"]["params"]))
         d["split"]["embargo"] = self.embargo  # `auto` and its value purge the same rows
         for path in HASH_EXCLUDED:
             node = d

@@ -16,6 +16,7 @@ from trainer_core import (
     check_values,
     integer_check,
     number_check,
+    plain,
     probabilities_check,
     string_check,
 )
@@ -75,17 +76,8 @@ def evaluation_settings(section: Any) -> Settings:
             f"evaluation: expected a mapping of settings, got {type(section).__name__}.",
             "See docs/manifest.md for the evaluation settings.",
         )
-    checked = check_values(_plain(section), CHECKS, "evaluation", "evaluation")
+    checked = check_values(plain(section), CHECKS, "evaluation", "evaluation")
     return Settings({**DEFAULTS, **checked})
-
-
-def _plain(value: Any) -> Any:
-    """A frozen spec's mappings and tuples as dicts and lists (as the manifest wrote them)."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def evaluation_of(spec) -> Settings:
