@@ -88,15 +88,26 @@ def test_a_bad_objective_or_budget_is_one_clear_error(tmp_path, trainer, tune, m
 
 
 @pytest.mark.parametrize(
-    "url",
-    ["sqlite:///{tmp}/no/such/folder/studies.db", "nosuchdb://host/studies"],
-    ids=["sqlite-folder-missing", "unknown-database"],
+    "url, message",
+    [
+        ("sqlite:///{tmp}/no/such/folder/studies.db", "the study storage cannot be opened"),
+        ("nosuchdb://host/studies", "the study storage cannot be opened"),
+        ("postgresql://tuner@127.0.0.1:1/studies", None),
+    ],
+    ids=["sqlite-folder-missing", "unknown-database", "postgresql"],
 )
-def test_a_storage_that_cannot_be_opened_is_one_clear_error(tmp_path, trainer, url):
+def test_a_storage_that_cannot_be_opened_is_one_clear_error(tmp_path, trainer, url, message):
     url = url.format(tmp=tmp_path)
+    if message is None:  # PostgreSQL: its driver missing here, or nothing listening on port 1
+        try:
+            import psycopg2  # noqa: F401
+
+            message = "the study storage cannot be opened"
+        except ImportError:
+            message = "its database driver is not installed"
     result = trainer("tune", _manifest(tmp_path, None, "  trials: 2"), "--storage", url)
     assert result.exit_code == 2, result.output
-    assert f"--storage {url}: the study storage cannot be opened" in result.output
+    assert f"--storage {url}: {message}" in result.output
     assert "sqlite:////shared/studies.db" in result.output  # what to give instead
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
