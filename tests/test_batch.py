@@ -857,7 +857,8 @@ def test_a_worker_killed_mid_training_is_retried_and_resumes(tmp_path, sig):
         assert "stopped by SIGTERM" in r.both, r.both
 
 
-def test_ctrl_c_cancels_running_pairs_and_says_so(tmp_path):
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_and_sigterm_cancel_running_pairs_and_say_so(tmp_path, sig, code):
     log = tmp_path / "hooks.jsonl"
     write_recorder(tmp_path, log)
     manifest = write_manifest(
@@ -883,21 +884,23 @@ def test_ctrl_c_cancels_running_pairs_and_says_so(tmp_path):
             seen.append(ANSI.sub("", line))
             if re.match(r"\[\d\d:\d\d\] running ", seen[-1]):
                 time.sleep(2)
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(getattr(signal, sig))
                 break
         rest, _ = proc.communicate(timeout=120)
     finally:
         proc.kill()
     out = "".join(seen) + ANSI.sub("", rest)
-    assert proc.returncode == 130, out
-    assert "Interrupted: cancelling the running pairs" in out
+    said = "Ctrl-C" if sig == "SIGINT" else sig
+    assert proc.returncode == code, out
+    assert f"Interrupted ({said}): cancelling the running pairs" in out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["interrupted"] is True and summary["exit_code"] == 130
+    assert summary["interrupted"] is True and summary["exit_code"] == code
     assert {row["status"] for row in summary["pairs"]} == {"cancelled"}
+    assert {row["reason"] for row in summary["pairs"]} == {f"interrupted ({said})"}
     assert not list((tmp_path / "out").glob("*/_SUCCESS.json"))
     driver = [e for e in records(log) if e["hook"] in ("before_batch", "report_batch", "after_batch")]
     assert [e["hook"] for e in driver] == ["before_batch", "report_batch", "after_batch"], driver
-    assert driver[1]["exit_code"] == 130
+    assert driver[1]["exit_code"] == code
     assert {r["status"] for r in driver[2]["results"]} == {"cancelled"}
 
 

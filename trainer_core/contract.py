@@ -306,7 +306,7 @@ class BatchRow(Mapping[str, Any]):
     Attributes:
         pair: the pair's name.
         status: ``trained``, ``skipped``, ``failed`` or ``cancelled``.
-        reason: why (``trained``, ``no completed run``, ``error``, ``interrupted (Ctrl-C)``...).
+        reason: why (``trained``, ``no completed run``, ``error``, ``interrupted (Ctrl-C)``, ``interrupted (SIGTERM)``...).
         error: the failure's one-line message, or None.
         hint: what to do about it, or None.
         exit_code: the failure's exit code, or None.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -129,6 +130,8 @@ class BatchRun:
         self.rows: dict[str, BatchRow] = {}
         self.started = time.time()
         self.interrupted = False
+        #: the signal that stopped the batch: ``Ctrl-C`` or ``SIGTERM`` (None while none did)
+        self.stopped_by: str | None = None
 
     @property
     def output(self) -> str:
@@ -326,7 +329,11 @@ class BatchRun:
         import sys
 
         self.interrupted = True
-        self.echo("Interrupted: cancelling the running pairs; finished pairs keep their artifacts.")
+        self.stopped_by = self.stopped_by or "Ctrl-C"
+        self.echo(
+            f"Interrupted ({self.stopped_by}): cancelling the running pairs; finished pairs keep their "
+            "artifacts. Run the same command again to train what is left."
+        )
         if pending:
             ray = sys.modules.get("ray")
             for ref in pending:
@@ -337,7 +344,10 @@ class BatchRun:
         for spec in self.specs:
             if spec.name not in self.rows:
                 self.rows[spec.name] = _row(
-                    spec.name, "cancelled", "interrupted (Ctrl-C)", error="cancelled before it finished"
+                    spec.name,
+                    "cancelled",
+                    f"interrupted ({self.stopped_by})",
+                    error="cancelled before it finished",
                 )
 
     # -- progress: events for trainer_batch_progress (the console plugin prints them) ------------
@@ -395,6 +405,7 @@ class BatchRun:
         import ray
 
         started_here = self._init_ray(ray)
+        previous = self._stop_on_sigterm()
         pending: dict = {}
         try:
             if self.address and not cluster.cluster_autoscales():
@@ -433,8 +444,25 @@ class BatchRun:
             except KeyboardInterrupt:
                 self._interrupt(pending)
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             if started_here:
                 ray.shutdown()
+
+    def _stop_on_sigterm(self):
+        """SIGTERM (what Kubernetes sends a pod it stops) ends the batch as Ctrl-C does: the running
+        pairs are cancelled, the summary is written and the exit code is 143. Installed after
+        `ray.init`, which sets a SIGTERM handler of its own that exits at once. Returns the handler it
+        replaced (None outside the main thread, where no handler can be set)."""
+
+        def stop(signum, frame):
+            self.stopped_by = "SIGTERM"
+            raise KeyboardInterrupt
+
+        try:
+            return signal.signal(signal.SIGTERM, stop)
+        except ValueError:  # not the main thread
+            return None
 
     def _report_waiting(
         self, ray, pending: dict, running: set, waited: dict, submitted: float, total: int
@@ -516,9 +544,9 @@ class BatchRun:
         return [self.rows.get(s.name) or _row(s.name, "cancelled", "not started") for s in self.specs]
 
     def exit_code(self) -> int:
-        """130 after Ctrl-C, 1 when a pair failed or was cancelled, else 0."""
+        """130 after Ctrl-C, 143 after SIGTERM, 1 when a pair failed or was cancelled, else 0."""
         if self.interrupted:
-            return 130
+            return 143 if self.stopped_by == "SIGTERM" else 130
         return 1 if any(r["status"] in ("failed", "cancelled") for r in self.ordered()) else 0
 
     def report(self) -> BatchReport:
