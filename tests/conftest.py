@@ -49,6 +49,58 @@ def shared_data() -> Path:
 REAL_CANDLE_SETTINGS = ("data.loader=ohlcv", "features.ma_short=30", "features.ma_long=120")
 
 
+#: the tiny search every `trainer tune` test runs, less its ``tune:`` settings beyond the space and folds
+TUNE_MANIFEST = """version: 1
+output: {out}
+defaults:
+  data: {{loader: ohlcv, path: {candles}, gaps: split}}
+  labels: {{future_window: 10, take_profit_pct: 0.2, stop_loss_pct: 0.2}}
+  features: {{ma_short: 30, ma_long: 60}}
+  balance: {{method: undersample, min_per_class: 0}}
+  model: {{builder: lstm, params: {{lstm_units: [4], dense_units: [4], dropout: 0.1}}}}
+  train: {{epochs: {epochs}, batch_size: 128, sequence_length: 8, verbose: 0}}
+  resources: {{cpus: 1}}
+tune:
+  space:
+    train.learning_rate: {{log_uniform: [1.0e-4, 1.0e-2]}}
+{space}  folds: 2
+{tune}
+pairs: [{pairs}]
+"""
+
+
+@pytest.fixture
+def tune_manifest(tmp_path, shared_data):
+    """``tune_manifest(tune, pairs=("ETHUSDT",), epochs=1, space="", candles=True) -> Path``: a
+    `trainer tune` manifest of tiny trials (a 4-unit LSTM, 2 inner folds) over 3,000 real candles of
+    each pair from the 20,000th on, written to ``tmp_path``; ``tune`` and ``space`` are lines added
+    under ``tune:`` and its ``space:``; ``candles=False`` leaves the candle folder absent."""
+
+    def make(tune: str, pairs=("ETHUSDT",), epochs: int = 1, space: str = "", candles: bool = True) -> Path:
+        folder = tmp_path / "candles"
+        if candles:
+            import polars as pl
+
+            folder.mkdir()
+            for pair in pairs:
+                pl.read_parquet(shared_data / f"{pair}-1m.parquet").slice(20_000, 3000).write_parquet(
+                    folder / f"{pair}-1m.parquet"
+                )
+        text = TUNE_MANIFEST.format(
+            out=tmp_path / "out",
+            candles=folder,
+            epochs=epochs,
+            space=space,
+            tune=tune,
+            pairs=", ".join(pairs),
+        )
+        manifest = tmp_path / "m.yaml"
+        manifest.write_text(text)
+        return manifest
+
+    return make
+
+
 @pytest.fixture
 def train_on_real_candles(trainer, tmp_path, shared_data):
     """``train_on_real_candles(days, *settings) -> (frame, candles, result)``: the first ``days`` days

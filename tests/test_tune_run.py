@@ -19,40 +19,12 @@ PAIRS = ("ETHUSDT", "BTCUSDT")
 TRIALS = 8
 
 
-def _setup(tmp_path: Path, data: Path) -> Path:
-    import polars as pl
-
-    candles = tmp_path / "candles"
-    candles.mkdir()
-    for pair in PAIRS:
-        pl.read_parquet(data / f"{pair}-1m.parquet").slice(20_000, 3000).write_parquet(
-            candles / f"{pair}-1m.parquet"
-        )
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
-        f"""version: 1
-output: {tmp_path / "out"}
-defaults:
-  data: {{loader: ohlcv, path: {candles}, gaps: split}}
-  labels: {{future_window: 10, take_profit_pct: 0.2, stop_loss_pct: 0.2}}
-  features: {{ma_short: 30, ma_long: 60}}
-  balance: {{method: undersample, min_per_class: 0}}
-  model: {{builder: lstm, params: {{lstm_units: [4], dense_units: [4], dropout: 0.1}}}}
-  train: {{epochs: 2, batch_size: 128, sequence_length: 8, verbose: 0}}
-  resources: {{cpus: 1}}
-tune:
-  trials: {TRIALS}
-  space:
-    train.learning_rate: {{log_uniform: [1.0e-4, 1.0e-2]}}
-    model.params.lstm_units: {{choice: [[4], [8]]}}
-    model.params.dropout: {{uniform: [0.0, 0.3]}}
-  pruner: {{asha: {{grace: 1, max_epochs: 2, reduction: 2}}}}
-  folds: 2
-  worker_reuse: 4
-pairs: [{", ".join(PAIRS)}]
+SPACE = """    model.params.lstm_units: {choice: [[4], [8]]}
+    model.params.dropout: {uniform: [0.0, 0.3]}
 """
-    )
-    return manifest
+TUNE = f"""  trials: {TRIALS}
+  pruner: {{asha: {{grace: 1, max_epochs: 2, reduction: 2}}}}
+  worker_reuse: 4"""
 
 
 def _env(tmp_path: Path) -> dict:
@@ -80,8 +52,8 @@ def _finished(t) -> bool:
 
 @pytest.mark.real_candles
 @pytest.mark.slow
-def test_tune_two_real_pairs_killed_and_resumed_then_retrained(tmp_path, shared_data):
-    manifest = _setup(tmp_path, shared_data)
+def test_tune_two_real_pairs_killed_and_resumed_then_retrained(tmp_path, tune_manifest):
+    manifest = tune_manifest(TUNE, pairs=PAIRS, epochs=2, space=SPACE)
     command = [sys.executable, "-m", "trainer_core.cli", "tune", str(manifest)]
     proc = subprocess.Popen(
         command,

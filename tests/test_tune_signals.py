@@ -17,36 +17,7 @@ import pytest
 TRIALS = 6
 
 
-def _manifest(tmp_path: Path, data: Path) -> Path:
-    import polars as pl
-
-    candles = tmp_path / "candles"
-    candles.mkdir()
-    pl.read_parquet(data / "ETHUSDT-1m.parquet").slice(20_000, 3000).write_parquet(
-        candles / "ETHUSDT-1m.parquet"
-    )
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
-        f"""version: 1
-output: {tmp_path / "out"}
-defaults:
-  data: {{loader: ohlcv, path: {candles}, gaps: split}}
-  labels: {{future_window: 10, take_profit_pct: 0.2, stop_loss_pct: 0.2}}
-  features: {{ma_short: 30, ma_long: 60}}
-  balance: {{method: undersample, min_per_class: 0}}
-  model: {{builder: lstm, params: {{lstm_units: [4], dense_units: [4], dropout: 0.1}}}}
-  train: {{epochs: 2, batch_size: 128, sequence_length: 8, verbose: 0}}
-  resources: {{cpus: 1}}
-tune:
-  trials: {TRIALS}
-  space:
-    train.learning_rate: {{log_uniform: [1.0e-4, 1.0e-2]}}
-    model.params.dropout: {{uniform: [0.0, 0.3]}}
-  folds: 2
-pairs: [ETHUSDT]
-"""
-    )
-    return manifest
+SPACE = "    model.params.dropout: {uniform: [0.0, 0.3]}\n"
 
 
 def _trials(journal: Path) -> list:
@@ -69,8 +40,8 @@ def _finished(t) -> bool:
 @pytest.mark.parametrize(
     "how, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["sigterm", "ctrl-c"]
 )
-def test_tune_stopped_by_a_signal_marks_running_trials_and_resumes(tmp_path, shared_data, how, code):
-    manifest = _manifest(tmp_path, shared_data)
+def test_tune_stopped_by_a_signal_marks_running_trials_and_resumes(tmp_path, tune_manifest, how, code):
+    manifest = tune_manifest(f"  trials: {TRIALS}", epochs=2, space=SPACE)
     command = [sys.executable, "-m", "trainer_core.cli", "tune", str(manifest)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TRAINER_RAY_NUM_CPUS": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen(

@@ -19,38 +19,6 @@ import pytest
 TAG = "ETHUSDT_FW010_SL020_TP020"
 
 
-def _manifest(tmp_path: Path, data: Path | None, tune: str) -> Path:
-    candles = tmp_path / "candles"
-    if data is not None:
-        import polars as pl
-
-        candles.mkdir()
-        pl.read_parquet(data / "ETHUSDT-1m.parquet").slice(20_000, 3000).write_parquet(
-            candles / "ETHUSDT-1m.parquet"
-        )
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
-        f"""version: 1
-output: {tmp_path / "out"}
-defaults:
-  data: {{loader: ohlcv, path: {candles}, gaps: split}}
-  labels: {{future_window: 10, take_profit_pct: 0.2, stop_loss_pct: 0.2}}
-  features: {{ma_short: 30, ma_long: 60}}
-  balance: {{method: undersample, min_per_class: 0}}
-  model: {{builder: lstm, params: {{lstm_units: [4], dense_units: [4], dropout: 0.1}}}}
-  train: {{epochs: 1, batch_size: 128, sequence_length: 8, verbose: 0}}
-  resources: {{cpus: 1}}
-tune:
-  space:
-    train.learning_rate: {{log_uniform: [1.0e-4, 1.0e-2]}}
-  folds: 2
-{tune}
-pairs: [ETHUSDT]
-"""
-    )
-    return manifest
-
-
 def _env() -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "TRAINER_RAY_NUM_CPUS": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -80,8 +48,8 @@ def _report(tmp_path: Path) -> dict:
     ],
     ids=["objective", "budget"],
 )
-def test_a_bad_objective_or_budget_is_one_clear_error(tmp_path, trainer, tune, message):
-    result = trainer("tune", _manifest(tmp_path, None, tune))
+def test_a_bad_objective_or_budget_is_one_clear_error(tmp_path, tune_manifest, trainer, tune, message):
+    result = trainer("tune", tune_manifest(tune, candles=False))
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
@@ -96,7 +64,7 @@ def test_a_bad_objective_or_budget_is_one_clear_error(tmp_path, trainer, tune, m
     ],
     ids=["sqlite-folder-missing", "unknown-database", "postgresql"],
 )
-def test_a_storage_that_cannot_be_opened_is_one_clear_error(tmp_path, trainer, url, message):
+def test_a_storage_that_cannot_be_opened_is_one_clear_error(tmp_path, tune_manifest, trainer, url, message):
     url = url.format(tmp=tmp_path)
     if message is None:  # PostgreSQL: its driver missing here, or nothing listening on port 1
         try:
@@ -105,7 +73,7 @@ def test_a_storage_that_cannot_be_opened_is_one_clear_error(tmp_path, trainer, u
             message = "the study storage cannot be opened"
         except ImportError:
             message = "its database driver is not installed"
-    result = trainer("tune", _manifest(tmp_path, None, "  trials: 2"), "--storage", url)
+    result = trainer("tune", tune_manifest("  trials: 2", candles=False), "--storage", url)
     assert result.exit_code == 2, result.output
     assert f"--storage {url}: {message}" in result.output
     assert "sqlite:////shared/studies.db" in result.output  # what to give instead
@@ -118,11 +86,11 @@ def test_a_storage_that_cannot_be_opened_is_one_clear_error(tmp_path, trainer, u
 
 @pytest.mark.real_candles
 @pytest.mark.slow
-def test_a_trading_objective_runs_end_to_end(tmp_path, shared_data):
+def test_a_trading_objective_runs_end_to_end(tmp_path, tune_manifest):
     from trainer_core.tune.driver import read_tune_manifest
     from trainer_core.tune.trial import load_data
 
-    manifest = _manifest(tmp_path, shared_data, "  trials: 2\n  objective: mean_net_return")
+    manifest = tune_manifest("  trials: 2\n  objective: mean_net_return")
     done = _tune(manifest)
     assert done.returncode == 0, done.stdout + done.stderr
     report = _report(tmp_path)
@@ -160,8 +128,8 @@ def test_a_trading_objective_runs_end_to_end(tmp_path, shared_data):
 
 @pytest.mark.real_candles
 @pytest.mark.slow
-def test_a_time_budget_stops_the_search_and_says_so(tmp_path, shared_data):
-    manifest = _manifest(tmp_path, shared_data, "  trials: 200\n  budget: {seconds: 20}")
+def test_a_time_budget_stops_the_search_and_says_so(tmp_path, tune_manifest):
+    manifest = tune_manifest("  trials: 200\n  budget: {seconds: 20}")
     done = _tune(manifest)
     assert done.returncode == 0, done.stdout + done.stderr
     report = _report(tmp_path)
@@ -178,11 +146,11 @@ def test_a_time_budget_stops_the_search_and_says_so(tmp_path, shared_data):
 
 @pytest.mark.real_candles
 @pytest.mark.slow
-def test_a_sqlite_study_survives_the_driver_and_resumes(tmp_path, shared_data):
+def test_a_sqlite_study_survives_the_driver_and_resumes(tmp_path, tune_manifest):
     import optuna
 
     trials = 4
-    manifest = _manifest(tmp_path, shared_data, f"  trials: {trials}")
+    manifest = tune_manifest(f"  trials: {trials}")
     url = f"sqlite:///{tmp_path / 'shared' / 'studies.db'}"
     (tmp_path / "shared").mkdir()
     command = [sys.executable, "-m", "trainer_core.cli", "tune", str(manifest), "--storage", url]

@@ -15,36 +15,9 @@ TRIALS = 6
 RSS_TOLERANCE_MB = 40
 
 
-def _search(tmp_path: Path, data: Path):
-    import polars as pl
-
+def _search(manifest: Path):
     from trainer_core.tune.driver import TuneRun
 
-    candles = tmp_path / "candles"
-    candles.mkdir()
-    pl.read_parquet(data / "ETHUSDT-1m.parquet").slice(20_000, 3000).write_parquet(
-        candles / "ETHUSDT-1m.parquet"
-    )
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
-        f"""version: 1
-output: {tmp_path / "out"}
-defaults:
-  data: {{loader: ohlcv, path: {candles}, gaps: split}}
-  labels: {{future_window: 10, take_profit_pct: 0.2, stop_loss_pct: 0.2}}
-  features: {{ma_short: 30, ma_long: 60}}
-  balance: {{method: undersample, min_per_class: 0}}
-  model: {{builder: lstm, params: {{lstm_units: [4], dense_units: [4], dropout: 0.1}}}}
-  train: {{epochs: 1, batch_size: 128, sequence_length: 8, verbose: 0}}
-tune:
-  trials: {TRIALS + 1}
-  space:
-    train.learning_rate: {{log_uniform: [1.0e-4, 1.0e-2]}}
-    model.params.dropout: {{uniform: [0.0, 0.3]}}
-  folds: 2
-pairs: [ETHUSDT]
-"""
-    )
     run = TuneRun(str(manifest), echo=lambda m: None)
     run.output.mkdir(parents=True, exist_ok=True)
     spec = run.specs[0]
@@ -62,10 +35,12 @@ def _graphs() -> int:
 
 @pytest.mark.real_candles
 @pytest.mark.slow
-def test_a_reused_worker_stays_flat_and_a_trial_scores_the_same_after_others(tmp_path, shared_data):
+def test_a_reused_worker_stays_flat_and_a_trial_scores_the_same_after_others(tmp_path, tune_manifest):
     from trainer_core.tune.trial import rss_mb, run_job
 
-    run, search = _search(tmp_path, shared_data)
+    run, search = _search(
+        tune_manifest(f"  trials: {TRIALS + 1}", space="    model.params.dropout: {uniform: [0.0, 0.3]}\n")
+    )
     records, rss, graphs = [], [], []
     for _ in range(TRIALS):
         out = run_job(run._trial_job(search), search.data_ref)
