@@ -402,6 +402,32 @@ def plugin_names() -> dict[str, set[str]]:
 SEED_LABELER_NAMED_BY = {"trainer_core/manifest/schema.py names the labeler 'tp-sl'"}
 
 
+def test_the_training_ready_file_naming_is_the_loaders_own(tmp_path):
+    """The seed's file name (pair, timeframe and FW/SL/TP in it) is written and read by the
+    training-ready loader alone; prediction asks the loaders what a file's name holds."""
+    from trainer_core.testing import training_ready_name, write_training_ready
+    from trainer_plugins.loaders.training_ready import TrainingReadyLoader
+
+    engine = {
+        str(p.relative_to(REPO)): p.read_text()
+        for p in (REPO / "trainer_core").rglob("*.py")
+        if p.name != "testing.py"  # the built-in plugins' test helpers, which ask the loader
+    }
+    offenders = [name for name, text in engine.items() if re.search(r"__training_ready|__FW-|_TF-", text)]
+    assert offenders == []
+    name = training_ready_name("ETHUSDT", fw=7, sl_pct=0.3, tp_pct=0.6)
+    assert name == "ETHUSDT_TF-1m__FW-007__SL-030__TP-060__training_ready.feather"
+    assert TrainingReadyLoader().label_params_in_name(name) == {
+        "pair": "ETHUSDT",
+        "timeframe": "1m",
+        "future_window": 7,
+        "stop_loss_pct": 0.3,
+        "take_profit_pct": 0.6,
+    }
+    assert TrainingReadyLoader().label_params_in_name("ETHUSDT-1m.parquet") is None
+    assert write_training_ready(tmp_path, fw=7, sl_pct=0.3, tp_pct=0.6).name == name
+
+
 def test_the_guard_knows_what_the_built_in_plugins_name():
     names = plugin_names()
     assert {"close_change", "price_to_ma43200"} <= names["feature"]

@@ -91,6 +91,10 @@ def test_data_with_other_parameters_are_refused(model_dir, trainer, tmp_path):
         "made with future_window 60, the model ETHUSDT_FW005_SL050_TP100 with future_window 5"
         in result.output
     )
+    btc = write_training_ready(tmp_path / "btc", "BTCUSDT", rows=100)
+    result = trainer("predict", "--model-dir", model_dir, "--data", btc)
+    assert result.exit_code == 2
+    assert f"{btc.name} holds BTCUSDT, the model is for ETHUSDT." in result.output
     missing = tmp_path / "missing.parquet"
     training_ready_frame(100).drop("price_to_ma43200").write_parquet(missing)
     result = trainer("predict", "--model-dir", model_dir, "--data", missing)

@@ -38,8 +38,7 @@ from .errors import (  # noqa: E402
     reject_unknown,
 )
 from .features import pair_data_from_candles, resolve_spec  # noqa: E402
-from .formats import NAME_RE as TRAINING_READY_NAME_RE  # noqa: E402
-from .formats import pct_from_code, read_table
+from .formats import read_table
 from .hookspecs import hookimpl  # noqa: E402
 from .inference import (  # noqa: E402
     PairModel,
@@ -72,7 +71,6 @@ from .manifest import (  # noqa: E402
     plain,
     probabilities_check,
     string_check,
-    training_ready_name,
 )
 from .pipeline import Balance, Evaluation, PairResult, versions  # noqa: E402
 from .tune import TuneInterrupted, TuneRun  # noqa: E402
@@ -111,7 +109,6 @@ __all__ = [
     "versions",
     # candles and the seed's training-ready files, for loaders and commands
     "Candles",
-    "TRAINING_READY_NAME_RE",
     "candle_files",
     "candle_fingerprint",
     "check_candles",
@@ -120,12 +117,10 @@ __all__ = [
     "normalize_pair",
     "pair_data_from_candles",
     "parse_candle_name",
-    "pct_from_code",
     "read_candles",
     "read_table",
     "rows_fingerprint",
     "timeframe_ms",
-    "training_ready_name",
     # what a plugin command shares with the built-in ones (`trainer prepare`)
     "command_manifest",
     "command_plugins",

@@ -130,7 +130,7 @@ _plugins = command_plugins
     "--data",
     "data_path",
     metavar="PATH",
-    help="Training data: a file, or a folder holding {PAIR}_TF-... files.",
+    help="Training data (data.path): a file, or a folder the pair's loader reads.",
 )
 @click.option("--output", "output", metavar="DIR", help="Output root; the pair's artifacts go to DIR/PAIR/.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs (train.epochs).")

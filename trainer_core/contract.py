@@ -463,7 +463,8 @@ class BatchEvent:
 @runtime_checkable
 class Loader(Protocol):
     """``data.loader``: a pair's rows (`PairData`) or its candles (`Candles`) from ``data.path``.
-    Optional: ``check(params)``, ``fingerprint(spec) -> str``."""
+    Optional: ``check(params)``, ``fingerprint(spec) -> str``, ``label_params_in_name(name) -> dict |
+    None`` (what a data file's name says it holds, which prediction checks against the model)."""
 
     def load(self, spec: PairSpec) -> PairData | Candles: ...
 

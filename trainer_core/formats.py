@@ -1,21 +1,10 @@
-"""The seed's training-ready format: its file-name pattern and reading its tables with polars."""
+"""Reading a data table (Feather, Parquet or CSV) with polars, for the loaders and prediction."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from .errors import DataError
-
-NAME_RE = re.compile(
-    r"^(?P<pair>[A-Z0-9]+)_TF-(?P<tf>[0-9]+[smhdw])__FW-(?P<fw>[0-9]+)__SL-(?P<sl>[0-9]+)__TP-(?P<tp>[0-9]+)"
-    r"__training_ready\.(?P<ext>feather|parquet|csv)$"
-)
-
-
-def pct_from_code(code: str) -> float:
-    """``"050"`` (hundredths of a percent, as in file names) -> 0.5."""
-    return int(code) / 100.0
 
 
 def read_table(path: Path):

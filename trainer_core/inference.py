@@ -738,6 +738,19 @@ def load_pair_model(path: str | Path, strict: bool = False, allow_expired: bool 
     )
 
 
+def _label_params_in_name(model: PairModel, name: str) -> dict | None:
+    """What a data file's name says it holds (its pair and label parameters), as the first of the
+    model's loaders that reads such names (a loader's optional ``label_params_in_name``) says; None
+    when no loader knows the name."""
+    plugins = model.plugins()
+    for loader in plugins.registry.names("loader"):
+        read = getattr(plugins.create("loader", loader), "label_params_in_name", None)
+        found = read(name) if callable(read) else None
+        if found:
+            return dict(found)
+    return None
+
+
 def read_for_prediction(model: PairModel, path: str | Path):
     """Features from a training-ready file (its name's parameters checked) or from raw candles.
 
@@ -749,8 +762,6 @@ def read_for_prediction(model: PairModel, path: str | Path):
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"Data file not found: {path}.", "Pass --data with a training-ready file or candles.")
-    from .formats import NAME_RE
-    from .formats import pct_from_code as _pct
     from .formats import read_table as read_frame
 
     if path.is_file() and path.suffix.lower() in (".feather", ".parquet", ".csv", ".arrow", ".ipc"):
@@ -761,19 +772,14 @@ def read_for_prediction(model: PairModel, path: str | Path):
         # a table with any feature column is training-ready data: a missing feature is then an error,
         # not a reason to read the file as candles
         if frame is not None and any(c in frame.columns for c in model.feature_names):
-            found = NAME_RE.match(path.name)
+            found = _label_params_in_name(model, path.name)
             if found:
-                model.check_compatible(
-                    {
-                        "future_window": int(found["fw"]),
-                        "stop_loss_pct": _pct(found["sl"]),
-                        "take_profit_pct": _pct(found["tp"]),
-                    },
-                    str(path),
-                )
-                if found["pair"] != model.pair:
+                pair = found.pop("pair", None)
+                found.pop("timeframe", None)
+                model.check_compatible(found, str(path))
+                if pair is not None and pair != model.pair:
                     raise DataError(
-                        f"{path.name} holds {found['pair']}, the model is for {model.pair}.",
+                        f"{path.name} holds {pair}, the model is for {model.pair}.",
                         "Predict a pair with its own model.",
                     )
             return frame.drop([c for c in frame.columns if c.startswith("label_")])

@@ -112,10 +112,13 @@ def reseal(folder: str | Path) -> None:
 def training_ready_name(
     pair: str, fw: int = 5, sl_pct: float = 0.5, tp_pct: float = 1.0, tf: str = "1m", ext: str = "feather"
 ) -> str:
-    """The seed's file name: ``ETHUSDT_TF-1m__FW-005__SL-050__TP-100__training_ready.feather``."""
-    from .manifest import training_ready_name as name
+    """The seed's file name: ``ETHUSDT_TF-1m__FW-005__SL-050__TP-100__training_ready.feather``, as the
+    built-in training-ready loader names its files."""
+    from .plugins import load_plugins
 
-    return name(pair, tf, fw, sl_pct, tp_pct, ext=ext)
+    loader = load_plugins(()).create("loader", "training-ready")
+    params = {"future_window": fw, "stop_loss_pct": sl_pct, "take_profit_pct": tp_pct}
+    return loader.file_name(pair, tf, params, ext=ext)
 
 
 def training_ready_frame(

@@ -57,9 +57,7 @@ from .spec import (
     PairSpec,
     UnresolvedSpecError,
     pair_name,
-    pct_code,
     plain,
-    training_ready_name,
 )
 
 __all__ = [
@@ -106,10 +104,8 @@ __all__ = [
     "pair_market",
     "pair_name",
     "parse_set",
-    "pct_code",
     "plain",
     "probabilities_check",
     "safe_load_limited",
     "string_check",
-    "training_ready_name",
 ]

@@ -1,5 +1,5 @@
 """The frozen spec of one pair: its settings, its folder name, and once its feature set and labeler
-are resolved, its tag, embargo and config hash; and the training-ready file name."""
+are resolved, its tag, embargo and config hash."""
 
 from __future__ import annotations
 
@@ -68,11 +68,6 @@ def plain(value: Any) -> Any:
 HASH_EXCLUDED = {("resources",), ("data", "path"), ("train", "verbose")}
 
 
-def pct_code(pct: float) -> int:
-    """0.5 % -> 50 (the training-ready file names' hundredths of a percent)."""
-    return int(round(pct * 100))
-
-
 class UnresolvedSpecError(RuntimeError):
     """A tag, embargo or config hash asked of a spec whose feature set and labeler were not resolved
     (`trainer_core.features.resolve_spec`): a path of the engine that forgot to resolve it."""
@@ -97,16 +92,6 @@ def pair_name(
     if feature_set not in (None, "seed"):
         parts.append(re.sub(r"[^a-z0-9.]+", "-", str(feature_set).lower()).strip("-.") or "set")
     return "-".join(parts)
-
-
-def training_ready_name(
-    pair: str, timeframe: str, fw: int, sl_pct: float, tp_pct: float, ext: str = "feather"
-) -> str:
-    """The seed's training-ready file name: ``ETHUSDT_TF-1m__FW-120__SL-050__TP-100__training_ready.feather``."""
-    return (
-        f"{pair}_TF-{timeframe}__FW-{fw:03d}__SL-{pct_code(sl_pct):03d}__TP-{pct_code(tp_pct):03d}"
-        f"__training_ready.{ext}"
-    )
 
 
 def recorded_spec(d: Mapping) -> dict:

@@ -9,6 +9,7 @@ column and the realised ``long_return`` / ``short_return``.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -22,20 +23,53 @@ from trainer_core import (
     file_sha256,
     hookimpl,
     reject_unknown,
-    training_ready_name,
 )
-from trainer_core import TRAINING_READY_NAME_RE as NAME_RE
-from trainer_core import pct_from_code as _pct
 from trainer_core import read_table as read_frame
 
 from ..features.seed import COLUMNS as FEATURE_NAMES
-from ..labelers.tp_sl import settings_of
+from ..labelers.tp_sl import pct_code, settings_of
 
 LABEL_COLUMNS = ("label_0", "label_1", "label_2")
 TIME_COLUMNS = ("timestamp", "date", "datetime", "time", "open_time", "index")
 RETURN_COLUMNS = ("long_return", "short_return")
 SUFFIXES = (".feather", ".parquet", ".csv")
 TIMEFRAME_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+#: the seed's file name, its label parameters in it (SL and TP in hundredths of a percent)
+NAME_RE = re.compile(
+    r"^(?P<pair>[A-Z0-9]+)_TF-(?P<tf>[0-9]+[smhdw])__FW-(?P<fw>[0-9]+)__SL-(?P<sl>[0-9]+)__TP-(?P<tp>[0-9]+)"
+    r"__training_ready\.(?P<ext>feather|parquet|csv)$"
+)
+
+
+def _pct(code: str) -> float:
+    """``"050"`` (hundredths of a percent, as in file names) -> 0.5."""
+    return int(code) / 100.0
+
+
+def training_ready_name(
+    pair: str, timeframe: str, fw: int, sl_pct: float, tp_pct: float, ext: str = "feather"
+) -> str:
+    """The seed's training-ready file name: ``ETHUSDT_TF-1m__FW-120__SL-050__TP-100__training_ready.feather``."""
+    return (
+        f"{pair}_TF-{timeframe}__FW-{fw:03d}__SL-{pct_code(sl_pct):03d}__TP-{pct_code(tp_pct):03d}"
+        f"__training_ready.{ext}"
+    )
+
+
+def label_params_in_name(name: str) -> dict | None:
+    """The pair, timeframe and label parameters a seed file name carries
+    (``{"pair": "ETHUSDT", "timeframe": "1m", "future_window": 120, "stop_loss_pct": 0.5,
+    "take_profit_pct": 1.0}``); None for another name."""
+    found = NAME_RE.match(name)
+    if not found:
+        return None
+    return {
+        "pair": found["pair"],
+        "timeframe": found["tf"],
+        "future_window": int(found["fw"]),
+        "stop_loss_pct": _pct(found["sl"]),
+        "take_profit_pct": _pct(found["tp"]),
+    }
 
 
 def feature_columns(spec) -> tuple[str, ...]:
@@ -148,16 +182,9 @@ def find_file(spec) -> Path:
 
 def check_name(spec, path: Path) -> dict:
     """Label parameters encoded in the file name; a disagreement with the run is an error."""
-    found = NAME_RE.match(path.name)
-    if not found:
+    params = label_params_in_name(path.name)
+    if params is None:
         return {}
-    params = {
-        "pair": found["pair"],
-        "timeframe": found["tf"],
-        "future_window": int(found["fw"]),
-        "stop_loss_pct": _pct(found["sl"]),
-        "take_profit_pct": _pct(found["tp"]),
-    }
     run = {
         "pair": spec.pair,
         "timeframe": spec.data.timeframe,
@@ -253,6 +280,18 @@ class TrainingReadyLoader:
     def check(self, params) -> None:
         """Reject any ``data.params`` (the loader takes none)."""
         reject_unknown(params, (), "data.params", "the training-ready loader")
+
+    def file_name(self, pair: str, timeframe: str, label_params, ext: str = "feather") -> str:
+        """The seed's file name for these tp-sl label parameters (`training_ready_name`)."""
+        p = dict(label_params)
+        return training_ready_name(
+            pair, timeframe, int(p["future_window"]), p["stop_loss_pct"], p["take_profit_pct"], ext=ext
+        )
+
+    def label_params_in_name(self, name: str) -> dict | None:
+        """What a file's name says it holds (`label_params_in_name`): prediction checks a
+        training-ready file against the model with it."""
+        return label_params_in_name(name)
 
     def fingerprint(self, spec) -> str:
         """sha256 of the file `load` would read, without parsing it."""
