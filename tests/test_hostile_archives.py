@@ -370,7 +370,12 @@ def test_a_second_download_into_the_same_folder_stops_with_the_holder(trainer, a
         assert time.time() < deadline and first.poll() is None, "the first download did not start"
         time.sleep(0.05)
     try:
-        size = part.stat().st_size
+        # the first run writes up to the stall: its size once it stops growing is what it holds
+        size = -1
+        while part.stat().st_size != size:
+            assert time.time() < deadline and first.poll() is None, "the first download did not stall"
+            size = part.stat().st_size
+            time.sleep(1.0)
         second = fetch(trainer, archive, out, start="2024-01-01", end="2024-01-31")
         assert second.exit_code == 1, second.text
         assert f"{PAIR} is being downloaded into {out / PAIR} by another run (pid {first.pid}" in second.text
